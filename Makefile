@@ -1,0 +1,81 @@
+# tune — build, test, sanitizer check, install, optional CUDA backend.
+# Every .c under src/ is part of the library except src/main.c; every
+# tests/test_*.c is one Check suite linked against it.
+
+CC       ?= cc
+BUILD    ?= build
+PREFIX   ?= /usr/local
+PKGS     := yaml-0.1 libcjson openblas libpcre2-8 libutf8proc
+GIT_REV  := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -Iinclude \
+            $(shell pkg-config --cflags $(PKGS)) -DTUNE_GIT_REV='"$(GIT_REV)"'
+LDLIBS   += $(shell pkg-config --libs $(PKGS)) -fopenmp -lm
+TEST_LIBS = $(shell pkg-config --libs check)
+
+ifeq ($(SAN),1)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDLIBS  += -fsanitize=address,undefined
+endif
+
+ifeq ($(CUDA),1)
+NVCC     ?= nvcc
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell which $(NVCC)))
+CFLAGS   += -DTUNE_CUDA -I$(CUDA_HOME)/include
+LDLIBS   += -L$(CUDA_HOME)/lib64 -lcublas -lcurand -lcudart -lstdc++
+CU_SRC   := $(shell find src -name '*.cu' | sort)
+CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+endif
+
+SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
+OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o) $(CU_OBJ)
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+.PHONY: all test check unit e2e install clean bench model
+all: $(BUILD)/tune
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -O2 -Iinclude -DTUNE_CUDA -Xcompiler -Wall,-Werror -c $< -o $@
+
+$(BUILD)/libtune.a: $(OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/tune: $(BUILD)/obj/src/main.o $(BUILD)/libtune.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libtune.a tests/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libtune.a $(TEST_LIBS) $(LDLIBS)
+
+unit: $(TESTS)
+	@set -e; for t in $(TESTS); do echo "== $$t"; TUNE_TEST_DATA=tests/data $$t; done
+
+e2e: $(BUILD)/tune
+	@set -e; for s in $(sort $(wildcard tests/e2e/*.sh)); do echo "== $$s"; TUNE=$(BUILD)/tune bash $$s; done
+
+# The README's test command.
+test: unit e2e
+
+# Tests under AddressSanitizer + UndefinedBehaviorSanitizer, in a build of their own.
+check:
+	$(MAKE) BUILD=build/san SAN=1 test
+
+install: $(BUILD)/tune
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(BUILD)/tune $(DESTDIR)$(PREFIX)/bin/tune
+
+bench: $(BUILD)/tune
+	@bash tools/bench/run.sh $(BUILD)/tune
+
+clean:
+	rm -rf build
+
+-include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d

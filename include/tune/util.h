@@ -1,0 +1,50 @@
+/* Small shared helpers: whole-file reads, atomic writes, directories,
+ * growable strings, SHA-256. */
+#ifndef TUNE_UTIL_H
+#define TUNE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tune/error.h"
+
+/* Reads a whole file; *data is NUL-terminated (not counted in *len). */
+tune_status tune_read_file(const char *path, char **data, size_t *len, tune_error *err);
+
+/* Writes data to path through path.tmp: write, fsync, rename, fsync the
+ * directory. A crash leaves the old file or the new one, never half. */
+tune_status tune_write_file_atomic(const char *path, const void *data, size_t len, tune_error *err);
+
+/* mkdir -p. */
+tune_status tune_mkdir_p(const char *path, tune_error *err);
+int tune_path_exists(const char *path);
+int tune_is_dir(const char *path);
+
+/* Growable NUL-terminated string. */
+typedef struct tune_strbuf {
+    char *data;
+    size_t len, cap;
+    int oom; /* set once an allocation failed; later appends are ignored */
+} tune_strbuf;
+
+void tune_strbuf_append(tune_strbuf *sb, const char *s, size_t n);
+void tune_strbuf_puts(tune_strbuf *sb, const char *s);
+void tune_strbuf_printf(tune_strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tune_strbuf_free(tune_strbuf *sb);
+
+/* SHA-256 (FIPS 180-4). */
+typedef struct tune_sha256 {
+    uint32_t h[8];
+    uint64_t total;
+    uint8_t block[64];
+    size_t used;
+} tune_sha256;
+
+void tune_sha256_init(tune_sha256 *s);
+void tune_sha256_update(tune_sha256 *s, const void *data, size_t len);
+void tune_sha256_final(tune_sha256 *s, uint8_t digest[32]);
+/* Lower-case hex digest of a buffer / of a file's bytes. hex has 65 bytes. */
+void tune_sha256_hex(const void *data, size_t len, char hex[65]);
+tune_status tune_sha256_file_hex(const char *path, char hex[65], tune_error *err);
+
+#endif

@@ -1,0 +1,159 @@
+#include "tune/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+tune_status tune_read_file(const char *path, char **data, size_t *len, tune_error *err)
+{
+    *data = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return tune_fail_input(err, path, "cannot open: %s", strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            char *grown = realloc(buf, cap * 2);
+            if (!grown) { free(buf); buf = NULL; break; }
+            buf = grown;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int read_failed = ferror(f);
+    fclose(f);
+    if (!buf) return tune_fail_run(err, path, "out of memory reading the file");
+    if (read_failed) { free(buf); return tune_fail_input(err, path, "read error"); }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return TUNE_OK;
+}
+
+static tune_status fsync_parent_dir(const char *path, tune_error *err)
+{
+    char *copy = strdup(path);
+    if (!copy) return tune_fail_run(err, path, "out of memory");
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
+    free(copy);
+    if (fd < 0) return tune_fail_run(err, path, "cannot open its directory: %s", strerror(errno));
+    fsync(fd); /* some file systems refuse fsync on directories; the rename already happened */
+    close(fd);
+    return TUNE_OK;
+}
+
+tune_status tune_write_file_atomic(const char *path, const void *data, size_t len, tune_error *err)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return tune_fail_input(err, path, "path too long");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return tune_fail_run(err, tmp, "cannot create: %s", strerror(errno));
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            return tune_fail_run(err, tmp, "write failed: %s", strerror(e));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return tune_fail_run(err, tmp, "fsync/close failed: %s", strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return tune_fail_run(err, path, "rename failed: %s", strerror(e));
+    }
+    return fsync_parent_dir(path, err);
+}
+
+tune_status tune_mkdir_p(const char *path, tune_error *err)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return tune_fail_input(err, path, "path too long");
+    for (char *p = buf + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return tune_fail_run(err, buf, "cannot create directory: %s", strerror(errno));
+            *p = saved;
+            if (saved == '\0') break;
+        }
+    }
+    if (!tune_is_dir(path)) return tune_fail_run(err, path, "exists and is not a directory");
+    return TUNE_OK;
+}
+
+int tune_path_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+int tune_is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void tune_strbuf_append(tune_strbuf *sb, const char *s, size_t n)
+{
+    if (sb->oom) return;
+    if (sb->len + n + 1 > sb->cap) {
+        size_t cap = sb->cap ? sb->cap : 256;
+        while (cap < sb->len + n + 1) cap *= 2;
+        char *grown = realloc(sb->data, cap);
+        if (!grown) { sb->oom = 1; return; }
+        sb->data = grown;
+        sb->cap = cap;
+    }
+    memcpy(sb->data + sb->len, s, n);
+    sb->len += n;
+    sb->data[sb->len] = '\0';
+}
+
+void tune_strbuf_puts(tune_strbuf *sb, const char *s) { tune_strbuf_append(sb, s, strlen(s)); }
+
+void tune_strbuf_printf(tune_strbuf *sb, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n < sizeof small) { tune_strbuf_append(sb, small, (size_t)n); return; }
+    char *big = malloc((size_t)n + 1);
+    if (!big) { sb->oom = 1; return; }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    tune_strbuf_append(sb, big, (size_t)n);
+    free(big);
+}
+
+void tune_strbuf_free(tune_strbuf *sb)
+{
+    free(sb->data);
+    memset(sb, 0, sizeof *sb);
+}
