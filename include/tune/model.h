@@ -1,0 +1,72 @@
+/* LLaMA-family model: hyperparameters, fp32 weights in the Hugging Face
+ * layout (linear W stored (out, in), y = x·Wᵀ), loading from a Hugging Face
+ * folder (config.json + safetensors) or a GGUF file. */
+#ifndef TUNE_MODEL_H
+#define TUNE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tune/error.h"
+
+typedef enum { TUNE_ROPE_DEFAULT = 0, TUNE_ROPE_LLAMA3 = 1 } tune_rope_type;
+
+#define TUNE_MAX_EOS 8
+
+typedef struct tune_model_config {
+    int vocab_size, hidden_size, intermediate_size, num_hidden_layers;
+    int num_attention_heads, num_key_value_heads, head_dim;
+    int max_position_embeddings;
+    float rms_norm_eps;
+    double rope_theta;
+    tune_rope_type rope_type;
+    double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_position_embeddings;
+    int tie_word_embeddings;
+    int bos_token_id;                 /* -1 when none */
+    int eos_token_ids[TUNE_MAX_EOS];  /* config.json may give an int or a list */
+    int n_eos_token_ids;
+    int pad_token_id;                 /* -1 when none */
+    char torch_dtype[16];             /* as declared by the source ("bfloat16", ...) */
+} tune_model_config;
+
+/* The seven linear layers of a decoder block, in PEFT's module names. */
+typedef enum {
+    TUNE_Q_PROJ, TUNE_K_PROJ, TUNE_V_PROJ, TUNE_O_PROJ,
+    TUNE_GATE_PROJ, TUNE_UP_PROJ, TUNE_DOWN_PROJ,
+    TUNE_N_LINEAR
+} tune_linear_kind;
+
+extern const char *const tune_linear_names[TUNE_N_LINEAR]; /* "q_proj", ... */
+
+typedef struct tune_layer {
+    float *attn_norm;           /* (C) */
+    float *w[TUNE_N_LINEAR];    /* (out, in), see tune_linear_shape */
+    float *ffn_norm;            /* (C) */
+} tune_layer;
+
+typedef struct tune_model {
+    tune_model_config cfg;
+    float *embed;        /* (V, C) */
+    tune_layer *layers;  /* (L) */
+    float *final_norm;   /* (C) */
+    float *lm_head;      /* (V, C); points at embed when tied */
+    float *storage;      /* one allocation holds every weight */
+    size_t n_floats;
+} tune_model;
+
+/* out/in features of a linear layer: q (H·hd, C), k/v (Hkv·hd, C),
+ * o (C, H·hd), gate/up (I, C), down (C, I). */
+void tune_linear_shape(const tune_model_config *cfg, tune_linear_kind kind, int *out, int *in);
+/* Hugging Face module path of a linear layer: "model.layers.3.self_attn.q_proj". */
+void tune_linear_module_path(int layer, tune_linear_kind kind, char *buf, size_t size);
+
+/* Hyperparameters only (no weights): a Hugging Face folder's config.json,
+ * or a GGUF file's header. */
+tune_status tune_model_config_load(const char *path, tune_model_config *cfg, tune_error *err);
+/* Every weight, converted to fp32 (from F32/F16/BF16 safetensors, or
+ * F32/F16/BF16/Q8_0/Q4_0/Q4_1 GGUF with q/k rows un-permuted). */
+tune_status tune_model_load(const char *path, tune_model *model, tune_error *err);
+void tune_model_free(tune_model *model);
+
+#endif
