@@ -1,0 +1,59 @@
+/* The LLaMA forward and backward passes in fp32, with optional LoRA
+ * adapters. The base weights are frozen: backward produces gradients for the
+ * LoRA parameters only. */
+#ifndef TUNE_LLAMA_H
+#define TUNE_LLAMA_H
+
+#include <stdint.h>
+
+#include "tune/error.h"
+#include "tune/lora.h"
+#include "tune/model.h"
+
+#define TUNE_IGNORE_INDEX (-100)
+
+/* One micro-batch. Labels follow Hugging Face: logits[b, t] is scored
+ * against labels[b, t + 1]; TUNE_IGNORE_INDEX is not trained. */
+typedef struct tune_batch {
+    int B, T;
+    const int32_t *input_ids;    /* (B, T) */
+    const int32_t *labels;       /* (B, T) */
+    const int32_t *position_ids; /* (B, T), or NULL for 0..T-1 in every row */
+    const int32_t *segment_ids;  /* (B, T), or NULL. Packed examples: attention and the
+                                    loss never cross a change of segment id */
+} tune_batch;
+
+/* LoRA dropout for one micro-batch. Masks are drawn from Philox at
+ * addresses derived from (seed, micro_batch, module, element), so they do not
+ * depend on threads or backend. p = 0 disables dropout (evaluation). */
+typedef struct tune_dropout {
+    float p;
+    uint64_t seed;
+    uint64_t micro_batch; /* global index of this micro-batch in the run */
+} tune_dropout;
+
+/* Activations kept between forward and backward, sized for (B, T). */
+typedef struct tune_workspace tune_workspace;
+
+tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora *lora, int B, int T,
+                                  tune_workspace **ws, tune_error *err);
+void tune_workspace_free(tune_workspace *ws);
+/* Logits of the last forward pass: (B, T, V). */
+const float *tune_workspace_logits(const tune_workspace *ws);
+
+/* Forward pass. *loss_sum is the summed cross-entropy over trained targets
+ * and *n_targets their count (the mean loss is their quotient). lora and
+ * dropout may be NULL. */
+tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, const tune_batch *batch,
+                               const tune_dropout *dropout, tune_workspace *ws, double *loss_sum,
+                               long *n_targets, tune_error *err);
+
+/* Backward pass of the last forward on the same batch: accumulates (+=)
+ * grad_scale · d(loss_sum)/d(params) into lora->grads. grad_scale is
+ * 1 / (trained targets in the whole optimizer step), so micro-batches of an
+ * accumulation add up to the gradient of the step's mean loss. */
+tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const tune_batch *batch,
+                                const tune_dropout *dropout, tune_workspace *ws, float grad_scale,
+                                tune_error *err);
+
+#endif
