@@ -23,7 +23,7 @@ ifeq ($(CUDA),1)
 NVCC     ?= nvcc
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell which $(NVCC)))
 CFLAGS   += -DTUNE_CUDA -I$(CUDA_HOME)/include
-LDLIBS   += -L$(CUDA_HOME)/lib64 -lcublas -lcurand -lcudart -lstdc++
+LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcurand -lcudart -lstdc++
 CU_SRC   := $(shell find src -name '*.cu' | sort)
 CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
 endif
