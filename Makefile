@@ -6,11 +6,10 @@ CC       ?= cc
 BUILD    ?= build
 PREFIX   ?= /usr/local
 PKGS     := yaml-0.1 libcjson openblas libpcre2-8 libutf8proc
-GIT_REV  := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -Iinclude \
-            $(shell pkg-config --cflags $(PKGS)) -DTUNE_GIT_REV='"$(GIT_REV)"'
+            -I$(BUILD)/gen $(shell pkg-config --cflags $(PKGS))
 LDLIBS   += $(shell pkg-config --libs $(PKGS)) -fopenmp -lm
 TEST_LIBS = $(shell pkg-config --libs check)
 
@@ -33,8 +32,16 @@ OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o) $(CU_OBJ)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test check unit e2e install clean bench model
+.PHONY: all test check unit e2e install clean bench model FORCE
 all: $(BUILD)/tune
+
+# The git revision for `tune --version`, rewritten only when it changes.
+$(BUILD)/gen/version.h: FORCE
+	@mkdir -p $(dir $@)
+	@rev=$$(git describe --always --dirty 2>/dev/null || echo unknown); \
+	 line="#define TUNE_GIT_REV \"$$rev\""; \
+	 [ -f $@ ] && [ "$$(cat $@)" = "$$line" ] || echo "$$line" > $@
+$(BUILD)/obj/src/cli/cli.o: $(BUILD)/gen/version.h
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
