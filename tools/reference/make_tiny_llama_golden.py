@@ -220,7 +220,7 @@ def init_model_weights(model, seed):
             p.copy_(1.0 + noise if name.endswith("norm.weight") else noise)
 
 
-def legacy_config_json(path, spec):
+def legacy_config_json(path):
     """Rewrite config.json in the pre-5.0 key layout of real model folders:
     rope_theta at top level, rope_scaling instead of rope_parameters, torch_dtype."""
     with open(path, encoding="utf-8") as f:
@@ -247,7 +247,7 @@ def make_model(name, spec, vocab_size, tok_dir):
     for fname in TOKENIZER_FILES:
         shutil.copy(os.path.join(tok_dir, fname), os.path.join(out_dir, fname))
     if spec["legacy_config"]:
-        legacy_config_json(os.path.join(out_dir, "config.json"), spec)
+        legacy_config_json(os.path.join(out_dir, "config.json"))
 
     # What is on disk must be the model we built.
     reloaded = load_base_model(out_dir)
@@ -319,13 +319,14 @@ def hand_merged_logits(base_dir, pm, scaling, ids):
     """Logits of a fresh base model whose weights get W + scaling * B @ A added by hand."""
     merged = load_base_model(base_dir)
     mods = dict(merged.named_modules())
+    lora = dict(lora_params(pm))
     with torch.no_grad():
-        for name, p in lora_params(pm):
+        for name, A in lora.items():
             if not name.endswith("lora_A.weight"):
                 continue
             path = name[len("base_model.model."):-len(".lora_A.weight")]
-            Bw = dict(lora_params(pm))[name.replace("lora_A", "lora_B")]
-            mods[path].weight += scaling * (Bw.detach().double() @ p.detach().double()).float()
+            Bw = lora[name.replace("lora_A", "lora_B")]
+            mods[path].weight += scaling * (Bw.detach().double() @ A.detach().double()).float()
         return merged(ids).logits
 
 
@@ -528,8 +529,7 @@ def train_golden(model_dir, spec):
 
     pm = attach_lora(load_base_model(model_dir), spec, spec["seed"] + 1)
     init = {n: p.detach().clone() for n, p in lora_params(pm)}
-    with open(os.path.join(model_dir, "golden.json"), encoding="utf-8") as f:
-        assert f.read()  # the forward golden exists; its adapter is the same as init:
+    # The trajectory starts from the forward golden's adapter.
     from safetensors.torch import load_file
     fg = load_file(os.path.join(model_dir, "golden.safetensors"))
     for n, t in init.items():
@@ -626,9 +626,10 @@ def main():
     for name, spec in MODEL_SPECS.items():
         model_dir = make_model(name, spec, V, tok_dir)
         pm = forward_golden(name, spec, model_dir)
-        print("%-10s loss %.6f  scaling %.3f  lora tensors %d" % (
-            name, json.load(open(os.path.join(model_dir, "golden.json")))["loss"],
-            LORA_ALPHA / (math.sqrt(LORA_R) if spec["use_rslora"] else LORA_R), len(lora_params(pm))))
+        with open(os.path.join(model_dir, "golden.json"), encoding="utf-8") as f:
+            g = json.load(f)
+        print("%-10s loss %.6f  scaling %.3f  lora tensors %d" % (name, g["loss"], g["scaling"],
+                                                                   len(lora_params(pm))))
     gqa_dir = os.path.join(TINY_DIR, "gqa")
     _, log = train_golden(gqa_dir, MODEL_SPECS["gqa"])
     for s, r in enumerate(log):
