@@ -13,8 +13,8 @@
 #endif
 
 /* ---- Float formats: fp16 / bf16 <-> fp32 (safetensors, GGUF) ----------
- * Bit-exact with PyTorch: round to nearest even, NaN -> canonical quiet NaN
- * (fp16 0x7E00 keeping the sign, bf16 0x7FC0). */
+ * Bit-exact with PyTorch's tensor conversions: round to nearest even; NaN
+ * becomes 0x7E00 with its sign in fp16 and 0xFFFF in bf16. */
 
 TUNE_HD static inline uint32_t tune_f32_bits(float f)
 {
@@ -38,7 +38,7 @@ TUNE_HD static inline float tune_bf16_to_f32(uint16_t h)
 TUNE_HD static inline uint16_t tune_f32_to_bf16(float f)
 {
     uint32_t u = tune_f32_bits(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0xffff;
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }
