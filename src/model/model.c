@@ -271,72 +271,87 @@ static tune_status hf_config_load(const char *dir, tune_model_config *cfg, tune_
 
 /* ---------------------------------------------------------------- weights */
 
-/* Number of floats in the model, in the order hf_assign lays them out. */
-static size_t model_floats(const tune_model_config *cfg)
+/* One weight: its Hugging Face name, shape, and the model pointer it sets.
+ * The table's order is the layout of model->storage. */
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    float **slot;
+} weight_spec;
+
+static void spec(weight_spec *w, const char *name, int64_t d0, int64_t d1, float **slot)
 {
-    size_t C = (size_t)cfg->hidden_size, V = (size_t)cfg->vocab_size, per_layer = 2 * C;
-    for (int k = 0; k < TUNE_N_LINEAR; k++) {
-        int out, in;
-        tune_linear_shape(cfg, (tune_linear_kind)k, &out, &in);
-        per_layer += (size_t)out * (size_t)in;
-    }
-    return V * C * (cfg->tie_word_embeddings ? 1 : 2) + C + per_layer * (size_t)cfg->num_hidden_layers;
+    snprintf(w->name, sizeof w->name, "%s", name);
+    w->ndim = d1 ? 2 : 1;
+    w->shape[0] = d0;
+    w->shape[1] = d1;
+    w->slot = slot;
 }
 
-/* Finds a tensor, checks its shape and converts it into dst. */
-static tune_status load_tensor(const tune_st_set *set, const char *name, int ndim, int64_t d0, int64_t d1,
-                               float *dst, tune_error *err)
-{
-    const tune_st_tensor *t = tune_st_set_find(set, name);
-    if (!t) return tune_fail_input(err, set->source, "tensor '%s' is missing", name);
-    int64_t shape[2] = {d0, d1};
-    tune_status st = tune_st_expect_shape(t, ndim, shape, err);
-    return st != TUNE_OK ? st : tune_st_read_f32(t, dst, err);
-}
-
-static tune_status hf_load_weights(const tune_st_set *set, tune_model *m, tune_error *err)
+/* Fills specs (room for 3 + 9·L) and returns how many there are. */
+static int weight_specs(tune_model *m, weight_spec *specs)
 {
     const tune_model_config *cfg = &m->cfg;
     int64_t C = cfg->hidden_size, V = cfg->vocab_size;
-    float *p = m->storage;
-    char name[256];
-    m->embed = p;
-    p += V * C;
-    tune_status st = load_tensor(set, "model.embed_tokens.weight", 2, V, C, m->embed, err);
-    for (int l = 0; l < cfg->num_hidden_layers && st == TUNE_OK; l++) {
+    int n = 0;
+    char name[96], module[80];
+    spec(&specs[n++], "model.embed_tokens.weight", V, C, &m->embed);
+    for (int l = 0; l < cfg->num_hidden_layers; l++) {
         tune_layer *layer = &m->layers[l];
-        layer->attn_norm = p;
-        p += C;
         snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        st = load_tensor(set, name, 1, C, 0, layer->attn_norm, err);
-        for (int k = 0; k < TUNE_N_LINEAR && st == TUNE_OK; k++) {
+        spec(&specs[n++], name, C, 0, &layer->attn_norm);
+        for (int k = 0; k < TUNE_N_LINEAR; k++) {
             int out, in;
             tune_linear_shape(cfg, (tune_linear_kind)k, &out, &in);
-            layer->w[k] = p;
-            p += (size_t)out * (size_t)in;
-            char module[200];
             tune_linear_module_path(l, (tune_linear_kind)k, module, sizeof module);
             snprintf(name, sizeof name, "%s.weight", module);
-            st = load_tensor(set, name, 2, out, in, layer->w[k], err);
+            spec(&specs[n++], name, out, in, &layer->w[k]);
         }
-        if (st != TUNE_OK) break;
-        layer->ffn_norm = p;
-        p += C;
         snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        st = load_tensor(set, name, 1, C, 0, layer->ffn_norm, err);
+        spec(&specs[n++], name, C, 0, &layer->ffn_norm);
     }
-    if (st != TUNE_OK) return st;
-    m->final_norm = p;
-    p += C;
-    if ((st = load_tensor(set, "model.norm.weight", 1, C, 0, m->final_norm, err)) != TUNE_OK) return st;
-    if (cfg->tie_word_embeddings) {
-        m->lm_head = m->embed; /* a stored lm_head.weight is ignored, as Transformers does */
-        return TUNE_OK;
+    spec(&specs[n++], "model.norm.weight", C, 0, &m->final_norm);
+    /* Tied: lm_head is the embedding; a stored lm_head.weight is ignored, as Transformers does. */
+    if (!cfg->tie_word_embeddings) spec(&specs[n++], "lm_head.weight", V, C, &m->lm_head);
+    return n;
+}
+
+/* Checks every tensor's presence and shape (before allocating anything),
+ * then converts each into its place in one fp32 allocation. */
+static tune_status hf_load_weights(const tune_st_set *set, tune_model *m, const char *dir, tune_error *err)
+{
+    int max = 3 + 9 * m->cfg.num_hidden_layers;
+    weight_spec *specs = malloc((size_t)max * sizeof *specs);
+    const tune_st_tensor **tensors = malloc((size_t)max * sizeof *tensors);
+    tune_status st = TUNE_OK;
+    if (!specs || !tensors) st = tune_fail_run(err, dir, "out of memory");
+    int n = st == TUNE_OK ? weight_specs(m, specs) : 0;
+    m->n_floats = 0;
+    for (int i = 0; i < n && st == TUNE_OK; i++) {
+        tensors[i] = tune_st_set_find(set, specs[i].name);
+        if (!tensors[i] && strcmp(specs[i].name, "lm_head.weight") == 0)
+            st = tune_fail_input(err, set->source, "tensor 'lm_head.weight' is missing and tie_word_embeddings is false");
+        else if (!tensors[i])
+            st = tune_fail_input(err, set->source, "tensor '%s' is missing", specs[i].name);
+        else
+            st = tune_st_expect_shape(tensors[i], specs[i].ndim, specs[i].shape, err);
+        if (st == TUNE_OK) m->n_floats += tensors[i]->numel;
     }
-    m->lm_head = p;
-    if (!tune_st_set_find(set, "lm_head.weight"))
-        return tune_fail_input(err, set->source, "tensor 'lm_head.weight' is missing and tie_word_embeddings is false");
-    return load_tensor(set, "lm_head.weight", 2, V, C, m->lm_head, err);
+    if (st == TUNE_OK && posix_memalign((void **)&m->storage, 64, m->n_floats * sizeof(float)) != 0) {
+        m->storage = NULL;
+        st = tune_fail_run(err, dir, "out of memory: %zu MB of weights", m->n_floats * sizeof(float) >> 20);
+    }
+    float *p = m->storage;
+    for (int i = 0; i < n && st == TUNE_OK; i++) {
+        *specs[i].slot = p;
+        st = tune_st_read_f32(tensors[i], p, err);
+        p += tensors[i]->numel;
+    }
+    if (st == TUNE_OK && m->cfg.tie_word_embeddings) m->lm_head = m->embed;
+    free(specs);
+    free(tensors);
+    return st;
 }
 
 static tune_status hf_model_load(const char *dir, tune_model *m, tune_error *err)
@@ -345,13 +360,9 @@ static tune_status hf_model_load(const char *dir, tune_model *m, tune_error *err
     if (st != TUNE_OK) return st;
     tune_st_set *set;
     if ((st = tune_st_set_open(dir, &set, err)) != TUNE_OK) return st;
-    m->n_floats = model_floats(&m->cfg);
     m->layers = calloc((size_t)m->cfg.num_hidden_layers, sizeof *m->layers);
-    if (!m->layers || posix_memalign((void **)&m->storage, 64, m->n_floats * sizeof(float)) != 0) {
-        m->storage = NULL;
-        st = tune_fail_run(err, dir, "out of memory: %zu MB of weights", m->n_floats * sizeof(float) >> 20);
-    }
-    if (st == TUNE_OK) st = hf_load_weights(set, m, err);
+    if (!m->layers) st = tune_fail_run(err, dir, "out of memory");
+    if (st == TUNE_OK) st = hf_load_weights(set, m, dir, err);
     tune_st_set_close(set);
     return st;
 }
