@@ -296,6 +296,11 @@ START_TEST(config_variants)
                         "'rope_scaling.rope_type' is 'yarn'");
     expect_config_error("{\"model_type\":\"llama\"," TINY ",\"rope_parameters\":{\"rope_type\":\"llama3\",\"factor\":4}}",
                         "'rope_parameters.low_freq_factor' is missing");
+    expect_config_error("{\"model_type\":\"llama\"," TINY ",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,"
+                        "\"low_freq_factor\":1,\"high_freq_factor\":4}}",
+                        "'rope_scaling.original_max_position_embeddings' must be a positive integer");
+    expect_config_error("{\"model_type\":\"llama\"," TINY ",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":\"8\"}}",
+                        "'rope_scaling.factor' must be a positive number");
     expect_config_error("{\"model_type\":\"llama\",\"vocab_size\":64}", "'hidden_size' is missing");
     expect_config_error("{\"model_type\":\"llama\"," TINY ",\"num_key_value_heads\":3}",
                         "'num_key_value_heads' must divide");

@@ -162,25 +162,29 @@ static tune_status parse_rope(cfg_reader *r, tune_model_config *cfg)
     if (!type) type = cJSON_GetObjectItemCaseSensitive(s, "type");
     if (!type || cJSON_IsNull(type) || (cJSON_IsString(type) && strcmp(type->valuestring, "default") == 0))
         return TUNE_OK;
-    if (!cJSON_IsString(type) || strcmp(type->valuestring, "llama3") != 0)
-        return tune_fail_input(r->err, r->path, "'%s.rope_type' is %s%s%s: only default and llama3 RoPE are supported",
-                               where, cJSON_IsString(type) ? "'" : "", cJSON_IsString(type) ? type->valuestring : "not a string",
-                               cJSON_IsString(type) ? "'" : "");
+    if (!cJSON_IsString(type))
+        return tune_fail_input(r->err, r->path, "'%s.rope_type' must be a string", where);
+    if (strcmp(type->valuestring, "llama3") != 0)
+        return tune_fail_input(r->err, r->path, "'%s.rope_type' is '%s': only default and llama3 RoPE are supported",
+                               where, type->valuestring);
     cfg->rope_type = TUNE_ROPE_LLAMA3;
     static const char *const keys[] = {"factor", "low_freq_factor", "high_freq_factor"};
     double *dst[] = {&cfg->rope_factor, &cfg->rope_low_freq_factor, &cfg->rope_high_freq_factor};
+    char key[64];
     for (int i = 0; i < 3; i++) {
-        if (!cJSON_GetObjectItemCaseSensitive(s, keys[i])) {
-            char key[64];
-            snprintf(key, sizeof key, "%s.%s", where, keys[i]);
-            return bad_key(r, key, "is missing (needed by llama3 RoPE)");
-        }
-        if ((st = get_num(r, s, keys[i], 0.0, dst[i])) != TUNE_OK) return st;
+        snprintf(key, sizeof key, "%s.%s", where, keys[i]);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, keys[i]);
+        if (!v) return bad_key(r, key, "is missing (needed by llama3 RoPE)");
+        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0.0)) return bad_key(r, key, "must be a positive number");
+        *dst[i] = v->valuedouble;
     }
     if (!(cfg->rope_high_freq_factor > cfg->rope_low_freq_factor))
         return tune_fail_input(r->err, r->path, "'%s.high_freq_factor' must be greater than low_freq_factor", where);
-    return get_int(r, s, "original_max_position_embeddings", 1, 0, 1, INT_MAX,
-                   &cfg->rope_original_max_position_embeddings);
+    const cJSON *orig = cJSON_GetObjectItemCaseSensitive(s, "original_max_position_embeddings");
+    snprintf(key, sizeof key, "%s.original_max_position_embeddings", where);
+    if (!json_int(orig, 1, INT_MAX, &cfg->rope_original_max_position_embeddings))
+        return bad_key(r, key, "must be a positive integer (needed by llama3 RoPE)");
+    return TUNE_OK;
 }
 
 /* bos/eos/pad: absent → LlamaConfig's defaults (1, 2, none); null → none. */
