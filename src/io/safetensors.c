@@ -273,9 +273,10 @@ static tune_status parse_header(tune_st_file *f, tune_error *err)
         t->file = f;
         spans[f->n_tensors - 1].index = f->n_tensors - 1;
         st = parse_entry(f, it, t, &spans[f->n_tensors - 1], err);
-        if (st == TUNE_OK) t->data = buffer + spans[f->n_tensors - 1].begin;
     }
     if (st == TUNE_OK) st = check_tiling(f, spans, f->n_tensors, f->map_size - 8 - (size_t)hlen, err);
+    for (int i = 0; i < f->n_tensors && st == TUNE_OK; i++) /* only now are the offsets known to be inside */
+        f->tensors[spans[i].index].data = buffer + spans[i].begin;
     free(spans);
     if (st != TUNE_OK) goto done;
     qsort(f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, by_name);
