@@ -190,7 +190,7 @@ static void remove_tmpdir(void)
 static const char *folder_with(const char *json, const char *weights_from)
 {
     if (!tmpdir[0]) {
-        snprintf(tmpdir, sizeof tmpdir, "/tmp/tune-model-XXXXXX");
+        snprintf(tmpdir, sizeof tmpdir, "%s/tune-model-XXXXXX", P_tmpdir);
         ck_assert_ptr_nonnull(mkdtemp(tmpdir));
     }
     static char path[600];

@@ -12,7 +12,7 @@ static char tmpdir[64];
 
 static void make_tmpdir(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/tune-st-XXXXXX");
+    snprintf(tmpdir, sizeof tmpdir, "%s/tune-st-XXXXXX", P_tmpdir);
     ck_assert_ptr_nonnull(mkdtemp(tmpdir));
 }
 
