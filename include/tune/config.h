@@ -22,6 +22,7 @@ typedef struct tune_origin {
     tune_origin_kind kind;
     int line, col;  /* 1-based position of the key in the file (TUNE_FROM_FILE) */
     char flag[300]; /* "--lr", "--set datasets.0.path" (TUNE_FROM_CLI) */
+    int bad;        /* the value given there was rejected (already reported) */
 } tune_origin;
 
 /* Enums: the C value is the index of the canonical name in the schema's

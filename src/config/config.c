@@ -231,9 +231,17 @@ static void check_datasets(vctx *v, const char *key, const tune_dataset_config *
     }
 }
 
+/* Set to something other than "off" (so a resolved file, which spells out
+ * every default, reads back without contradictions). */
+static int is_set(const tune_config *cfg, const char *key)
+{
+    int i = tune_schema_find(tune_config_keys, tune_config_n_keys, key, strlen(key));
+    return !is_off(&tune_config_keys[i], cfg);
+}
+
 static void exclusive(vctx *v, const char *a, const char *b)
 {
-    if (!given(v->cfg, a) || !given(v->cfg, b)) return;
+    if (!is_set(v->cfg, a) || !is_set(v->cfg, b)) return;
     char where[256];
     tune_origin_describe(v->cfg, O(v->cfg, a), where, sizeof where);
     verr(v, O(v->cfg, b), "%s and %s are both set (%s at %s); use one", a, b, a, where);
@@ -247,7 +255,7 @@ tune_status tune_config_validate(const tune_config *cfg, tune_error_list *errs)
         if (!k->required) continue;
         if (cfg->origin[i].kind == TUNE_FROM_DEFAULT)
             verr(&v, NULL, "missing required key '%s'", k->name);
-        else if (k->type == K_DATASETS && *COUNT(cfg, k) == 0)
+        else if (k->type == K_DATASETS && *COUNT(cfg, k) == 0 && !cfg->origin[i].bad)
             verr(&v, &cfg->origin[i], "%s must list at least one dataset", k->name);
     }
     check_supported(&v, tune_config_keys, tune_config_n_keys, cfg, cfg->origin, "");
@@ -266,7 +274,7 @@ tune_status tune_config_validate(const tune_config *cfg, tune_error_list *errs)
     if (cfg->val_set_size > 1 && cfg->val_set_size != floor(cfg->val_set_size))
         verr(&v, O(cfg, "val_set_size"), "val_set_size above 1 is a record count and must be a whole number, got %g",
              cfg->val_set_size);
-    if (given(cfg, "cosine_min_lr_ratio") && cfg->lr_scheduler != TUNE_LR_COSINE)
+    if (is_set(cfg, "cosine_min_lr_ratio") && cfg->lr_scheduler != TUNE_LR_COSINE)
         verr(&v, O(cfg, "cosine_min_lr_ratio"), "cosine_min_lr_ratio applies to lr_scheduler: cosine only (it is %s)",
              tune_config_enum_name("lr_scheduler", (int)cfg->lr_scheduler));
     if (cfg->lora_target_modules_count == 0 && !cfg->lora_target_linear)

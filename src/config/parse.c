@@ -597,7 +597,7 @@ static void read_mapping(ctx *c, const yaml_node_t *map, const key_spec *keys, i
         }
         tune_status st = set_value(c, &keys[i], base, &origins[i], kn, vn);
         /* A bad value still counts as given: no "missing key" error on top of its own. */
-        if (st != TUNE_OK) origins[i] = origin_of(c, kn);
+        if (st != TUNE_OK) origins[i] = origin_of(c, kn), origins[i].bad = 1;
         if (st > c->status) c->status = st;
     }
 }
@@ -689,7 +689,7 @@ tune_status tune_schema_parse(tune_config *cfg, const char *name, const char *te
     c.doc = &doc;
     if (yaml_ok) *yaml_ok = 0;
     if (load_text(&c, text, len, &doc, &root) != TUNE_OK) return c.status;
-    if (yaml_ok) *yaml_ok = 1;
+    if (yaml_ok) *yaml_ok = root && root->type == YAML_MAPPING_NODE;
     if (!root) {
         tune_error e;
         tune_error_set(&e, TUNE_ERR_INPUT, name, 1, 1, "the config is empty");
@@ -760,7 +760,7 @@ static tune_status set_from_text(const key_spec *k, void *base, tune_origin *ori
         root = &empty;
     }
     if (!sub_name) {
-        if (set_value(&c, k, base, origin, NULL, root) != TUNE_OK) *origin = origin_of(&c, NULL);
+        if (set_value(&c, k, base, origin, NULL, root) != TUNE_OK) *origin = origin_of(&c, NULL), origin->bad = 1;
     } else {
         int idx = -1;
         for (int i = 0; i < k->sub->n; i++)

@@ -396,7 +396,7 @@ int tune_schema_find(const key_spec *keys, int n, const char *name, size_t len)
     return -1;
 }
 
-/* Levenshtein distance, capped: names are short. */
+/* Edit distance (optimal string alignment), capped: names are short. */
 static int edit_distance(const char *a, const char *b)
 {
     size_t n = strlen(a), m = strlen(b);
@@ -409,6 +409,9 @@ static int edit_distance(const char *a, const char *b)
             int sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
             int del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
             d[i][j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            /* A swap of two neighbours counts as one edit (feild -> field). */
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < d[i][j])
+                d[i][j] = d[i - 2][j - 2] + 1;
         }
     return d[n][m];
 }

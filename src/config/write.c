@@ -65,7 +65,13 @@ static void put_value(tune_strbuf *sb, const key_spec *k, const void *base)
         else
             tune_strbuf_printf(sb, "%ld", *FIELD(base, k, long));
         break;
-    case K_FLOAT: put_double(sb, *FIELD(base, k, double)); break;
+    case K_FLOAT:
+        /* A number without a default (learning_rate) is 0 until given. */
+        if (!k->def && *FIELD(base, k, double) == 0.0)
+            tune_strbuf_puts(sb, "null");
+        else
+            put_double(sb, *FIELD(base, k, double));
+        break;
     case K_ENUM: {
         int v = *FIELD(base, k, int);
         const char *name = v < 0 ? NULL : tune_schema_enum_canonical(k->en, v);
