@@ -34,13 +34,15 @@ static void teardown(void)
     rmdir(tmpdir);
 }
 
-/* Config text with @ replaced by the scratch folder; parsed, validated and planned. */
+/* Config text with @ replaced by the scratch folder and $ by the test data
+ * folder; parsed, validated and planned. */
 static tune_status plan_from(const char *yaml, tune_config *cfg, tune_plan *plan, tune_error_list *errs)
 {
     char text[4096];
     size_t n = 0;
     for (const char *p = yaml; *p && n + 80 < sizeof text; p++) {
         if (*p == '@') n += (size_t)snprintf(text + n, sizeof text - n, "%s", tmpdir);
+        else if (*p == '$') n += (size_t)snprintf(text + n, sizeof text - n, "%s", test_data_dir());
         else text[n++] = *p;
     }
     text[n] = '\0';
@@ -53,7 +55,8 @@ static tune_status plan_from(const char *yaml, tune_config *cfg, tune_plan *plan
     return tune_plan_init(plan, cfg, errs);
 }
 
-#define BASE "base_model: @/model.gguf\ndatasets:\n  - path: @/train.jsonl\nlearning_rate: 2e-4\n"
+/* The model: SmolLM2-135M's config.json alone (the plan reads no weights). */
+#define BASE "base_model: $/plan/smollm2-135m\ndatasets:\n  - path: @/train.jsonl\nlearning_rate: 2e-4\n"
 
 START_TEST(schedules_match_transformers)
 {
@@ -185,26 +188,48 @@ START_TEST(lora_size_and_memory_from_model_dims)
     ck_assert_int_eq(plan_from(BASE "lora_target_linear: true\nlora_r: 16\nmicro_batch_size: 2\nsequence_len: 256\n", &cfg,
                                &p, &errs),
                      TUNE_OK);
-    ck_assert_int_eq(p.n_lora_params, -1);
-    ck_assert_int_eq(p.mem_total, -1);
-    /* SmolLM2-135M */
-    tune_model_config m = {.vocab_size = 49152, .hidden_size = 576, .intermediate_size = 1536,
-                           .num_hidden_layers = 30, .num_attention_heads = 9, .num_key_value_heads = 3,
-                           .head_dim = 64, .tie_word_embeddings = 1};
-    tune_plan_set_model(&p, &m);
+    /* SmolLM2-135M, as PyTorch and PEFT count it (model 134,515,008; LoRA r 16 on all seven 4,884,480). */
+    ck_assert(p.have_model);
+    ck_assert_int_eq(p.model.num_hidden_layers, 30);
     ck_assert_int_eq(p.n_model_params, 134515008LL);
-    ck_assert_int_eq(p.n_lora_params, 4884480LL); /* as PEFT counts it for r 16 on all seven */
+    ck_assert_int_eq(p.n_lora_params, 4884480LL);
     ck_assert_int_eq(p.mem_weights, 4 * 134515008LL);
     ck_assert_int_eq(p.mem_lora, 16 * 4884480LL);
     long long per_layer = 4 * 576 + (2 * 9 + 2 * 3) * 64 + 3 * 1536 + 7 * 16 + 9 * 256;
     ck_assert_int_eq(p.mem_activations, 4LL * 2 * 256 * (30 * per_layer + 576 + 2 * 49152));
     ck_assert_int_eq(p.mem_total, p.mem_weights + p.mem_lora + p.mem_activations);
-    /* q and v only, untied head. */
-    p.lora_target_mask = (1u << TUNE_Q_PROJ) | (1u << TUNE_V_PROJ);
+    /* An untied head adds V·C parameters. */
+    tune_model_config m = p.model;
     m.tie_word_embeddings = 0;
     tune_plan_set_model(&p, &m);
-    ck_assert_int_eq(p.n_lora_params, 30LL * 16 * ((576 + 576) + (576 + 192)));
     ck_assert_int_eq(p.n_model_params, 134515008LL + 49152LL * 576);
+    tune_plan_free(&p);
+    tune_config_free(&cfg);
+
+    /* q and v at r 8: PEFT's 460,800. */
+    ck_assert_int_eq(plan_from(BASE "lora_target_modules: [v_proj, q_proj]\n", &cfg, &p, &errs), TUNE_OK);
+    ck_assert_int_eq(p.n_lora_params, 460800LL);
+    ck_assert_int_eq(p.n_lora_targets, 2);
+    tune_plan_free(&p);
+    tune_config_free(&cfg);
+}
+END_TEST
+
+START_TEST(unreadable_model_header_is_an_error)
+{
+    tune_config cfg;
+    tune_plan p;
+    tune_error_list errs = {0};
+    /* model.gguf in the scratch folder is an empty file. */
+    ck_assert_int_eq(plan_from("base_model: @/model.gguf\ndatasets:\n  - path: @/train.jsonl\nlearning_rate: 2e-4\n"
+                               "lora_target_linear: true\n",
+                               &cfg, &p, &errs),
+                     TUNE_ERR_INPUT);
+    ck_assert_int_eq(errs.count, 1);
+    ck_assert_ptr_nonnull(strstr(errs.items[0].file, "model.gguf"));
+    ck_assert(!p.have_model);
+    ck_assert_int_eq(p.n_lora_params, -1);
+    tune_error_list_free(&errs);
     tune_plan_free(&p);
     tune_config_free(&cfg);
 }
@@ -265,7 +290,7 @@ START_TEST(plan_json_and_text)
     free(json);
     tune_strbuf sb = {0};
     ck_assert_int_eq(tune_plan_format(&p, &sb), TUNE_OK);
-    ck_assert_ptr_nonnull(strstr(sb.data, "per epoch 64; total 64 (1 epochs)"));
+    ck_assert_ptr_nonnull(strstr(sb.data, "per epoch 64; total 64 (num_epochs 1)"));
     tune_strbuf_free(&sb);
     tune_plan_free(&p);
     tune_config_free(&cfg);
@@ -281,6 +306,7 @@ int main(void)
     tcase_add_test(tc, steps_per_epoch_rule);
     tcase_add_test(tc, plan_steps_from_examples);
     tcase_add_test(tc, lora_size_and_memory_from_model_dims);
+    tcase_add_test(tc, unreadable_model_header_is_an_error);
     tcase_add_test(tc, paths_resolved_and_checked);
     tcase_add_test(tc, plan_json_and_text);
     suite_add_tcase(s, tc);

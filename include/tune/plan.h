@@ -39,7 +39,7 @@ typedef struct tune_plan {
     char **eval_paths;        /* (n_eval_paths) test_datasets[i].path */
     int n_eval_paths;
 
-    /* model, from its header (have_model = 0 until tune_plan_set_model) */
+    /* model, from its header */
     int have_model;
     tune_model_config model;
     long long n_model_params;
@@ -89,12 +89,13 @@ typedef struct tune_plan {
 } tune_plan;
 
 /* The plan from the config alone: paths (checked to exist, errors at the
- * key's position), LoRA targets, the step numbers that need no data. Model
- * dimensions come with tune_plan_set_model, example counts with
- * tune_plan_set_examples. Appends every error to errs. */
+ * key's position), the model's dimensions from its header
+ * (tune_model_config_load: no weights are read), LoRA targets and sizes, the
+ * memory estimate, the step numbers that need no data. Example counts come
+ * later with tune_plan_set_examples. Appends every error to errs. */
 tune_status tune_plan_init(tune_plan *plan, const tune_config *cfg, tune_error_list *errs);
 
-/* Model dimensions (from tune_model_config_load): parameter counts and the memory estimate. */
+/* Model dimensions (tune_plan_init reads them): parameter counts and the memory estimate. */
 void tune_plan_set_model(tune_plan *plan, const tune_model_config *model);
 
 /* Example counts from the data stage; recomputes every step number and the schedule. */

@@ -93,22 +93,6 @@ void tune_plan_set_examples(tune_plan *plan, long n_train, long n_eval)
     recompute(plan);
 }
 
-/* out/in features of a linear layer (tune_linear_shape's rule, from the dims). */
-static void linear_shape(const tune_model_config *m, int kind, long long *out, long long *in)
-{
-    long long C = m->hidden_size, I = m->intermediate_size, hd = m->head_dim;
-    long long q = (long long)m->num_attention_heads * hd, kv = (long long)m->num_key_value_heads * hd;
-    switch (kind) {
-    case TUNE_Q_PROJ: *out = q, *in = C; break;
-    case TUNE_K_PROJ:
-    case TUNE_V_PROJ: *out = kv, *in = C; break;
-    case TUNE_O_PROJ: *out = C, *in = q; break;
-    case TUNE_GATE_PROJ:
-    case TUNE_UP_PROJ: *out = I, *in = C; break;
-    default: *out = C, *in = I; break;
-    }
-}
-
 void tune_plan_set_model(tune_plan *plan, const tune_model_config *m)
 {
     plan->have_model = 1;
@@ -116,11 +100,11 @@ void tune_plan_set_model(tune_plan *plan, const tune_model_config *m)
     long long C = m->hidden_size, V = m->vocab_size, L = m->num_hidden_layers, I = m->intermediate_size;
     long long per_layer = 2 * C, lora_per_layer = 0, lora_rank_floats = 0;
     for (int k = 0; k < TUNE_N_LINEAR; k++) {
-        long long out, in;
-        linear_shape(m, k, &out, &in);
-        per_layer += out * in;
+        int out, in;
+        tune_linear_shape(m, (tune_linear_kind)k, &out, &in);
+        per_layer += (long long)out * in;
         if (plan->lora_target_mask & (1u << k)) {
-            lora_per_layer += (long long)plan->lora_r * (in + out);
+            lora_per_layer += (long long)plan->lora_r * ((long long)in + out);
             lora_rank_floats += plan->lora_r;
         }
     }
@@ -200,9 +184,6 @@ static char **resolve_datasets(pctx *c, const char *key, const tune_dataset_conf
     return paths;
 }
 
-static const char *const LINEAR_NAMES[TUNE_N_LINEAR] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                                         "gate_proj", "up_proj", "down_proj"};
-
 tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list *errs)
 {
     memset(p, 0, sizeof *p);
@@ -239,7 +220,7 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
                                            : cfg->lora_alpha / (double)cfg->lora_r;
     for (int k = 0; k < TUNE_N_LINEAR; k++) {
         int on = cfg->lora_target_linear;
-        for (int i = 0; i < cfg->lora_target_modules_count; i++) on |= !strcmp(cfg->lora_target_modules[i], LINEAR_NAMES[k]);
+        for (int i = 0; i < cfg->lora_target_modules_count; i++) on |= !strcmp(cfg->lora_target_modules[i], tune_linear_names[k]);
         if (on) p->lora_target_mask |= 1u << k, p->n_lora_targets++;
     }
     p->n_lora_params = -1;
@@ -269,6 +250,17 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
     p->seed = cfg->seed;
 
     tune_plan_set_examples(p, TUNE_PLAN_UNKNOWN, p->has_eval ? TUNE_PLAN_UNKNOWN : 0);
+    /* Model dimensions from the header alone (config.json or the GGUF metadata). */
+    if (p->model_config_path && tune_path_exists(p->model_config_path)) {
+        tune_model_config m;
+        tune_error e;
+        if (tune_model_config_load(p->model_config_path, &m, &e) == TUNE_OK) {
+            tune_plan_set_model(p, &m);
+        } else {
+            tune_error_list_add(errs, &e);
+            if (e.code > c.status) c.status = e.code;
+        }
+    }
     if (!p->base_model || !p->model_config_path || !p->tokenizer_path || !p->output_dir || !p->prepared_dir) {
         tune_error e;
         tune_error_set(&e, TUNE_ERR_RUN, NULL, 0, 0, "out of memory while planning");
@@ -342,13 +334,13 @@ tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
         put_count(sb, p->n_model_params);
         tune_strbuf_puts(sb, " parameters\n");
     } else {
-        tune_strbuf_puts(sb, "             dimensions not read (the model header reader is not built yet)\n");
+        tune_strbuf_puts(sb, "             dimensions not read\n");
     }
     tune_strbuf_printf(sb, "tokenizer    %s\n", p->tokenizer_path);
     tune_strbuf_printf(sb, "lora         r %d, alpha %g (scaling %g%s), dropout %g\n             targets", p->lora_r,
                        p->lora_alpha, p->lora_scaling, p->use_rslora ? ", rslora" : "", p->lora_dropout);
     for (int k = 0; k < TUNE_N_LINEAR; k++)
-        if (p->lora_target_mask & (1u << k)) tune_strbuf_printf(sb, " %s", LINEAR_NAMES[k]);
+        if (p->lora_target_mask & (1u << k)) tune_strbuf_printf(sb, " %s", tune_linear_names[k]);
     tune_strbuf_puts(sb, "\n             trainable parameters: ");
     if (p->n_lora_params >= 0) {
         put_count(sb, p->n_lora_params);
@@ -373,7 +365,7 @@ tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
     tune_strbuf_puts(sb, "; total ");
     put_steps(sb, p->total_steps);
     if (p->max_steps > 0) tune_strbuf_puts(sb, " (max_steps)");
-    else tune_strbuf_printf(sb, " (%g epochs)", p->num_epochs);
+    else tune_strbuf_printf(sb, " (num_epochs %g)", p->num_epochs);
     tune_strbuf_puts(sb, "; warmup ");
     put_steps(sb, p->warmup_steps);
     tune_strbuf_printf(sb, "\n             log every %ld; save every ", p->logging_steps);
@@ -461,7 +453,7 @@ tune_status tune_plan_to_json(const tune_plan *p, char **json, tune_error *err)
         cJSON_AddBoolToObject(lora, "use_rslora", p->use_rslora);
         cJSON *t = cJSON_AddArrayToObject(lora, "target_modules");
         for (int k = 0; t && k < TUNE_N_LINEAR; k++)
-            if (p->lora_target_mask & (1u << k)) cJSON_AddItemToArray(t, cJSON_CreateString(LINEAR_NAMES[k]));
+            if (p->lora_target_mask & (1u << k)) cJSON_AddItemToArray(t, cJSON_CreateString(tune_linear_names[k]));
         json_count(lora, "trainable_parameters", p->n_lora_params);
     }
     cJSON *steps = cJSON_AddObjectToObject(o, "steps");

@@ -30,11 +30,11 @@ has() {
     fi
 }
 
-mkdir -p models data
-: > models/m.gguf
+mkdir -p models/smol data
+cp "$SRC/tests/data/plan/smollm2-135m/config.json" models/smol/
 : > data/train.jsonl
 cat > good.yml <<'YML'
-base_model: models/m.gguf
+base_model: models/smol
 datasets:
   - path: data/train.jsonl
     type: alpaca
@@ -44,7 +44,7 @@ lora_r: 16
 output_dir: runs/run
 YML
 cat > bad.yml <<'YML'
-base_model: models/m.gguf
+base_model: models/smol
 datasets:
   - path: data/train.jsonl
 learning_rate: 2e-4
@@ -124,6 +124,7 @@ has err "command line: --model: base_model: 'models/none.gguf' does not exist"
 expect 0 "$TUNE" plan good.yml
 has out "targets q_proj k_proj v_proj o_proj gate_proj up_proj down_proj"
 has out "unknown until the data stage"
+has out "trainable parameters: 4,884,480"
 expect 0 "$TUNE" plan good.yml --json --max_steps 40 --warmup_ratio 0.1
 has out "\"total_steps\":	40"
 has out "\"warmup_steps\":	4"
