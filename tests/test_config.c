@@ -546,6 +546,52 @@ START_TEST(resolved_config_round_trips)
 }
 END_TEST
 
+/* Every truncation and a few byte substitutions of a full config: errors or
+ * success, never a crash (the sanitizer build checks memory). */
+START_TEST(hostile_yaml_never_crashes)
+{
+    char *text;
+    size_t len;
+    tune_error e;
+    ck_assert_int_eq(tune_read_file(data_path("full.yml"), &text, &len, &e), TUNE_OK);
+    const char subst[] = {':', '\t', '[', '{', '*', '&', '-', '"', '\'', '\n', '\0', (char)0xff};
+    int failures = 0;
+    for (size_t cut = 0; cut <= len; cut += 2) {
+        for (int k = -1; k < (int)sizeof subst; k++) {
+            if (k >= 0 && (cut == len || cut % 8)) break; /* substitutions at every 8th byte */
+            char *t = malloc(len + 1);
+            ck_assert_ptr_nonnull(t);
+            memcpy(t, text, len + 1);
+            size_t n = k < 0 ? cut : len;
+            if (k >= 0) t[cut] = subst[k];
+            tune_config cfg;
+            tune_error_list errs = {0};
+            ck_assert_int_eq(tune_config_init(&cfg, &e), TUNE_OK);
+            if (tune_config_parse_string(&cfg, "h.yml", t, n, &errs) != TUNE_OK) failures++;
+            tune_config_validate(&cfg, &errs);
+            tune_strbuf sb = {0};
+            tune_config_format_resolved(&cfg, &sb);
+            tune_strbuf_free(&sb);
+            for (int i = 0; i < errs.count; i++) ck_assert_str_eq(errs.items[i].code == TUNE_ERR_INPUT ? "" : "x", "");
+            tune_error_list_free(&errs);
+            tune_config_free(&cfg);
+            free(t);
+        }
+    }
+    ck_assert_int_gt(failures, 100); /* most mutations are reported */
+    free(text);
+    /* Odd command lines. */
+    char *argv[] = {"--", "--=", "--set=", "--set", "=", "--set", "a.b.c.d=1", "-x", "--set", "datasets.-1.path=x",
+                    "--set", "datasets.0", "--set", "datasets.0.path.x=1", "--lora_r", "[", "--lr="};
+    tune_config cfg;
+    tune_error_list errs = {0};
+    ck_assert_int_eq(load_args(MINIMAL, (int)(sizeof argv / sizeof argv[0]), argv, &cfg, &errs), TUNE_ERR_INPUT);
+    ck_assert_int_ge(errs.count, 9);
+    tune_error_list_free(&errs);
+    tune_config_free(&cfg);
+}
+END_TEST
+
 START_TEST(docs_match_the_schema)
 {
     char path[512];
@@ -573,6 +619,7 @@ int main(void)
 {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60); /* the mutation sweep, under the sanitizers */
     tcase_add_test(tc, defaults_fill_every_key);
     tcase_add_test(tc, minimal_config_is_valid);
     tcase_add_test(tc, full_file_parses_with_positions);
@@ -590,6 +637,7 @@ int main(void)
     tcase_add_test(tc, short_flags_of_the_original_scripts);
     tcase_add_test(tc, bad_overrides_name_the_flag);
     tcase_add_test(tc, resolved_config_round_trips);
+    tcase_add_test(tc, hostile_yaml_never_crashes);
     tcase_add_test(tc, docs_match_the_schema);
     suite_add_tcase(s, tc);
     return run_suite(s);

@@ -180,7 +180,7 @@ const key_spec tune_config_keys[] = {
 
     /* Adapter */
     {.name = "adapter", .type = K_ENUM, .off = CF(adapter), .def = "lora", .en = &adapter, YES, .section = S_ADAPTER,
-     .doc = "Adapter kind. tune trains LoRA adapters only (no full fine-tuning); qlora is not supported yet."},
+     .doc = "Adapter kind. tune trains LoRA adapters only (no full fine-tuning)."},
     {.name = "lora_r", .type = K_INT, .off = CF(lora_r), .def = "8", GE(1), LE(65536), YES, .section = S_ADAPTER,
      .doc = "LoRA rank r: A is (r, in), B is (out, r). vLLM loads r in {1, 8, 16, 32, 64, 128, 256, 320, 512}."},
     {.name = "lora_alpha", .type = K_FLOAT, .off = CF(lora_alpha), .def = "16", GT(0), YES, .section = S_ADAPTER,
@@ -189,7 +189,7 @@ const key_spec tune_config_keys[] = {
      .section = S_ADAPTER, .doc = "Dropout on the LoRA input during training."},
     {.name = "lora_target_modules", .type = K_STRLIST, .off = CF(lora_target_modules), .count_off = CN(lora_target_modules),
      .allowed = lora_module_names, YES, .section = S_ADAPTER,
-     .doc = "Linear layers that get adapters: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj."},
+     .doc = "Linear layers of every block that get adapters (PEFT module names)."},
     {.name = "lora_target_linear", .type = K_BOOL, .off = CF(lora_target_linear), .def = "false", YES,
      .section = S_ADAPTER, .doc = "Adapt all seven linear layers of every block (adds to lora_target_modules)."},
     {.name = "lora_modules_to_save", .type = K_STRLIST, .off = CF(lora_modules_to_save),
@@ -479,7 +479,7 @@ void tune_schema_enum_list(const enum_spec *en, int supported_only, char *buf, s
 
 static void fmt_num(char *buf, size_t size, double v)
 {
-    snprintf(buf, size, "%g", v);
+    snprintf(buf, size, "%.15g", v);
 }
 
 void tune_schema_range_text(const key_spec *k, char *buf, size_t size)
