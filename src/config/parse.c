@@ -262,8 +262,32 @@ static int list_push(ctx *c, char ***items, int *n, const char *s, size_t len)
     return 1;
 }
 
-/* A list of strings: a YAML list of scalars, or one scalar (on the command
- * line, "a,b,c" is three). Elements are checked against k->allowed. */
+/* Checks one list element against k->allowed and appends it; 0 on error. */
+static int push_element(ctx *c, const key_spec *k, const char *what, const yaml_node_t *at, const char *s, size_t len,
+                        char ***items, int *n)
+{
+    if (!len) {
+        node_error(c, at, "%s: empty list element", what);
+        return 0;
+    }
+    if (k && k->allowed) {
+        int found = 0;
+        for (int i = 0; !found && k->allowed[i]; i++) found = strlen(k->allowed[i]) == len && !strncmp(k->allowed[i], s, len);
+        if (!found) {
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", (int)len, s);
+            const char *sug = tune_schema_suggest_name(k->allowed, name);
+            char sugtext[96] = "";
+            if (sug) snprintf(sugtext, sizeof sugtext, " (did you mean '%s'?)", sug);
+            node_error(c, at, "%s: unknown module '%s'%s", what, name, sugtext);
+            return 0;
+        }
+    }
+    return list_push(c, items, n, s, len);
+}
+
+/* A list of strings: a YAML list of scalars, or one scalar, which on the
+ * command line may be comma-separated ("q_proj,v_proj"). */
 static int read_strlist(ctx *c, const key_spec *k, const char *what, const yaml_node_t *v, char ***out, int *n_out)
 {
     char **items = NULL;
@@ -272,63 +296,18 @@ static int read_strlist(ctx *c, const key_spec *k, const char *what, const yaml_
         for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
             const yaml_node_t *e = yaml_document_get_node(c->doc, *it);
             const char *s = need_scalar(c, what, e, "a list of strings");
-            if (!s || is_null(e)) {
-                if (s) node_error(c, e, "%s: empty list element", what);
-                ok = 0;
-                continue;
-            }
-            if (k && k->allowed) {
-                int found = 0;
-                for (int i = 0; k->allowed[i]; i++) found |= !strcmp(k->allowed[i], s);
-                if (!found) {
-                    const char *sug = tune_schema_suggest_name(k->allowed, s);
-                    char sugtext[96] = "";
-                    if (sug) snprintf(sugtext, sizeof sugtext, " (did you mean '%s'?)", sug);
-                    node_error(c, e, "%s: unknown module '%s'%s", what, s, sugtext);
-                    ok = 0;
-                    continue;
-                }
-            }
-            if (!list_push(c, &items, &n, s, strlen(s))) ok = 0;
+            if (!s || !push_element(c, k, what, e, s, is_null(e) ? 0 : strlen(s), &items, &n)) ok = 0;
         }
     } else {
         const char *s = need_scalar(c, what, v, "a string or a list of strings");
         if (!s) ok = 0;
-        else if (c->kind == TUNE_FROM_CLI) {
-            /* "a,b,c": build the list element by element through the YAML path. */
-            const char *p = s;
-            while (ok) {
-                const char *comma = strchr(p, ',');
-                size_t len = comma ? (size_t)(comma - p) : strlen(p);
-                while (len && isspace((unsigned char)*p)) p++, len--;
-                while (len && isspace((unsigned char)p[len - 1])) len--;
-                if (!len) {
-                    node_error(c, v, "%s: empty list element", what);
-                    ok = 0;
-                    break;
-                }
-                int found = !(k && k->allowed);
-                for (int i = 0; !found && k->allowed[i]; i++)
-                    found = strlen(k->allowed[i]) == len && !strncmp(k->allowed[i], p, len);
-                if (!found) {
-                    node_error(c, v, "%s: unknown module '%.*s'", what, (int)len, p);
-                    ok = 0;
-                    break;
-                }
-                if (!list_push(c, &items, &n, p, len)) ok = 0;
-                if (!comma) break;
-                p = comma + 1;
-            }
-        } else {
-            yaml_node_t seq;
-            memset(&seq, 0, sizeof seq);
-            /* One scalar is a one-element list: reuse the element checks. */
-            yaml_node_item_t one = (yaml_node_item_t)(v - c->doc->nodes.start + 1);
-            seq.type = YAML_SEQUENCE_NODE;
-            seq.data.sequence.items.start = &one;
-            seq.data.sequence.items.top = &one + 1;
-            seq.start_mark = v->start_mark;
-            return read_strlist(c, k, what, &seq, out, n_out);
+        while (s && ok) {
+            const char *comma = c->kind == TUNE_FROM_CLI ? strchr(s, ',') : NULL;
+            size_t len = comma ? (size_t)(comma - s) : strlen(s);
+            while (len && isspace((unsigned char)*s)) s++, len--;
+            while (len && isspace((unsigned char)s[len - 1])) len--;
+            ok = push_element(c, k, what, v, s, len, &items, &n);
+            s = comma ? comma + 1 : NULL;
         }
     }
     if (!ok) {
