@@ -213,7 +213,7 @@ END_TEST
 START_TEST(bad_enum_lists_allowed_values)
 {
     expect_one(MINIMAL "lr_scheduler: cosin\n", 6, 15,
-               "bad value 'cosin' for lr_scheduler (allowed: constant, linear, cosine; did you mean 'cosine'?)");
+               "bad value 'cosin' for lr_scheduler (allowed: constant, linear, cosine, constant_with_warmup; did you mean 'cosine'?)");
     expect_one(MINIMAL "backend: tpu\n", 6, 10, "bad value 'tpu' for backend (allowed: cpu, cuda; did you mean 'cpu'?)");
     expect_one(MINIMAL "optimizer: sgd\n", 6, 12,
                "optimizer: sgd is not supported yet (supported: adamw_torch, adamw_hf, adamw_torch_fused)");
@@ -253,6 +253,8 @@ START_TEST(contradictions)
                "val_set_size and test_datasets are both set");
     expect_one(MINIMAL "lr_scheduler: linear\ncosine_min_lr_ratio: 0.1\n", 7, 1,
                "cosine_min_lr_ratio applies to lr_scheduler: cosine only");
+    expect_one(MINIMAL "lr_scheduler: constant\nwarmup_ratio: 0.1\n", 6, 1,
+               "lr_scheduler: constant has no warmup (as in Transformers); use constant_with_warmup");
     /* qlora without load_in_4bit: both "not supported yet" and the contradiction. */
     tune_config cfg;
     tune_error_list errs = {0};

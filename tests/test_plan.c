@@ -76,7 +76,10 @@ START_TEST(schedules_match_transformers)
     {
         const char *kind = cJSON_GetObjectItem(c, "kind")->valuestring;
         tune_schedule s = {
-            .kind = !strcmp(kind, "constant") ? TUNE_LR_CONSTANT : !strcmp(kind, "linear") ? TUNE_LR_LINEAR : TUNE_LR_COSINE,
+            .kind = !strcmp(kind, "constant")               ? TUNE_LR_CONSTANT
+                    : !strcmp(kind, "constant_with_warmup") ? TUNE_LR_CONSTANT_WITH_WARMUP
+                    : !strcmp(kind, "linear")               ? TUNE_LR_LINEAR
+                                                            : TUNE_LR_COSINE,
             .lr = cJSON_GetObjectItem(c, "lr")->valuedouble,
             .warmup_steps = (long)cJSON_GetObjectItem(c, "warmup")->valuedouble,
             .total_steps = (long)cJSON_GetObjectItem(c, "total")->valuedouble,
@@ -95,7 +98,7 @@ START_TEST(schedules_match_transformers)
         ck_assert_int_eq(step, s.total_steps + 1);
         n_cases++;
     }
-    ck_assert_int_ge(n_cases, 10);
+    ck_assert_int_ge(n_cases, 12);
     ck_assert_int_ge(n_steps, 300);
     cJSON_Delete(root);
 }

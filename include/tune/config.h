@@ -43,7 +43,8 @@ typedef enum {
     TUNE_CHAT_TEMPLATE_LLAMA2,
     TUNE_CHAT_TEMPLATE_VICUNA,
 } tune_chat_template;
-typedef enum { TUNE_LR_CONSTANT = 0, TUNE_LR_LINEAR, TUNE_LR_COSINE } tune_lr_scheduler;
+/* As Transformers' SchedulerType: constant has no warmup, constant_with_warmup has. */
+typedef enum { TUNE_LR_CONSTANT = 0, TUNE_LR_LINEAR, TUNE_LR_COSINE, TUNE_LR_CONSTANT_WITH_WARMUP } tune_lr_scheduler;
 typedef enum { TUNE_OPTIMIZER_ADAMW = 0 } tune_optimizer; /* adamw_torch (adamw_hf, adamw_torch_fused) */
 typedef enum { TUNE_BACKEND_CPU = 0, TUNE_BACKEND_CUDA } tune_backend;
 typedef enum { TUNE_DS_ALPACA = 0, TUNE_DS_CHAT_TEMPLATE, TUNE_DS_LLAMA2, TUNE_DS_COMPLETION } tune_dataset_type;

@@ -9,8 +9,9 @@
 #include "tune/config.h"
 #include "tune/model.h"
 
-/* Learning rate per optimizer step, as Transformers' schedules with warmup:
- * get_constant_schedule_with_warmup, get_linear_schedule_with_warmup,
+/* Learning rate per optimizer step, as Transformers' schedules:
+ * get_constant_schedule (no warmup), get_constant_schedule_with_warmup,
+ * get_linear_schedule_with_warmup,
  * get_cosine_schedule_with_warmup (min_lr_ratio 0) and
  * get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate = min_lr_ratio). */
 typedef struct tune_schedule {

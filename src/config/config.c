@@ -277,6 +277,10 @@ tune_status tune_config_validate(const tune_config *cfg, tune_error_list *errs)
     if (is_set(cfg, "cosine_min_lr_ratio") && cfg->lr_scheduler != TUNE_LR_COSINE)
         verr(&v, O(cfg, "cosine_min_lr_ratio"), "cosine_min_lr_ratio applies to lr_scheduler: cosine only (it is %s)",
              tune_config_enum_name("lr_scheduler", (int)cfg->lr_scheduler));
+    if (cfg->lr_scheduler == TUNE_LR_CONSTANT && (is_set(cfg, "warmup_steps") || is_set(cfg, "warmup_ratio")) &&
+        cfg->warmup_steps != 0)
+        verr(&v, O(cfg, "lr_scheduler"),
+             "lr_scheduler: constant has no warmup (as in Transformers); use constant_with_warmup, or drop the warmup");
     if (cfg->lora_target_modules_count == 0 && !cfg->lora_target_linear)
         verr(&v, given(cfg, "lora_target_linear") ? O(cfg, "lora_target_linear") : O(cfg, "adapter"),
              "no LoRA target: set lora_target_modules (e.g. [q_proj, v_proj]) or lora_target_linear: true");

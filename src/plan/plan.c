@@ -13,9 +13,11 @@ double tune_schedule_lr(const tune_schedule *s, long step)
 {
     long w = s->warmup_steps, t = s->total_steps;
     double lambda;
-    if (step < w) {
+    if (s->kind == TUNE_LR_CONSTANT) {
+        lambda = 1.0; /* get_constant_schedule: no warmup */
+    } else if (step < w) {
         lambda = (double)step / (double)(w > 1 ? w : 1);
-    } else if (s->kind == TUNE_LR_CONSTANT) {
+    } else if (s->kind == TUNE_LR_CONSTANT_WITH_WARMUP) {
         lambda = 1.0;
     } else {
         long span = t - w > 1 ? t - w : 1;
@@ -320,8 +322,6 @@ static void put_steps(tune_strbuf *sb, long n)
         put_count(sb, n);
 }
 
-static const char *SCHED_NAMES[] = {"constant", "linear", "cosine"};
-
 tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
 {
     tune_strbuf_printf(sb, "model        %s\n", p->base_model);
@@ -376,7 +376,7 @@ tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
         tune_strbuf_puts(sb, "every ");
         put_steps(sb, p->eval_every);
     }
-    tune_strbuf_printf(sb, "\nschedule     %s, peak lr %g", SCHED_NAMES[p->schedule.kind], p->schedule.lr);
+    tune_strbuf_printf(sb, "\nschedule     %s, peak lr %g", tune_config_enum_name("lr_scheduler", (int)p->schedule.kind), p->schedule.lr);
     if (p->schedule.kind == TUNE_LR_COSINE && p->schedule.min_lr_ratio > 0)
         tune_strbuf_printf(sb, ", floor %g x lr", p->schedule.min_lr_ratio);
     if (p->total_steps > 0) {
@@ -476,7 +476,7 @@ tune_status tune_plan_to_json(const tune_plan *p, char **json, tune_error *err)
     }
     cJSON *sched = cJSON_AddObjectToObject(o, "schedule");
     if (sched) {
-        cJSON_AddStringToObject(sched, "kind", SCHED_NAMES[p->schedule.kind]);
+        cJSON_AddStringToObject(sched, "kind", tune_config_enum_name("lr_scheduler", (int)p->schedule.kind));
         cJSON_AddNumberToObject(sched, "learning_rate", p->schedule.lr);
         cJSON_AddNumberToObject(sched, "min_lr_ratio", p->schedule.min_lr_ratio);
         json_count(sched, "warmup_steps", p->schedule.warmup_steps);

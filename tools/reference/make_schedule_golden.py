@@ -11,7 +11,8 @@ import json
 import os
 
 import torch
-from transformers import (get_constant_schedule_with_warmup,
+from transformers import (get_constant_schedule,
+                          get_constant_schedule_with_warmup,
                           get_cosine_schedule_with_warmup,
                           get_cosine_with_min_lr_schedule_with_warmup,
                           get_linear_schedule_with_warmup)
@@ -19,7 +20,9 @@ from transformers import (get_constant_schedule_with_warmup,
 CASES = [
     # kind, warmup, total, min_lr_ratio, lr
     ("constant", 0, 10, 0.0, 1e-3),
-    ("constant", 3, 12, 0.0, 5e-5),
+    ("constant", 4, 10, 0.0, 1e-3),  # get_constant_schedule ignores warmup
+    ("constant_with_warmup", 3, 12, 0.0, 5e-5),
+    ("constant_with_warmup", 0, 5, 0.0, 5e-5),
     ("linear", 0, 10, 0.0, 2e-4),
     ("linear", 5, 20, 0.0, 2e-4),
     ("linear", 10, 10, 0.0, 1e-4),
@@ -35,6 +38,8 @@ def lrs(kind, warmup, total, min_ratio, lr):
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=lr)
     if kind == "constant":
+        sched = get_constant_schedule(opt)
+    elif kind == "constant_with_warmup":
         sched = get_constant_schedule_with_warmup(opt, warmup)
     elif kind == "linear":
         sched = get_linear_schedule_with_warmup(opt, warmup, total)
