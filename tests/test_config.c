@@ -177,6 +177,7 @@ START_TEST(unknown_key_suggests_closest)
 {
     expect_one(MINIMAL "lora_alpah: 16\n", 6, 1, "unknown key 'lora_alpah' (did you mean 'lora_alpha'?)");
     expect_one(MINIMAL "xyzzy: 1\n", 6, 1, "unknown key 'xyzzy'");
+    expect_one(MINIMAL "field_instruction: q\n", 6, 1, "it is a dataset key: put it in an entry under datasets:");
     expect_one("base_model: m\ndatasets:\n  - path: d.jsonl\n    feild: x\nlearning_rate: 1e-4\n"
                "lora_target_linear: true\n",
                4, 5, "unknown key 'feild' in dataset entry (did you mean 'field'?)");

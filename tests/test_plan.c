@@ -282,6 +282,7 @@ START_TEST(plan_json_and_text)
     ck_assert_ptr_nonnull(root);
     const cJSON *steps = cJSON_GetObjectItem(root, "steps");
     ck_assert(cJSON_IsNull(cJSON_GetObjectItem(steps, "total_steps")));
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItem(steps, "train_tokens")));
     ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "schedule"), "kind")->valuestring, "linear");
     cJSON_Delete(root);
     free(json);

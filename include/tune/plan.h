@@ -57,6 +57,7 @@ typedef struct tune_plan {
     /* data: counts filled by the data stage through tune_plan_set_examples */
     long n_train_examples;           /* sequences per epoch (records, or packed sequences); -1 unknown */
     long n_eval_examples;            /* -1 unknown, 0 no evaluation */
+    long long n_train_tokens;        /* tokens in one epoch of training sequences; -1 unknown (the data stage sets it) */
     int has_eval;                    /* test_datasets or val_set_size given */
 
     /* steps (TUNE_PLAN_UNKNOWN where they need the example count) */

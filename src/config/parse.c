@@ -568,7 +568,9 @@ static void read_mapping(ctx *c, const yaml_node_t *map, const key_spec *keys, i
         int i = tune_schema_find(keys, n_keys, name, strlen(name));
         if (i < 0) {
             const char *sug = tune_schema_suggest(keys, n_keys, name);
-            if (sug)
+            if (keys == tune_config_keys && tune_schema_find(tune_dataset_keys, tune_dataset_n_keys, name, strlen(name)) >= 0)
+                node_error(c, kn, "unknown key '%s' (it is a dataset key: put it in an entry under datasets:)", name);
+            else if (sug)
                 node_error(c, kn, "unknown key '%s'%s (did you mean '%s'?)", name, where, sug);
             else
                 node_error(c, kn, "unknown key '%s'%s", name, where);

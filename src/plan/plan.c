@@ -226,6 +226,7 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
         if (on) p->lora_target_mask |= 1u << k, p->n_lora_targets++;
     }
     p->n_lora_params = -1;
+    p->n_train_tokens = TUNE_PLAN_UNKNOWN;
     p->mem_weights = p->mem_lora = p->mem_activations = p->mem_total = -1;
 
     p->has_eval = cfg->test_datasets_count > 0 || cfg->val_set_size > 0;
@@ -357,6 +358,9 @@ tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
     tune_strbuf_puts(sb, ", eval ");
     if (p->has_eval) put_steps(sb, p->n_eval_examples);
     else tune_strbuf_puts(sb, "none");
+    tune_strbuf_puts(sb, "; train tokens per epoch ");
+    if (p->n_train_tokens >= 0) put_count(sb, p->n_train_tokens);
+    else tune_strbuf_puts(sb, "unknown until the data stage");
     tune_strbuf_printf(sb, "\nbatch        %ld sequences x %ld accumulation = %ld sequences of up to %ld tokens per step\n",
                        p->micro_batch_size, p->gradient_accumulation_steps,
                        p->micro_batch_size * p->gradient_accumulation_steps, p->sequence_len);
@@ -460,6 +464,7 @@ tune_status tune_plan_to_json(const tune_plan *p, char **json, tune_error *err)
     if (steps) {
         json_count(steps, "train_examples", p->n_train_examples);
         json_count(steps, "eval_examples", p->n_eval_examples);
+        json_count(steps, "train_tokens", p->n_train_tokens);
         cJSON_AddNumberToObject(steps, "micro_batch_size", (double)p->micro_batch_size);
         cJSON_AddNumberToObject(steps, "gradient_accumulation_steps", (double)p->gradient_accumulation_steps);
         cJSON_AddNumberToObject(steps, "eval_batch_size", (double)p->eval_batch_size);
