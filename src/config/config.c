@@ -15,7 +15,10 @@ tune_status tune_config_init(tune_config *cfg, tune_error *err)
         st = tune_schema_set_default(&tune_config_keys[i], cfg, &cfg->origin[i], &errs);
     if (st != TUNE_OK) {
         /* A schema default that does not parse is a bug; only out of memory reaches here in practice. */
-        if (err) *err = errs.count ? errs.items[0] : *err;
+        if (errs.count && err)
+            *err = errs.items[0];
+        else
+            tune_fail_run(err, NULL, "out of memory while filling config defaults");
         tune_config_free(cfg);
     }
     tune_error_list_free(&errs);
