@@ -115,7 +115,7 @@ tune_status tune_gguf_read_config(const tune_gguf *g, tune_model_config *cfg, tu
                                cfg->num_attention_heads, cfg->num_key_value_heads);
     int head_dim = cfg->hidden_size / cfg->num_attention_heads;
     if ((st = get_pos_int(g, "llama.attention.key_length", head_dim, &cfg->head_dim, err))) return st;
-    int rot;
+    int rot = 0;
     if ((st = get_pos_int(g, "llama.rope.dimension_count", cfg->head_dim, &rot, err))) return st;
     if (rot != cfg->head_dim || cfg->head_dim % 2 || cfg->head_dim > 1024)
         return tune_fail_input(err, g->path, "head size %d with %d rotary dimensions is not supported",
