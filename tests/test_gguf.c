@@ -194,7 +194,7 @@ START_TEST(f16_conversion_is_exact)
 {
     /* Every half value against a rebuild from sign, exponent and mantissa. */
     for (uint32_t h = 0; h < 65536; h++) {
-        float f = tune_gguf_f16_to_f32((uint16_t)h);
+        float f = tune_f16_to_f32((uint16_t)h);
         int sign = h >> 15, exp = (h >> 10) & 31, man = h & 1023;
         if (exp == 31) {
             ck_assert(man ? isnan(f) : isinf(f));
@@ -204,8 +204,8 @@ START_TEST(f16_conversion_is_exact)
         if (sign) want = -want;
         ck_assert_msg((double)f == want && !!signbit(f) == sign, "half %04x", h);
     }
-    ck_assert(tune_gguf_bf16_to_f32(0x3f80) == 1.0f);
-    ck_assert(tune_gguf_bf16_to_f32(0xc049) == -3.140625f);
+    ck_assert(tune_bf16_to_f32(0x3f80) == 1.0f);
+    ck_assert(tune_bf16_to_f32(0xc049) == -3.140625f);
 }
 END_TEST
 
@@ -642,8 +642,7 @@ static void check_model_file(const char *path, const cJSON *exp, double tol, int
         n++;
     }
     if (expect_all) ck_assert_int_eq(n, 3 + 9 * m.cfg.num_hidden_layers);
-    free(m.storage);
-    free(m.layers);
+    tune_model_free(&m);
 }
 
 START_TEST(tiny_llama_matches_transformers)
@@ -653,6 +652,26 @@ START_TEST(tiny_llama_matches_transformers)
     cJSON *exp = load_json("tiny_llama_expected.json");
     check_model_file(path, exp, 0.0, 1);
     cJSON_Delete(exp);
+}
+END_TEST
+
+START_TEST(model_dispatch_reads_gguf)
+{
+    /* tune_model_config_load / tune_model_load send .gguf paths here. */
+    char path[512];
+    data_path(path, sizeof path, "tiny_llama.gguf");
+    tune_error err;
+    tune_model_config cfg;
+    ck_assert_msg(tune_model_config_load(path, &cfg, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(cfg.vocab_size, 64);
+    tune_model m;
+    ck_assert_msg(tune_model_load(path, &m, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(m.cfg.num_hidden_layers, 2);
+    ck_assert_ptr_nonnull(m.layers[1].w[TUNE_DOWN_PROJ]);
+    tune_model_free(&m);
+    data_path(path, sizeof path, "types_v3.gguf");
+    ck_assert_int_eq(tune_model_load(path, &m, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.message, "tune reads 'llama' models only"));
 }
 END_TEST
 
@@ -777,6 +796,7 @@ int main(void)
     tcase_add_test(tc, missing_and_odd_files_refused);
     tcase_add_test(tc, truncated_and_flipped_files_never_crash);
     tcase_add_test(tc, tiny_llama_matches_transformers);
+    tcase_add_test(tc, model_dispatch_reads_gguf);
     tcase_add_test(tc, llama3_rope_freqs_recognised);
     tcase_add_test(tc, model_errors_name_the_problem);
     tcase_add_test(tc, real_smollm2_matches_transformers);

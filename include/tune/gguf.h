@@ -118,35 +118,10 @@ tune_status tune_gguf_tensor_to_f32(const tune_gguf *g, const tune_gguf_tensor *
                                     tune_error *err);
 
 /* ---- Per-element / per-block maths (shared with CUDA kernels) ------------
- * Bit-exact with ggml and the gguf Python package: the f16/bf16 widening is
- * exact, and a Q4_1 value is one rounded product then one rounded sum (no
- * fused multiply-add, which would round once). */
-
-TUNE_HD static inline float tune_gguf_bits_to_f32(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* IEEE half → float, exact (subnormals, infinities and NaN included). */
-TUNE_HD static inline float tune_gguf_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-    if (exp == 0x1f) return tune_gguf_bits_to_f32(sign | 0x7f800000u | (man << 13));
-    if (exp == 0) {
-        /* zero or subnormal: man · 2^-24, exact in float */
-        float v = (float)man * 5.9604644775390625e-8f;
-        return sign ? -v : v;
-    }
-    return tune_gguf_bits_to_f32(sign | ((exp + 112u) << 23) | (man << 13));
-}
-
-TUNE_HD static inline float tune_gguf_bf16_to_f32(uint16_t h)
-{
-    return tune_gguf_bits_to_f32((uint32_t)h << 16);
-}
+ * Bit-exact with ggml and the gguf Python package: the f16/bf16 widening
+ * (tune_f16_to_f32, tune_bf16_to_f32 in kernels.h) is exact, and a Q4_1
+ * value is one rounded product then one rounded sum (no fused multiply-add,
+ * which would round once). */
 
 TUNE_HD static inline uint16_t tune_gguf_load_u16(const uint8_t *p)
 {
@@ -169,14 +144,14 @@ TUNE_HD static inline float tune_gguf_mul_add_unfused(float q, float d, float m)
 /* Q8_0 block {f16 d; i8 qs[32]} (34 bytes) → y (32). */
 TUNE_HD static inline void tune_gguf_dequant_q8_0(const uint8_t *blk, float *y)
 {
-    float d = tune_gguf_f16_to_f32(tune_gguf_load_u16(blk));
+    float d = tune_f16_to_f32(tune_gguf_load_u16(blk));
     for (int j = 0; j < 32; j++) y[j] = (float)(int8_t)blk[2 + j] * d;
 }
 
 /* Q4_0 block {f16 d; u8 qs[16]} (18 bytes) → y (32): low nibbles first. */
 TUNE_HD static inline void tune_gguf_dequant_q4_0(const uint8_t *blk, float *y)
 {
-    float d = tune_gguf_f16_to_f32(tune_gguf_load_u16(blk));
+    float d = tune_f16_to_f32(tune_gguf_load_u16(blk));
     for (int j = 0; j < 16; j++) {
         y[j] = (float)((blk[2 + j] & 15) - 8) * d;
         y[j + 16] = (float)((blk[2 + j] >> 4) - 8) * d;
@@ -186,8 +161,8 @@ TUNE_HD static inline void tune_gguf_dequant_q4_0(const uint8_t *blk, float *y)
 /* Q4_1 block {f16 d; f16 m; u8 qs[16]} (20 bytes) → y (32). */
 TUNE_HD static inline void tune_gguf_dequant_q4_1(const uint8_t *blk, float *y)
 {
-    float d = tune_gguf_f16_to_f32(tune_gguf_load_u16(blk));
-    float m = tune_gguf_f16_to_f32(tune_gguf_load_u16(blk + 2));
+    float d = tune_f16_to_f32(tune_gguf_load_u16(blk));
+    float m = tune_f16_to_f32(tune_gguf_load_u16(blk + 2));
     for (int j = 0; j < 16; j++) {
         y[j] = tune_gguf_mul_add_unfused((float)(blk[4 + j] & 15), d, m);
         y[j + 16] = tune_gguf_mul_add_unfused((float)(blk[4 + j] >> 4), d, m);

@@ -643,11 +643,11 @@ tune_status tune_gguf_tensor_to_f32(const tune_gguf *g, const tune_gguf_tensor *
         return TUNE_OK;
     case TUNE_GGML_F16:
         #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = tune_gguf_f16_to_f32(tune_gguf_load_u16(src + 2 * i));
+        for (int64_t i = 0; i < n; i++) out[i] = tune_f16_to_f32(tune_gguf_load_u16(src + 2 * i));
         return TUNE_OK;
     case TUNE_GGML_BF16:
         #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; i++) out[i] = tune_gguf_bf16_to_f32(tune_gguf_load_u16(src + 2 * i));
+        for (int64_t i = 0; i < n; i++) out[i] = tune_bf16_to_f32(tune_gguf_load_u16(src + 2 * i));
         return TUNE_OK;
     case TUNE_GGML_Q8_0:
         #pragma omp parallel for schedule(static)

@@ -179,19 +179,6 @@ static const char *const gguf_linear_names[TUNE_N_LINEAR] = {
     "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
 };
 
-/* (out, in) of a linear layer in the Hugging Face layout. */
-static void linear_dims(const tune_model_config *c, int kind, int *out, int *in)
-{
-    int q = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
-    switch (kind) {
-    case TUNE_Q_PROJ: *out = q; break;
-    case TUNE_K_PROJ: case TUNE_V_PROJ: *out = kv; break;
-    case TUNE_GATE_PROJ: case TUNE_UP_PROJ: *out = c->intermediate_size; break;
-    default: *out = c->hidden_size; break;
-    }
-    *in = kind == TUNE_O_PROJ ? q : kind == TUNE_DOWN_PROJ ? c->intermediate_size : c->hidden_size;
-}
-
 /* One weight to fill: its GGUF name, HF shape (rows, cols; cols = 0 for a
  * vector), its place in the storage, and the model pointer to set. heads > 0
  * marks q/k, whose rows are un-permuted. */
@@ -267,7 +254,7 @@ static weight *weight_table(tune_model *m, int *count, size_t *total)
         ADD(ly->attn_norm, c->hidden_size, 0, 0, "blk.%d.attn_norm.weight", L);
         for (int kind = 0; kind < TUNE_N_LINEAR; kind++) {
             int out, in;
-            linear_dims(c, kind, &out, &in);
+            tune_linear_shape(c, (tune_linear_kind)kind, &out, &in);
             int heads = kind == TUNE_Q_PROJ ? c->num_attention_heads
                         : kind == TUNE_K_PROJ ? c->num_key_value_heads : 0;
             ADD(ly->w[kind], out, in, heads, "blk.%d.%s.weight", L, gguf_linear_names[kind]);
@@ -282,13 +269,6 @@ static weight *weight_table(tune_model *m, int *count, size_t *total)
     return ws;
 }
 
-static void free_model(tune_model *m)
-{
-    free(m->storage);
-    free(m->layers);
-    memset(m, 0, sizeof *m);
-}
-
 tune_status tune_gguf_read_model(const tune_gguf *g, tune_model *model, tune_error *err)
 {
     memset(model, 0, sizeof *model);
@@ -301,7 +281,7 @@ tune_status tune_gguf_read_model(const tune_gguf *g, tune_model *model, tune_err
     model->layers = calloc((size_t)c->num_hidden_layers, sizeof *model->layers);
     if (model->layers) ws = weight_table(model, &n, &total);
     if (!ws) {
-        free_model(model);
+        tune_model_free(model);
         return tune_fail_run(err, g->path, "out of memory");
     }
     /* Every tensor is checked before the big allocation. */
@@ -330,7 +310,7 @@ tune_status tune_gguf_read_model(const tune_gguf *g, tune_model *model, tune_err
     if (!st && c->tie_word_embeddings) model->lm_head = model->embed;
     free(ws);
     free(tmp);
-    if (st) free_model(model);
+    if (st) tune_model_free(model);
     return st;
 }
 
