@@ -633,6 +633,9 @@ tune_status tune_gguf_get_float_array(const tune_gguf *g, const char *key, float
 
 /* ---- dequantisation ------------------------------------------------------- */
 
+/* Tensors smaller than this are not worth waking the thread team for. */
+#define PARALLEL_MIN (1 << 16)
+
 tune_status tune_gguf_tensor_to_f32(const tune_gguf *g, const tune_gguf_tensor *t, float *out, tune_error *err)
 {
     const uint8_t *src = t->data;    /* (n_bytes) */
@@ -642,23 +645,23 @@ tune_status tune_gguf_tensor_to_f32(const tune_gguf *g, const tune_gguf_tensor *
         memcpy(out, src, (size_t)n * sizeof(float));
         return TUNE_OK;
     case TUNE_GGML_F16:
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) out[i] = tune_f16_to_f32(tune_gguf_load_u16(src + 2 * i));
         return TUNE_OK;
     case TUNE_GGML_BF16:
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) out[i] = tune_bf16_to_f32(tune_gguf_load_u16(src + 2 * i));
         return TUNE_OK;
     case TUNE_GGML_Q8_0:
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
         for (int64_t b = 0; b < n / 32; b++) tune_gguf_dequant_q8_0(src + 34 * b, out + 32 * b);
         return TUNE_OK;
     case TUNE_GGML_Q4_0:
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
         for (int64_t b = 0; b < n / 32; b++) tune_gguf_dequant_q4_0(src + 18 * b, out + 32 * b);
         return TUNE_OK;
     case TUNE_GGML_Q4_1:
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
         for (int64_t b = 0; b < n / 32; b++) tune_gguf_dequant_q4_1(src + 20 * b, out + 32 * b);
         return TUNE_OK;
     default:

@@ -7,6 +7,10 @@
 
 #include "tune/gguf.h"
 
+/* Bound on every size read from the file, and on heads × head size, so that
+ * products of two of them fit in size_t and one alone in an int. */
+#define MAX_DIM (1 << 24)
+
 /* A positive int from an integer key; dflt when absent and dflt > 0. */
 static tune_status get_pos_int(const tune_gguf *g, const char *key, int dflt, int *out, tune_error *err)
 {
@@ -17,7 +21,7 @@ static tune_status get_pos_int(const tune_gguf *g, const char *key, int dflt, in
     int64_t v;
     tune_status st = tune_gguf_get_int(g, key, &v, err);
     if (st) return st;
-    if (v <= 0 || v > (1 << 30))
+    if (v <= 0 || v > MAX_DIM)
         return tune_fail_input(err, g->path, "metadata key '%s' is %lld, out of range", key, (long long)v);
     *out = (int)v;
     return TUNE_OK;
@@ -120,6 +124,9 @@ tune_status tune_gguf_read_config(const tune_gguf *g, tune_model_config *cfg, tu
     if (rot != cfg->head_dim || cfg->head_dim % 2 || cfg->head_dim > 1024)
         return tune_fail_input(err, g->path, "head size %d with %d rotary dimensions is not supported",
                                cfg->head_dim, rot);
+    if ((int64_t)cfg->num_attention_heads * cfg->head_dim > MAX_DIM)
+        return tune_fail_input(err, g->path, "%d heads of size %d are out of range", cfg->num_attention_heads,
+                               cfg->head_dim);
 
     /* The vocabulary: llama.vocab_size, else the length of the token list. */
     if (tune_gguf_find(g, "llama.vocab_size")) {
@@ -130,7 +137,7 @@ tune_status tune_gguf_read_config(const tune_gguf *g, tune_model_config *cfg, tu
         if ((st = tune_gguf_get_str_array(g, "tokenizer.ggml.tokens", &tokens, &n, err)))
             return tune_fail_input(err, g->path, "neither llama.vocab_size nor tokenizer.ggml.tokens gives the "
                                                  "vocabulary size");
-        if (n == 0 || n > (1 << 30)) return tune_fail_input(err, g->path, "tokenizer.ggml.tokens has %llu entries",
+        if (n == 0 || n > MAX_DIM) return tune_fail_input(err, g->path, "tokenizer.ggml.tokens has %llu entries",
                                                              (unsigned long long)n);
         cfg->vocab_size = (int)n;
     }
@@ -275,6 +282,11 @@ tune_status tune_gguf_read_model(const tune_gguf *g, tune_model *model, tune_err
     tune_status st = tune_gguf_read_config(g, &model->cfg, err);
     if (st) return st;
     const tune_model_config *c = &model->cfg;
+    /* Nine tensors a layer: a hostile block count fails here, before the
+     * tables below are sized by it. */
+    if ((uint64_t)c->num_hidden_layers * (2 + TUNE_N_LINEAR) > g->n_tensors)
+        return tune_fail_input(err, g->path, "llama.block_count is %d, more layers than the file's %llu tensors can hold",
+                               c->num_hidden_layers, (unsigned long long)g->n_tensors);
     int n = 0;
     size_t total = 0, scratch = 0;
     weight *ws = NULL;
