@@ -133,7 +133,7 @@ static uint64_t min_elem_bytes(tune_gguf_value_type t)
 
 static int valid_value_type(uint32_t t) { return t < TUNE_GGUF_N_VALUE_TYPES; }
 
-/* Walks count elements of type t (checking them) without keeping them;
+/* Walks and checks count elements of type t;
  * strs, when not NULL, receives each string. depth counts array nesting. */
 static int parse_elems(parser *ps, tune_gguf_value_type t, uint64_t count, tune_gguf_str *strs, int depth)
 {
