@@ -622,7 +622,6 @@ int main(void)
 {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 60); /* the mutation sweep, under the sanitizers */
     tcase_add_test(tc, defaults_fill_every_key);
     tcase_add_test(tc, minimal_config_is_valid);
     tcase_add_test(tc, full_file_parses_with_positions);
