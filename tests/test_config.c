@@ -507,9 +507,10 @@ START_TEST(resolved_config_round_trips)
     tune_error_list errs = {0};
     tune_error e;
     ck_assert_int_eq(tune_config_load(&a, data_path("full.yml"), 6, argv, &errs), TUNE_OK);
-    char dir[] = "/tmp/tune-config-XXXXXX";
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/tune-config-XXXXXX", P_tmpdir);
     ck_assert_ptr_nonnull(mkdtemp(dir));
-    char path[256];
+    char path[300];
     snprintf(path, sizeof path, "%s/resolved.yml", dir);
     ck_assert_int_eq(tune_config_write_resolved(&a, path, &e), TUNE_OK);
     tune_status st = tune_config_load(&b, path, 0, NULL, &errs);

@@ -7,17 +7,17 @@
 #include "testutil.h"
 #include "tune/plan.h"
 
-static char tmpdir[64];
+static char tmpdir[256];
 
 /* A scratch folder with an (empty) model file and data files: the plan only checks they exist. */
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/tune-plan-XXXXXX");
+    snprintf(tmpdir, sizeof tmpdir, "%s/tune-plan-XXXXXX", P_tmpdir);
     ck_assert_ptr_nonnull(mkdtemp(tmpdir));
     const char *files[] = {"model.gguf", "train.jsonl", "eval.jsonl"};
     tune_error e;
     for (int i = 0; i < 3; i++) {
-        char p[128];
+        char p[300];
         snprintf(p, sizeof p, "%s/%s", tmpdir, files[i]);
         ck_assert_int_eq(tune_write_file_atomic(p, "", 0, &e), TUNE_OK);
     }
@@ -27,7 +27,7 @@ static void teardown(void)
 {
     const char *files[] = {"model.gguf", "train.jsonl", "eval.jsonl"};
     for (int i = 0; i < 3; i++) {
-        char p[128];
+        char p[300];
         snprintf(p, sizeof p, "%s/%s", tmpdir, files[i]);
         unlink(p);
     }
