@@ -1,0 +1,208 @@
+/* Causal grouped-query attention on the CPU: for each (batch row, query head)
+ * the scores are one sgemm, the softmax runs per row over the keys the query
+ * may see, and the output is a second sgemm. The backward recomputes the
+ * probabilities from the kept log-sum-exp instead of storing (B, H, T, T). */
+#include "tune/backend.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tune/kernels.h"
+
+size_t tune_cpu_attention_scratch(const tune_attention_shape *s, int n_threads)
+{
+    return (size_t)n_threads * 2 * (size_t)s->T * s->T;
+}
+
+/* The (b, h) slices; rows are strided by the packed head layout. */
+typedef struct head_view {
+    const float *q, *k, *v;
+    int ldq, ldkv; /* row strides of q (and out, dq) and of k, v */
+    size_t q_off, kv_off;
+} head_view;
+
+static head_view view(const float *q, const float *k, const float *v, const tune_attention_shape *s, int b,
+                      int h)
+{
+    const int kh = h / (s->H / s->Hkv);
+    head_view hv;
+    hv.ldq = s->H * s->hd;
+    hv.ldkv = s->Hkv * s->hd;
+    hv.q_off = (size_t)b * s->T * hv.ldq + (size_t)h * s->hd;
+    hv.kv_off = (size_t)b * s->T * hv.ldkv + (size_t)kh * s->hd;
+    hv.q = q + hv.q_off;
+    hv.k = k + hv.kv_off;
+    hv.v = v + hv.kv_off;
+    return hv;
+}
+
+static float attn_scale(int hd) { return (float)(1.0 / sqrt((double)hd)); }
+
+/* P (T, T): the probabilities of one (b, h). With have_lse they are
+ * recomputed from lse (T), otherwise the softmax is taken and lse filled. */
+static void probabilities(float *P, float *lse, int have_lse, const head_view *hv, const int32_t *start,
+                          int T, int hd)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, attn_scale(hd), hv->q, hv->ldq, hv->k,
+                hv->ldkv, 0.0f, P, T);
+    for (int i = 0; i < T; i++) {
+        float *row = P + (size_t)i * T;
+        const int st = start[i];
+        if (have_lse)
+            for (int j = st; j <= i; j++) row[j] = expf(row[j] - lse[i]);
+        else
+            lse[i] = tune_softmax_row(row + st, i - st + 1);
+        memset(row, 0, (size_t)st * sizeof *row);
+        memset(row + i + 1, 0, (size_t)(T - 1 - i) * sizeof *row);
+    }
+}
+
+void tune_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                                const int32_t *start, const tune_attention_shape *s, float *scratch,
+                                int n_threads)
+{
+    const int T = s->T, hd = s->hd;
+    const int blas = tune_cpu_blas_threads(1);
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic)
+    for (int bh = 0; bh < s->B * s->H; bh++) {
+        const int b = bh / s->H, h = bh % s->H;
+        const head_view hv = view(q, k, v, s, b, h);
+        float *P = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
+        probabilities(P, lse + (size_t)bh * T, 0, &hv, start + (size_t)b * T, T, hd);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, hv.v, hv.ldkv, 0.0f,
+                    out + hv.q_off, hv.ldq);
+    }
+    tune_cpu_blas_threads(blas);
+}
+
+void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                 const float *k, const float *v, const float *lse, const int32_t *start,
+                                 const tune_attention_shape *s, float *scratch, float *dkv_head,
+                                 int n_threads)
+{
+    const int T = s->T, hd = s->hd, H = s->H, Hkv = s->Hkv;
+    const float scale = attn_scale(hd);
+    const size_t per_head = (size_t)s->B * T * H * hd;
+    float *dk_head = dkv_head, *dv_head = dkv_head + per_head; /* (B, T, H, hd) each */
+    const int blas = tune_cpu_blas_threads(1);
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic)
+    for (int bh = 0; bh < s->B * H; bh++) {
+        const int b = bh / H, h = bh % H;
+        const head_view hv = view(q, k, v, s, b, h);
+        float *P = scratch + (size_t)omp_get_thread_num() * 2 * T * T, *dP = P + (size_t)T * T;
+        const int32_t *st = start + (size_t)b * T;
+        probabilities(P, (float *)(lse + (size_t)bh * T), 1, &hv, st, T, hd);
+        const float *dO = dout + hv.q_off;
+        /* dV_h = Pᵀ dO;  dP = dO Vᵀ */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, hv.ldq, 0.0f,
+                    dv_head + hv.q_off, hv.ldq);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, hv.ldq, hv.v, hv.ldkv, 0.0f,
+                    dP, T);
+        for (int i = 0; i < T; i++) {
+            float *row = dP + (size_t)i * T;
+            tune_softmax_row_backward(row + st[i], P + (size_t)i * T + st[i], i - st[i] + 1);
+            memset(row, 0, (size_t)st[i] * sizeof *row);
+            memset(row + i + 1, 0, (size_t)(T - 1 - i) * sizeof *row);
+        }
+        /* dQ = scale dS K;  dK_h = scale dSᵀ Q */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dP, T, hv.k, hv.ldkv, 0.0f,
+                    dq + hv.q_off, hv.ldq);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dP, T, hv.q, hv.ldq, 0.0f,
+                    dk_head + hv.q_off, hv.ldq);
+    }
+    tune_cpu_blas_threads(blas);
+    /* Sum the query heads of each group, in head order. */
+    const int group = H / Hkv;
+#pragma omp parallel for num_threads(n_threads)
+    for (long n = 0; n < (long)s->B * T; n++)
+        for (int kh = 0; kh < Hkv; kh++)
+            for (int d = 0; d < hd; d++) {
+                float sk = 0.0f, sv = 0.0f;
+                for (int g = 0; g < group; g++) {
+                    const size_t i = ((size_t)n * H + kh * group + g) * hd + d;
+                    sk += dk_head[i];
+                    sv += dv_head[i];
+                }
+                dk[((size_t)n * Hkv + kh) * hd + d] = sk;
+                dv[((size_t)n * Hkv + kh) * hd + d] = sv;
+            }
+}
+
+/* ---- Plain reference versions: one query row at a time, in double. ---- */
+
+static double dot(const float *a, const float *b, int n)
+{
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* Row maximum and log-sum-exp of the scaled scores of query i. */
+static double ref_lse(const head_view *hv, int i, int st, int hd)
+{
+    const double scale = 1.0 / sqrt((double)hd);
+    double m = -INFINITY, sum = 0.0;
+    for (int j = st; j <= i; j++) m = fmax(m, scale * dot(hv->q + (size_t)i * hv->ldq, hv->k + (size_t)j * hv->ldkv, hd));
+    for (int j = st; j <= i; j++)
+        sum += exp(scale * dot(hv->q + (size_t)i * hv->ldq, hv->k + (size_t)j * hv->ldkv, hd) - m);
+    return m + log(sum);
+}
+
+static double ref_p(const head_view *hv, int i, int j, double lse, int hd)
+{
+    return exp(dot(hv->q + (size_t)i * hv->ldq, hv->k + (size_t)j * hv->ldkv, hd) / sqrt((double)hd) - lse);
+}
+
+void tune_cpu_attention_forward_ref(float *out, float *lse, const float *q, const float *k, const float *v,
+                                    const int32_t *start, const tune_attention_shape *s)
+{
+    for (int b = 0; b < s->B; b++)
+        for (int h = 0; h < s->H; h++) {
+            const head_view hv = view(q, k, v, s, b, h);
+            for (int i = 0; i < s->T; i++) {
+                const int st = start[(size_t)b * s->T + i];
+                const double l = ref_lse(&hv, i, st, s->hd);
+                lse[((size_t)b * s->H + h) * s->T + i] = (float)l;
+                for (int d = 0; d < s->hd; d++) {
+                    double o = 0.0;
+                    for (int j = st; j <= i; j++) o += ref_p(&hv, i, j, l, s->hd) * hv.v[(size_t)j * hv.ldkv + d];
+                    out[hv.q_off + (size_t)i * hv.ldq + d] = (float)o;
+                }
+            }
+        }
+}
+
+void tune_cpu_attention_backward_ref(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                     const float *k, const float *v, const int32_t *start,
+                                     const tune_attention_shape *s)
+{
+    const size_t nq = (size_t)s->B * s->T * s->H * s->hd, nkv = (size_t)s->B * s->T * s->Hkv * s->hd;
+    memset(dq, 0, nq * sizeof *dq);
+    memset(dk, 0, nkv * sizeof *dk);
+    memset(dv, 0, nkv * sizeof *dv);
+    const double scale = 1.0 / sqrt((double)s->hd);
+    for (int b = 0; b < s->B; b++)
+        for (int h = 0; h < s->H; h++) {
+            const head_view hv = view(q, k, v, s, b, h);
+            const float *dO = dout + hv.q_off;
+            for (int i = 0; i < s->T; i++) {
+                const int st = start[(size_t)b * s->T + i];
+                const double l = ref_lse(&hv, i, st, s->hd);
+                double D = 0.0; /* Σ_j P_ij dP_ij */
+                for (int j = st; j <= i; j++)
+                    D += ref_p(&hv, i, j, l, s->hd) * dot(dO + (size_t)i * hv.ldq, hv.v + (size_t)j * hv.ldkv, s->hd);
+                for (int j = st; j <= i; j++) {
+                    const double p = ref_p(&hv, i, j, l, s->hd);
+                    const double ds = p * (dot(dO + (size_t)i * hv.ldq, hv.v + (size_t)j * hv.ldkv, s->hd) - D);
+                    for (int d = 0; d < s->hd; d++) {
+                        dq[hv.q_off + (size_t)i * hv.ldq + d] += (float)(scale * ds * hv.k[(size_t)j * hv.ldkv + d]);
+                        dk[hv.kv_off + (size_t)j * hv.ldkv + d] += (float)(scale * ds * hv.q[(size_t)i * hv.ldq + d]);
+                        dv[hv.kv_off + (size_t)j * hv.ldkv + d] += (float)(p * dO[(size_t)i * hv.ldq + d]);
+                    }
+                }
+            }
+        }
+}
