@@ -350,8 +350,6 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
         return tune_fail_input(err, NULL, "backward: the workspace holds no forward pass of this batch");
     const int B = ws->cur_B, T = ws->cur_T, N = B * T, C = ws->C, hd = ws->hd;
     const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
-    /* The logits become their gradient: a second backward needs a new forward. */
-    ws->cur_B = ws->cur_T = 0;
     tune_cpu_cross_entropy_backward(ws->logits, ws->lse_ce, ws->target, N, ws->V, grad_scale);
     tune_cpu_matmul(ws->dxn, ws->logits, model->lm_head, N, C, ws->V, 0, 0, 1.0f, 0.0f);
     memset(ws->dh, 0, (size_t)N * C * sizeof *ws->dh);
@@ -383,5 +381,7 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
         linear_backward(ws, model, lora, dropout, l, TUNE_V_PROJ, xn1, ws->dv, ws->dxn, 1.0f);
         tune_cpu_rmsnorm_backward(ws->dh, ws->dxn, h, ly->attn_norm, ws->rstd1 + (size_t)l * ws->B * ws->T, N, C);
     }
+    /* The logits became their gradient: a second backward needs a new forward. */
+    ws->cur_B = ws->cur_T = 0;
     return TUNE_OK;
 }
