@@ -104,14 +104,13 @@ double tune_cpu_cross_entropy_forward(float *lse, const float *logits, const int
 void tune_cpu_cross_entropy_backward(float *logits, const float *lse, const int32_t *target, int N,
                                      int V, float scale);
 
-/* Inverted dropout mask applied as out = x ⊙ mask (out may be x), with the
- * Philox word for element e read at (seed, stream, base + e).
- * out, x: (n) */
-void tune_cpu_dropout(float *out, const float *x, size_t n, float p, uint64_t seed, uint64_t stream,
-                      uint64_t base);
-
-/* out += x. out, x: (n) */
-void tune_cpu_add(float *out, const float *x, size_t n);
+/* Inverted-dropout mask: mask[e] = 1/(1−p) or 0, from the Philox word at
+ * (seed, stream, base + e); the same for any thread count. mask: (n) */
+void tune_cpu_dropout_mask(float *mask, size_t n, float p, uint64_t seed, uint64_t stream, uint64_t base);
+/* out = x ⊙ m (out may be x). out, x, m: (n) */
+void tune_cpu_mul(float *out, const float *x, const float *m, size_t n);
+/* out += x ⊙ m. out, x, m: (n) */
+void tune_cpu_add_mul(float *out, const float *x, const float *m, size_t n);
 
 /* Runs BLAS on one thread (inside OpenMP loops) and returns the previous count. */
 int tune_cpu_blas_threads(int n);

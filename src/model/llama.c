@@ -45,6 +45,7 @@ struct tune_workspace {
     /* scratch */
     float *act;       /* (N, I) */
     float *lora_x;    /* (N, max_in): dropped-out LoRA input, then its gradient */
+    float *mask;      /* (N, max_in): dropout mask of the module at hand */
     float *du;        /* (N, r) */
     float *attn_scratch; /* tune_cpu_attention_scratch */
     float *dkv_head;  /* (2, N, H·hd) */
@@ -137,6 +138,7 @@ tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora 
         {&ws->cos_t, N * (ws->hd / 2)}, {&ws->sin_t, N * (ws->hd / 2)},
         {&ws->act, ws->NI},
         {&ws->lora_x, lora ? N * ws->max_in : 0},
+        {&ws->mask, lora ? N * ws->max_in : 0},
         {&ws->du, N * ws->r},
         {&ws->attn_scratch, tune_cpu_attention_scratch(&as, ws->n_threads)},
         {&ws->dkv_head, 2 * ws->NQ},
@@ -224,14 +226,15 @@ static tune_status check_lora(const tune_model *m, const tune_lora *lora, const 
     return TUNE_OK;
 }
 
-/* The LoRA input of module mi: x itself, or x with the module's dropout mask
- * drawn into ws->lora_x. x: (N, in) */
+/* The LoRA input of module mi: x itself, or x ⊙ its dropout mask (drawn into
+ * ws->mask) in ws->lora_x. x: (N, in) */
 static const float *lora_input(tune_workspace *ws, const tune_dropout *dp, int mi, const float *x, size_t N,
                                int in)
 {
     if (!dp || dp->p == 0.0f) return x;
-    tune_cpu_dropout(ws->lora_x, x, N * in, dp->p, dp->seed, TUNE_STREAM_DROPOUT + (dp->micro_batch << 32),
-                     (uint64_t)mi << 40);
+    tune_cpu_dropout_mask(ws->mask, N * in, dp->p, dp->seed, TUNE_STREAM_DROPOUT + (dp->micro_batch << 32),
+                          (uint64_t)mi << 40);
+    tune_cpu_mul(ws->lora_x, x, ws->mask, N * in);
     return ws->lora_x;
 }
 
@@ -283,11 +286,9 @@ static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *
         tune_cpu_matmul(dx, ws->du, A, N, in, r, 0, 0, 1.0f, 1.0f); /* dx += du·A */
         return;
     }
-    /* dx += mask ⊙ (du·A), with the forward's mask drawn again */
+    /* dx += mask ⊙ (du·A), with the mask lora_input drew again */
     tune_cpu_matmul(ws->lora_x, ws->du, A, N, in, r, 0, 0, 1.0f, 0.0f);
-    tune_cpu_dropout(ws->lora_x, ws->lora_x, (size_t)N * in, dp->p, dp->seed,
-                     TUNE_STREAM_DROPOUT + (dp->micro_batch << 32), (uint64_t)mi << 40);
-    tune_cpu_add(dx, ws->lora_x, (size_t)N * in);
+    tune_cpu_add_mul(dx, ws->lora_x, ws->mask, (size_t)N * in);
 }
 
 tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, const tune_batch *batch,

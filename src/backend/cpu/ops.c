@@ -141,31 +141,38 @@ void tune_cpu_cross_entropy_backward(float *logits, const float *lse, const int3
     }
 }
 
-void tune_cpu_dropout(float *out, const float *x, size_t n, float p, uint64_t seed, uint64_t stream,
-                      uint64_t base)
+static float mask_of(uint32_t word, float p) { return tune_dropout_scale(tune_rng_word_to_uniform(word), p); }
+
+void tune_cpu_dropout_mask(float *mask, size_t n, float p, uint64_t seed, uint64_t stream, uint64_t base)
 {
-    if (n == 0) return;
-    /* One Philox block gives the four words of indices 4b..4b+3: use them all. */
-    const uint64_t first = base >> 2, last = (base + n - 1) >> 2;
+    /* Head and tail word by word; whole Philox blocks (four words) in a SIMD loop. */
+    size_t e = 0;
+    for (; e < n && (base + e) % 4; e++) mask[e] = mask_of(tune_rng_u32(seed, stream, base + e), p);
+    const size_t n_blocks = (n - e) / 4;
+    const uint64_t b0 = (base + e) / 4;
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
-#pragma omp parallel for
-    for (uint64_t b = first; b <= last; b++) {
+    float *m = mask + e;
+#pragma omp parallel for simd
+    for (size_t i = 0; i < n_blocks; i++) {
+        const uint64_t b = b0 + i;
         const uint32_t ctr[4] = {(uint32_t)b, (uint32_t)(b >> 32), (uint32_t)stream, (uint32_t)(stream >> 32)};
         uint32_t w[4];
         tune_philox4x32_10(ctr, key, w);
-        for (uint64_t j = 0; j < 4; j++) {
-            const uint64_t idx = b * 4 + j;
-            if (idx < base || idx >= base + n) continue;
-            const size_t e = (size_t)(idx - base);
-            out[e] = x[e] * tune_dropout_scale(tune_rng_word_to_uniform(w[j]), p);
-        }
+        for (int j = 0; j < 4; j++) m[4 * i + j] = mask_of(w[j], p);
     }
+    for (e += 4 * n_blocks; e < n; e++) mask[e] = mask_of(tune_rng_u32(seed, stream, base + e), p);
 }
 
-void tune_cpu_add(float *out, const float *x, size_t n)
+void tune_cpu_mul(float *out, const float *x, const float *m, size_t n)
 {
-#pragma omp parallel for
-    for (size_t i = 0; i < n; i++) out[i] += x[i];
+#pragma omp parallel for simd
+    for (size_t i = 0; i < n; i++) out[i] = x[i] * m[i];
+}
+
+void tune_cpu_add_mul(float *out, const float *x, const float *m, size_t n)
+{
+#pragma omp parallel for simd
+    for (size_t i = 0; i < n; i++) out[i] += x[i] * m[i];
 }
 
 int tune_cpu_blas_threads(int n)
