@@ -1,6 +1,7 @@
 /* LLaMA forward/backward: fast kernels against their references, backward
  * passes against finite differences, packing and accumulation identities on
  * a tiny random model, and (tests/data/tiny) PyTorch + PEFT goldens. */
+#include <cJSON.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -11,6 +12,8 @@
 #include "tune/kernels.h"
 #include "tune/llama.h"
 #include "tune/rng.h"
+#include "tune/safetensors.h"
+#include "tune/util.h"
 
 /* Uniform in [-a, a) from Philox stream 99 of seed. */
 static void fill(float *x, size_t n, float a, uint64_t seed)
@@ -459,6 +462,209 @@ START_TEST(bad_batches_are_input_errors)
 }
 END_TEST
 
+/* ---- PyTorch + PEFT goldens (tests/data/tiny/<model>, tools/reference) ---- */
+
+typedef struct golden {
+    tune_model model;
+    tune_lora *lora;
+    tune_st_file *st;
+    cJSON *json;
+    int B, T, V;
+} golden;
+
+static const tune_st_tensor *tensor(const golden *g, const char *name)
+{
+    const tune_st_tensor *t = tune_st_find(g->st, name);
+    ck_assert_msg(t != NULL, "golden tensor %s missing", name);
+    return t;
+}
+
+static float *read_f32(const golden *g, const char *name, size_t expect)
+{
+    const tune_st_tensor *t = tensor(g, name);
+    ck_assert_uint_eq(t->numel, expect);
+    float *x = malloc(t->numel * sizeof *x);
+    tune_error err;
+    ck_assert_int_eq(tune_st_read_f32(t, x, &err), TUNE_OK);
+    return x;
+}
+
+static int32_t *read_i32(const golden *g, const char *name, size_t expect)
+{
+    const tune_st_tensor *t = tensor(g, name);
+    ck_assert_uint_eq(t->numel, expect);
+    int32_t *x = malloc(t->numel * sizeof *x);
+    tune_error err;
+    ck_assert_int_eq(tune_st_read_i32(t, x, &err), TUNE_OK);
+    return x;
+}
+
+static double json_num(const golden *g, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(g->json, key);
+    ck_assert_msg(cJSON_IsNumber(v), "golden.json: %s", key);
+    return v->valuedouble;
+}
+
+/* PEFT's saved name of a module's A or B. */
+static void peft_name(const tune_lora_module *m, const char *ab, char *buf, size_t size)
+{
+    char path[96];
+    tune_linear_module_path(m->layer, m->kind, path, sizeof path);
+    snprintf(buf, size, "base_model.model.%s.lora_%s.weight", path, ab);
+}
+
+/* Loads the model, the golden tensors and the adapter (targets, r, alpha from golden.json). */
+static void golden_open(golden *g, const char *name)
+{
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/tiny/%s", test_data_dir(), name);
+    tune_error err;
+    ck_assert_msg(tune_model_load(dir, &g->model, &err) == TUNE_OK, "%s", err.message);
+    snprintf(path, sizeof path, "%s/golden.safetensors", dir);
+    ck_assert_msg(tune_st_open(path, &g->st, &err) == TUNE_OK, "%s", err.message);
+    snprintf(path, sizeof path, "%s/golden.json", dir);
+    char *text;
+    size_t len;
+    ck_assert_int_eq(tune_read_file(path, &text, &len, &err), TUNE_OK);
+    g->json = cJSON_Parse(text);
+    free(text);
+    ck_assert_ptr_nonnull(g->json);
+    g->B = (int)json_num(g, "B");
+    g->T = (int)json_num(g, "T");
+    g->V = g->model.cfg.vocab_size;
+    const cJSON *targets = cJSON_GetObjectItemCaseSensitive(g->json, "target_modules");
+    const char *names[TUNE_N_LINEAR];
+    int n = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, targets)
+    {
+        ck_assert(n < TUNE_N_LINEAR && cJSON_IsString(t));
+        names[n++] = t->valuestring;
+    }
+    const int L = g->model.cfg.num_hidden_layers;
+    unsigned char *sel = malloc((size_t)L * TUNE_N_LINEAR);
+    ck_assert_int_eq(tune_lora_select_names(&g->model.cfg, names, n, sel, &err), TUNE_OK);
+    const tune_lora_config lc = {.r = (int)json_num(g, "lora_r"),
+                                 .alpha = (float)json_num(g, "lora_alpha"),
+                                 .use_rslora = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g->json, "use_rslora"))};
+    ck_assert_int_eq(tune_lora_create(&g->model.cfg, &lc, sel, 1, &g->lora, &err), TUNE_OK);
+    free(sel);
+    ck_assert_float_eq_tol(g->lora->scaling, (float)json_num(g, "scaling"), 1e-6f);
+    for (int m = 0; m < g->lora->n_modules; m++) {
+        const tune_lora_module *mod = &g->lora->modules[m];
+        char tn[160];
+        const char *ab[2] = {"A", "B"};
+        for (int i = 0; i < 2; i++) {
+            peft_name(mod, ab[i], tn, sizeof tn);
+            const tune_st_tensor *st = tensor(g, tn);
+            ck_assert_uint_eq(st->numel, (size_t)g->lora->cfg.r * (i ? mod->out : mod->in));
+            ck_assert_int_eq(tune_st_read_f32(st, g->lora->params + (i ? mod->b_offset : mod->a_offset), &err), TUNE_OK);
+        }
+    }
+}
+
+static void golden_close(golden *g)
+{
+    tune_lora_free(g->lora);
+    tune_st_close(g->st);
+    cJSON_Delete(g->json);
+    tune_model_free(&g->model);
+}
+
+/* |got − want| ≤ atol + rtol·|want| for every element. */
+static void assert_golden(const float *got, const float *want, size_t n, float atol, float rtol, const char *what)
+{
+    assert_close(got, want, n, atol, rtol, what);
+}
+
+/* Every LoRA gradient against grad.<PEFT name>. */
+static void assert_golden_grads(const golden *g, const char *what)
+{
+    for (int m = 0; m < g->lora->n_modules; m++) {
+        const tune_lora_module *mod = &g->lora->modules[m];
+        const char *ab[2] = {"A", "B"};
+        for (int i = 0; i < 2; i++) {
+            char tn[160], gn[170];
+            peft_name(mod, ab[i], tn, sizeof tn);
+            snprintf(gn, sizeof gn, "grad.%s", tn);
+            const size_t n = (size_t)g->lora->cfg.r * (i ? mod->out : mod->in);
+            float *want = read_f32(g, gn, n);
+            char label[200];
+            snprintf(label, sizeof label, "%s %s", what, gn);
+            assert_golden(g->lora->grads + (i ? mod->b_offset : mod->a_offset), want, n, 1e-6f, 1e-4f, label);
+            free(want);
+        }
+    }
+}
+
+static void check_golden_model(const char *name)
+{
+    golden g;
+    golden_open(&g, name);
+    const int B = g.B, T = g.T, V = g.V;
+    const size_t NV = (size_t)B * T * V;
+    int32_t *ids = read_i32(&g, "input_ids", (size_t)B * T), *labels = read_i32(&g, "labels", (size_t)B * T);
+    float *base = read_f32(&g, "base_logits", NV), *logits = read_f32(&g, "logits", NV);
+    float *loss_t = read_f32(&g, "loss", 1);
+    const long n_targets = (long)json_num(&g, "n_targets");
+    tune_workspace *ws, *wb;
+    tune_error err;
+    ck_assert_int_eq(tune_workspace_create(&g.model.cfg, g.lora, B, T, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(&g.model.cfg, NULL, B, T, &wb, &err), TUNE_OK);
+    double loss;
+    long n;
+    /* base model */
+    const tune_batch batch = {B, T, ids, labels, NULL, NULL};
+    ck_assert_int_eq(tune_llama_forward(&g.model, NULL, &batch, NULL, wb, &loss, &n, &err), TUNE_OK);
+    assert_golden(tune_workspace_logits(wb), base, NV, 1e-5f, 1e-5f, "base logits");
+    /* with the adapter: logits, loss, gradients of the mean loss */
+    ck_assert_int_eq(tune_llama_forward(&g.model, g.lora, &batch, NULL, ws, &loss, &n, &err), TUNE_OK);
+    assert_golden(tune_workspace_logits(ws), logits, NV, 1e-5f, 1e-5f, "logits");
+    ck_assert_int_eq(n, n_targets);
+    ck_assert_double_eq_tol(loss / n, loss_t[0], 1e-5 * fmax(1.0, fabs(loss_t[0])));
+    ck_assert_int_eq(tune_llama_backward(&g.model, g.lora, &batch, NULL, ws, 1.0f / n, &err), TUNE_OK);
+    assert_golden_grads(&g, "full batch");
+    /* two half batches accumulated with grad_scale 1/N_total */
+    memset(g.lora->grads, 0, g.lora->n_params * sizeof(float));
+    for (int b = 0; b < B; b++) {
+        const tune_batch row = {1, T, ids + (size_t)b * T, labels + (size_t)b * T, NULL, NULL};
+        long nr;
+        ck_assert_int_eq(tune_llama_forward(&g.model, g.lora, &row, NULL, ws, &loss, &nr, &err), TUNE_OK);
+        ck_assert_int_eq(tune_llama_backward(&g.model, g.lora, &row, NULL, ws, 1.0f / n_targets, &err), TUNE_OK);
+    }
+    assert_golden_grads(&g, "accumulated");
+    tune_workspace_free(ws);
+    tune_workspace_free(wb);
+    /* the packed row: both examples in one row of 2T */
+    const size_t P = (size_t)2 * T;
+    int32_t *pids = read_i32(&g, "packed_input_ids", P), *plab = read_i32(&g, "packed_labels", P);
+    int32_t *ppos = read_i32(&g, "packed_position_ids", P), *pseg = read_i32(&g, "packed_segment_ids", P);
+    float *ploss = read_f32(&g, "packed_loss", 1);
+    ck_assert_int_eq(tune_workspace_create(&g.model.cfg, g.lora, 1, 2 * T, &ws, &err), TUNE_OK);
+    const tune_batch packed = {1, 2 * T, pids, plab, ppos, pseg};
+    memset(g.lora->grads, 0, g.lora->n_params * sizeof(float));
+    ck_assert_int_eq(tune_llama_forward(&g.model, g.lora, &packed, NULL, ws, &loss, &n, &err), TUNE_OK);
+    ck_assert_int_eq(n, n_targets);
+    ck_assert_double_eq_tol(loss / n, ploss[0], 1e-5 * fmax(1.0, fabs(ploss[0])));
+    assert_golden(tune_workspace_logits(ws), logits, NV, 1e-5f, 1e-5f, "packed logits");
+    ck_assert_int_eq(tune_llama_backward(&g.model, g.lora, &packed, NULL, ws, 1.0f / n, &err), TUNE_OK);
+    assert_golden_grads(&g, "packed");
+    tune_workspace_free(ws);
+    free(ids); free(labels); free(base); free(logits); free(loss_t);
+    free(pids); free(plab); free(ppos); free(pseg); free(ploss);
+    golden_close(&g);
+}
+
+START_TEST(golden_gqa) { check_golden_model("gqa"); }
+END_TEST
+
+START_TEST(golden_tied) { check_golden_model("tied"); }
+END_TEST
+
+START_TEST(golden_llama3rope) { check_golden_model("llama3rope"); }
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("llama");
@@ -477,5 +683,10 @@ int main(void)
     tcase_add_test(t, fresh_lora_keeps_base_logits);
     tcase_add_test(t, bad_batches_are_input_errors);
     suite_add_tcase(s, t);
+    TCase *g = tcase_create("pytorch goldens");
+    tcase_add_test(g, golden_gqa);
+    tcase_add_test(g, golden_tied);
+    tcase_add_test(g, golden_llama3rope);
+    suite_add_tcase(s, g);
     return run_suite(s);
 }
