@@ -193,24 +193,30 @@ END_TEST
 
 START_TEST(dropout_mask_is_addressed)
 {
-    /* The same words whatever the thread count, and element e uses word base + e. */
-    const size_t n = 1001;
-    const uint64_t base = ((uint64_t)3 << 40) + 5, stream = TUNE_STREAM_DROPOUT + ((uint64_t)9 << 32);
-    float *a = malloc(n * 4), *b = malloc(n * 4);
+    /* Element e keeps by the Philox word at base + e, whatever the thread count. */
+    const size_t n = 1001, words = (n + 31) / 32;
+    const uint64_t base = (uint64_t)3 << 40, stream = TUNE_STREAM_DROPOUT + ((uint64_t)9 << 32);
+    uint32_t a[32], b[32];
     omp_set_num_threads(1);
     tune_cpu_dropout_mask(a, n, 0.3f, 77, stream, base);
     omp_set_num_threads(2);
     tune_cpu_dropout_mask(b, n, 0.3f, 77, stream, base);
+    ck_assert_mem_eq(a, b, words * sizeof *a);
+    float *x = rnd(n, 1, 13), *y = malloc(n * 4), *z = rnd(n, 1, 14), *z0 = malloc(n * 4);
+    memcpy(z0, z, n * 4);
+    tune_cpu_dropout_apply(y, x, a, n, 0.3f, 0);
+    tune_cpu_dropout_apply(z, x, a, n, 0.3f, 1);
     int dropped = 0;
     for (size_t e = 0; e < n; e++) {
-        ck_assert_float_eq(a[e], b[e]);
-        const float u = tune_rng_uniform(77, stream, base + e);
-        ck_assert_float_eq(a[e], tune_dropout_scale(u, 0.3f));
-        dropped += a[e] == 0.0f;
+        const int keep = tune_rng_uniform(77, stream, base + e) > 0.3f;
+        ck_assert_int_eq((a[e / 32] >> (e % 32)) & 1u, keep);
+        ck_assert_float_eq(y[e], keep ? x[e] * (1.0f / 0.7f) : 0.0f);
+        ck_assert_float_eq(z[e], z0[e] + y[e]);
+        dropped += !keep;
     }
     ck_assert_int_gt(dropped, 200);
     ck_assert_int_lt(dropped, 400);
-    free(a); free(b);
+    free(x); free(y); free(z); free(z0);
 }
 END_TEST
 
@@ -417,7 +423,7 @@ START_TEST(fresh_lora_keeps_base_logits)
 {
     tune_model m;
     tiny_model(&m, 0, TUNE_ROPE_DEFAULT);
-    const tune_lora_config lc = {.r = 4, .alpha = 8.0f, .target_mask = 0x7f};
+    const tune_lora_config lc = {.r = 4, .alpha = 8.0f, .dropout = 0.5f, .target_mask = 0x7f};
     tune_lora *lora;
     tune_workspace *wb, *wl;
     tune_error err;

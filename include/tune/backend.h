@@ -36,6 +36,7 @@ int tune_cuda_dropout_mask(float *mask, long n, float p, unsigned long long seed
 
 
 /* c = alpha · op(a) · op(b) + beta · c, op(x) = xᵀ when the trans flag is set.
+ * Sets OpenBLAS to one thread and splits the product between OpenMP threads.
  * c: (M, N)   op(a): (M, K)   op(b): (K, N); a, b stored as given (lda = their row length). */
 void tune_cpu_matmul(float *c, const float *a, const float *b, int M, int N, int K, int trans_a,
                      int trans_b, float alpha, float beta);
@@ -104,15 +105,12 @@ double tune_cpu_cross_entropy_forward(float *lse, const float *logits, const int
 void tune_cpu_cross_entropy_backward(float *logits, const float *lse, const int32_t *target, int N,
                                      int V, float scale);
 
-/* Inverted-dropout mask: mask[e] = 1/(1−p) or 0, from the Philox word at
- * (seed, stream, base + e); the same for any thread count. mask: (n) */
-void tune_cpu_dropout_mask(float *mask, size_t n, float p, uint64_t seed, uint64_t stream, uint64_t base);
-/* out = x ⊙ m (out may be x). out, x, m: (n) */
-void tune_cpu_mul(float *out, const float *x, const float *m, size_t n);
-/* out += x ⊙ m. out, x, m: (n) */
-void tune_cpu_add_mul(float *out, const float *x, const float *m, size_t n);
-
-/* Runs BLAS on one thread (inside OpenMP loops) and returns the previous count. */
-int tune_cpu_blas_threads(int n);
+/* Dropout keep-bits: bit e of bits (element e, LSB first in 32-bit words) is
+ * set when the Philox word at (seed, stream, base + e) keeps it; the same for
+ * any thread count. base must be a multiple of 32. bits: (⌈n/32⌉) */
+void tune_cpu_dropout_mask(uint32_t *bits, size_t n, float p, uint64_t seed, uint64_t stream, uint64_t base);
+/* out = x ⊙ mask, or out += x ⊙ mask with accumulate; mask = bit / (1 − p).
+ * out, x: (n) */
+void tune_cpu_dropout_apply(float *out, const float *x, const uint32_t *bits, size_t n, float p, int accumulate);
 
 #endif

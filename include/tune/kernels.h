@@ -92,8 +92,9 @@ TUNE_HD static inline void tune_softmax_row_backward(float *dp, const float *p, 
     for (int i = 0; i < n; i++) dp[i] = p[i] * (dp[i] - (float)dot);
 }
 
-/* Inverted dropout: 1/(1−p) where the uniform u (0, 1] is above p, else 0. */
-TUNE_HD static inline float tune_dropout_scale(float u, float p) { return u > p ? 1.0f / (1.0f - p) : 0.0f; }
+/* Dropout keeps an element when its uniform u (0, 1] is above p; kept
+ * elements are scaled by 1/(1−p) (inverted dropout). */
+TUNE_HD static inline int tune_dropout_keep(float u, float p) { return u > p; }
 
 /* ---- Float formats: fp16 / bf16 <-> fp32 (safetensors, GGUF) ----------
  * Bit-exact with PyTorch's tensor conversions: round to nearest even; NaN

@@ -5,8 +5,8 @@
  * Dropout address layout (LoRA branch only): the mask of element e of the
  * input x (N, in) of module m in micro-batch mb is Philox word
  *   (seed, stream = TUNE_STREAM_DROPOUT + (mb << 32), index = (m << 40) + e),
- * e = (b·T + t)·in + i. The backward draws the same words again instead of
- * storing masks; neither depends on thread count or backend. */
+ * e = (b·T + t)·in + i. The forward keeps the masks as bits for the
+ * backward; nothing depends on thread count or backend. */
 #include "tune/llama.h"
 
 #include <math.h>
@@ -45,7 +45,6 @@ struct tune_workspace {
     /* scratch */
     float *act;       /* (N, I) */
     float *lora_x;    /* (N, max_in): dropped-out LoRA input, then its gradient */
-    float *mask;      /* (N, max_in): dropout mask of the module at hand */
     float *du;        /* (N, r) */
     float *attn_scratch; /* tune_cpu_attention_scratch */
     float *dkv_head;  /* (2, N, H·hd) */
@@ -53,6 +52,8 @@ struct tune_workspace {
     float *dq, *datt; /* (N, H·hd) */
     float *dk, *dv;   /* (N, Hkv·hd) */
     float *dact, *dgate, *dup; /* (N, I) */
+    uint32_t *drop_bits; /* dropout keep-bits of every module's input; NULL without dropout */
+    size_t *bits_off;    /* (n_modules): where module m's bits start in drop_bits */
     float *mem;       /* one allocation holds every float buffer */
     int32_t *imem;
 };
@@ -138,7 +139,6 @@ tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora 
         {&ws->cos_t, N * (ws->hd / 2)}, {&ws->sin_t, N * (ws->hd / 2)},
         {&ws->act, ws->NI},
         {&ws->lora_x, lora ? N * ws->max_in : 0},
-        {&ws->mask, lora ? N * ws->max_in : 0},
         {&ws->du, N * ws->r},
         {&ws->attn_scratch, tune_cpu_attention_scratch(&as, ws->n_threads)},
         {&ws->dkv_head, 2 * ws->NQ},
@@ -162,6 +162,20 @@ tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora 
         *bufs[i].p = p;
         p += (bufs[i].n + 15) & ~(size_t)15;
     }
+    if (lora && lora->cfg.dropout > 0.0f) {
+        /* (N·in rounded up to 32) bits per module */
+        ws->bits_off = malloc((size_t)lora->n_modules * sizeof *ws->bits_off);
+        size_t words = 0;
+        for (int m = 0; ws->bits_off && m < lora->n_modules; m++) {
+            ws->bits_off[m] = words;
+            words += (N * lora->modules[m].in + 31) / 32;
+        }
+        ws->drop_bits = malloc(words * sizeof *ws->drop_bits);
+        if (!ws->bits_off || !ws->drop_bits) {
+            tune_workspace_free(ws);
+            return tune_fail_run(err, NULL, "out of memory: dropout masks for batch %d x %d", B, T);
+        }
+    }
     ws->start = ws->imem;
     ws->target = ws->imem + N;
     ws->pos = ws->imem + 2 * N;
@@ -175,6 +189,8 @@ void tune_workspace_free(tune_workspace *ws)
     if (!ws) return;
     free(ws->mem);
     free(ws->imem);
+    free(ws->drop_bits);
+    free(ws->bits_off);
     free(ws);
 }
 
@@ -220,21 +236,26 @@ static tune_status check_lora(const tune_model *m, const tune_lora *lora, const 
         return tune_fail_input(err, NULL, "the LoRA adapters do not match the workspace they were sized for");
     if (dp && !(dp->p >= 0.0f && dp->p < 1.0f))
         return tune_fail_input(err, NULL, "dropout %g is outside [0, 1)", dp->p);
+    if (dp && dp->p > 0.0f && lora && !ws->drop_bits)
+        return tune_fail_input(err, NULL, "dropout %g on adapters whose workspace was sized without dropout", dp->p);
     if (dp && dp->micro_batch >> 32)
         return tune_fail_input(err, NULL, "micro-batch index %llu is beyond the dropout address space",
                                (unsigned long long)dp->micro_batch);
     return TUNE_OK;
 }
 
-/* The LoRA input of module mi: x itself, or x ⊙ its dropout mask (drawn into
- * ws->mask) in ws->lora_x. x: (N, in) */
+/* The LoRA input of module mi: x itself, or x ⊙ its dropout mask in
+ * ws->lora_x. The forward draws the mask (draw = 1), the backward reuses it.
+ * x: (N, in) */
 static const float *lora_input(tune_workspace *ws, const tune_dropout *dp, int mi, const float *x, size_t N,
-                               int in)
+                               int in, int draw)
 {
     if (!dp || dp->p == 0.0f) return x;
-    tune_cpu_dropout_mask(ws->mask, N * in, dp->p, dp->seed, TUNE_STREAM_DROPOUT + (dp->micro_batch << 32),
-                          (uint64_t)mi << 40);
-    tune_cpu_mul(ws->lora_x, x, ws->mask, N * in);
+    uint32_t *bits = ws->drop_bits + ws->bits_off[mi];
+    if (draw)
+        tune_cpu_dropout_mask(bits, N * in, dp->p, dp->seed, TUNE_STREAM_DROPOUT + (dp->micro_batch << 32),
+                              (uint64_t)mi << 40);
+    tune_cpu_dropout_apply(ws->lora_x, x, bits, N * in, dp->p, 0);
     return ws->lora_x;
 }
 
@@ -257,7 +278,7 @@ static void linear_forward(tune_workspace *ws, const tune_model *m, const tune_l
     const tune_lora_module *mod = &lora->modules[mi];
     const int r = lora->cfg.r;
     float *u = ws->lora_u + (size_t)mi * ws->B * ws->T * r; /* (N, r) */
-    tune_cpu_matmul(u, lora_input(ws, dp, mi, x, N, in), lora->params + mod->a_offset, N, r, in, 0, 1, 1.0f, 0.0f);
+    tune_cpu_matmul(u, lora_input(ws, dp, mi, x, N, in, 1), lora->params + mod->a_offset, N, r, in, 0, 1, 1.0f, 0.0f);
     tune_cpu_matmul(y, u, lora->params + mod->b_offset, N, out, r, 0, 1, lora->scaling, 1.0f);
 }
 
@@ -280,15 +301,15 @@ static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *
     const float *u = ws->lora_u + (size_t)mi * ws->B * ws->T * r; /* (N, r) */
     tune_cpu_matmul(gB, dy, u, out, r, N, 1, 0, s, 1.0f);        /* dB += s·dyᵀ·u */
     tune_cpu_matmul(ws->du, dy, Bm, N, r, out, 0, 0, s, 0.0f);   /* du = s·dy·B */
-    const float *xd = lora_input(ws, dp, mi, x, N, in);
+    const float *xd = lora_input(ws, dp, mi, x, N, in, 0);
     tune_cpu_matmul(gA, ws->du, xd, r, in, N, 1, 0, 1.0f, 1.0f); /* dA += duᵀ·xd */
     if (!dp || dp->p == 0.0f) {
         tune_cpu_matmul(dx, ws->du, A, N, in, r, 0, 0, 1.0f, 1.0f); /* dx += du·A */
         return;
     }
-    /* dx += mask ⊙ (du·A), with the mask lora_input drew again */
+    /* dx += mask ⊙ (du·A) */
     tune_cpu_matmul(ws->lora_x, ws->du, A, N, in, r, 0, 0, 1.0f, 0.0f);
-    tune_cpu_add_mul(dx, ws->lora_x, ws->mask, (size_t)N * in);
+    tune_cpu_dropout_apply(dx, ws->lora_x, ws->drop_bits + ws->bits_off[mi], (size_t)N * in, dp->p, 1);
 }
 
 tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, const tune_batch *batch,

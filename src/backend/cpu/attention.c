@@ -65,7 +65,7 @@ void tune_cpu_attention_forward(float *out, float *lse, const float *q, const fl
                                 int n_threads)
 {
     const int T = s->T, hd = s->hd;
-    const int blas = tune_cpu_blas_threads(1);
+    openblas_set_num_threads(1); /* sgemm inside the OpenMP loop */
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic)
     for (int bh = 0; bh < s->B * s->H; bh++) {
         const int b = bh / s->H, h = bh % s->H;
@@ -75,7 +75,6 @@ void tune_cpu_attention_forward(float *out, float *lse, const float *q, const fl
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, hv.v, hv.ldkv, 0.0f,
                     out + hv.q_off, hv.ldq);
     }
-    tune_cpu_blas_threads(blas);
 }
 
 void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
@@ -87,7 +86,7 @@ void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *d
     const float scale = attn_scale(hd);
     const size_t per_head = (size_t)s->B * T * H * hd;
     float *dk_head = dkv_head, *dv_head = dkv_head + per_head; /* (B, T, H, hd) each */
-    const int blas = tune_cpu_blas_threads(1);
+    openblas_set_num_threads(1); /* sgemm inside the OpenMP loop */
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic)
     for (int bh = 0; bh < s->B * H; bh++) {
         const int b = bh / H, h = bh % H;
@@ -113,7 +112,6 @@ void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *d
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dP, T, hv.q, hv.ldq, 0.0f,
                     dk_head + hv.q_off, hv.ldq);
     }
-    tune_cpu_blas_threads(blas);
     /* Sum the query heads of each group, in head order. */
     const int group = H / Hkv;
 #pragma omp parallel for num_threads(n_threads)

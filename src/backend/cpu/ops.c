@@ -4,17 +4,36 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 
 #include "tune/kernels.h"
 #include "tune/llama.h"
 #include "tune/rng.h"
 
+/* BLAS runs on one thread and the work is split between OpenMP threads here:
+ * a multithreaded pthread OpenBLAS next to OpenMP loops leaves two sets of
+ * threads spinning against each other (measured 5-10x slower on 2 cores). */
 void tune_cpu_matmul(float *c, const float *a, const float *b, int M, int N, int K, int trans_a,
                      int trans_b, float alpha, float beta)
 {
     if (M == 0 || N == 0) return;
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                M, N, K, alpha, a, trans_a ? M : K, b, trans_b ? K : N, beta, c, N);
+    openblas_set_num_threads(1);
+    const int lda = trans_a ? M : K, ldb = trans_b ? K : N;
+    const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
+    const int split_m = M >= N, len = split_m ? M : N;
+    const int n_threads = (double)M * N * K < 1e6 ? 1 : omp_get_max_threads();
+    /* Slices of whole 16-row (or column) blocks, one per thread. */
+    const int slice = ((len + n_threads - 1) / n_threads + 15) / 16 * 16;
+#pragma omp parallel for num_threads(n_threads) schedule(static, 1)
+    for (int lo = 0; lo < len; lo += slice) {
+        const int n = len - lo < slice ? len - lo : slice;
+        if (split_m)
+            cblas_sgemm(CblasRowMajor, ta, tb, n, N, K, alpha, trans_a ? a + lo : a + (size_t)lo * lda, lda, b, ldb,
+                        beta, c + (size_t)lo * N, N);
+        else
+            cblas_sgemm(CblasRowMajor, ta, tb, M, n, K, alpha, a, lda, trans_b ? b + (size_t)lo * ldb : b + lo, ldb,
+                        beta, c + lo, N);
+    }
 }
 
 void tune_cpu_matmul_ref(float *c, const float *a, const float *b, int M, int N, int K, int trans_a,
@@ -141,43 +160,32 @@ void tune_cpu_cross_entropy_backward(float *logits, const float *lse, const int3
     }
 }
 
-static float mask_of(uint32_t word, float p) { return tune_dropout_scale(tune_rng_word_to_uniform(word), p); }
-
-void tune_cpu_dropout_mask(float *mask, size_t n, float p, uint64_t seed, uint64_t stream, uint64_t base)
+void tune_cpu_dropout_mask(uint32_t *bits, size_t n, float p, uint64_t seed, uint64_t stream, uint64_t base)
 {
-    /* Head and tail word by word; whole Philox blocks (four words) in a SIMD loop. */
-    size_t e = 0;
-    for (; e < n && (base + e) % 4; e++) mask[e] = mask_of(tune_rng_u32(seed, stream, base + e), p);
-    const size_t n_blocks = (n - e) / 4;
-    const uint64_t b0 = (base + e) / 4;
+    /* Word w holds elements 32w..32w+31: eight whole Philox blocks, since base is a multiple of 32. */
+    const size_t n_words = (n + 31) / 32;
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
-    float *m = mask + e;
-#pragma omp parallel for simd
-    for (size_t i = 0; i < n_blocks; i++) {
-        const uint64_t b = b0 + i;
-        const uint32_t ctr[4] = {(uint32_t)b, (uint32_t)(b >> 32), (uint32_t)stream, (uint32_t)(stream >> 32)};
-        uint32_t w[4];
-        tune_philox4x32_10(ctr, key, w);
-        for (int j = 0; j < 4; j++) m[4 * i + j] = mask_of(w[j], p);
+#pragma omp parallel for
+    for (size_t w = 0; w < n_words; w++) {
+        uint32_t word = 0;
+        for (int k = 0; k < 8; k++) {
+            const uint64_t b = (base + 32 * (uint64_t)w) / 4 + k;
+            const uint32_t ctr[4] = {(uint32_t)b, (uint32_t)(b >> 32), (uint32_t)stream, (uint32_t)(stream >> 32)};
+            uint32_t r[4];
+            tune_philox4x32_10(ctr, key, r);
+            for (int j = 0; j < 4; j++)
+                word |= (uint32_t)tune_dropout_keep(tune_rng_word_to_uniform(r[j]), p) << (4 * k + j);
+        }
+        bits[w] = word;
     }
-    for (e += 4 * n_blocks; e < n; e++) mask[e] = mask_of(tune_rng_u32(seed, stream, base + e), p);
 }
 
-void tune_cpu_mul(float *out, const float *x, const float *m, size_t n)
+void tune_cpu_dropout_apply(float *out, const float *x, const uint32_t *bits, size_t n, float p, int accumulate)
 {
-#pragma omp parallel for simd
-    for (size_t i = 0; i < n; i++) out[i] = x[i] * m[i];
-}
-
-void tune_cpu_add_mul(float *out, const float *x, const float *m, size_t n)
-{
-#pragma omp parallel for simd
-    for (size_t i = 0; i < n; i++) out[i] += x[i] * m[i];
-}
-
-int tune_cpu_blas_threads(int n)
-{
-    const int prev = openblas_get_num_threads();
-    openblas_set_num_threads(n);
-    return prev;
+    const float scale = 1.0f / (1.0f - p);
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        const float v = (bits[i / 32] >> (i % 32)) & 1u ? x[i] * scale : 0.0f;
+        out[i] = accumulate ? out[i] + v : v;
+    }
 }
