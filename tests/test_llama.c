@@ -674,7 +674,9 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("llama");
+    /* Timeouts are generous: the suite runs in well under a second, but under ASan on a busy machine it can take seconds. */
     TCase *k = tcase_create("kernels");
+    tcase_set_timeout(k, 60);
     tcase_add_test(k, matmul_matches_reference);
     tcase_add_test(k, attention_matches_reference);
     tcase_add_test(k, op_backwards_match_finite_differences);
@@ -690,6 +692,7 @@ int main(void)
     tcase_add_test(t, bad_batches_are_input_errors);
     suite_add_tcase(s, t);
     TCase *g = tcase_create("pytorch goldens");
+    tcase_set_timeout(g, 60);
     tcase_add_test(g, golden_gqa);
     tcase_add_test(g, golden_tied);
     tcase_add_test(g, golden_llama3rope);
