@@ -34,6 +34,10 @@ int tune_cuda_dropout_mask(float *mask, long n, float p, unsigned long long seed
  * unless it says "sets". Each fast kernel with a loop of its own has a plain
  * reference version (suffix _ref) that the tests compare it with. */
 
+/* Loops with less work than this (elements, or multiply-adds / 64) stay on
+ * one thread: an OpenMP fork and barrier cost more, above all on a busy machine. */
+#define TUNE_CPU_PARALLEL_MIN 32768
+
 
 /* c = alpha · op(a) · op(b) + beta · c, op(x) = xᵀ when the trans flag is set.
  * Sets OpenBLAS to one thread and splits the product between OpenMP threads.

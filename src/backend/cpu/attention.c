@@ -65,8 +65,9 @@ void tune_cpu_attention_forward(float *out, float *lse, const float *q, const fl
                                 int n_threads)
 {
     const int T = s->T, hd = s->hd;
+    const size_t work = (size_t)s->B * s->H * T * T * hd;
     openblas_set_num_threads(1); /* sgemm inside the OpenMP loop */
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic)
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (work >= TUNE_CPU_PARALLEL_MIN)
     for (int bh = 0; bh < s->B * s->H; bh++) {
         const int b = bh / s->H, h = bh % s->H;
         const head_view hv = view(q, k, v, s, b, h);
@@ -86,8 +87,9 @@ void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *d
     const float scale = attn_scale(hd);
     const size_t per_head = (size_t)s->B * T * H * hd;
     float *dk_head = dkv_head, *dv_head = dkv_head + per_head; /* (B, T, H, hd) each */
+    const size_t work = per_head * T;
     openblas_set_num_threads(1); /* sgemm inside the OpenMP loop */
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic)
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (work >= TUNE_CPU_PARALLEL_MIN)
     for (int bh = 0; bh < s->B * H; bh++) {
         const int b = bh / H, h = bh % H;
         const head_view hv = view(q, k, v, s, b, h);
@@ -114,7 +116,7 @@ void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *d
     }
     /* Sum the query heads of each group, in head order. */
     const int group = H / Hkv;
-#pragma omp parallel for num_threads(n_threads)
+#pragma omp parallel for num_threads(n_threads) if (work >= TUNE_CPU_PARALLEL_MIN)
     for (long n = 0; n < (long)s->B * T; n++)
         for (int kh = 0; kh < Hkv; kh++)
             for (int d = 0; d < hd; d++) {

@@ -21,7 +21,7 @@ void tune_cpu_matmul(float *c, const float *a, const float *b, int M, int N, int
     const int lda = trans_a ? M : K, ldb = trans_b ? K : N;
     const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
     const int split_m = M >= N, len = split_m ? M : N;
-    const int n_threads = (double)M * N * K < 1e6 ? 1 : omp_get_max_threads();
+    const int n_threads = (double)M * N * K < 64.0 * TUNE_CPU_PARALLEL_MIN ? 1 : omp_get_max_threads();
     /* Slices of whole 16-row (or column) blocks, one per thread. */
     const int slice = ((len + n_threads - 1) / n_threads + 15) / 16 * 16;
 #pragma omp parallel for num_threads(n_threads) schedule(static, 1)
@@ -54,7 +54,7 @@ void tune_cpu_matmul_ref(float *c, const float *a, const float *b, int M, int N,
 
 void tune_cpu_embedding(float *out, const float *table, const int32_t *ids, int N, int C)
 {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * C >= TUNE_CPU_PARALLEL_MIN)
     for (int n = 0; n < N; n++) {
         const float *row = table + (size_t)ids[n] * C;
         float *o = out + (size_t)n * C;
@@ -65,7 +65,7 @@ void tune_cpu_embedding(float *out, const float *table, const int32_t *ids, int 
 void tune_cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C,
                               float eps)
 {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * C >= TUNE_CPU_PARALLEL_MIN)
     for (int n = 0; n < N; n++)
         rstd[n] = tune_rmsnorm_row(out + (size_t)n * C, x + (size_t)n * C, w, C, eps);
 }
@@ -73,7 +73,7 @@ void tune_cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const flo
 void tune_cpu_rmsnorm_backward(float *dx, const float *dout, const float *x, const float *w,
                                const float *rstd, int N, int C)
 {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * C >= TUNE_CPU_PARALLEL_MIN)
     for (int n = 0; n < N; n++)
         tune_rmsnorm_row_backward(dx + (size_t)n * C, dout + (size_t)n * C, x + (size_t)n * C, w, rstd[n],
                                   C);
@@ -82,7 +82,7 @@ void tune_cpu_rmsnorm_backward(float *dx, const float *dout, const float *x, con
 void tune_cpu_rope_tables(float *cos_t, float *sin_t, const int32_t *pos, const float *inv_freq, int N,
                           int half)
 {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * half >= TUNE_CPU_PARALLEL_MIN)
     for (int n = 0; n < N; n++)
         for (int i = 0; i < half; i++) {
             /* The angle is rounded to fp32 first, as Transformers computes it. */
@@ -96,7 +96,7 @@ static void rope_apply(float *x, const float *cos_t, const float *sin_t, int N, 
                        int backward)
 {
     const int half = hd / 2;
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * n_head * hd >= TUNE_CPU_PARALLEL_MIN)
     for (int n = 0; n < N; n++) {
         const float *c = cos_t + (size_t)n * half, *s = sin_t + (size_t)n * half;
         for (int h = 0; h < n_head; h++) {
@@ -123,20 +123,20 @@ void tune_cpu_rope_backward(float *dx, const float *cos_t, const float *sin_t, i
 
 void tune_cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n)
 {
-#pragma omp parallel for
+#pragma omp parallel for if (n >= TUNE_CPU_PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) out[i] = tune_swiglu(gate[i], up[i]);
 }
 
 void tune_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                               const float *up, size_t n)
 {
-#pragma omp parallel for
+#pragma omp parallel for if (n >= TUNE_CPU_PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) tune_swiglu_backward(dout[i], gate[i], up[i], &dgate[i], &dup[i]);
 }
 
 double tune_cpu_cross_entropy_forward(float *lse, const float *logits, const int32_t *target, int N, int V)
 {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * V >= TUNE_CPU_PARALLEL_MIN)
     for (int n = 0; n < N; n++)
         lse[n] = target[n] == TUNE_IGNORE_INDEX ? 0.0f : tune_logsumexp_row(logits + (size_t)n * V, V);
     double sum = 0.0; /* in row order: the same on every thread count */
@@ -148,7 +148,7 @@ double tune_cpu_cross_entropy_forward(float *lse, const float *logits, const int
 void tune_cpu_cross_entropy_backward(float *logits, const float *lse, const int32_t *target, int N, int V,
                                      float scale)
 {
-#pragma omp parallel for
+#pragma omp parallel for if ((size_t)N * V >= TUNE_CPU_PARALLEL_MIN)
     for (int n = 0; n < N; n++) {
         float *row = logits + (size_t)n * V;
         if (target[n] == TUNE_IGNORE_INDEX) {
@@ -165,7 +165,7 @@ void tune_cpu_dropout_mask(uint32_t *bits, size_t n, float p, uint64_t seed, uin
     /* Word w holds elements 32w..32w+31: eight whole Philox blocks, since base is a multiple of 32. */
     const size_t n_words = (n + 31) / 32;
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
-#pragma omp parallel for
+#pragma omp parallel for if (n * 8 >= TUNE_CPU_PARALLEL_MIN)
     for (size_t w = 0; w < n_words; w++) {
         uint32_t word = 0;
         for (int k = 0; k < 8; k++) {
@@ -183,7 +183,7 @@ void tune_cpu_dropout_mask(uint32_t *bits, size_t n, float p, uint64_t seed, uin
 void tune_cpu_dropout_apply(float *out, const float *x, const uint32_t *bits, size_t n, float p, int accumulate)
 {
     const float scale = 1.0f / (1.0f - p);
-#pragma omp parallel for
+#pragma omp parallel for if (n >= TUNE_CPU_PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) {
         const float v = (bits[i / 32] >> (i % 32)) & 1u ? x[i] * scale : 0.0f;
         out[i] = accumulate ? out[i] + v : v;
