@@ -40,31 +40,44 @@ static void assert_close(const float *got, const float *want, size_t n, float at
 
 START_TEST(matmul_matches_reference)
 {
-    const int M = 13, N = 7, K = 29;
-    float *a = rnd((size_t)M * K, 1, 1), *b = rnd((size_t)K * N, 1, 2);
-    float *c1 = rnd((size_t)M * N, 1, 3), *c2 = malloc((size_t)M * N * sizeof(float));
-    for (int ta = 0; ta < 2; ta++)
-        for (int tb = 0; tb < 2; tb++) {
-            fill(c1, (size_t)M * N, 1, 3);
-            memcpy(c2, c1, (size_t)M * N * sizeof(float));
-            tune_cpu_matmul(c1, a, b, M, N, K, ta, tb, 0.7f, 0.5f);
-            tune_cpu_matmul_ref(c2, a, b, M, N, K, ta, tb, 0.7f, 0.5f);
-            assert_close(c1, c2, (size_t)M * N, 1e-5f, 1e-5f, "matmul");
-        }
-    free(a); free(b); free(c1); free(c2);
+    /* small (one call), and large enough to be split by rows or by columns */
+    static const int shapes[3][3] = {{13, 7, 29}, {150, 131, 120}, {97, 203, 120}};
+    for (int sh = 0; sh < 3; sh++) {
+        const int M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2];
+        float *a = rnd((size_t)M * K, 1, 1), *b = rnd((size_t)K * N, 1, 2);
+        float *c1 = malloc((size_t)M * N * sizeof(float)), *c2 = malloc((size_t)M * N * sizeof(float));
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                fill(c1, (size_t)M * N, 1, 3);
+                memcpy(c2, c1, (size_t)M * N * sizeof(float));
+                tune_cpu_matmul(c1, a, b, M, N, K, ta, tb, 0.7f, 0.5f);
+                tune_cpu_matmul_ref(c2, a, b, M, N, K, ta, tb, 0.7f, 0.5f);
+                assert_close(c1, c2, (size_t)M * N, 1e-5f, 1e-5f, "matmul");
+            }
+        /* an empty inner dimension leaves beta · c */
+        fill(c1, (size_t)M * N, 1, 3);
+        memcpy(c2, c1, (size_t)M * N * sizeof(float));
+        tune_cpu_matmul(c1, a, b, M, N, 0, 0, 0, 1.0f, 0.5f);
+        tune_cpu_matmul_ref(c2, a, b, M, N, 0, 0, 0, 1.0f, 0.5f);
+        assert_close(c1, c2, (size_t)M * N, 0.0f, 0.0f, "matmul K=0");
+        free(a); free(b); free(c1); free(c2);
+    }
 }
 END_TEST
 
-/* Segment starts for rows of length T: row b has segments of lengths seg[b][..]. */
+/* Segment starts (B, T): odd rows are packed, a second segment begins at split. */
 static void starts(int32_t *start, int B, int T, int split)
 {
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) start[b * T + t] = b % 2 && t >= split ? split : 0;
 }
 
+/* Small (one thread) and large enough for the OpenMP loop. */
+static const tune_attention_shape attn_shapes[2] = {{3, 11, 6, 2, 8}, {2, 40, 4, 2, 16}};
+
 START_TEST(attention_matches_reference)
 {
-    const tune_attention_shape s = {3, 11, 6, 2, 8};
+    const tune_attention_shape s = attn_shapes[_i];
     const size_t nq = (size_t)s.B * s.T * s.H * s.hd, nkv = (size_t)s.B * s.T * s.Hkv * s.hd, nl = (size_t)s.B * s.H * s.T;
     float *q = rnd(nq, 2, 4), *k = rnd(nkv, 2, 5), *v = rnd(nkv, 1, 6), *dout = rnd(nq, 1, 7);
     float *o1 = malloc(nq * 4), *o2 = malloc(nq * 4), *l1 = malloc(nl * 4), *l2 = malloc(nl * 4);
@@ -72,8 +85,8 @@ START_TEST(attention_matches_reference)
     float *dv1 = malloc(nkv * 4), *dv2 = malloc(nkv * 4), *dkvh = malloc(2 * nq * 4);
     const int threads = 2;
     float *scratch = malloc(tune_cpu_attention_scratch(&s, threads) * 4);
-    int32_t start[3 * 11];
-    starts(start, s.B, s.T, 4); /* row 1 is packed: [0, 4) and [4, 11) */
+    int32_t *start = malloc((size_t)s.B * s.T * sizeof *start);
+    starts(start, s.B, s.T, 4); /* row 1 is packed: [0, 4) and [4, T) */
     tune_cpu_attention_forward(o1, l1, q, k, v, start, &s, scratch, threads);
     tune_cpu_attention_forward_ref(o2, l2, q, k, v, start, &s);
     assert_close(o1, o2, nq, 1e-5f, 1e-5f, "out");
@@ -95,7 +108,7 @@ START_TEST(attention_matches_reference)
             ck_assert_float_eq(o1[at], o2[at]);
         }
     free(q); free(k); free(v); free(v2); free(dout); free(o1); free(o2); free(l1); free(l2);
-    free(dq1); free(dq2); free(dk1); free(dk2); free(dv1); free(dv2); free(dkvh); free(scratch);
+    free(dq1); free(dq2); free(dk1); free(dk2); free(dv1); free(dv2); free(dkvh); free(scratch); free(start);
 }
 END_TEST
 
@@ -678,7 +691,7 @@ int main(void)
     TCase *k = tcase_create("kernels");
     tcase_set_timeout(k, 60);
     tcase_add_test(k, matmul_matches_reference);
-    tcase_add_test(k, attention_matches_reference);
+    tcase_add_loop_test(k, attention_matches_reference, 0, 2);
     tcase_add_test(k, op_backwards_match_finite_differences);
     tcase_add_test(k, dropout_mask_is_addressed);
     suite_add_tcase(s, k);

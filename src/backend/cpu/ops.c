@@ -17,6 +17,10 @@ void tune_cpu_matmul(float *c, const float *a, const float *b, int M, int N, int
                      int trans_b, float alpha, float beta)
 {
     if (M == 0 || N == 0) return;
+    if (K == 0) { /* BLAS rejects lda = 0; the product is empty */
+        for (size_t i = 0; i < (size_t)M * N; i++) c[i] = beta == 0.0f ? 0.0f : beta * c[i];
+        return;
+    }
     openblas_set_num_threads(1);
     const int lda = trans_a ? M : K, ldb = trans_b ? K : N;
     const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
@@ -180,12 +184,25 @@ void tune_cpu_dropout_mask(uint32_t *bits, size_t n, float p, uint64_t seed, uin
     }
 }
 
+/* One word's 32 elements; acc is a constant at each call, so both loops vectorise. */
+static inline void apply_word(float *out, const float *x, uint32_t word, int n, float scale, int acc)
+{
+    for (int j = 0; j < n; j++) {
+        const float v = (word >> j) & 1u ? x[j] * scale : 0.0f;
+        out[j] = acc ? out[j] + v : v;
+    }
+}
+
 void tune_cpu_dropout_apply(float *out, const float *x, const uint32_t *bits, size_t n, float p, int accumulate)
 {
     const float scale = 1.0f / (1.0f - p);
+    const size_t n_words = (n + 31) / 32;
 #pragma omp parallel for if (n >= TUNE_CPU_PARALLEL_MIN)
-    for (size_t i = 0; i < n; i++) {
-        const float v = (bits[i / 32] >> (i % 32)) & 1u ? x[i] * scale : 0.0f;
-        out[i] = accumulate ? out[i] + v : v;
+    for (size_t w = 0; w < n_words; w++) {
+        const int len = n - 32 * w < 32 ? (int)(n - 32 * w) : 32;
+        if (accumulate)
+            apply_word(out + 32 * w, x + 32 * w, bits[w], len, scale, 1);
+        else
+            apply_word(out + 32 * w, x + 32 * w, bits[w], len, scale, 0);
     }
 }
