@@ -136,6 +136,9 @@ def build_corpus():
 
 
 def train_corpus(corpus):
+    """Training text: the corpus three times, shuffled, without U+0000 (real
+    vocabularies hold no NUL inside a token; tune refuses such files)."""
+    corpus = [s.replace("\x00", "") for s in corpus]
     rng = random.Random(7)
     extra = []
     for _ in range(3):
