@@ -21,5 +21,7 @@ int tune_cli_wants_help(int argc, char **argv);
 int tune_cli_train(int argc, char **argv);
 int tune_cli_plan(int argc, char **argv);
 int tune_cli_config(int argc, char **argv);
+int tune_cli_tokenize(int argc, char **argv);
+int tune_cli_tokens(int argc, char **argv);
 
 #endif
