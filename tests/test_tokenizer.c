@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "tune/rng.h"
 #include "tune/tokenizer.h"
 #include "tune/util.h"
 
@@ -388,6 +389,38 @@ START_TEST(missing_and_gguf_paths)
 }
 END_TEST
 
+/* Hostile input: random bytes encode without failing, and any ids (negative,
+ * past the vocabulary) decode; what is decoded re-encodes to valid UTF-8. */
+START_TEST(random_bytes_and_ids_are_safe)
+{
+    const char *names[] = {"smollm2", "llama3", "sp_norm", "sp_meta"};
+    tune_tokenizer *tok = load(names[_i]);
+    tune_ids ids = {0};
+    tune_error err;
+    char buf[300];
+    uint64_t k = 0;
+    for (int round = 0; round < 300; round++) {
+        size_t n = tune_rng_u32(7, (uint64_t)_i, k++) % sizeof buf;
+        for (size_t j = 0; j < n; j++) {
+            uint32_t r = tune_rng_u32(7, (uint64_t)_i, k++);
+            /* Mostly bytes of interest: ASCII, spaces, UTF-8 lead/continuation bytes, '<' of specials. */
+            buf[j] = (char)((r >> 8) % 4 == 0 ? "<|> \n\t\xe2\x96\x81\xf0\x9f\xed\xa0\x80"[r % 14] : (char)(r & 0xFF));
+        }
+        ck_assert_int_eq(tune_tokenizer_encode(tok, buf, n, 1, &ids, &err), TUNE_OK);
+        for (size_t j = 0; j < ids.n; j++) ck_assert(ids.ids[j] >= 0 && ids.ids[j] < tune_tokenizer_vocab_size(tok));
+        int32_t rnd[64];
+        for (int j = 0; j < 64; j++) rnd[j] = (int32_t)tune_rng_u32(9, (uint64_t)_i, k++) % 70000 - 100;
+        char *dec;
+        size_t dl;
+        ck_assert_int_eq(tune_tokenizer_decode(tok, rnd, 64, round % 2, &dec, &dl, &err), TUNE_OK);
+        ck_assert_int_eq(tune_tokenizer_encode(tok, dec, dl, 0, &ids, &err), TUNE_OK);
+        free(dec);
+    }
+    tune_ids_free(&ids);
+    tune_tokenizer_free(tok);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tokenizer");
@@ -404,6 +437,7 @@ int main(void)
     tcase_add_test(tc, add_tokens_and_save);
     tcase_add_loop_test(tc, unsupported_components_refused, 0, (int)(sizeof REFUSED / sizeof REFUSED[0]));
     tcase_add_test(tc, missing_and_gguf_paths);
+    tcase_add_loop_test(tc, random_bytes_and_ids_are_safe, 0, 4);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

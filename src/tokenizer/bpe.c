@@ -156,8 +156,8 @@ tune_status tk_bpe_parse(const cJSON *model, tk_bpe **out, const char *file, tun
     b->unk_id = -1;
     b->size = 0;
     for (const cJSON *e = vocab->child; e && st == TUNE_OK; e = e->next) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 2147483646.0) {
-            st = tune_fail_input(err, file, "model.vocab[\"%s\"]: id must be a non-negative integer", e->string);
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= 67108864.0) {
+            st = tune_fail_input(err, file, "model.vocab[\"%s\"]: id must be an integer in [0, 2^26)", e->string);
             break;
         }
         int32_t id = (int32_t)e->valuedouble;
