@@ -330,9 +330,10 @@ START_TEST(add_tokens_and_save)
     int found = 0;
     for (size_t i = 0; i < a.n; i++) found += a.ids[i] == vs || a.ids[i] == vs + 1;
     ck_assert_int_eq(found, 2);
-    char dir[] = "/tmp/tune-tok-XXXXXX";
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/tune-tok-XXXXXX", P_tmpdir);
     ck_assert_ptr_nonnull(mkdtemp(dir));
-    char path[256];
+    char path[300];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     ck_assert_int_eq(tune_tokenizer_save_json(tok, path, &err), TUNE_OK);
     tune_tokenizer *again;
