@@ -380,13 +380,63 @@ START_TEST(unsupported_components_refused)
 }
 END_TEST
 
-START_TEST(missing_and_gguf_paths)
+START_TEST(missing_paths_and_refused_gguf)
 {
     tune_tokenizer *tok = NULL;
     tune_error err;
     ck_assert_int_eq(tune_tokenizer_load("/nonexistent/tokenizer.json", &tok, &err), TUNE_ERR_INPUT);
     ck_assert_int_eq(tune_tokenizer_load(test_data_dir(), &tok, &err), TUNE_ERR_INPUT);
     ck_assert_ptr_nonnull(strstr(err.message, "no tokenizer.json"));
+    ck_assert_int_eq(tune_tokenizer_load(data_path("gguf/refused_model.gguf"), &tok, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.message, "\"bert\""));
+    ck_assert_int_eq(tune_tokenizer_load(data_path("gguf/refused_pre.gguf"), &tok, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.message, "\"tekken\""));
+    ck_assert_int_eq(tune_tokenizer_load(data_path("corpus.jsonl"), &tok, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_null(tok);
+}
+END_TEST
+
+/* GGUF vocabularies: ids and decode as the tokenizer Transformers builds from them. */
+START_TEST(gguf_vocab_matches_hf)
+{
+    const char *names[] = {"bpe_llama3", "spm"};
+    char rel[128], prefix[128];
+    snprintf(rel, sizeof rel, "gguf/%s.gguf", names[_i]);
+    snprintf(prefix, sizeof prefix, "gguf/%s.", names[_i]);
+    tune_tokenizer *tok = load(rel);
+    int bad = check_goldens(tok, prefix);
+    ck_assert_msg(bad == 0, "%s: %d mismatches against HF tokenizers", rel, bad);
+    const tune_special_ids *r = tune_tokenizer_specials(tok);
+    ck_assert_int_eq(r->add_bos, 1);
+    ck_assert_int_ge(r->bos, 1);
+    ck_assert_int_ge(r->eos, 2);
+    tune_tokenizer_free(tok);
+}
+END_TEST
+
+/* The real SmolLM2 GGUF (models/, fetched by `make model`) reads to the
+ * same tokenizer as smollm2/tokenizer.json, over the whole corpus. */
+START_TEST(smollm2_gguf_agrees_with_json)
+{
+    const char *path = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    if (!tune_path_exists(path)) {
+        fprintf(stderr, "SKIPPED smollm2_gguf_agrees_with_json: %s is absent (make model fetches it)\n", path);
+        return;
+    }
+    tune_tokenizer *tok = NULL;
+    tune_error err;
+    ck_assert_msg(tune_tokenizer_load(path, &tok, &err) == TUNE_OK, "%s", err.message);
+    int bad = check_goldens(tok, "smollm2/");
+    ck_assert_msg(bad == 0, "%s: %d mismatches against the smollm2 goldens", path, bad);
+    const tune_special_ids *r = tune_tokenizer_specials(tok);
+    ck_assert_int_eq(r->bos, 1);
+    ck_assert_int_eq(r->eos, 2);
+    ck_assert_int_eq(r->pad, 2);
+    ck_assert_int_eq(r->unk, 0);
+    ck_assert_int_eq(r->add_bos, 0);
+    ck_assert_int_eq(tune_tokenizer_vocab_size(tok), 49152);
+    ck_assert_ptr_nonnull(strstr(tune_tokenizer_chat_template(tok), "<|im_start|>"));
+    tune_tokenizer_free(tok);
 }
 END_TEST
 
@@ -426,7 +476,6 @@ int main(void)
 {
     Suite *s = suite_create("tokenizer");
     TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 60);
     tcase_add_test(tc, smollm2_matches_hf);
     tcase_add_test(tc, llama3_matches_hf);
     tcase_add_test(tc, sp_norm_matches_hf);
@@ -437,7 +486,9 @@ int main(void)
     tcase_add_test(tc, roles_and_template_from_config);
     tcase_add_test(tc, add_tokens_and_save);
     tcase_add_loop_test(tc, unsupported_components_refused, 0, (int)(sizeof REFUSED / sizeof REFUSED[0]));
-    tcase_add_test(tc, missing_and_gguf_paths);
+    tcase_add_test(tc, missing_paths_and_refused_gguf);
+    tcase_add_loop_test(tc, gguf_vocab_matches_hf, 0, 2);
+    tcase_add_test(tc, smollm2_gguf_agrees_with_json);
     tcase_add_loop_test(tc, random_bytes_and_ids_are_safe, 0, 4);
     suite_add_tcase(s, tc);
     return run_suite(s);

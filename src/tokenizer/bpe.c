@@ -204,36 +204,6 @@ tune_status tk_bpe_parse(const cJSON *model, tk_bpe **out, const char *file, tun
     return TUNE_OK;
 }
 
-tune_status tk_bpe_build(char **tokens, size_t n_tokens, char **merges, size_t n_merges, int byte_fallback,
-                         int32_t unk_id, int ignore_merges, tk_bpe **out, const char *file, tune_error *err)
-{
-    *out = NULL;
-    tk_bpe *b = calloc(1, sizeof *b);
-    if (!b) return tune_fail_run(err, file, "out of memory");
-    tune_status st = TUNE_OK;
-    b->size = (int32_t)n_tokens;
-    /* Insert from the last id down so that, for duplicate strings, the lowest id wins lookups. */
-    for (size_t i = n_tokens; i-- > 0 && st == TUNE_OK;)
-        if (tk_strmap_put(&b->vocab, tokens[i], strlen(tokens[i]), (int32_t)i)) st = tune_fail_run(err, file, "out of memory");
-    if (st == TUNE_OK) st = bpe_finish_vocab(b, n_merges, file, err);
-    for (size_t i = 0; i < n_tokens && st == TUNE_OK; i++) /* every id keeps its own string */
-        if (!b->tokens[i] && !(b->tokens[i] = strdup(tokens[i]))) st = tune_fail_run(err, file, "out of memory");
-    for (size_t i = 0; i < n_merges && st == TUNE_OK; i++) {
-        const char *s = merges[i], *sp = strchr(s, ' ');
-        if (!sp) st = tune_fail_input(err, file, "tokenizer.ggml.merges[%zu] \"%s\": no space", i, s);
-        else st = add_merge(b, s, (size_t)(sp - s), sp + 1, strlen(sp + 1), (int32_t)i, file, err);
-    }
-    b->unk_id = unk_id;
-    b->byte_fallback = byte_fallback;
-    b->ignore_merges = ignore_merges;
-    if (st != TUNE_OK) {
-        tk_bpe_free(b);
-        return st;
-    }
-    *out = b;
-    return TUNE_OK;
-}
-
 int32_t tk_bpe_token_to_id(const tk_bpe *b, const char *s, size_t len) { return tk_strmap_get(&b->vocab, s, len); }
 
 const char *tk_bpe_id_to_token(const tk_bpe *b, int32_t id)

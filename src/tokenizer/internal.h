@@ -87,9 +87,6 @@ int tk_is_space(int32_t cp);
 typedef struct tk_bpe tk_bpe;
 
 tune_status tk_bpe_parse(const cJSON *model, tk_bpe **out, const char *file, tune_error *err);
-/* Builds a BPE model from a GGUF-style vocabulary: tokens[n], merges "a b". */
-tune_status tk_bpe_build(char **tokens, size_t n_tokens, char **merges, size_t n_merges, int byte_fallback,
-                         int32_t unk_id, int ignore_merges, tk_bpe **out, const char *file, tune_error *err);
 void tk_bpe_free(tk_bpe *b);
 /* Appends the ids of one pre-token. 0 ok, -1 out of memory. */
 int tk_bpe_encode(tk_bpe *b, const char *s, size_t len, tune_ids *out);
@@ -113,5 +110,16 @@ void tk_decoder_free(tk_decoder *d);
 int tk_decode_tokens(const tk_decoder *d, const char *const *tokens, size_t n, tune_strbuf *out);
 
 int tk_ids_push(tune_ids *ids, int32_t id);
+
+/* ---- GGUF vocabularies ---- */
+typedef struct tk_gguf_meta {
+    int32_t bos, eos, unk, pad; /* -1 when absent */
+    int add_bos, add_eos;       /* -1 when absent */
+    char *chat_template;        /* malloc'd, or NULL */
+} tk_gguf_meta;
+
+/* Reads tokenizer.ggml.* of a GGUF file into the tokenizer.json document
+ * Transformers would build from it. */
+tune_status tk_gguf_document(const char *path, cJSON **doc, tk_gguf_meta *meta, tune_error *err);
 
 #endif

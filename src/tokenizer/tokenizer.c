@@ -677,6 +677,27 @@ static int ends_with(const char *s, const char *suf)
     return n >= m && !strcmp(s + n - m, suf);
 }
 
+static tune_status load_gguf(const char *file, tune_tokenizer **out, tune_error *err)
+{
+    tune_tokenizer *tok = tok_new(file);
+    if (!tok) return tune_fail_run(err, file, "out of memory");
+    tk_gguf_meta meta;
+    tune_status st = tk_gguf_document(file, &tok->doc, &meta, err);
+    if (st == TUNE_OK) st = load_doc(tok, err);
+    if (st == TUNE_OK) {
+        tok->roles = (tune_special_ids){meta.bos, meta.eos, meta.pad, meta.unk, meta.add_bos, meta.add_eos};
+        tok->chat_template = meta.chat_template;
+        meta.chat_template = NULL;
+    }
+    free(meta.chat_template);
+    if (st != TUNE_OK) {
+        tune_tokenizer_free(tok);
+        return st;
+    }
+    *out = tok;
+    return TUNE_OK;
+}
+
 tune_status tune_tokenizer_load(const char *path, tune_tokenizer **out, tune_error *err)
 {
     *out = NULL;
@@ -694,7 +715,7 @@ tune_status tune_tokenizer_load(const char *path, tune_tokenizer **out, tune_err
         if (slash) *slash = 0;
         else strcpy(dir, ".");
     }
-    if (ends_with(file, ".gguf")) return tune_fail_input(err, file, "reading tokenizers from GGUF files is not built yet");
+    if (ends_with(file, ".gguf")) return load_gguf(file, out, err);
     char *data;
     size_t len;
     tune_status st = tune_read_file(file, &data, &len, err);
@@ -719,7 +740,6 @@ static int cmp_added_id(const void *a, const void *b)
 
 tune_status tune_tokenizer_save_json(const tune_tokenizer *tok, const char *path, tune_error *err)
 {
-    if (!tok->doc) return tune_fail_input(err, path, "this tokenizer was read from GGUF; there is no tokenizer.json to write");
     const tune_added_token **v = malloc((tok->n_added + 1) * sizeof *v);
     cJSON *list = cJSON_CreateArray();
     if (!v || !list) {

@@ -21,6 +21,10 @@ Writes:
                             skip_special_tokens=True of the full ids.
   variants/<v>.json         normalizer/pre_tokenizer/decoder to splice into
                             variants/tokenizer.json; <v>.golden*.jsonl as above
+  gguf/bpe_llama3.gguf, gguf/spm.gguf  GGUF vocabularies (no tensors) made from
+                            llama3 and sp_norm, with goldens of the tokenizer
+                            Transformers builds from them (pre-tokenizer as
+                            llama.cpp applies it for the pre-type)
   invalid_utf8.jsonl        byte strings that are not UTF-8 (hex), with the ids of
                             bytes.decode("utf-8", "replace") under smollm2.
 
@@ -344,6 +348,90 @@ def make_variants(bl, corpus, out):
         goldens(t, corpus, d, limit=400, prefix=name + ".", plain_limit=100)
 
 
+def write_gguf(path, model, pre, tokens, types, scores=None, merges=None, bos=None, eos=None, unk=None, pad=None,
+               add_bos=None, template=None):
+    import gguf
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_tokenizer_model(model)
+    if pre is not None:
+        w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    if scores is not None:
+        w.add_token_scores(scores)
+    if merges is not None:
+        w.add_token_merges(merges)
+    for fn, v in ((w.add_bos_token_id, bos), (w.add_eos_token_id, eos), (w.add_unk_token_id, unk),
+                  (w.add_pad_token_id, pad), (w.add_add_bos_token, add_bos), (w.add_chat_template, template)):
+        if v is not None:
+            fn(v)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gguf_backend(path, pre_fix=None):
+    """The tokenizer Transformers builds from a GGUF file's metadata, with the
+    pre-tokenizer llama.cpp applies for the file's pre-type where Transformers'
+    converter differs (tune follows llama.cpp there: it is what the model saw)."""
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer, get_gguf_tokenizer
+    arch, tdict, tconfig = get_gguf_tokenizer(path)
+    backend, _ = convert_gguf_tokenizer(arch, tdict)
+    doc = json.loads(backend.to_str())
+    # Transformers adds GPT2Tokenizer's default "<|endoftext|>" past the end of a
+    # vocabulary that lacks it: an id the model has no embedding for. Not kept.
+    doc["added_tokens"] = [a for a in doc["added_tokens"] if a["id"] < len(tdict["tokens"])]
+    if tdict.get("pre_tokenizer_type") in ("llama-bpe", "llama3", "llama-v3"):
+        doc["model"]["ignore_merges"] = True  # as the Llama 3 tokenizer.json and llama.cpp
+    if tdict.get("pre_tokenizer_type") == "smollm":  # llama.cpp: \p{N} split, then the GPT-2 regex
+        doc["pre_tokenizer"] = json.loads(pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]).__getstate__())
+    tok = Tokenizer.from_str(json.dumps(doc))
+    bos = tconfig.get("bos_token")
+    eos = tconfig.get("add_eos_token") and tconfig.get("eos_token")
+    single = ((bos + " ") if tconfig.get("add_bos_token") and bos else "") + "$A" + ((" " + eos) if eos else "")
+    specials = [(t, tok.token_to_id(t)) for t in (bos, eos) if t and t in single]
+    tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=specials)
+    return tok
+
+
+def make_gguf_fixtures(corpus, out):
+    """Small GGUF vocabularies (no tensors): tests/data/tokenizer/gguf/."""
+    d = os.path.join(out, "gguf")
+    os.makedirs(d, exist_ok=True)
+    # Byte-level ("gpt2"), pre-type llama-bpe, from the llama3 tokenizer.json.
+    doc = json.load(open(os.path.join(out, "llama3", "tokenizer.json"), encoding="utf-8"))
+    n = 1 + max(max(doc["model"]["vocab"].values()), max(a["id"] for a in doc["added_tokens"]))
+    tokens = [""] * n
+    types = [1] * n
+    for t, i in doc["model"]["vocab"].items():
+        tokens[i] = t
+    for a in doc["added_tokens"]:
+        tokens[a["id"]] = a["content"]
+        types[a["id"]] = 3 if a["special"] else 4
+    merges = [" ".join(m) for m in doc["model"]["merges"]]
+    path = os.path.join(d, "bpe_llama3.gguf")
+    write_gguf(path, "gpt2", "llama-bpe", tokens, types, merges=merges, bos=tokens.index("<|begin_of_text|>"),
+               eos=tokens.index("<|eot_id|>"), add_bos=True, template="{{ bos_token }}{{ messages }}")
+    tok = gguf_backend(path)
+    goldens(tok, corpus, d, limit=800, prefix="bpe_llama3.", plain_limit=100)
+    # SentencePiece ("llama"): the sp_norm vocabulary, scores falling with the id.
+    doc = json.load(open(os.path.join(out, "sp_norm", "tokenizer.json"), encoding="utf-8"))
+    inv = {i: t for t, i in doc["model"]["vocab"].items()}
+    tokens = [inv[i] for i in range(len(inv))] + ["[INST]", "[/INST]", "<tool>"]
+    types = [2, 3, 3] + [6] * 256 + [1] * (len(inv) - 259) + [3, 3, 4]
+    scores = [0.0] * 259 + [-float(i) for i in range(len(inv) - 259)] + [0.0, 0.0, 0.0]
+    path = os.path.join(d, "spm.gguf")
+    write_gguf(path, "llama", None, tokens, types, scores=scores, bos=1, eos=2, unk=0)
+    tok = gguf_backend(path)
+    goldens(tok, corpus, d, limit=800, prefix="spm.", plain_limit=100)
+    # Vocabularies tune refuses, by name.
+    write_gguf(os.path.join(d, "refused_model.gguf"), "bert", None, ["[UNK]", "a", "b"], [2, 1, 1])
+    write_gguf(os.path.join(d, "refused_pre.gguf"), "gpt2", "tekken", ["a", "b", "ab"], [1, 1, 1], merges=["a b"])
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -357,6 +445,7 @@ def main():
     make_variants(bl, corpus, out)
     make_llama3(bl, corpus, out)
     make_sentencepiece(corpus, out)
+    make_gguf_fixtures(corpus, out)
     bad = [b"abc\xff", b"\xc3", b"x\xe2\x82", b"\xed\xa0\x80 surrogate", b"\xf4\x90\x80\x80", b"\xc0\xaf",
            b"\xe0\x80\x80", b"\xf0\x9f\x98", b"ok \xf0\x9f\x98\x80 \x80\x80 end", b"\xfe\xff", b"\xe1\x80\xe1\x80\x80"]
     write_jsonl(os.path.join(out, "invalid_utf8.jsonl"),
