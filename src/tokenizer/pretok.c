@@ -38,6 +38,7 @@ int tk_is_space(int32_t c)
 /* Rust's char::is_numeric: general categories Nd, Nl, No. */
 static int is_numeric(int32_t c)
 {
+    if (c < 128) return c >= '0' && c <= '9';
     utf8proc_category_t k = utf8proc_category(c);
     return k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
 }
@@ -459,25 +460,42 @@ static void apply_behavior(segs *g, int behavior, int invert)
     g->n = k;
 }
 
+/* Pushes s as a piece; with bytelevel, each byte as its GPT-2 character. */
+static int push_piece(tk_pieces *out, const char *s, size_t len, int at_start, int bytelevel)
+{
+    if (!bytelevel) return tk_pieces_push(out, s, len, at_start);
+    size_t off = out->buf.len;
+    if (tk_pieces_push(out, "", 0, at_start)) return -1;
+    char tmp[512];
+    for (size_t i = 0; i < len;) {
+        size_t k = 0;
+        while (i < len && k + 2 <= sizeof tmp) {
+            int32_t cp = tk_byte_to_cp((uint8_t)s[i++]); /* below U+0144: one or two bytes */
+            if (cp < 0x80) tmp[k++] = (char)cp;
+            else {
+                tmp[k++] = (char)(0xC0 | (cp >> 6));
+                tmp[k++] = (char)(0x80 | (cp & 0x3F));
+            }
+        }
+        tune_strbuf_append(&out->buf, tmp, k);
+    }
+    if (out->buf.oom) return -1;
+    out->v[out->n - 1].len = out->buf.len - off;
+    return 0;
+}
+
 /* Splits one piece into out by pattern / class and behaviour. */
 static int split_piece(tk_pretok *p, int cls, int behavior, int invert, const char *s, size_t n, int at_start,
-                       segs *g, tk_pieces *out)
+                       segs *g, tk_pieces *out, int bytelevel)
 {
     if (find_segments(p, cls, s, n, g)) return -1;
     apply_behavior(g, behavior, invert);
     for (size_t i = 0; i < g->n; i++) {
         seg c = g->v[i];
         if (c.m || c.e == c.s) continue;
-        if (tk_pieces_push(out, s + c.s, c.e - c.s, at_start && c.s == 0)) return -1;
+        if (push_piece(out, s + c.s, c.e - c.s, at_start && c.s == 0, bytelevel)) return -1;
     }
     return 0;
-}
-
-static int bytelevel_map(const char *s, size_t n, tune_strbuf *out)
-{
-    char u[4];
-    for (size_t i = 0; i < n; i++) tune_strbuf_append(out, u, (size_t)tk_utf8_encode(tk_byte_to_cp((uint8_t)s[i]), u));
-    return out->oom ? -1 : 0;
 }
 
 static int pretok_one(tk_pretok *p, const char *s, size_t n, int at_start, segs *g, tk_pieces *out,
@@ -486,37 +504,26 @@ static int pretok_one(tk_pretok *p, const char *s, size_t n, int at_start, segs 
     if (!n) return 0; /* HF never prepends to or splits an empty piece */
     switch (p->kind) {
     case P_SPLIT:
-    case P_WHITESPACE: return split_piece(p, 0, p->behavior, p->invert, s, n, at_start, g, out);
-    case P_WSSPLIT: return split_piece(p, C_SPACE, B_REMOVED, 0, s, n, at_start, g, out);
+    case P_WHITESPACE: return split_piece(p, 0, p->behavior, p->invert, s, n, at_start, g, out, 0);
+    case P_WSSPLIT: return split_piece(p, C_SPACE, B_REMOVED, 0, s, n, at_start, g, out, 0);
     case P_DIGITS:
-        return split_piece(p, C_NUMERIC, p->individual ? B_ISOLATED : B_CONTIGUOUS, 0, s, n, at_start, g, out);
+        return split_piece(p, C_NUMERIC, p->individual ? B_ISOLATED : B_CONTIGUOUS, 0, s, n, at_start, g, out, 0);
     case P_BYTELEVEL: {
         scratch->len = 0;
         if (p->add_prefix_space && s[0] != ' ') tune_strbuf_append(scratch, " ", 1);
         tune_strbuf_append(scratch, s, n);
         if (scratch->oom) return -1;
-        size_t first = out->n;
-        if (p->use_regex) {
-            if (split_piece(p, 0, B_ISOLATED, 0, scratch->data, scratch->len, at_start, g, out)) return -1;
-        } else if (scratch->len && tk_pieces_push(out, scratch->data, scratch->len, at_start))
-            return -1;
-        /* Map the new pieces' bytes to GPT-2 characters, rebuilding them at the end of out. */
-        for (size_t i = first; i < out->n; i++) {
-            size_t off = out->buf.len;
-            tk_span sp = out->v[i];
-            scratch->len = 0;
-            tune_strbuf_append(scratch, out->buf.data + sp.off, sp.len);
-            if (scratch->oom || bytelevel_map(scratch->data, scratch->len, &out->buf)) return -1;
-            out->v[i].off = off;
-            out->v[i].len = out->buf.len - off;
-        }
-        return 0;
+        if (p->use_regex) return split_piece(p, 0, B_ISOLATED, 0, scratch->data, scratch->len, at_start, g, out, 1);
+        return push_piece(out, scratch->data, scratch->len, at_start, 1);
     }
     case P_METASPACE: {
         scratch->len = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (s[i] == ' ') tune_strbuf_append(scratch, p->rep, (size_t)p->rep_len);
-            else tune_strbuf_append(scratch, s + i, 1);
+        for (size_t i = 0; i < n;) {
+            const char *sp = memchr(s + i, ' ', n - i);
+            size_t e = sp ? (size_t)(sp - s) : n;
+            tune_strbuf_append(scratch, s + i, e - i);
+            if (sp) tune_strbuf_append(scratch, p->rep, (size_t)p->rep_len);
+            i = e + 1;
         }
         int starts = scratch->len >= (size_t)p->rep_len && !memcmp(scratch->data, p->rep, (size_t)p->rep_len);
         int pre = !starts && (p->prepend == PREPEND_ALWAYS || (p->prepend == PREPEND_FIRST && at_start));
@@ -530,7 +537,7 @@ static int pretok_one(tk_pretok *p, const char *s, size_t n, int at_start, segs 
         if (scratch->oom) return -1;
         if (!scratch->len) return 0;
         if (!p->split) return tk_pieces_push(out, scratch->data, scratch->len, at_start);
-        return split_piece(p, C_REPLACEMENT, B_NEXT, 0, scratch->data, scratch->len, at_start, g, out);
+        return split_piece(p, C_REPLACEMENT, B_NEXT, 0, scratch->data, scratch->len, at_start, g, out, 0);
     }
     }
     return -1;
