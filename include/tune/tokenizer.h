@@ -14,9 +14,19 @@
  * A tokenizer.json whose strings hold U+0000 is refused (cJSON, the JSON
  * reader, ends strings there).
  *
- * Input text is bytes. Bytes that are not UTF-8 are replaced by U+FFFD, one
- * per maximal invalid subsequence (what Python's bytes.decode("utf-8",
- * "replace") gives, so the ids equal those of HF on the decoded string).
+ * Input text is bytes. HF's API takes Unicode strings only (its Python
+ * binding refuses a str holding a lone surrogate with TypeError). Bytes that
+ * are not UTF-8 (surrogates encoded as ED A0..BF xx included) are replaced by
+ * U+FFFD, one per maximal invalid subsequence: what Python's
+ * bytes.decode("utf-8", "replace") gives, so the ids equal HF's ids for that
+ * decoded string.
+ *
+ * GGUF vocabularies give the tokenizer Transformers builds from them, except
+ * where llama.cpp (and the model's own tokenizer.json) split differently:
+ * pre-type "smollm" splits digits one by one and "llama-bpe" keeps
+ * ignore_merges, as the published tokenizers do; tokens Transformers would
+ * add past the end of the vocabulary (ids the model has no row for) are not
+ * added.
  *
  * A tokenizer keeps a cache of encoded words: encode on one tokenizer from
  * several threads at once is not safe; use one tokenizer per thread. */

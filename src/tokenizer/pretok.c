@@ -467,7 +467,7 @@ static int push_piece(tk_pieces *out, const char *s, size_t len, int at_start, i
     size_t off = out->buf.len;
     if (tk_pieces_push(out, "", 0, at_start)) return -1;
     char tmp[512];
-    for (size_t i = 0; i < len;) {
+    for (size_t i = 0; i < len;) { /* in chunks: s may lie in a buffer other than out's */
         size_t k = 0;
         while (i < len && k + 2 <= sizeof tmp) {
             int32_t cp = tk_byte_to_cp((uint8_t)s[i++]); /* below U+0144: one or two bytes */
@@ -509,12 +509,16 @@ static int pretok_one(tk_pretok *p, const char *s, size_t n, int at_start, segs 
     case P_DIGITS:
         return split_piece(p, C_NUMERIC, p->individual ? B_ISOLATED : B_CONTIGUOUS, 0, s, n, at_start, g, out, 0);
     case P_BYTELEVEL: {
-        scratch->len = 0;
-        if (p->add_prefix_space && s[0] != ' ') tune_strbuf_append(scratch, " ", 1);
-        tune_strbuf_append(scratch, s, n);
-        if (scratch->oom) return -1;
-        if (p->use_regex) return split_piece(p, 0, B_ISOLATED, 0, scratch->data, scratch->len, at_start, g, out, 1);
-        return push_piece(out, scratch->data, scratch->len, at_start, 1);
+        if (p->add_prefix_space && s[0] != ' ') {
+            scratch->len = 0;
+            tune_strbuf_append(scratch, " ", 1);
+            tune_strbuf_append(scratch, s, n);
+            if (scratch->oom) return -1;
+            s = scratch->data;
+            n = scratch->len;
+        }
+        if (p->use_regex) return split_piece(p, 0, B_ISOLATED, 0, s, n, at_start, g, out, 1);
+        return push_piece(out, s, n, at_start, 1);
     }
     case P_METASPACE: {
         scratch->len = 0;

@@ -276,6 +276,10 @@ tune_status tune_tokenizer_encode(tune_tokenizer *tok, const char *text, size_t 
     char *clean = NULL;
     size_t i = 0;
     while (i < len) {
+        if ((uint8_t)text[i] < 0x80) {
+            i++;
+            continue;
+        }
         int32_t cp;
         size_t bad;
         int k = tk_utf8_next((const uint8_t *)text + i, len - i, &cp, &bad);
