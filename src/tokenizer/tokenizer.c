@@ -320,10 +320,13 @@ static const tune_added_token *added_by_id(const tune_tokenizer *tok, int32_t id
     return NULL;
 }
 
+/* As HF: a normalized added token reads back as its normalized content. */
 const char *tune_tokenizer_id_to_token(const tune_tokenizer *tok, int32_t id)
 {
     const tune_added_token *a = added_by_id(tok, id);
-    return a ? a->content : tk_bpe_id_to_token(tok->bpe, id);
+    if (!a) return tk_bpe_id_to_token(tok->bpe, id);
+    size_t i = (size_t)(a - tok->added);
+    return a->normalized && tok->norm && tok->normd.text && tok->normd.text[i] ? tok->normd.text[i] : a->content;
 }
 
 int32_t tune_tokenizer_token_to_id(const tune_tokenizer *tok, const char *token)
@@ -343,10 +346,8 @@ int32_t tune_tokenizer_vocab_size(const tune_tokenizer *tok)
 
 int tune_tokenizer_is_special(const tune_tokenizer *tok, int32_t id)
 {
-    const char *t = tune_tokenizer_id_to_token(tok, id);
-    if (!t) return 0;
-    int32_t i = tk_strmap_get(&tok->added_by_content, t, strlen(t));
-    return i >= 0 && tok->added[i].special;
+    const tune_added_token *a = added_by_id(tok, id);
+    return a && a->special;
 }
 
 const tune_special_ids *tune_tokenizer_specials(const tune_tokenizer *tok) { return &tok->roles; }
@@ -369,7 +370,7 @@ tune_status tune_tokenizer_decode(const tune_tokenizer *tok, const int32_t *ids,
     for (size_t i = 0; i < n; i++) {
         const char *t = tune_tokenizer_id_to_token(tok, ids[i]);
         if (!t) continue;
-        if (skip_special) {
+        if (skip_special) { /* HF looks the token's text up among the special contents */
             int32_t a = tk_strmap_get(&tok->added_by_content, t, strlen(t));
             if (a >= 0 && tok->added[a].special) continue;
         }

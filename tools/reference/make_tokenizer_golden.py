@@ -96,7 +96,8 @@ def build_corpus():
              "ok  [[  done", "grep xlsx file", "anxlsxb", "xlsx", "엑셀엑셀", " 엑셀 ", "\u200d", "\ufeffBOM",
              "\x00nul\x01", "a\u0301\u0302", "   \n\n   x", "x\n\n\n", "!!!???...", "'s's'S'T", "ŉ", "ǅ",
              "<0x41><0xEA>", "▁▁▁", "▁hello", "   ▁ ", "tab\there", "😀😀😀😀", "日本語 漢字", "99999", "1 2 3",
-             "ﬃ ﬄ", "Ａｂｃ１２３"]
+             "ﬃ ﬄ", "Ａｂｃ１２３", "엑셀 함수", "이 엑셀 함수는", "엑셀 함수엑셀 함수", " hello world",
+             "xhello hello_ hello.", "say hello", "<s> 엑셀 함수</s>"]
     for lst in (ko_words, en_words, code, formulas, emoji, specials, jamo, misc, numbers):
         out.extend(lst)
     out.extend(fixed)
@@ -281,6 +282,9 @@ def make_sentencepiece(corpus, out):
                                       decoders.Strip(" ", 1, 0)])
     norm.add_special_tokens([AddedToken("[INST]", special=True, normalized=False),
                              AddedToken("[/INST]", special=True, normalized=False)])
+    # Normalized added tokens: matched on normalized text, decoded as their normalized form.
+    norm.add_tokens([AddedToken("엑셀 함수", normalized=True),
+                     AddedToken("hello", single_word=True, lstrip=True, rstrip=True, normalized=True)])
     d = os.path.join(out, "sp_norm")
     doc = json.loads(norm.to_str())
     doc["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m for m in doc["model"]["merges"]]
