@@ -308,28 +308,41 @@ START_TEST(roles_and_template_from_config)
 }
 END_TEST
 
-/* add_tokens gives new ids after the vocabulary, matches them as added
- * tokens, and survives a save / load round trip. */
-START_TEST(add_tokens_and_save)
+static const char **str_list(const cJSON *arr, size_t *n)
+{
+    *n = (size_t)cJSON_GetArraySize(arr);
+    const char **v = calloc(*n + 1, sizeof *v);
+    size_t i = 0;
+    for (const cJSON *e = arr->child; e; e = e->next) v[i++] = e->valuestring;
+    return v;
+}
+
+/* add_special_tokens / add_tokens as HF does them (ids, matching, decode),
+ * and the extended tokenizer.json reads back the same. */
+START_TEST(add_tokens_as_hf_and_save)
 {
     tune_tokenizer *tok = load("llama3");
-    int32_t vs = tune_tokenizer_vocab_size(tok);
-    const char *special[] = {"<|tool_call|>", "<|eot_id|>"};
-    const char *plain[] = {"엑셀함수"};
-    size_t n_new;
+    char *text;
+    size_t len;
     tune_error err;
-    ck_assert_int_eq(tune_tokenizer_add_tokens(tok, special, 2, 1, &n_new, &err), TUNE_OK);
+    ck_assert_int_eq(tune_read_file(data_path("add_tokens.json"), &text, &len, &err), TUNE_OK);
+    cJSON *g = cJSON_Parse(text);
+    free(text);
+    ck_assert_ptr_nonnull(g);
+    size_t ns, np, n_new;
+    const char **special = str_list(cJSON_GetObjectItem(g, "special"), &ns);
+    const char **plain = str_list(cJSON_GetObjectItem(g, "plain"), &np);
+    int32_t vs = tune_tokenizer_vocab_size(tok);
+    ck_assert_int_eq(tune_tokenizer_add_tokens(tok, special, ns, 1, &n_new, &err), TUNE_OK);
+    ck_assert_uint_eq(n_new, 2);
+    ck_assert_int_eq(tune_tokenizer_add_tokens(tok, plain, np, 0, &n_new, &err), TUNE_OK);
     ck_assert_uint_eq(n_new, 1);
-    ck_assert_int_eq(tune_tokenizer_add_tokens(tok, plain, 1, 0, &n_new, &err), TUNE_OK);
-    ck_assert_int_eq(tune_tokenizer_token_to_id(tok, "<|tool_call|>"), vs);
-    ck_assert_int_eq(tune_tokenizer_token_to_id(tok, "엑셀함수"), vs + 1);
-    ck_assert_int_eq(tune_tokenizer_vocab_size(tok), vs + 2);
-    const char *text = "a<|tool_call|>b 엑셀함수";
-    tune_ids a = {0}, b = {0};
-    ck_assert_int_eq(tune_tokenizer_encode(tok, text, strlen(text), 0, &a, &err), TUNE_OK);
-    int found = 0;
-    for (size_t i = 0; i < a.n; i++) found += a.ids[i] == vs || a.ids[i] == vs + 1;
-    ck_assert_int_eq(found, 2);
+    ck_assert_int_eq(tune_tokenizer_vocab_size(tok), vs + 3);
+    for (const cJSON *e = cJSON_GetObjectItem(g, "ids")->child; e; e = e->next)
+        ck_assert_msg(tune_tokenizer_token_to_id(tok, e->string) == (int32_t)e->valuedouble, "id of %s", e->string);
+    ck_assert(tune_tokenizer_is_special(tok, tune_tokenizer_token_to_id(tok, "<|tool_call|>")));
+    ck_assert(!tune_tokenizer_is_special(tok, tune_tokenizer_token_to_id(tok, "엑셀함수")));
+
     char dir[256];
     snprintf(dir, sizeof dir, "%s/tune-tok-XXXXXX", P_tmpdir);
     ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -338,15 +351,26 @@ START_TEST(add_tokens_and_save)
     ck_assert_int_eq(tune_tokenizer_save_json(tok, path, &err), TUNE_OK);
     tune_tokenizer *again;
     ck_assert_msg(tune_tokenizer_load(path, &again, &err) == TUNE_OK, "%s", err.message);
-    ck_assert_int_eq(tune_tokenizer_encode(again, text, strlen(text), 0, &b, &err), TUNE_OK);
-    ck_assert_uint_eq(a.n, b.n);
-    ck_assert(!memcmp(a.ids, b.ids, a.n * sizeof *a.ids));
-    ck_assert(tune_tokenizer_is_special(again, vs));
-    ck_assert(!tune_tokenizer_is_special(again, vs + 1));
     unlink(path);
     rmdir(dir);
-    tune_ids_free(&a);
-    tune_ids_free(&b);
+    tune_tokenizer *both[] = {tok, again};
+    tune_ids ids = {0};
+    for (int k = 0; k < 2; k++)
+        for (const cJSON *c = cJSON_GetObjectItem(g, "cases")->child; c; c = c->next) {
+            const char *t = cJSON_GetObjectItem(c, "text")->valuestring;
+            ck_assert_int_eq(tune_tokenizer_encode(both[k], t, strlen(t), 0, &ids, &err), TUNE_OK);
+            ck_assert_msg(ids_equal(&ids, cJSON_GetObjectItem(c, "ids")), "%s (tokenizer %d)", t, k);
+            ck_assert_int_eq(tune_tokenizer_encode(both[k], t, strlen(t), 1, &ids, &err), TUNE_OK);
+            char *dec;
+            size_t dl;
+            ck_assert_int_eq(tune_tokenizer_decode(both[k], ids.ids, ids.n, 1, &dec, &dl, &err), TUNE_OK);
+            ck_assert_str_eq(dec, cJSON_GetObjectItem(c, "decoded")->valuestring);
+            free(dec);
+        }
+    tune_ids_free(&ids);
+    free(special);
+    free(plain);
+    cJSON_Delete(g);
     tune_tokenizer_free(again);
     tune_tokenizer_free(tok);
 }
@@ -484,7 +508,7 @@ int main(void)
     tcase_add_loop_test(tc, variants_match_hf, 0, (int)(sizeof VARIANTS / sizeof VARIANTS[0]));
     tcase_add_test(tc, invalid_utf8_replaced_as_python_does);
     tcase_add_test(tc, roles_and_template_from_config);
-    tcase_add_test(tc, add_tokens_and_save);
+    tcase_add_test(tc, add_tokens_as_hf_and_save);
     tcase_add_loop_test(tc, unsupported_components_refused, 0, (int)(sizeof REFUSED / sizeof REFUSED[0]));
     tcase_add_test(tc, missing_paths_and_refused_gguf);
     tcase_add_loop_test(tc, gguf_vocab_matches_hf, 0, 2);

@@ -25,6 +25,8 @@ Writes:
                             llama3 and sp_norm, with goldens of the tokenizer
                             Transformers builds from them (pre-tokenizer as
                             llama.cpp applies it for the pre-type)
+  add_tokens.json           tokens added to llama3 (add_special_tokens / add_tokens):
+                            their ids and the encodings of a few texts
   invalid_utf8.jsonl        byte strings that are not UTF-8 (hex), with the ids of
                             bytes.decode("utf-8", "replace") under smollm2.
 
@@ -249,6 +251,22 @@ def make_llama3(tok, corpus, out):
     return tok
 
 
+def make_add_tokens(out):
+    """add_special_tokens / add_tokens on the llama3 tokenizer: new ids and encodings."""
+    tok = Tokenizer.from_file(os.path.join(out, "llama3", "tokenizer.json"))
+    special = ["<|tool_call|>", "<|eot_id|>", "<|tool_result|>"]
+    plain = ["엑셀함수", "xlsx", "SUMIFS"]
+    n_special = tok.add_special_tokens(special)
+    n_plain = tok.add_tokens(plain)
+    texts = ["a<|tool_call|>b 엑셀함수", "<|tool_result|> SUMIFS(A:A) xlsx", "엑셀함수엑셀함수 <|eot_id|>"]
+    doc = {"special": special, "plain": plain, "n_special": n_special, "n_plain": n_plain,
+           "ids": {t: tok.token_to_id(t) for t in special + plain},
+           "cases": [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids,
+                      "decoded": tok.decode(tok.encode(t).ids, skip_special_tokens=True)} for t in texts]}
+    with open(os.path.join(out, "add_tokens.json"), "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False, indent=1)
+
+
 def make_sentencepiece(corpus, out):
     tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
@@ -448,6 +466,7 @@ def main():
     bl = train_bytelevel(corpus)
     make_variants(bl, corpus, out)
     make_llama3(bl, corpus, out)
+    make_add_tokens(out)
     make_sentencepiece(corpus, out)
     make_gguf_fixtures(corpus, out)
     bad = [b"abc\xff", b"\xc3", b"x\xe2\x82", b"\xed\xa0\x80 surrogate", b"\xf4\x90\x80\x80", b"\xc0\xaf",
