@@ -12,8 +12,9 @@
 typedef struct match_set {
     uint32_t *order;   // (n) indices into tok->added
     uint32_t *bucket;  // (257) order[bucket[b] .. bucket[b+1]) start with byte b
-    char **text;       // (n_added) the text matched (normalized content for the normalized set)
-    size_t *len;       // (n_added)
+    char **text;       // (n_text) per added token: the text matched (normalized content for the normalized set)
+    size_t *len;       // (n_text)
+    size_t n_text;     /* n_added when the set was built */
 } match_set;
 
 struct tune_tokenizer {
@@ -38,10 +39,10 @@ struct tune_tokenizer {
 
 /* ---------------- added tokens ---------------- */
 
-static void match_set_free(match_set *m, size_t n)
+static void match_set_free(match_set *m)
 {
     if (m->text)
-        for (size_t i = 0; i < n; i++) free(m->text[i]);
+        for (size_t i = 0; i < m->n_text; i++) free(m->text[i]);
     free(m->text);
     free(m->len);
     free(m->order);
@@ -76,6 +77,7 @@ static int match_set_build(tune_tokenizer *tok, match_set *m, int want)
         free(items);
         return -1;
     }
+    m->n_text = n;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const tune_added_token *a = &tok->added[i];
@@ -114,8 +116,8 @@ static int match_set_build(tune_tokenizer *tok, match_set *m, int want)
 
 static int refresh_added(tune_tokenizer *tok)
 {
-    match_set_free(&tok->raw, tok->n_added);
-    match_set_free(&tok->normd, tok->n_added);
+    match_set_free(&tok->raw);
+    match_set_free(&tok->normd);
     return match_set_build(tok, &tok->raw, 0) || match_set_build(tok, &tok->normd, 1) ? -1 : 0;
 }
 
@@ -451,8 +453,8 @@ tune_status tune_tokenizer_add_tokens(tune_tokenizer *tok, const char *const *to
 void tune_tokenizer_free(tune_tokenizer *tok)
 {
     if (!tok) return;
-    match_set_free(&tok->raw, tok->n_added);
-    match_set_free(&tok->normd, tok->n_added);
+    match_set_free(&tok->raw);
+    match_set_free(&tok->normd);
     for (size_t i = 0; i < tok->n_added; i++) free((char *)tok->added[i].content);
     free(tok->added);
     tk_strmap_free(&tok->added_by_content);

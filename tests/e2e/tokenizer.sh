@@ -9,10 +9,10 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # Readable form: ids as HF gives them (with <|begin_of_text|> from the template).
 out=$("$TUNE" tokenize "$D/llama3" "엑셀 =SUM(A1:A3)")
-echo "$out" | grep -q '^ids:     \[2143, ' || fail "tokenize: no BOS id in: $out"
+echo "$out" | grep -q '^tokens:  \["<|begin_of_text|>", ' || fail "tokenize: no BOS in: $out"
 echo "$out" | grep -q '^decoded: "<|begin_of_text|>엑셀 =SUM(A1:A3)"$' || fail "tokenize: round trip: $out"
 out=$("$TUNE" tokenize "$D/llama3/tokenizer.json" "엑셀" --no-special)
-echo "$out" | grep -q '^ids:     \[2143' && fail "--no-special still adds BOS"
+echo "$out" | grep -q 'begin_of_text' && fail "--no-special still adds BOS"
 
 # JSONL: the first corpus lines give the golden ids.
 head -n 50 "$D/corpus.jsonl" | "$TUNE" tokenize "$D/sp_norm" --jsonl > "$tmp/out.jsonl"
