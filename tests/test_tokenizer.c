@@ -411,6 +411,8 @@ START_TEST(missing_paths_and_refused_gguf)
     ck_assert_int_eq(tune_tokenizer_load("/nonexistent/tokenizer.json", &tok, &err), TUNE_ERR_INPUT);
     ck_assert_int_eq(tune_tokenizer_load(test_data_dir(), &tok, &err), TUNE_ERR_INPUT);
     ck_assert_ptr_nonnull(strstr(err.message, "no tokenizer.json"));
+    ck_assert_int_eq(tune_tokenizer_load(data_path("gguf"), &tok, &err), TUNE_ERR_INPUT); /* four GGUF files */
+    ck_assert_ptr_nonnull(strstr(err.message, "4 GGUF files"));
     ck_assert_int_eq(tune_tokenizer_load(data_path("gguf/refused_model.gguf"), &tok, &err), TUNE_ERR_INPUT);
     ck_assert_ptr_nonnull(strstr(err.message, "\"bert\""));
     ck_assert_int_eq(tune_tokenizer_load(data_path("gguf/refused_pre.gguf"), &tok, &err), TUNE_ERR_INPUT);

@@ -3,7 +3,7 @@
  * post-processor; decoder). */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <dirent.h>
 
 #include "internal.h"
 
@@ -713,8 +713,16 @@ tune_status tune_tokenizer_load(const char *path, tune_tokenizer **out, tune_err
     if (tune_is_dir(path)) {
         strcpy(dir, path);
         join_path(file, path, "tokenizer.json");
-        if (!tune_path_exists(file))
-            return tune_fail_input(err, path, "no tokenizer.json in this folder (a GGUF file can be given instead)");
+        if (!tune_path_exists(file)) { /* a folder holding one GGUF file stands for it */
+            int n = 0;
+            DIR *d = opendir(path);
+            for (struct dirent *e; d && (e = readdir(d));)
+                if (ends_with(e->d_name, ".gguf") && n++ == 0) join_path(file, path, e->d_name);
+            if (d) closedir(d);
+            if (n == 0) return tune_fail_input(err, path, "no tokenizer.json and no GGUF file in this folder");
+            if (n > 1) return tune_fail_input(err, path, "no tokenizer.json and %d GGUF files in this folder: name one", n);
+            return load_gguf(file, out, err);
+        }
     } else {
         strcpy(file, path);
         strcpy(dir, path);
