@@ -211,6 +211,8 @@ START_TEST(sp_meta_matches_hf) { golden_dir("sp_meta"); }
 END_TEST
 START_TEST(sp_meta_split_matches_hf) { golden_dir("sp_meta_split"); }
 END_TEST
+START_TEST(subword_matches_hf) { golden_dir(_i ? "subword_roberta" : "subword_bert"); }
+END_TEST
 
 static const char *VARIANTS[] = {"split_removed", "split_prev",   "split_next",  "split_contig_invert",
                                  "split_removed_invert", "digits_ws", "wssplit", "gpt2_prefix",
@@ -507,6 +509,7 @@ int main(void)
     tcase_add_test(tc, sp_norm_matches_hf);
     tcase_add_test(tc, sp_meta_matches_hf);
     tcase_add_test(tc, sp_meta_split_matches_hf);
+    tcase_add_loop_test(tc, subword_matches_hf, 0, 2);
     tcase_add_loop_test(tc, variants_match_hf, 0, (int)(sizeof VARIANTS / sizeof VARIANTS[0]));
     tcase_add_test(tc, invalid_utf8_replaced_as_python_does);
     tcase_add_test(tc, roles_and_template_from_config);

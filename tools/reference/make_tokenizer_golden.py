@@ -43,6 +43,8 @@ Tokenizers:
   sp_meta      the same vocabulary behind a Metaspace pre-tokenizer
                (prepend_scheme first, split false) and a Metaspace decoder.
   sp_meta_split Metaspace(always, split true), non-special normalized added token.
+  subword_bert, subword_roberta  BPE with "##" prefix, "</w>" suffix, [UNK] (fused
+               or not), NFKC + Whitespace, no decoder, Bert/Roberta post-processors.
   variants/    the llama3 vocabulary (variants/tokenizer.json, no added tokens) behind other pre-tokenizers: Split with each
                behaviour and invert, Digits, Whitespace, ByteLevel with its regex
                and add_prefix_space; a NFKC + Lowercase normalizer (first 400 lines).
@@ -249,6 +251,28 @@ def make_llama3(tok, corpus, out):
     tok = save_tokenizer(tok, d, config)
     goldens(tok, corpus, d)
     return tok
+
+
+def make_subword(corpus, out):
+    """BPE with continuing_subword_prefix, end_of_word_suffix and an unk token
+    (not fused), Whitespace pre-tokenizer, no decoder (tokens joined by
+    spaces); post-processors BertProcessing and RobertaProcessing."""
+    for name, fuse, post in (("subword_bert", False, "bert"), ("subword_roberta", True, "roberta")):
+        tok = Tokenizer(models.BPE(unk_token="[UNK]", continuing_subword_prefix="##", end_of_word_suffix="</w>",
+                                   fuse_unk=fuse))
+        tok.normalizer = normalizers.NFKC()
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        trainer = trainers.BpeTrainer(vocab_size=1200, min_frequency=2, show_progress=False, limit_alphabet=150,
+                                      special_tokens=["[UNK]", "[CLS]", "[SEP]"], continuing_subword_prefix="##",
+                                      end_of_word_suffix="</w>")
+        tok.train_from_iterator(train_corpus(corpus), trainer)
+        if post == "bert":
+            tok.post_processor = processors.BertProcessing(("[SEP]", 2), ("[CLS]", 1))
+        else:
+            tok.post_processor = processors.RobertaProcessing(("[SEP]", 2), ("[CLS]", 1), add_prefix_space=False)
+        d = os.path.join(out, name)
+        tok = save_tokenizer(tok, d, None)
+        goldens(tok, corpus, d, limit=600, plain_limit=100)
 
 
 def make_add_tokens(out):
@@ -467,6 +491,7 @@ def main():
     make_variants(bl, corpus, out)
     make_llama3(bl, corpus, out)
     make_add_tokens(out)
+    make_subword(corpus, out)
     make_sentencepiece(corpus, out)
     make_gguf_fixtures(corpus, out)
     bad = [b"abc\xff", b"\xc3", b"x\xe2\x82", b"\xed\xa0\x80 surrogate", b"\xf4\x90\x80\x80", b"\xc0\xaf",
