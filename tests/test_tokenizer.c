@@ -378,6 +378,67 @@ START_TEST(add_tokens_as_hf_and_save)
 }
 END_TEST
 
+static void write_text(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    tune_error err;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    ck_assert_int_eq(tune_write_file_atomic(path, text, strlen(text), &err), TUNE_OK);
+}
+
+/* Roles: tokenizer_config.json first (string or AddedToken dict), then the
+ * ids of generation_config.json, then config.json; chat_template.jinja wins
+ * over the template in tokenizer_config.json. */
+START_TEST(roles_reconciled_across_config_files)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/tune-tokcfg-XXXXXX", P_tmpdir);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char *json;
+    size_t len;
+    tune_error err;
+    ck_assert_int_eq(tune_read_file(data_path("llama3/tokenizer.json"), &json, &len, &err), TUNE_OK);
+    write_text(dir, "tokenizer.json", json);
+    free(json);
+    write_text(dir, "config.json", "{\"bos_token_id\": 5, \"eos_token_id\": [7, 8], \"pad_token_id\": 9}");
+    write_text(dir, "generation_config.json", "{\"eos_token_id\": [6, 7]}");
+    tune_tokenizer *tok;
+    ck_assert_msg(tune_tokenizer_load(dir, &tok, &err) == TUNE_OK, "%s", err.message);
+    const tune_special_ids *r = tune_tokenizer_specials(tok);
+    ck_assert_int_eq(r->bos, 5);
+    ck_assert_int_eq(r->eos, 6);
+    ck_assert_int_eq(r->pad, 9);
+    ck_assert_int_eq(r->add_bos, -1);
+    ck_assert_ptr_null(tune_tokenizer_chat_template(tok));
+    tune_tokenizer_free(tok);
+
+    write_text(dir, "tokenizer_config.json",
+               "{\"bos_token\": {\"content\": \"<|begin_of_text|>\", \"special\": true}, \"eos_token\": \"<|eot_id|>\","
+               " \"add_bos_token\": true, \"chat_template\": \"from config\"}");
+    write_text(dir, "chat_template.jinja", "from jinja file");
+    ck_assert_msg(tune_tokenizer_load(dir, &tok, &err) == TUNE_OK, "%s", err.message);
+    r = tune_tokenizer_specials(tok);
+    ck_assert_int_eq(r->bos, tune_tokenizer_token_to_id(tok, "<|begin_of_text|>"));
+    ck_assert_int_eq(r->eos, tune_tokenizer_token_to_id(tok, "<|eot_id|>"));
+    ck_assert_int_eq(r->pad, 9);
+    ck_assert_int_eq(r->add_bos, 1);
+    ck_assert_str_eq(tune_tokenizer_chat_template(tok), "from jinja file");
+    tune_tokenizer_free(tok);
+
+    write_text(dir, "config.json", "{\"bos_token_id\": ");
+    ck_assert_int_eq(tune_tokenizer_load(dir, &tok, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.file, "config.json"));
+    const char *names[] = {"tokenizer.json", "config.json", "generation_config.json", "tokenizer_config.json",
+                           "chat_template.jinja"};
+    for (int i = 0; i < 5; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+END_TEST
+
 /* Components tune cannot run exactly are refused by name at load. */
 static const char *REFUSED[][2] = {
     {"{\"model\":{\"type\":\"Unigram\",\"vocab\":[]}}", "Unigram"},
@@ -514,6 +575,7 @@ int main(void)
     tcase_add_test(tc, invalid_utf8_replaced_as_python_does);
     tcase_add_test(tc, roles_and_template_from_config);
     tcase_add_test(tc, add_tokens_as_hf_and_save);
+    tcase_add_test(tc, roles_reconciled_across_config_files);
     tcase_add_loop_test(tc, unsupported_components_refused, 0, (int)(sizeof REFUSED / sizeof REFUSED[0]));
     tcase_add_test(tc, missing_paths_and_refused_gguf);
     tcase_add_loop_test(tc, gguf_vocab_matches_hf, 0, 2);
