@@ -131,10 +131,8 @@ static tune_status postproc_into(const cJSON *j, tk_postproc *p, const char *fil
     return tune_fail_input(err, file, "post_processor \"%s\" is not supported (tune tokenizes exactly or not at all)", type);
 }
 
-tune_status tk_postproc_parse(const cJSON *j, const tune_tokenizer *tok, tk_postproc **out, const char *file,
-                              tune_error *err)
+tune_status tk_postproc_parse(const cJSON *j, tk_postproc **out, const char *file, tune_error *err)
 {
-    (void)tok;
     *out = calloc(1, sizeof **out);
     if (!*out) return tune_fail_run(err, file, "out of memory");
     tune_status st = postproc_into(j, *out, file, err);

@@ -98,8 +98,7 @@ int32_t tk_bpe_size(const tk_bpe *b);
 typedef struct tk_postproc tk_postproc;
 typedef struct tk_decoder tk_decoder;
 
-tune_status tk_postproc_parse(const cJSON *j, const tune_tokenizer *tok, tk_postproc **out, const char *file,
-                              tune_error *err);
+tune_status tk_postproc_parse(const cJSON *j, tk_postproc **out, const char *file, tune_error *err);
 void tk_postproc_free(tk_postproc *p);
 /* Wraps ids with the template's special tokens (in place). 0 ok, -1 oom. */
 int tk_postprocess(const tk_postproc *p, tune_ids *ids);

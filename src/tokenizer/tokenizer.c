@@ -510,7 +510,7 @@ static tune_status load_doc(tune_tokenizer *tok, tune_error *err)
     if (st == TUNE_OK && !is_null(j = cJSON_GetObjectItemCaseSensitive(d, "pre_tokenizer")))
         st = tk_pretok_parse(j, &tok->pre, f, err);
     if (st == TUNE_OK && !is_null(j = cJSON_GetObjectItemCaseSensitive(d, "post_processor")))
-        st = tk_postproc_parse(j, tok, &tok->post, f, err);
+        st = tk_postproc_parse(j, &tok->post, f, err);
     if (st == TUNE_OK && !is_null(j = cJSON_GetObjectItemCaseSensitive(d, "decoder")))
         st = tk_decoder_parse(j, &tok->dec, f, err);
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(d, "added_tokens");
