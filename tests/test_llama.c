@@ -290,16 +290,19 @@ static void tiny_free(tune_model *m)
     free(m->layers);
 }
 
-/* LoRA on every linear, with random B so that every gradient is non-zero. */
-static tune_lora *tiny_lora(const tune_model *m, float dropout)
+/* LoRA on the selected modules (NULL: every linear), with random B so that
+ * every gradient is non-zero. */
+static tune_lora *tiny_lora_on(const tune_model *m, float dropout, const unsigned char *selected)
 {
     const tune_lora_config lc = {.r = 2, .alpha = 4.0f, .dropout = dropout, .target_mask = 0x7f};
     tune_lora *lora;
     tune_error err;
-    ck_assert_int_eq(tune_lora_create(&m->cfg, &lc, NULL, 5, &lora, &err), TUNE_OK);
+    ck_assert_int_eq(tune_lora_create(&m->cfg, &lc, selected, 5, &lora, &err), TUNE_OK);
     fill(lora->params, lora->n_params, 0.4f, 21);
     return lora;
 }
+
+static tune_lora *tiny_lora(const tune_model *m, float dropout) { return tiny_lora_on(m, dropout, NULL); }
 
 enum { TB = 2, TT = 9 };
 /* Row 0: one sequence. Row 1: two packed sequences [0, 4) and [4, 9). */
@@ -324,11 +327,12 @@ static double loss_of(const tune_model *m, const tune_lora *lora, const tune_bat
     return loss;
 }
 
-static void lora_gradients_match_finite_differences(tune_rope_type rope, int tied, float p)
+static void lora_gradients_match_finite_differences(tune_rope_type rope, int tied, float p,
+                                                    const unsigned char *selected)
 {
     tune_model m;
     tiny_model(&m, tied, rope);
-    tune_lora *lora = tiny_lora(&m, p);
+    tune_lora *lora = tiny_lora_on(&m, p, selected);
     tune_workspace *ws;
     tune_error err;
     ck_assert_int_eq(tune_workspace_create(&m.cfg, lora, TB, TT, &ws, &err), TUNE_OK);
@@ -358,13 +362,57 @@ static void lora_gradients_match_finite_differences(tune_rope_type rope, int tie
 
 START_TEST(lora_gradients_fd_default_rope)
 {
-    lora_gradients_match_finite_differences(TUNE_ROPE_DEFAULT, 0, 0.0f);
+    lora_gradients_match_finite_differences(TUNE_ROPE_DEFAULT, 0, 0.0f, NULL);
 }
 END_TEST
 
 START_TEST(lora_gradients_fd_llama3_rope_tied_dropout)
 {
-    lora_gradients_match_finite_differences(TUNE_ROPE_LLAMA3, 1, 0.25f);
+    lora_gradients_match_finite_differences(TUNE_ROPE_LLAMA3, 1, 0.25f, NULL);
+}
+END_TEST
+
+/* Some modules only, none in layer 0: the backward stops early and recomputes
+ * only the inputs those modules need. */
+START_TEST(lora_gradients_fd_some_modules)
+{
+    unsigned char sel[3 * TUNE_N_LINEAR] = {0};
+    sel[1 * TUNE_N_LINEAR + TUNE_K_PROJ] = 1;
+    sel[1 * TUNE_N_LINEAR + TUNE_DOWN_PROJ] = 1;
+    sel[2 * TUNE_N_LINEAR + TUNE_UP_PROJ] = 1;
+    sel[2 * TUNE_N_LINEAR + TUNE_O_PROJ] = 1;
+    lora_gradients_match_finite_differences(TUNE_ROPE_DEFAULT, 0, 0.1f, sel);
+}
+END_TEST
+
+/* Two runs give the same bits (no uninitialised or racy state). */
+START_TEST(reruns_are_bit_identical)
+{
+    tune_model m;
+    tiny_model(&m, 0, TUNE_ROPE_DEFAULT);
+    tune_lora *lora = tiny_lora(&m, 0.3f);
+    tune_workspace *ws;
+    tune_error err;
+    ck_assert_int_eq(tune_workspace_create(&m.cfg, lora, TB, TT, &ws, &err), TUNE_OK);
+    const tune_batch b = tiny_batch(0, TB);
+    const tune_dropout dp = {0.3f, 99, 4};
+    float *g1 = malloc(lora->n_params * 4);
+    double l1 = 0, l2 = 0;
+    for (int run = 0; run < 2; run++) {
+        memset(lora->grads, 0, lora->n_params * 4);
+        *(run ? &l2 : &l1) = loss_of(&m, lora, &b, &dp, ws);
+        ck_assert_int_eq(tune_llama_backward(&m, lora, &b, &dp, ws, 0.5f, &err), TUNE_OK);
+        if (!run) memcpy(g1, lora->grads, lora->n_params * 4);
+    }
+    ck_assert_double_eq(l1, l2);
+    ck_assert_mem_eq(g1, lora->grads, lora->n_params * 4);
+    /* another micro-batch index draws other masks */
+    const tune_dropout dp2 = {0.3f, 99, 5};
+    ck_assert_double_ne(loss_of(&m, lora, &b, &dp2, ws), l1);
+    free(g1);
+    tune_workspace_free(ws);
+    tune_lora_free(lora);
+    tiny_free(&m);
 }
 END_TEST
 
@@ -699,6 +747,8 @@ int main(void)
     tcase_set_timeout(t, 60);
     tcase_add_test(t, lora_gradients_fd_default_rope);
     tcase_add_test(t, lora_gradients_fd_llama3_rope_tied_dropout);
+    tcase_add_test(t, lora_gradients_fd_some_modules);
+    tcase_add_test(t, reruns_are_bit_identical);
     tcase_add_test(t, packed_row_equals_separate_sequences);
     tcase_add_test(t, accumulated_half_batches_equal_full_batch);
     tcase_add_test(t, fresh_lora_keeps_base_logits);

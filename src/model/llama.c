@@ -28,7 +28,6 @@ struct tune_workspace {
     /* kept for backward */
     float *resid;     /* (L + 1, N, C): input of each layer; [L] is the final hidden state */
     float *resid2;    /* (L, N, C): after the attention block */
-    float *xn1, *xn2; /* (L, N, C): normed inputs of attention and MLP */
     float *rstd1, *rstd2; /* (L, N) */
     float *q, *att;   /* (L, N, H·hd): q after RoPE; attention output */
     float *k, *v;     /* (L, N, Hkv·hd): k after RoPE */
@@ -42,7 +41,9 @@ struct tune_workspace {
     int32_t *start;   /* (N): where each token's segment begins */
     int32_t *target;  /* (N): label of the next token, or TUNE_IGNORE_INDEX */
     int32_t *pos;     /* (N): position ids */
-    /* scratch */
+    /* scratch; the backward recomputes the normed inputs and the SwiGLU
+     * output where a LoRA module needs them instead of keeping them */
+    float *xn;        /* (N, C): normed input of the attention or MLP block */
     float *act;       /* (N, I) */
     float *lora_x;    /* (N, max_in): dropped-out LoRA input, then its gradient */
     float *du;        /* (N, r) */
@@ -127,7 +128,6 @@ tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora 
     struct { float **p; size_t n; } bufs[] = {
         {&ws->inv_freq, (size_t)ws->hd / 2},
         {&ws->resid, (L + 1) * ws->NC}, {&ws->resid2, L * ws->NC},
-        {&ws->xn1, L * ws->NC}, {&ws->xn2, L * ws->NC},
         {&ws->rstd1, L * N}, {&ws->rstd2, L * N},
         {&ws->q, L * ws->NQ}, {&ws->att, L * ws->NQ},
         {&ws->k, L * ws->NKV}, {&ws->v, L * ws->NKV},
@@ -137,7 +137,7 @@ tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora 
         {&ws->xf, ws->NC}, {&ws->rstd_f, N},
         {&ws->logits, N * ws->V}, {&ws->lse_ce, N},
         {&ws->cos_t, N * (ws->hd / 2)}, {&ws->sin_t, N * (ws->hd / 2)},
-        {&ws->act, ws->NI},
+        {&ws->xn, ws->NC}, {&ws->act, ws->NI},
         {&ws->lora_x, lora ? N * ws->max_in : 0},
         {&ws->du, N * ws->r},
         {&ws->attn_scratch, tune_cpu_attention_scratch(&as, ws->n_threads)},
@@ -264,6 +264,14 @@ static int module_of(const tune_lora *lora, int layer, tune_linear_kind kind)
     return lora ? lora->index[(size_t)layer * TUNE_N_LINEAR + kind] : -1;
 }
 
+/* Whether layer l adapts any module of kinds first..last. */
+static int has_module(const tune_lora *lora, int layer, tune_linear_kind first, tune_linear_kind last)
+{
+    for (int k = (int)first; k <= (int)last; k++)
+        if (module_of(lora, layer, (tune_linear_kind)k) >= 0) return 1;
+    return 0;
+}
+
 /* y = beta·y + x·Wᵀ + scaling · (dropout(x)·Aᵀ)·Bᵀ.  x: (N, in)   y: (N, out) */
 static void linear_forward(tune_workspace *ws, const tune_model *m, const tune_lora *lora,
                            const tune_dropout *dp, int layer, tune_linear_kind kind, const float *x, float *y,
@@ -328,15 +336,14 @@ tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, c
     for (int l = 0; l < ws->L; l++) {
         const tune_layer *ly = &model->layers[l];
         float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + l * ws->NC, *hn = h + ws->NC;
-        float *xn1 = ws->xn1 + l * ws->NC, *xn2 = ws->xn2 + l * ws->NC;
         float *q = ws->q + l * ws->NQ, *k = ws->k + l * ws->NKV, *v = ws->v + l * ws->NKV;
         float *att = ws->att + l * ws->NQ, *gate = ws->gate + l * ws->NI, *up = ws->up + l * ws->NI;
         /* attention block: h2 = h + o(attn(rope(q), rope(k), v)) */
-        tune_cpu_rmsnorm_forward(xn1, ws->rstd1 + (size_t)l * ws->B * ws->T, h, ly->attn_norm, N, C,
+        tune_cpu_rmsnorm_forward(ws->xn, ws->rstd1 + (size_t)l * ws->B * ws->T, h, ly->attn_norm, N, C,
                                  cfg->rms_norm_eps);
-        linear_forward(ws, model, lora, dropout, l, TUNE_Q_PROJ, xn1, q, 0.0f);
-        linear_forward(ws, model, lora, dropout, l, TUNE_K_PROJ, xn1, k, 0.0f);
-        linear_forward(ws, model, lora, dropout, l, TUNE_V_PROJ, xn1, v, 0.0f);
+        linear_forward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, q, 0.0f);
+        linear_forward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, k, 0.0f);
+        linear_forward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, v, 0.0f);
         tune_cpu_rope_forward(q, ws->cos_t, ws->sin_t, N, ws->H, hd);
         tune_cpu_rope_forward(k, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
         tune_cpu_attention_forward(att, ws->lse_att + (size_t)l * ws->B * ws->T * ws->H, q, k, v, ws->start, &as,
@@ -344,10 +351,10 @@ tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, c
         memcpy(h2, h, (size_t)N * C * sizeof *h);
         linear_forward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, h2, 1.0f);
         /* MLP block: hn = h2 + down(silu(gate(x)) · up(x)) */
-        tune_cpu_rmsnorm_forward(xn2, ws->rstd2 + (size_t)l * ws->B * ws->T, h2, ly->ffn_norm, N, C,
+        tune_cpu_rmsnorm_forward(ws->xn, ws->rstd2 + (size_t)l * ws->B * ws->T, h2, ly->ffn_norm, N, C,
                                  cfg->rms_norm_eps);
-        linear_forward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, xn2, gate, 0.0f);
-        linear_forward(ws, model, lora, dropout, l, TUNE_UP_PROJ, xn2, up, 0.0f);
+        linear_forward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, gate, 0.0f);
+        linear_forward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, up, 0.0f);
         tune_cpu_swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
         memcpy(hn, h2, (size_t)N * C * sizeof *h);
         linear_forward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, hn, 1.0f);
@@ -381,15 +388,17 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
     for (int l = ws->L - 1; l >= lowest; l--) {
         const tune_layer *ly = &model->layers[l];
         const float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + l * ws->NC;
-        const float *xn1 = ws->xn1 + l * ws->NC, *xn2 = ws->xn2 + l * ws->NC;
         const float *q = ws->q + l * ws->NQ, *k = ws->k + l * ws->NKV, *v = ws->v + l * ws->NKV;
         const float *att = ws->att + l * ws->NQ, *gate = ws->gate + l * ws->NI, *up = ws->up + l * ws->NI;
         /* MLP block; ws->dh holds d(hn) and becomes d(h2) */
-        if (module_of(lora, l, TUNE_DOWN_PROJ) >= 0) tune_cpu_swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
+        if (has_module(lora, l, TUNE_DOWN_PROJ, TUNE_DOWN_PROJ)) tune_cpu_swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
         linear_backward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, ws->dh, ws->dact, 0.0f);
         tune_cpu_swiglu_backward(ws->dgate, ws->dup, ws->dact, gate, up, (size_t)N * ws->I);
-        linear_backward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, xn2, ws->dgate, ws->dxn, 0.0f);
-        linear_backward(ws, model, lora, dropout, l, TUNE_UP_PROJ, xn2, ws->dup, ws->dxn, 1.0f);
+        if (has_module(lora, l, TUNE_GATE_PROJ, TUNE_UP_PROJ)) /* their LoRA input, as the forward made it */
+            tune_cpu_rmsnorm_forward(ws->xn, ws->rstd2 + (size_t)l * ws->B * ws->T, h2, ly->ffn_norm, N, C,
+                                     model->cfg.rms_norm_eps);
+        linear_backward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, ws->dgate, ws->dxn, 0.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, ws->dup, ws->dxn, 1.0f);
         tune_cpu_rmsnorm_backward(ws->dh, ws->dxn, h2, ly->ffn_norm, ws->rstd2 + (size_t)l * ws->B * ws->T, N, C);
         /* attention block; ws->dh becomes d(h) */
         linear_backward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, ws->dh, ws->datt, 0.0f);
@@ -398,9 +407,12 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
                                     ws->attn_scratch, ws->dkv_head, ws->n_threads);
         tune_cpu_rope_backward(ws->dq, ws->cos_t, ws->sin_t, N, ws->H, hd);
         tune_cpu_rope_backward(ws->dk, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
-        linear_backward(ws, model, lora, dropout, l, TUNE_Q_PROJ, xn1, ws->dq, ws->dxn, 0.0f);
-        linear_backward(ws, model, lora, dropout, l, TUNE_K_PROJ, xn1, ws->dk, ws->dxn, 1.0f);
-        linear_backward(ws, model, lora, dropout, l, TUNE_V_PROJ, xn1, ws->dv, ws->dxn, 1.0f);
+        if (has_module(lora, l, TUNE_Q_PROJ, TUNE_V_PROJ))
+            tune_cpu_rmsnorm_forward(ws->xn, ws->rstd1 + (size_t)l * ws->B * ws->T, h, ly->attn_norm, N, C,
+                                     model->cfg.rms_norm_eps);
+        linear_backward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, ws->dq, ws->dxn, 0.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, ws->dk, ws->dxn, 1.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, ws->dv, ws->dxn, 1.0f);
         tune_cpu_rmsnorm_backward(ws->dh, ws->dxn, h, ly->attn_norm, ws->rstd1 + (size_t)l * ws->B * ws->T, N, C);
     }
     /* The logits became their gradient: a second backward needs a new forward. */
