@@ -507,7 +507,7 @@ START_TEST(bad_batches_are_input_errors)
 {
     tune_model m;
     tiny_model(&m, 0, TUNE_ROPE_DEFAULT);
-    tune_lora *lora = tiny_lora(&m, 0.0f);
+    tune_lora *lora = tiny_lora(&m, 0.1f);
     tune_workspace *ws;
     tune_error err;
     ck_assert_int_eq(tune_workspace_create(&m.cfg, lora, 1, TT, &ws, &err), TUNE_OK);
@@ -523,6 +523,18 @@ START_TEST(bad_batches_are_input_errors)
     ck_assert_ptr_nonnull(strstr(err.message, "position 3"));
     b = tiny_batch(0, 2); /* more rows than the workspace holds */
     ck_assert_int_eq(tune_llama_forward(&m, lora, &b, NULL, ws, &loss, &n, &err), TUNE_ERR_INPUT);
+    /* the backward must see the forward's adapters and dropout */
+    b = tiny_batch(0, 1);
+    ck_assert_int_eq(tune_llama_forward(&m, lora, &b, NULL, ws, &loss, &n, &err), TUNE_OK);
+    const tune_dropout dp = {0.1f, 1, 0};
+    ck_assert_int_eq(tune_llama_backward(&m, lora, &b, &dp, ws, 1.0f, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.message, "dropout of the last forward"));
+    ck_assert_int_eq(tune_llama_backward(&m, lora, &b, NULL, ws, 1.0f, &err), TUNE_OK);
+    ck_assert_int_eq(tune_llama_backward(&m, lora, &b, NULL, ws, 1.0f, &err), TUNE_ERR_INPUT); /* once per forward */
+    /* a model of another shape */
+    m.cfg.intermediate_size = 25;
+    ck_assert_int_eq(tune_llama_forward(&m, lora, &b, NULL, ws, &loss, &n, &err), TUNE_ERR_INPUT);
+    m.cfg.intermediate_size = 24;
     tune_workspace_free(ws);
     tune_lora_free(lora);
     tiny_free(&m);

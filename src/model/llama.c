@@ -19,7 +19,9 @@
 
 struct tune_workspace {
     int B, T;       /* capacity */
-    int cur_B, cur_T; /* shape of the last forward; 0 before one */
+    int cur_B, cur_T; /* shape of the last forward; 0 before one and after its backward */
+    const tune_lora *cur_lora; /* adapters and dropout of the last forward */
+    tune_dropout cur_dropout;
     int L, C, V, H, Hkv, hd, I, qd, kvd, max_in;
     int n_modules, r; /* LoRA shape the workspace was sized for (0 without LoRA) */
     int n_threads;
@@ -228,9 +230,15 @@ static tune_status prepare_batch(const tune_model_config *cfg, const tune_batch 
     return TUNE_OK;
 }
 
-static tune_status check_lora(const tune_model *m, const tune_lora *lora, const tune_workspace *ws,
-                              const tune_dropout *dp, tune_error *err)
+/* The model, adapters and dropout against the shapes the workspace was sized for. */
+static tune_status check_inputs(const tune_model *m, const tune_lora *lora, const tune_workspace *ws,
+                                const tune_dropout *dp, tune_error *err)
 {
+    const tune_model_config *c = &m->cfg;
+    if (c->num_hidden_layers != ws->L || c->hidden_size != ws->C || c->vocab_size != ws->V ||
+        c->num_attention_heads != ws->H || c->num_key_value_heads != ws->Hkv || c->head_dim != ws->hd ||
+        c->intermediate_size != ws->I)
+        return tune_fail_input(err, NULL, "the model does not match the workspace it was sized for");
     if (lora && (lora->n_modules != ws->n_modules || lora->cfg.r != ws->r ||
                  lora->n_layers != m->cfg.num_hidden_layers))
         return tune_fail_input(err, NULL, "the LoRA adapters do not match the workspace they were sized for");
@@ -326,10 +334,12 @@ tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, c
 {
     const tune_model_config *cfg = &model->cfg;
     ws->cur_B = ws->cur_T = 0;
-    if (check_lora(model, lora, ws, dropout, err) || prepare_batch(cfg, batch, ws, err)) return TUNE_ERR_INPUT;
+    if (check_inputs(model, lora, ws, dropout, err) || prepare_batch(cfg, batch, ws, err)) return TUNE_ERR_INPUT;
     const int B = batch->B, T = batch->T, N = B * T, C = ws->C, hd = ws->hd;
     ws->cur_B = B;
     ws->cur_T = T;
+    ws->cur_lora = lora;
+    ws->cur_dropout = dropout && dropout->p > 0.0f ? *dropout : (tune_dropout){0};
     const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
     tune_cpu_rope_tables(ws->cos_t, ws->sin_t, ws->pos, ws->inv_freq, N, hd / 2);
     tune_cpu_embedding(ws->resid, model->embed, batch->input_ids, N, C);
@@ -374,9 +384,13 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
                                 tune_error *err)
 {
     if (!lora) return tune_fail_input(err, NULL, "backward: no LoRA adapters to train");
-    if (check_lora(model, lora, ws, dropout, err)) return TUNE_ERR_INPUT;
+    if (check_inputs(model, lora, ws, dropout, err)) return TUNE_ERR_INPUT;
     if (!ws->cur_B || batch->B != ws->cur_B || batch->T != ws->cur_T)
         return tune_fail_input(err, NULL, "backward: the workspace holds no forward pass of this batch");
+    const tune_dropout none = {0}, *d = dropout && dropout->p > 0.0f ? dropout : &none;
+    if (lora != ws->cur_lora || d->p != ws->cur_dropout.p || d->seed != ws->cur_dropout.seed ||
+        d->micro_batch != ws->cur_dropout.micro_batch)
+        return tune_fail_input(err, NULL, "backward: not the adapters or dropout of the last forward pass");
     const int B = ws->cur_B, T = ws->cur_T, N = B * T, C = ws->C, hd = ws->hd;
     const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
     tune_cpu_cross_entropy_backward(ws->logits, ws->lse_ce, ws->target, N, ws->V, grad_scale);
