@@ -72,8 +72,11 @@ static void starts(int32_t *start, int B, int T, int split)
         for (int t = 0; t < T; t++) start[b * T + t] = b % 2 && t >= split ? split : 0;
 }
 
-/* Small (one thread) and large enough for the OpenMP loop. */
-static const tune_attention_shape attn_shapes[2] = {{3, 11, 6, 2, 8}, {2, 40, 4, 2, 16}};
+/* Small (one thread), large enough for the OpenMP loop, and longer than a
+ * query block (64 rows) with the packed row's second segment starting inside
+ * the second block. */
+static const tune_attention_shape attn_shapes[3] = {{3, 11, 6, 2, 8}, {2, 40, 4, 2, 16}, {2, 150, 2, 1, 8}};
+static const int attn_splits[3] = {4, 4, 100};
 
 START_TEST(attention_matches_reference)
 {
@@ -86,7 +89,8 @@ START_TEST(attention_matches_reference)
     const int threads = 2;
     float *scratch = malloc(tune_cpu_attention_scratch(&s, threads) * 4);
     int32_t *start = malloc((size_t)s.B * s.T * sizeof *start);
-    starts(start, s.B, s.T, 4); /* row 1 is packed: [0, 4) and [4, T) */
+    const int split = attn_splits[_i];
+    starts(start, s.B, s.T, split); /* row 1 is packed: [0, split) and [split, T) */
     tune_cpu_attention_forward(o1, l1, q, k, v, start, &s, scratch, threads);
     tune_cpu_attention_forward_ref(o2, l2, q, k, v, start, &s);
     assert_close(o1, o2, nq, 1e-5f, 1e-5f, "out");
@@ -99,10 +103,10 @@ START_TEST(attention_matches_reference)
     /* Packing: the second segment of row 1 sees nothing of the first. */
     float *v2 = malloc(nkv * 4);
     memcpy(v2, v, nkv * 4);
-    for (int t = 0; t < 4; t++)
+    for (int t = 0; t < split; t++)
         for (int i = 0; i < s.Hkv * s.hd; i++) v2[((size_t)1 * s.T + t) * s.Hkv * s.hd + i] += 5.0f;
     tune_cpu_attention_forward(o2, l2, q, k, v2, start, &s, scratch, threads);
-    for (int t = 4; t < s.T; t++)
+    for (int t = split; t < s.T; t++)
         for (int i = 0; i < s.H * s.hd; i++) {
             const size_t at = ((size_t)1 * s.T + t) * s.H * s.hd + i;
             ck_assert_float_eq(o1[at], o2[at]);
@@ -751,7 +755,7 @@ int main(void)
     TCase *k = tcase_create("kernels");
     tcase_set_timeout(k, 60);
     tcase_add_test(k, matmul_matches_reference);
-    tcase_add_loop_test(k, attention_matches_reference, 0, 2);
+    tcase_add_loop_test(k, attention_matches_reference, 0, 3);
     tcase_add_test(k, op_backwards_match_finite_differences);
     tcase_add_test(k, dropout_mask_is_addressed);
     suite_add_tcase(s, k);

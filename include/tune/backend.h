@@ -70,7 +70,7 @@ void tune_cpu_rope_backward(float *dx, const float *cos, const float *sin, int N
 
 /* Causal grouped-query attention with softmax in fp32. Query t of row b sees
  * keys [start[b·T + t], t]: start is where t's segment begins (0 without
- * packing). Query head h reads kv head h / (H / Hkv). scratch: per thread
+ * packing), so it never decreases along a row. Query head h reads kv head h / (H / Hkv). scratch: per thread
  * 2·T·T floats, n_threads of them (tune_cpu_attention_scratch).
  * out, q: (B, T, H, hd)   k, v: (B, T, Hkv, hd)   lse: (B, H, T) kept for backward
  * start: (B, T) */

@@ -1,20 +1,27 @@
-/* Causal grouped-query attention on the CPU: for each (batch row, query head)
- * the scores are one sgemm, the softmax runs per row over the keys the query
- * may see, and the output is a second sgemm. The backward recomputes the
- * probabilities from the kept log-sum-exp instead of storing (B, H, T, T). */
+/* Causal grouped-query attention on the CPU. For each (batch row, query
+ * head) the queries go in blocks of ATTN_BLOCK rows; a block sees only the
+ * keys from its first row's segment start to its last row, so the scores of
+ * a block are one sgemm over that range (the causal half and, when packed,
+ * the other segments are never computed), the softmax runs per row over the
+ * keys the query may see, and the output is a second sgemm. The backward
+ * recomputes the probabilities from the kept log-sum-exp instead of storing
+ * (B, H, T, T). */
 #include "tune/backend.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "tune/kernels.h"
 
+enum { ATTN_BLOCK = 64 };
+
+static int block_rows(int T) { return T < ATTN_BLOCK ? T : ATTN_BLOCK; }
+
 size_t tune_cpu_attention_scratch(const tune_attention_shape *s, int n_threads)
 {
-    return (size_t)n_threads * 2 * (size_t)s->T * s->T;
+    return (size_t)n_threads * 2 * block_rows(s->T) * (size_t)s->T;
 }
 
 /* The (b, h) slices; rows are strided by the packed head layout. */
@@ -41,23 +48,36 @@ static head_view view(const float *q, const float *k, const float *v, const tune
 
 static float attn_scale(int hd) { return (float)(1.0 / sqrt((double)hd)); }
 
-/* P (T, T): the probabilities of one (b, h). With have_lse they are
- * recomputed from lse (T), otherwise the softmax is taken and lse filled. */
+/* One block of query rows [i0, i1) of one (b, h): it sees keys [k0, i1). */
+typedef struct block {
+    int i0, i1, k0;
+} block;
+
+/* P (i1 − i0, i1 − k0): the block's probabilities, row stride i1 − k0. With
+ * have_lse they are recomputed from lse (T), otherwise the softmax is taken
+ * and lse filled. start: (T) of this batch row. */
 static void probabilities(float *P, float *lse, int have_lse, const head_view *hv, const int32_t *start,
-                          int T, int hd)
+                          const block *bl, int hd)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, attn_scale(hd), hv->q, hv->ldq, hv->k,
-                hv->ldkv, 0.0f, P, T);
-    for (int i = 0; i < T; i++) {
-        float *row = P + (size_t)i * T;
-        const int st = start[i];
+    const int rows = bl->i1 - bl->i0, nk = bl->i1 - bl->k0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, hd, attn_scale(hd), hv->q + (size_t)bl->i0 * hv->ldq,
+                hv->ldq, hv->k + (size_t)bl->k0 * hv->ldkv, hv->ldkv, 0.0f, P, nk);
+    for (int i = bl->i0; i < bl->i1; i++) {
+        float *row = P + (size_t)(i - bl->i0) * nk;
+        const int lo = start[i] - bl->k0, hi = i - bl->k0; /* visible keys, inclusive */
         if (have_lse)
-            for (int j = st; j <= i; j++) row[j] = expf(row[j] - lse[i]);
+            for (int j = lo; j <= hi; j++) row[j] = expf(row[j] - lse[i]);
         else
-            lse[i] = tune_softmax_row(row + st, i - st + 1);
-        memset(row, 0, (size_t)st * sizeof *row);
-        memset(row + i + 1, 0, (size_t)(T - 1 - i) * sizeof *row);
+            lse[i] = tune_softmax_row(row + lo, hi - lo + 1);
+        memset(row, 0, (size_t)lo * sizeof *row);
+        memset(row + hi + 1, 0, (size_t)(nk - 1 - hi) * sizeof *row);
     }
+}
+
+static block block_of(const int32_t *start, int i0, int T)
+{
+    const block bl = {i0, i0 + ATTN_BLOCK < T ? i0 + ATTN_BLOCK : T, start[i0]}; /* starts never decrease */
+    return bl;
 }
 
 void tune_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
@@ -71,10 +91,15 @@ void tune_cpu_attention_forward(float *out, float *lse, const float *q, const fl
     for (int bh = 0; bh < s->B * s->H; bh++) {
         const int b = bh / s->H, h = bh % s->H;
         const head_view hv = view(q, k, v, s, b, h);
-        float *P = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
-        probabilities(P, lse + (size_t)bh * T, 0, &hv, start + (size_t)b * T, T, hd);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, hv.v, hv.ldkv, 0.0f,
-                    out + hv.q_off, hv.ldq);
+        const int32_t *st = start + (size_t)b * T;
+        float *P = scratch + (size_t)omp_get_thread_num() * 2 * block_rows(T) * T;
+        for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
+            const block bl = block_of(st, i0, T);
+            const int rows = bl.i1 - bl.i0, nk = bl.i1 - bl.k0;
+            probabilities(P, lse + (size_t)bh * T, 0, &hv, st, &bl, hd);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, nk, 1.0f, P, nk,
+                        hv.v + (size_t)bl.k0 * hv.ldkv, hv.ldkv, 0.0f, out + hv.q_off + (size_t)bl.i0 * hv.ldq, hv.ldq);
+        }
     }
 }
 
@@ -93,26 +118,37 @@ void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *d
     for (int bh = 0; bh < s->B * H; bh++) {
         const int b = bh / H, h = bh % H;
         const head_view hv = view(q, k, v, s, b, h);
-        float *P = scratch + (size_t)omp_get_thread_num() * 2 * T * T, *dP = P + (size_t)T * T;
         const int32_t *st = start + (size_t)b * T;
-        probabilities(P, (float *)(lse + (size_t)bh * T), 1, &hv, st, T, hd);
-        const float *dO = dout + hv.q_off;
-        /* dV_h = Pᵀ dO;  dP = dO Vᵀ */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, hv.ldq, 0.0f,
-                    dv_head + hv.q_off, hv.ldq);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, hv.ldq, hv.v, hv.ldkv, 0.0f,
-                    dP, T);
-        for (int i = 0; i < T; i++) {
-            float *row = dP + (size_t)i * T;
-            tune_softmax_row_backward(row + st[i], P + (size_t)i * T + st[i], i - st[i] + 1);
-            memset(row, 0, (size_t)st[i] * sizeof *row);
-            memset(row + i + 1, 0, (size_t)(T - 1 - i) * sizeof *row);
+        float *P = scratch + (size_t)omp_get_thread_num() * 2 * block_rows(T) * T, *dP = P + (size_t)block_rows(T) * T;
+        float *dKh = dk_head + hv.q_off, *dVh = dv_head + hv.q_off; /* (T, hd), row stride ldq */
+        for (int t = 0; t < T; t++) {
+            memset(dKh + (size_t)t * hv.ldq, 0, (size_t)hd * sizeof *dKh);
+            memset(dVh + (size_t)t * hv.ldq, 0, (size_t)hd * sizeof *dVh);
         }
-        /* dQ = scale dS K;  dK_h = scale dSᵀ Q */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dP, T, hv.k, hv.ldkv, 0.0f,
-                    dq + hv.q_off, hv.ldq);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dP, T, hv.q, hv.ldq, 0.0f,
-                    dk_head + hv.q_off, hv.ldq);
+        for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
+            const block bl = block_of(st, i0, T);
+            const int rows = bl.i1 - bl.i0, nk = bl.i1 - bl.k0;
+            const float *dO = dout + hv.q_off + (size_t)bl.i0 * hv.ldq, *Qb = hv.q + (size_t)bl.i0 * hv.ldq;
+            const float *Kb = hv.k + (size_t)bl.k0 * hv.ldkv, *Vb = hv.v + (size_t)bl.k0 * hv.ldkv;
+            probabilities(P, (float *)(lse + (size_t)bh * T), 1, &hv, st, &bl, hd);
+            /* dV_h += Pᵀ dO;  dP = dO Vᵀ */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, rows, 1.0f, P, nk, dO, hv.ldq, 1.0f,
+                        dVh + (size_t)bl.k0 * hv.ldq, hv.ldq);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, hd, 1.0f, dO, hv.ldq, Vb, hv.ldkv, 0.0f,
+                        dP, nk);
+            for (int i = bl.i0; i < bl.i1; i++) {
+                float *row = dP + (size_t)(i - bl.i0) * nk;
+                const int lo = st[i] - bl.k0, hi = i - bl.k0;
+                tune_softmax_row_backward(row + lo, P + (size_t)(i - bl.i0) * nk + lo, hi - lo + 1);
+                memset(row, 0, (size_t)lo * sizeof *row);
+                memset(row + hi + 1, 0, (size_t)(nk - 1 - hi) * sizeof *row);
+            }
+            /* dQ = scale dS K;  dK_h += scale dSᵀ Q */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, nk, scale, dP, nk, Kb, hv.ldkv, 0.0f,
+                        dq + hv.q_off + (size_t)bl.i0 * hv.ldq, hv.ldq);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, rows, scale, dP, nk, Qb, hv.ldq, 1.0f,
+                        dKh + (size_t)bl.k0 * hv.ldq, hv.ldq);
+        }
     }
     /* Sum the query heads of each group, in head order. */
     const int group = H / Hkv;
