@@ -6,11 +6,10 @@ CC       ?= cc
 BUILD    ?= build
 PREFIX   ?= /usr/local
 PKGS     := yaml-0.1 libcjson openblas libpcre2-8 libutf8proc
-GIT_REV  := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -Iinclude \
-            $(shell pkg-config --cflags $(PKGS)) -DTUNE_GIT_REV='"$(GIT_REV)"'
+            -I$(BUILD)/gen $(shell pkg-config --cflags $(PKGS))
 LDLIBS   += $(shell pkg-config --libs $(PKGS)) -fopenmp -lm
 TEST_LIBS = $(shell pkg-config --libs check)
 
@@ -23,7 +22,7 @@ ifeq ($(CUDA),1)
 NVCC     ?= nvcc
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell which $(NVCC)))
 CFLAGS   += -DTUNE_CUDA -I$(CUDA_HOME)/include
-LDLIBS   += -L$(CUDA_HOME)/lib64 -lcublas -lcurand -lcudart -lstdc++
+LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcurand -lcudart -lstdc++
 CU_SRC   := $(shell find src -name '*.cu' | sort)
 CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
 endif
@@ -33,8 +32,16 @@ OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o) $(CU_OBJ)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test check unit e2e install clean bench model
+.PHONY: all test check unit e2e install clean bench model FORCE
 all: $(BUILD)/tune
+
+# The git revision for `tune --version`, rewritten only when it changes.
+$(BUILD)/gen/version.h: FORCE
+	@mkdir -p $(dir $@)
+	@rev=$$(git describe --always --dirty 2>/dev/null || echo unknown); \
+	 line="#define TUNE_GIT_REV \"$$rev\""; \
+	 [ -f $@ ] && [ "$$(cat $@)" = "$$line" ] || echo "$$line" > $@
+$(BUILD)/obj/src/cli/cli.o: $(BUILD)/gen/version.h
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -33,12 +33,37 @@ START_TEST(streams_are_addressed_not_sequential)
 }
 END_TEST
 
+#ifdef TUNE_CUDA
+#include <curand.h>
+
+/* cuRAND's host Philox generator (it runs without a GPU) emits block k of
+ * its output from counter (0, 0, k): our (seed, stream = k, index 0..3). The
+ * CUDA kernels' curand_init(seed, subsequence, offset) addresses the same way. */
+START_TEST(philox_matches_curand_host_generator)
+{
+    enum { BLOCKS = 4096 };
+    static unsigned int out[BLOCKS * 4];
+    const unsigned long long seed = 1234567890123ULL;
+    curandGenerator_t gen;
+    ck_assert_int_eq(curandCreateGeneratorHost(&gen, CURAND_RNG_PSEUDO_PHILOX4_32_10), CURAND_STATUS_SUCCESS);
+    ck_assert_int_eq(curandSetPseudoRandomGeneratorSeed(gen, seed), CURAND_STATUS_SUCCESS);
+    ck_assert_int_eq(curandGenerate(gen, out, BLOCKS * 4), CURAND_STATUS_SUCCESS);
+    curandDestroyGenerator(gen);
+    for (int k = 0; k < BLOCKS; k++)
+        for (int j = 0; j < 4; j++) ck_assert_uint_eq(out[4 * k + j], tune_rng_u32(seed, (uint64_t)k, (uint64_t)j));
+}
+END_TEST
+#endif
+
 int main(void)
 {
     Suite *s = suite_create("rng");
     TCase *tc = tcase_create("philox");
     tcase_add_test(tc, philox_known_answers);
     tcase_add_test(tc, streams_are_addressed_not_sequential);
+#ifdef TUNE_CUDA
+    tcase_add_test(tc, philox_matches_curand_host_generator);
+#endif
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -12,4 +12,20 @@ void tune_cpu_prefer_fast_blas(char **argv);
 /* The OpenBLAS core in use, e.g. "SkylakeX". */
 const char *tune_cpu_blas_core(void);
 
+
+/* CUDA backend (built with `make CUDA=1`). tune_cuda_probe says whether a
+ * usable GPU is present; without one, or in a build without CUDA, it returns
+ * 0 and writes the reason into why. */
+int tune_cuda_probe(char *why, unsigned long why_size);
+
+#ifdef TUNE_CUDA
+/* out (M, N) = a (M, K) · b(N, K)ᵀ on the GPU, all pointers in device memory,
+ * row-major as everywhere in tune. Returns 0 on success. */
+int tune_cuda_matmul_nt(float *out, const float *a, const float *b, int M, int N, int K);
+/* Inverted-dropout mask from the shared Philox stream: mask[i] is 0 or
+ * 1/(1-p) for element i of (seed, stream). Device memory. */
+int tune_cuda_dropout_mask(float *mask, long n, float p, unsigned long long seed,
+                           unsigned long long stream);
+#endif
+
 #endif
