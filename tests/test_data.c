@@ -752,6 +752,114 @@ START_TEST(test_cache_invalidation)
 }
 END_TEST
 
+
+/* ------------------------------------------------------------ export */
+
+static char *slurp(const char *path)
+{
+    char *d;
+    size_t n;
+    tune_error err;
+    ck_assert_int_eq(tune_read_file(path, &d, &n, &err), TUNE_OK);
+    return d;
+}
+
+static const tune_export_filter NO_FILTER = {-1, -1, NULL, 0, -1, 1};
+
+START_TEST(test_export_round_trips)
+{
+    make_tmpdir();
+    char a[512], b[512], c[512];
+    snprintf(a, sizeof a, "%s/a.json", tmpdir);
+    snprintf(b, sizeof b, "%s/b.txt", tmpdir);
+    snprintf(c, sizeof c, "%s/c.jsonl", tmpdir);
+    tune_export_stats st;
+    tune_error err;
+    /* alpaca -> sharegpt -> alpaca keeps every field */
+    ck_assert_int_eq(tune_data_export(fixture("export.jsonl"), TUNE_EXPORT_ALPACA, a, TUNE_EXPORT_SHAREGPT, &NO_FILTER,
+                                      &st, &err), TUNE_OK);
+    ck_assert_int_eq(st.written, 5);
+    ck_assert_int_eq(tune_data_export(a, TUNE_EXPORT_SHAREGPT, c, TUNE_EXPORT_ALPACA, &NO_FILTER, &st, &err), TUNE_OK);
+    char *orig = slurp(fixture("export.jsonl")), *back = slurp(c);
+    /* compare record by record as JSON */
+    char *p = orig, *q = back;
+    for (int i = 0; i < 5; i++) {
+        char *pe = strchr(p, '\n'), *qe = strchr(q, '\n');
+        ck_assert(pe && qe);
+        cJSON *x = cJSON_ParseWithLength(p, (size_t)(pe - p)), *y = cJSON_ParseWithLength(q, (size_t)(qe - q));
+        ck_assert_msg(cJSON_Compare(x, y, 1), "record %d differs after the round trip", i);
+        cJSON_Delete(x);
+        cJSON_Delete(y);
+        p = pe + 1;
+        q = qe + 1;
+    }
+    free(orig);
+    free(back);
+
+    /* sharegpt (multi-turn, system) -> llama2 -> sharegpt is exact */
+    ck_assert_int_eq(tune_data_export(fixture("sharegpt.json"), TUNE_EXPORT_SHAREGPT, b, TUNE_EXPORT_LLAMA2,
+                                      &NO_FILTER, &st, &err), TUNE_OK);
+    char *text = slurp(b);
+    ck_assert_str_eq(text, "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello </s>\n"
+                           "<s>[INST] Q1 [/INST] A1 </s><s>[INST] Q2 [/INST] A2 </s>\n");
+    free(text);
+    ck_assert_int_eq(tune_data_export(b, TUNE_EXPORT_LLAMA2, a, TUNE_EXPORT_SHAREGPT, &NO_FILTER, &st, &err), TUNE_OK);
+    char *x = slurp(a), *y = slurp(fixture("sharegpt.json"));
+    cJSON *jx = cJSON_Parse(x), *jy = cJSON_Parse(y);
+    ck_assert(cJSON_Compare(jx, jy, 1));
+    cJSON_Delete(jx);
+    cJSON_Delete(jy);
+    free(x);
+    free(y);
+
+    /* llama2 text -> alpaca: the single-turn record converts, the multi-turn one is refused by name */
+    ck_assert_int_eq(tune_data_export(b, TUNE_EXPORT_LLAMA2, c, TUNE_EXPORT_ALPACA, &NO_FILTER, &st, &err),
+                     TUNE_ERR_INPUT);
+    ck_assert_int_eq(err.record, 1);
+    ck_assert_int_eq(err.line, 6);
+}
+END_TEST
+
+START_TEST(test_export_filters)
+{
+    make_tmpdir();
+    char out[512];
+    snprintf(out, sizeof out, "%s/o.jsonl", tmpdir);
+    tune_export_stats st;
+    tune_error err;
+    tune_export_filter f = {-1, -1, NULL, 0, -1, 0};
+    /* default: edited records are left out */
+    ck_assert_int_eq(tune_data_export(fixture("export.jsonl"), TUNE_EXPORT_ALPACA, out, TUNE_EXPORT_ALPACA, &f, &st,
+                                      &err), TUNE_OK);
+    ck_assert_int_eq(st.read, 5);
+    ck_assert_int_eq(st.written, 4);
+    f.min_quality_score = 0.85; /* r1, r4; r5 has no score */
+    ck_assert_int_eq(tune_data_export(fixture("export.jsonl"), TUNE_EXPORT_ALPACA, out, TUNE_EXPORT_ALPACA, &f, &st,
+                                      &err), TUNE_OK);
+    ck_assert_int_eq(st.written, 2);
+    f.min_quality_score = -1;
+    f.min_rating = 4;
+    f.include_edited = 1; /* r1, r3, r4 */
+    ck_assert_int_eq(tune_data_export(fixture("export.jsonl"), TUNE_EXPORT_ALPACA, out, TUNE_EXPORT_ALPACA, &f, &st,
+                                      &err), TUNE_OK);
+    ck_assert_int_eq(st.written, 3);
+    const char *types[] = {"FORMULA", "CHART"};
+    f.task_types = types;
+    f.n_task_types = 2; /* r1, r3 (r2 has rating 3) */
+    ck_assert_int_eq(tune_data_export(fixture("export.jsonl"), TUNE_EXPORT_ALPACA, out, TUNE_EXPORT_ALPACA, &f, &st,
+                                      &err), TUNE_OK);
+    ck_assert_int_eq(st.written, 2);
+    f.limit = 1;
+    ck_assert_int_eq(tune_data_export(fixture("export.jsonl"), TUNE_EXPORT_ALPACA, out, TUNE_EXPORT_ALPACA, &f, &st,
+                                      &err), TUNE_OK);
+    ck_assert_int_eq(st.written, 1);
+    char *text = slurp(out);
+    ck_assert_ptr_nonnull(strstr(text, "\"id\":\"r1\""));
+    ck_assert_ptr_null(strstr(text, "r3"));
+    free(text);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("data");
@@ -770,6 +878,8 @@ int main(void)
     tcase_add_test(tc, test_shuffle_per_epoch);
     tcase_add_test(tc, test_packing_rows_positions);
     tcase_add_test(tc, test_cache_invalidation);
+    tcase_add_test(tc, test_export_round_trips);
+    tcase_add_test(tc, test_export_filters);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
