@@ -59,7 +59,7 @@ static tune_status toy_encode(void *ctx, const char *s, size_t len, int add_spec
 static toy TOY = {0}, TOY_MERGE = {1};
 static tune_data_tokenizer tokenizer(toy *t)
 {
-    tune_data_tokenizer k = {t, toy_encode, TOY_EOS, -1, t->merge_ab ? "toy-merge" : "toy"};
+    tune_data_tokenizer k = {t, toy_encode, NULL, TOY_EOS, -1, t->merge_ab ? "toy-merge" : "toy"};
     return k;
 }
 
@@ -860,6 +860,52 @@ START_TEST(test_export_filters)
 }
 END_TEST
 
+START_TEST(test_preprocess_outputs)
+{
+    make_tmpdir();
+    const char *files[] = {fixture("alpaca.jsonl")};
+    tune_dataset_options d = dataset("alpaca", files, 1);
+    d.name = "alpaca.jsonl";
+    tune_data_options o = base_options(&d, 1);
+    o.val_set_size = 0.3; /* ceil(0.9): one example */
+    tune_data_tokenizer tok = tokenizer(&TOY);
+    tune_prepared p;
+    tune_error err;
+    ck_assert_int_eq(tune_data_prepare(&o, &tok, NULL, 1, &p, &err), TUNE_OK);
+    char path[512];
+    snprintf(path, sizeof path, "%s/processed_conversations.json", tmpdir);
+    ck_assert_int_eq(tune_data_write_processed(&p, path, &err), TUNE_OK);
+    char *text = slurp(path);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    ck_assert_int_eq(cJSON_GetArraySize(j), 3);
+    cJSON *last = cJSON_GetArrayItem(j, 2);
+    ck_assert_str_eq(cJSON_GetObjectItem(last, "split")->valuestring, "validation");
+    cJSON *first = cJSON_GetArrayItem(j, 0);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(first, "labels")), p.train.items[0].n);
+    ck_assert_ptr_nonnull(strstr(cJSON_GetObjectItem(first, "text")->valuestring, "### Response:\n"));
+    ck_assert_int_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(first, "labels"), 0)->valueint, TUNE_IGNORE_INDEX);
+    cJSON_Delete(j);
+    snprintf(path, sizeof path, "%s/preprocess_report.json", tmpdir);
+    ck_assert_int_eq(tune_data_write_report(&p, path, &err), TUNE_OK);
+    text = slurp(path);
+    j = cJSON_Parse(text);
+    free(text);
+    cJSON *total = cJSON_GetObjectItem(j, "total");
+    ck_assert_int_eq(cJSON_GetObjectItem(total, "records")->valueint, 3);
+    ck_assert_int_eq(cJSON_GetObjectItem(total, "examples")->valueint, 3);
+    ck_assert_int_eq(cJSON_GetObjectItem(j, "validation_examples")->valueint, 1);
+    cJSON_Delete(j);
+    tune_strbuf sb = {0};
+    ck_assert_int_eq(tune_data_debug_example(&p, 0, &tok, 0, &sb, &err), TUNE_OK);
+    /* masked tokens plain, trained ones bracketed; without decode each token shows its id */
+    ck_assert_ptr_nonnull(strstr(sb.data, "<1><76>"));
+    ck_assert_ptr_nonnull(strstr(sb.data, "[<2>]\n"));
+    tune_strbuf_free(&sb);
+    tune_prepared_free(&p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("data");
@@ -880,6 +926,7 @@ int main(void)
     tcase_add_test(tc, test_cache_invalidation);
     tcase_add_test(tc, test_export_round_trips);
     tcase_add_test(tc, test_export_filters);
+    tcase_add_test(tc, test_preprocess_outputs);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -159,6 +159,8 @@ typedef struct tune_data_tokenizer {
     void *ctx;
     tune_status (*encode)(void *ctx, const char *text, size_t len, int add_special, int32_t **ids, size_t *n,
                           size_t *cap, tune_error *err);
+    /* Appends the text of one token to out (for --debug); may be NULL. */
+    tune_status (*decode)(void *ctx, int32_t id, tune_strbuf *out, tune_error *err);
     int32_t eos_id;
     int32_t pad_id;          /* -1: pad with eos */
     const char *fingerprint; /* SHA-256 of the tokenizer file bytes: part of the cache key */
@@ -224,6 +226,21 @@ void tune_prepared_free(tune_prepared *p);
 /* The cache key prepare uses (hex, 65 bytes). */
 tune_status tune_data_cache_key(const tune_data_options *opt, const tune_data_tokenizer *tok, char hex[65],
                                 tune_error *err);
+
+/* ------------------------------------------------------ preprocess output */
+
+/* processed_conversations.json: per example (train, then validation) its
+ * dataset, record, split, rendered text (when kept), input_ids and labels. */
+tune_status tune_data_write_processed(const tune_prepared *p, const char *path, tune_error *err);
+/* preprocess_report.json: per dataset records, skipped (with reasons),
+ * examples, tokens, trained tokens, truncated, dropped; and totals. */
+tune_status tune_data_write_report(const tune_prepared *p, const char *path, tune_error *err);
+/* The same report as a few lines of text. */
+void tune_data_report_text(const tune_prepared *p, tune_strbuf *out);
+/* Example i token by token: trained tokens in green (color) or [brackets],
+ * masked ones plain, each as its text when tok->decode is set, else its id. */
+tune_status tune_data_debug_example(const tune_prepared *p, size_t i, const tune_data_tokenizer *tok, int color,
+                                    tune_strbuf *out, tune_error *err);
 
 /* ------------------------------------------------- order and micro-batches */
 

@@ -30,8 +30,10 @@ static tune_status set_add(tune_example_set *s, const int32_t *ids, const int32_
         s->labels = b;
         s->tok_cap = cap;
     }
-    memcpy(s->ids + s->n_tokens, ids, n * sizeof *ids);
-    memcpy(s->labels + s->n_tokens, labels, n * sizeof *labels);
+    if (n) {
+        memcpy(s->ids + s->n_tokens, ids, n * sizeof *ids);
+        memcpy(s->labels + s->n_tokens, labels, n * sizeof *labels);
+    }
     s->items[s->count++] = (tune_example){s->n_tokens, (int32_t)n, dataset, record};
     s->n_tokens += n;
     return TUNE_OK;
@@ -337,11 +339,17 @@ typedef struct {
     uint64_t n_train, train_tokens, n_val, val_tokens, n_skipped;
 } cache_header;
 
+/* Appends n bytes (none, and no pointer use, when n is 0). */
+static void put_bytes(tune_strbuf *sb, const void *p, size_t n)
+{
+    if (n) tune_strbuf_append(sb, (const char *)p, n);
+}
+
 static void put_set(tune_strbuf *sb, const tune_example_set *s)
 {
-    tune_strbuf_append(sb, (const char *)s->items, s->count * sizeof *s->items);
-    tune_strbuf_append(sb, (const char *)s->ids, s->n_tokens * sizeof *s->ids);
-    tune_strbuf_append(sb, (const char *)s->labels, s->n_tokens * sizeof *s->labels);
+    put_bytes(sb, s->items, s->count * sizeof *s->items);
+    put_bytes(sb, s->ids, s->n_tokens * sizeof *s->ids);
+    put_bytes(sb, s->labels, s->n_tokens * sizeof *s->labels);
 }
 
 static tune_status cache_save(const char *path, const tune_prepared *p, tune_error *err)
@@ -350,11 +358,11 @@ static tune_status cache_save(const char *path, const tune_prepared *p, tune_err
                       (uint32_t)p->report.n_datasets, p->train.count, p->train.n_tokens, p->val.count,
                       p->val.n_tokens, (uint64_t)p->report.skipped.count};
     tune_strbuf sb = {0};
-    tune_strbuf_append(&sb, (const char *)&h, sizeof h);
+    put_bytes(&sb, &h, sizeof h);
     put_set(&sb, &p->train);
     put_set(&sb, &p->val);
-    tune_strbuf_append(&sb, (const char *)p->report.datasets, h.n_reports * sizeof *p->report.datasets);
-    tune_strbuf_append(&sb, (const char *)p->report.skipped.items, h.n_skipped * sizeof(tune_error));
+    put_bytes(&sb, p->report.datasets, h.n_reports * sizeof *p->report.datasets);
+    put_bytes(&sb, p->report.skipped.items, h.n_skipped * sizeof(tune_error));
     tune_status st = sb.oom ? tune_fail_run(err, path, "out of memory") : tune_write_file_atomic(path, sb.data, sb.len, err);
     tune_strbuf_free(&sb);
     return st;
@@ -363,7 +371,7 @@ static tune_status cache_save(const char *path, const tune_prepared *p, tune_err
 static int take(const char **p, const char *end, void *dst, size_t n)
 {
     if ((size_t)(end - *p) < n) return 0;
-    memcpy(dst, *p, n);
+    if (n) memcpy(dst, *p, n);
     *p += n;
     return 1;
 }
@@ -470,8 +478,8 @@ tune_status tune_data_prepare(const tune_data_options *opt, const tune_data_toke
         out->texts = malloc((tl.n + tl_val.n + 1) * sizeof *out->texts);
         if (!out->texts) st = tune_fail_run(err, NULL, "out of memory");
         else {
-            memcpy(out->texts, tl.texts, tl.n * sizeof *tl.texts);
-            memcpy(out->texts + tl.n, tl_val.texts, tl_val.n * sizeof *tl_val.texts);
+            if (tl.n) memcpy(out->texts, tl.texts, tl.n * sizeof *tl.texts);
+            if (tl_val.n) memcpy(out->texts + tl.n, tl_val.texts, tl_val.n * sizeof *tl_val.texts);
             tl.n = tl_val.n = 0;
         }
     }
