@@ -175,6 +175,29 @@ START_TEST(test_names)
 }
 END_TEST
 
+START_TEST(test_resolve)
+{
+    cJSON *g = load_golden();
+    cJSON *t = cJSON_GetObjectItem(cJSON_GetObjectItem(g, "templates"), "smollm2");
+    const char *smol = cJSON_GetObjectItem(t, "source")->valuestring;
+    tune_template_id id;
+    tune_error err;
+    ck_assert_int_eq(tune_template_resolve("tokenizer_default", smol, &id, &err), TUNE_OK);
+    ck_assert_int_eq(id, TUNE_TEMPLATE_SMOLLM2);
+    ck_assert_int_eq(tune_template_resolve("chatml", smol, &id, &err), TUNE_OK);
+    ck_assert_int_eq(id, TUNE_TEMPLATE_SMOLLM2);
+    ck_assert_int_eq(tune_template_resolve("chatml", NULL, &id, &err), TUNE_OK);
+    ck_assert_int_eq(id, TUNE_TEMPLATE_CHATML);
+    ck_assert_int_eq(tune_template_resolve("tokenizer_default", NULL, &id, &err), TUNE_ERR_INPUT);
+    ck_assert_int_eq(tune_template_resolve("tokenizer_default", "{{ x }}", &id, &err), TUNE_ERR_INPUT);
+    ck_assert_int_eq(tune_template_resolve("tokenizer_default_fallback_zephyr", "{{ x }}", &id, &err), TUNE_OK);
+    ck_assert_int_eq(id, TUNE_TEMPLATE_ZEPHYR);
+    ck_assert_int_eq(tune_template_resolve("jinja2", NULL, &id, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.message, "'jinja2'"));
+    cJSON_Delete(g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("template");
@@ -185,6 +208,7 @@ int main(void)
     tcase_add_test(tc, test_llama2_rejects_non_alternating);
     tcase_add_test(tc, test_strip_like_python);
     tcase_add_test(tc, test_names);
+    tcase_add_test(tc, test_resolve);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -69,6 +69,16 @@ tune_status tune_template_render(tune_template_id id, const tune_template_option
  * and all ASCII whitespace removed. Unknown templates fail with
  * TUNE_ERR_INPUT and an error quoting the template's start. */
 tune_status tune_template_recognize(const char *source, tune_template_id *id, tune_error *err);
+/* The template a config's chat_template: value means for a model whose own
+ * template text is model_source (NULL when the model has none):
+ * "tokenizer_default" (or NULL/empty) recognises model_source;
+ * "tokenizer_default_fallback_NAME" recognises it or else uses NAME; any
+ * other value is a built-in name. "chatml" on a model whose template is
+ * SmolLM2's gives the SmolLM2 variant (with its default system message).
+ * Errors (TUNE_ERR_INPUT) name the value and list the built-ins. */
+tune_status tune_template_resolve(const char *name, const char *model_source, tune_template_id *id,
+                                  tune_error *err);
+
 /* The fingerprint used above (hex has 65 bytes). */
 void tune_template_fingerprint(const char *source, char hex[65]);
 

@@ -409,3 +409,34 @@ tune_status tune_template_recognize(const char *source, tune_template_id *id, tu
                           "zephyr, alpaca",
                           head, source[n] ? "..." : "", hex);
 }
+
+tune_status tune_template_resolve(const char *name, const char *model_source, tune_template_id *id,
+                                  tune_error *err)
+{
+    static const char FALLBACK[] = "tokenizer_default_fallback_";
+    const char *fallback = NULL;
+    if (name && !strncmp(name, FALLBACK, sizeof FALLBACK - 1)) fallback = name + sizeof FALLBACK - 1;
+    if (!name || !*name || !strcmp(name, "tokenizer_default") || fallback) {
+        if (model_source && tune_template_recognize(model_source, id, fallback ? NULL : err) == TUNE_OK) return TUNE_OK;
+        if (!fallback) {
+            if (!model_source)
+                return tune_error_set(err, TUNE_ERR_INPUT, NULL, 0, 0,
+                                      "chat_template: tokenizer_default, but the model has no chat template; set "
+                                      "chat_template: to one of llama3, llama3_1, llama2, chatml, smollm2, "
+                                      "vicuna_v1.1, zephyr, alpaca");
+            return TUNE_ERR_INPUT; /* recognize said why */
+        }
+        name = fallback;
+    }
+    if (!tune_template_from_name(name, id))
+        return tune_error_set(err, TUNE_ERR_INPUT, NULL, 0, 0,
+                              "unknown chat_template '%s' (expected tokenizer_default, "
+                              "tokenizer_default_fallback_NAME or one of llama3, llama3_1, llama3_2, llama2, "
+                              "chatml, smollm2, vicuna_v1.1, zephyr, alpaca)",
+                              name);
+    tune_template_id model;
+    if (*id == TUNE_TEMPLATE_CHATML && model_source && tune_template_recognize(model_source, &model, NULL) == TUNE_OK &&
+        model == TUNE_TEMPLATE_SMOLLM2)
+        *id = TUNE_TEMPLATE_SMOLLM2;
+    return TUNE_OK;
+}

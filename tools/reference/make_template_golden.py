@@ -14,6 +14,15 @@ written too.
 
 Usage: python tools/reference/make_template_golden.py [SmolLM2.gguf] \
            > tests/data/data/templates_golden.json
+       python tools/reference/make_template_golden.py --ids [TOKENIZER_DIR] \
+           > tests/data/data/template_ids_golden.json
+
+--ids writes token ids from apply_chat_template(tokenize=True) for every
+template and conversation, with the test tokenizers in TOKENIZER_DIR
+(default tests/data/tokenizer: llama3/ for the Llama 3 templates, smollm2/
+for the others; each template is rendered with that tokenizer's own BOS/EOS
+texts), and the ids of alpaca-format records tokenized the way Axolotl does
+(prompt with special tokens, response without, then EOS).
 """
 import json
 import os
@@ -173,7 +182,50 @@ def render(source, bos, eos, messages, gen, date):
     return out[0][0] if isinstance(out, tuple) else out[0]
 
 
+ALPACA_RECORDS = [
+    {"instruction": "Sum A1:A3.", "input": "", "output": "=SUM(A1:A3)"},
+    {"instruction": "합계를 구하세요.", "input": "A1:A10 매출", "output": "=SUM(A1:A10)"},
+]
+ALPACA_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
+                     "context. Write a response that appropriately completes the request.\n\n### Instruction:\n"
+                     "{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+ALPACA_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
+                   "the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+
+
+def ids_golden(tokdir):
+    from transformers import AutoTokenizer
+    toks = {name: AutoTokenizer.from_pretrained(os.path.join(tokdir, name)) for name in ("llama3", "smollm2")}
+    out = {"template_ids": [], "alpaca_ids": []}
+    for name, (source, _, _) in TEMPLATES.items():
+        tname = "llama3" if name.startswith("llama3") else "smollm2"
+        tok = toks[tname]
+        for ci, conv in enumerate(CONVERSATIONS):
+            kwargs = {"date_string": "26 Jul 2024"} if name.startswith("llama3_") else {}
+            text = tok.apply_chat_template(conv, tokenize=False, chat_template=source, **kwargs)
+            ids = tok.apply_chat_template(conv, tokenize=True, chat_template=source, **kwargs)
+            if hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            out["template_ids"].append({"template": name, "tokenizer": tname, "conversation": ci,
+                                        "bos": tok.bos_token, "eos": tok.eos_token, "text": text,
+                                        "ids": list(ids)})
+    for tname, tok in toks.items():
+        for rec in ALPACA_RECORDS:
+            prompt = (ALPACA_WITH_INPUT if rec["input"] else ALPACA_NO_INPUT).format(**rec)
+            p = tok(prompt)["input_ids"]
+            r = tok(rec["output"], add_special_tokens=False)["input_ids"]
+            out["alpaca_ids"].append({"tokenizer": tname, "record": rec, "prompt_len": len(p),
+                                      "ids": p + r + [tok.eos_token_id]})
+    out["conversations"] = CONVERSATIONS
+    return out
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--ids":
+        golden = ids_golden(sys.argv[2] if len(sys.argv) > 2 else "tests/data/tokenizer")
+        json.dump(golden, sys.stdout, ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+        return
     golden = {"templates": {}, "token_ids": []}
     for name, (source, bos, eos) in TEMPLATES.items():
         cases = []
