@@ -80,8 +80,10 @@ static const char *tmpfile_with(const char *name, const char *content)
     static int next;
     char *p = path[next++ % 8];
     snprintf(p, 512, "%s/%s", tmpdir, name);
-    tune_error err;
-    ck_assert_int_eq(tune_write_file_atomic(p, content, strlen(content), &err), TUNE_OK);
+    FILE *f = fopen(p, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(content, 1, strlen(content), f), strlen(content));
+    ck_assert_int_eq(fclose(f), 0);
     return p;
 }
 
@@ -906,6 +908,41 @@ START_TEST(test_preprocess_outputs)
 }
 END_TEST
 
+START_TEST(test_truncated_inputs_never_crash)
+{
+    /* Every prefix of valid JSON, JSONL and Llama-2 files reads as records or
+     * as an input error, never a crash or an out-of-bounds read (ASan). */
+    make_tmpdir();
+    const char *names[] = {"sharegpt.json", "alpaca.jsonl", "llama2.txt"};
+    const tune_data_format fmts[] = {TUNE_FORMAT_CHAT, TUNE_FORMAT_ALPACA, TUNE_FORMAT_LLAMA2};
+    for (int k = 0; k < 3; k++) {
+        char *full = slurp(fixture(names[k]));
+        size_t n = strlen(full);
+        for (size_t cut = 0; cut <= n; cut++) {
+            char name[64];
+            snprintf(name, sizeof name, "cut%s", strchr(names[k], '.'));
+            char *part = strndup(full, cut);
+            const char *f = tmpfile_with(name, part);
+            free(part);
+            tune_record_list recs = {0};
+            tune_error err;
+            tune_status st = tune_data_read_file(f, fmts[k], &recs, NULL, &err);
+            ck_assert(st == TUNE_OK || st == TUNE_ERR_INPUT);
+            tune_dataset_options d = dataset(k == 0 ? "sharegpt" : k == 1 ? "alpaca" : "llama2", &f, 1);
+            tune_data_options o = base_options(&d, 1);
+            for (size_t i = 0; i < recs.count; i++) {
+                tune_formatted fm;
+                st = tune_data_format_record(&recs.items[i], &d, &o, &fm, &err);
+                ck_assert(st == TUNE_OK || st == TUNE_ERR_INPUT);
+                tune_formatted_free(&fm);
+            }
+            tune_record_list_free(&recs);
+        }
+        free(full);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("data");
@@ -927,6 +964,7 @@ int main(void)
     tcase_add_test(tc, test_export_round_trips);
     tcase_add_test(tc, test_export_filters);
     tcase_add_test(tc, test_preprocess_outputs);
+    tcase_add_test(tc, test_truncated_inputs_never_crash);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
