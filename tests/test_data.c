@@ -943,6 +943,27 @@ START_TEST(test_truncated_inputs_never_crash)
 }
 END_TEST
 
+START_TEST(test_test_datasets_are_validation)
+{
+    const char *train_files[] = {fixture("alpaca.jsonl")}, *test_files[] = {fixture("sharegpt.json")};
+    tune_dataset_options d[2] = {dataset("alpaca", train_files, 1), dataset("sharegpt", test_files, 1)};
+    tune_data_options o = base_options(d, 1);
+    o.test_datasets = &d[1];
+    o.n_test_datasets = 1;
+    tune_data_tokenizer tok = tokenizer(&TOY);
+    tune_prepared p;
+    tune_error err;
+    ck_assert_int_eq(tune_data_prepare(&o, &tok, NULL, 0, &p, &err), TUNE_OK);
+    ck_assert_int_eq(p.train.count, 3);
+    ck_assert_int_eq(p.val.count, 2);
+    ck_assert_int_eq(p.val.items[0].dataset, 1);
+    ck_assert_int_eq(p.report.n_datasets, 2);
+    tune_prepared_free(&p);
+    o.val_set_size = 0.5;
+    ck_assert_int_eq(tune_data_prepare(&o, &tok, NULL, 0, &p, &err), TUNE_ERR_INPUT);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("data");
@@ -965,6 +986,7 @@ int main(void)
     tcase_add_test(tc, test_export_filters);
     tcase_add_test(tc, test_preprocess_outputs);
     tcase_add_test(tc, test_truncated_inputs_never_crash);
+    tcase_add_test(tc, test_test_datasets_are_validation);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -74,7 +74,7 @@ tune_status tune_dataset_options_init(tune_dataset_options *o, const char *type,
 typedef struct tune_data_options {
     const tune_dataset_options *datasets;
     int n_datasets;
-    const tune_dataset_options *test_datasets; /* when given, the validation set (no split) */
+    const tune_dataset_options *test_datasets; /* when given, the validation set (no split; val_set_size must be 0) */
     int n_test_datasets;
     tune_template_id template_id;              /* chat_template (resolved; see tune_template_recognize) */
     tune_template_options template_options;    /* BOS/EOS text of the tokenizer, the fixed date */
@@ -253,7 +253,7 @@ typedef struct tune_batch_options {
     int sample_packing;      /* several examples per row, first-fit in shuffled order */
     int pad_to_sequence_len; /* pad every batch to sequence_len, not to its longest row */
     int shuffle;             /* per-epoch shuffle with (seed, epoch) */
-    int32_t pad_id;
+    int32_t pad_id;          /* the tokenizer's pad id, or its EOS id when it has none */
     uint64_t seed;
 } tune_batch_options;
 

@@ -437,6 +437,8 @@ tune_status tune_data_prepare(const tune_data_options *opt, const tune_data_toke
     memset(out, 0, sizeof *out);
     if (opt->sequence_len <= 0) return tune_fail_input(err, NULL, "sequence_len must be positive");
     if (opt->n_datasets <= 0) return tune_fail_input(err, NULL, "no datasets given");
+    if (opt->n_test_datasets > 0 && opt->val_set_size > 0)
+        return tune_fail_input(err, NULL, "val_set_size and test_datasets are both given; use one of them");
     int n_reports = opt->n_datasets + opt->n_test_datasets;
     char cache_path[4096] = "";
     tune_status st;
