@@ -105,7 +105,7 @@ static tune_data_options base_options(const tune_dataset_options *ds, int n)
     o.template_id = TUNE_TEMPLATE_LLAMA3;
     o.template_options = tune_template_default_options(TUNE_TEMPLATE_LLAMA3);
     o.sequence_len = 4096;
-    o.excess = TUNE_EXCESS_DROP;
+    o.excess = TUNE_DATA_EXCESS_DROP;
     o.seed = 42;
     return o;
 }
@@ -335,13 +335,13 @@ START_TEST(test_chat_llama3_exact_labels)
     tune_dataset_options d = dataset("chat_template", files, 1);
     tune_data_options o = base_options(&d, 1);
     tune_data_tokenizer tok = tokenizer(&TOY);
-    const tune_train_on_eos modes[] = {TUNE_EOS_TURN, TUNE_EOS_NONE, TUNE_EOS_ALL};
+    const tune_data_train_on_eos modes[] = {TUNE_DATA_EOS_TURN, TUNE_DATA_EOS_NONE, TUNE_DATA_EOS_ALL};
     for (int m = 0; m < 3; m++) {
         d.train_on_eos = modes[m];
         tune_prepared p;
         tune_error err;
         ck_assert_int_eq(tune_data_prepare(&o, &tok, NULL, 0, &p, &err), TUNE_OK);
-        int all = modes[m] == TUNE_EOS_ALL, eos = modes[m] != TUNE_EOS_NONE;
+        int all = modes[m] == TUNE_DATA_EOS_ALL, eos = modes[m] != TUNE_DATA_EOS_NONE;
         int32_t ids[256], labels[256];
         size_t n = expect_id(ids, labels, 0, 5, 0); /* <|begin_of_text|> as text, no second BOS */
         n = expect_id(ids, labels, n, 7, 0);
@@ -503,13 +503,13 @@ START_TEST(test_excess_length_strategies)
     o.sequence_len = 250; /* records 0 and 2 (163 tokens) fit; record 1 (255, prompt 242) does not */
     tune_prepared p;
     tune_error err;
-    o.excess = TUNE_EXCESS_DROP;
+    o.excess = TUNE_DATA_EXCESS_DROP;
     ck_assert_msg(tune_data_prepare(&o, &tok, NULL, 0, &p, &err) == TUNE_OK, "%s", err.message);
     ck_assert_int_eq(p.train.count, 2);
     ck_assert_int_eq(p.report.datasets[0].dropped_long, 1);
     ck_assert_int_eq(p.train.items[1].record, 2);
     tune_prepared_free(&p);
-    o.excess = TUNE_EXCESS_TRUNCATE;
+    o.excess = TUNE_DATA_EXCESS_TRUNCATE;
     ck_assert_int_eq(tune_data_prepare(&o, &tok, NULL, 0, &p, &err), TUNE_OK);
     ck_assert_int_eq(p.train.count, 3);
     ck_assert_int_eq(p.train.items[1].n, 250);
@@ -524,7 +524,7 @@ START_TEST(test_excess_length_strategies)
     ck_assert_int_eq(p.report.datasets[0].dropped_untrained, 1);
     tune_prepared_free(&p);
     o.sequence_len = 250;
-    o.excess = TUNE_EXCESS_RAISE;
+    o.excess = TUNE_DATA_EXCESS_RAISE;
     ck_assert_int_eq(tune_data_prepare(&o, &tok, NULL, 0, &p, &err), TUNE_ERR_INPUT);
     ck_assert_int_eq(err.line, 2);
     ck_assert_int_eq(err.record, 1);

@@ -27,21 +27,21 @@ typedef enum {
 } tune_data_format;
 
 typedef enum {
-    TUNE_EOS_TURN, /* the end-of-turn marker of every trained turn (default) */
-    TUNE_EOS_ALL,  /* of every turn */
-    TUNE_EOS_LAST, /* of the last trained turn only */
-    TUNE_EOS_NONE,
-} tune_train_on_eos;
+    TUNE_DATA_EOS_TURN, /* the end-of-turn marker of every trained turn (default) */
+    TUNE_DATA_EOS_ALL,  /* of every turn */
+    TUNE_DATA_EOS_LAST, /* of the last trained turn only */
+    TUNE_DATA_EOS_NONE,
+} tune_data_train_on_eos;
 
-typedef enum { TUNE_EXCESS_DROP, TUNE_EXCESS_TRUNCATE, TUNE_EXCESS_RAISE } tune_excess_strategy;
+typedef enum { TUNE_DATA_EXCESS_DROP, TUNE_DATA_EXCESS_TRUNCATE, TUNE_DATA_EXCESS_RAISE } tune_data_excess;
 
 #define TUNE_DATA_MAX_ROLES 16
 
 /* A source role name and the role it means (system, user or assistant). */
-typedef struct tune_role_map {
+typedef struct tune_data_role_map {
     const char *from;
     const char *to;
-} tune_role_map;
+} tune_data_role_map;
 
 /* One `datasets:` entry. Strings are borrowed (they must outlive the call). */
 typedef struct tune_dataset_options {
@@ -54,11 +54,11 @@ typedef struct tune_dataset_options {
     /* chat fields: the message list, and each message's role/content keys
      * (message_property_mappings) */
     const char *field_messages, *field_role, *field_content;
-    tune_role_map roles[TUNE_DATA_MAX_ROLES]; /* extra source → role names */
+    tune_data_role_map roles[TUNE_DATA_MAX_ROLES]; /* extra source → role names */
     int n_roles;
     const char *roles_to_train[4]; /* default: {"assistant"} */
     int n_roles_to_train;
-    tune_train_on_eos train_on_eos;
+    tune_data_train_on_eos train_on_eos;
     /* completion / llama2: the text field of JSON records */
     const char *field;
     /* chat / llama2: template for this entry; < 0 uses tune_data_options.template_id */
@@ -80,7 +80,7 @@ typedef struct tune_data_options {
     tune_template_options template_options;    /* BOS/EOS text of the tokenizer, the fixed date */
     const char *default_system_message;        /* prepended to conversations without one; NULL none */
     int sequence_len;
-    tune_excess_strategy excess;
+    tune_data_excess excess;
     int train_on_inputs;
     int skip_bad_records;
     double val_set_size;                       /* <= 1: fraction; > 1: count; 0: none */

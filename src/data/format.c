@@ -24,7 +24,7 @@ tune_status tune_dataset_options_init(tune_dataset_options *o, const char *type,
     o->field_content = "content";
     o->roles_to_train[0] = "assistant";
     o->n_roles_to_train = 1;
-    o->train_on_eos = TUNE_EOS_TURN;
+    o->train_on_eos = TUNE_DATA_EOS_TURN;
     o->field = "text";
     o->template_id = -1;
     if (!type || !strcmp(type, "alpaca")) {
@@ -36,8 +36,8 @@ tune_status tune_dataset_options_init(tune_dataset_options *o, const char *type,
         o->field_messages = "conversations";
         o->field_role = "from";
         o->field_content = "value";
-        o->roles[0] = (tune_role_map){"human", "user"};
-        o->roles[1] = (tune_role_map){"gpt", "assistant"};
+        o->roles[0] = (tune_data_role_map){"human", "user"};
+        o->roles[1] = (tune_data_role_map){"gpt", "assistant"};
         o->n_roles = 2;
     } else if (!strcmp(type, "llama2")) {
         o->format = TUNE_FORMAT_LLAMA2;
@@ -147,8 +147,8 @@ static tune_status render_pieces(const tune_record *rec, const tune_dataset_opti
     size_t at = 0;
     for (int i = 0; i < n && !st; i++) {
         int train = opt->train_on_inputs || role_trained(ds, msgs[i].role);
-        int eos = ds->train_on_eos == TUNE_EOS_ALL || (ds->train_on_eos == TUNE_EOS_TURN && train) ||
-                  (ds->train_on_eos == TUNE_EOS_LAST && i == last_trained);
+        int eos = ds->train_on_eos == TUNE_DATA_EOS_ALL || (ds->train_on_eos == TUNE_DATA_EOS_TURN && train) ||
+                  (ds->train_on_eos == TUNE_DATA_EOS_LAST && i == last_trained);
         if (!train && !eos) continue;
         if (train) {
             if (!st) st = add_piece(f, TUNE_PIECE_TEXT, at, sp[i].start, 0, 0, err);

@@ -142,11 +142,11 @@ static tune_status prepare_record(const tune_data_options *opt, const tune_datas
         goto done;
     }
     if (n > L) {
-        if (opt->excess == TUNE_EXCESS_DROP) {
+        if (opt->excess == TUNE_DATA_EXCESS_DROP) {
             dr->dropped_long++;
             goto done;
         }
-        if (opt->excess == TUNE_EXCESS_RAISE) {
+        if (opt->excess == TUNE_DATA_EXCESS_RAISE) {
             st = tune_error_set(e, TUNE_ERR_INPUT, rec->file, rec->line, 0,
                                 "example has %zu tokens, more than sequence_len %d (excess_length_strategy: raise)",
                                 n, opt->sequence_len);
