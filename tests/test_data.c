@@ -964,6 +964,62 @@ START_TEST(test_test_datasets_are_validation)
 }
 END_TEST
 
+START_TEST(test_resolve_files)
+{
+    make_tmpdir();
+    tmpfile_with("train.jsonl", "{}\n");
+    tmpfile_with("eval.jsonl", "{}\n");
+    tmpfile_with("train-2.json", "[]\n");
+    tmpfile_with("README.md", "x\n");
+    char **files;
+    int n;
+    tune_error err;
+    ck_assert_int_eq(tune_data_resolve_files(tmpdir, NULL, 0, "train", &files, &n, &err), TUNE_OK);
+    ck_assert_int_eq(n, 2);
+    ck_assert_ptr_nonnull(strstr(files[0], "/train-2.json"));
+    ck_assert_ptr_nonnull(strstr(files[1], "/train.jsonl"));
+    tune_data_files_free(files, n);
+    ck_assert_int_eq(tune_data_resolve_files(tmpdir, NULL, 0, "test", &files, &n, &err), TUNE_OK);
+    ck_assert_int_eq(n, 3); /* no file of that split: all data files */
+    tune_data_files_free(files, n);
+    const char *df[] = {"eval.jsonl"};
+    ck_assert_int_eq(tune_data_resolve_files(tmpdir, df, 1, "train", &files, &n, &err), TUNE_OK);
+    ck_assert_int_eq(n, 1);
+    ck_assert_ptr_nonnull(strstr(files[0], "/eval.jsonl"));
+    tune_data_files_free(files, n);
+    const char *missing[] = {"nope.jsonl"};
+    ck_assert_int_eq(tune_data_resolve_files(tmpdir, missing, 1, "train", &files, &n, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.file, "nope.jsonl"));
+    ck_assert_int_eq(tune_data_resolve_files(fixture("alpaca.jsonl"), NULL, 0, "train", &files, &n, &err), TUNE_OK);
+    ck_assert_int_eq(n, 1);
+    tune_data_files_free(files, n);
+}
+END_TEST
+
+START_TEST(test_record_system_field)
+{
+    make_tmpdir();
+    const char *files[] = {tmpfile_with("s.jsonl",
+                                        "{\"system\": \"R\", \"messages\": [{\"role\": \"human\", \"content\": \"Q\"}, "
+                                        "{\"role\": \"gpt\", \"content\": \"A\"}]}\n"
+                                        "{\"messages\": [{\"role\": \"user\", \"content\": \"Q\"}, "
+                                        "{\"role\": \"assistant\", \"content\": \"A\"}]}\n")};
+    tune_dataset_options d = dataset("chat_template", files, 1);
+    tune_data_options o = base_options(&d, 1);
+    o.template_id = TUNE_TEMPLATE_CHATML;
+    o.default_system_message = "D";
+    tune_data_tokenizer tok = tokenizer(&TOY);
+    tune_prepared p;
+    tune_error err;
+    ck_assert_int_eq(tune_data_prepare(&o, &tok, NULL, 1, &p, &err), TUNE_OK);
+    ck_assert_str_eq(p.texts[0].data, "<|im_start|>system\nR<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n"
+                                      "<|im_start|>assistant\nA<|im_end|>\n");
+    ck_assert_str_eq(p.texts[1].data, "<|im_start|>system\nD<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n"
+                                      "<|im_start|>assistant\nA<|im_end|>\n");
+    tune_prepared_free(&p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("data");
@@ -987,6 +1043,8 @@ int main(void)
     tcase_add_test(tc, test_preprocess_outputs);
     tcase_add_test(tc, test_truncated_inputs_never_crash);
     tcase_add_test(tc, test_test_datasets_are_validation);
+    tcase_add_test(tc, test_resolve_files);
+    tcase_add_test(tc, test_record_system_field);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -52,9 +52,10 @@ typedef struct tune_dataset_options {
     /* alpaca fields */
     const char *field_instruction, *field_input, *field_output;
     /* chat fields: the message list, and each message's role/content keys
-     * (message_property_mappings) */
-    const char *field_messages, *field_role, *field_content;
-    tune_data_role_map roles[TUNE_DATA_MAX_ROLES]; /* extra source → role names */
+     * (message_property_mappings); field_system: a record-level system
+     * message used when the conversation has none */
+    const char *field_messages, *field_role, *field_content, *field_system;
+    tune_data_role_map roles[TUNE_DATA_MAX_ROLES]; /* source → role names (default human→user, gpt→assistant) */
     int n_roles;
     const char *roles_to_train[4]; /* default: {"assistant"} */
     int n_roles_to_train;
@@ -86,6 +87,14 @@ typedef struct tune_data_options {
     double val_set_size;                       /* <= 1: fraction; > 1: count; 0: none */
     uint64_t seed;
 } tune_data_options;
+
+/* The files a dataset entry reads, in order: path itself when it is a file;
+ * in a folder, data_files (relative to it) when given, else the folder
+ * SPLIT/ when it exists, else the .json/.jsonl/.txt files named SPLIT.* or
+ * SPLIT-* (all of them when none is), sorted by name. */
+tune_status tune_data_resolve_files(const char *path, const char *const *data_files, int n_data_files,
+                                    const char *split, char ***files, int *n_files, tune_error *err);
+void tune_data_files_free(char **files, int n);
 
 /* --------------------------------------------------------------- records */
 

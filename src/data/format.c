@@ -22,6 +22,11 @@ tune_status tune_dataset_options_init(tune_dataset_options *o, const char *type,
     o->field_messages = "messages";
     o->field_role = "role";
     o->field_content = "content";
+    o->field_system = "system";
+    /* Axolotl's default role names: user [human, user], assistant [gpt, assistant] */
+    o->roles[0] = (tune_data_role_map){"human", "user"};
+    o->roles[1] = (tune_data_role_map){"gpt", "assistant"};
+    o->n_roles = 2;
     o->roles_to_train[0] = "assistant";
     o->n_roles_to_train = 1;
     o->train_on_eos = TUNE_DATA_EOS_TURN;
@@ -36,9 +41,6 @@ tune_status tune_dataset_options_init(tune_dataset_options *o, const char *type,
         o->field_messages = "conversations";
         o->field_role = "from";
         o->field_content = "value";
-        o->roles[0] = (tune_data_role_map){"human", "user"};
-        o->roles[1] = (tune_data_role_map){"gpt", "assistant"};
-        o->n_roles = 2;
     } else if (!strcmp(type, "llama2")) {
         o->format = TUNE_FORMAT_LLAMA2;
     } else if (!strcmp(type, "completion")) {
@@ -229,11 +231,13 @@ static tune_status format_chat(const tune_record *rec, const tune_dataset_option
         msgs[1 + k].content = content;
         k++;
     }
+    const char *record_system = NULL;
+    if (!st && ds->field_system) st = get_string(rec, rec->json, ds->field_system, 1, &record_system, err);
     if (!st) {
         tune_chat_message *first = msgs + 1;
-        if (sys && strcmp(first[0].role, "system")) {
+        if ((record_system || sys) && strcmp(first[0].role, "system")) {
             msgs[0].role = "system";
-            msgs[0].content = opt->default_system_message;
+            msgs[0].content = record_system ? record_system : opt->default_system_message;
             first = msgs;
             k++;
         }

@@ -278,6 +278,7 @@ static tune_status key_dataset(tune_sha256 *h, const tune_dataset_options *ds, t
     key_str(h, "field_messages", ds->field_messages);
     key_str(h, "field_role", ds->field_role);
     key_str(h, "field_content", ds->field_content);
+    key_str(h, "field_system", ds->field_system);
     key_str(h, "field", ds->field);
     for (int i = 0; i < ds->n_roles; i++) {
         key_str(h, "role_from", ds->roles[i].from);
