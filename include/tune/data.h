@@ -172,7 +172,7 @@ typedef struct tune_data_tokenizer {
     tune_status (*decode)(void *ctx, int32_t id, tune_strbuf *out, tune_error *err);
     int32_t eos_id;
     int32_t pad_id;          /* -1: pad with eos */
-    const char *fingerprint; /* SHA-256 of the tokenizer file bytes: part of the cache key */
+    char fingerprint[65];    /* SHA-256 of the tokenizer file bytes: part of the cache key */
 } tune_data_tokenizer;
 
 /* ids and labels (TUNE_IGNORE_INDEX where not trained) of a formatted
@@ -226,8 +226,8 @@ typedef struct tune_prepared {
  * cache_dir is not NULL, a prepared set is looked up and stored there under
  * the SHA-256 of everything that changes tokens (file contents, options,
  * template, tokenizer fingerprint, sequence_len, train_on_inputs, split).
- * keep_text keeps each example's rendered text (for `tune preprocess`; the
- * cache is bypassed then). */
+ * keep_text keeps each example's rendered text (for `tune preprocess`): the
+ * cache is then not read (it holds no texts) but is still written. */
 tune_status tune_data_prepare(const tune_data_options *opt, const tune_data_tokenizer *tok, const char *cache_dir,
                               int keep_text, tune_prepared *out, tune_error *err);
 void tune_prepared_free(tune_prepared *p);

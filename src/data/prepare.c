@@ -443,11 +443,11 @@ tune_status tune_data_prepare(const tune_data_options *opt, const tune_data_toke
     int n_reports = opt->n_datasets + opt->n_test_datasets;
     char cache_path[4096] = "";
     tune_status st;
-    if (cache_dir && !keep_text) {
+    if (cache_dir) {
         char key[65];
         if ((st = tune_data_cache_key(opt, tok, key, err))) return st;
         snprintf(cache_path, sizeof cache_path, "%s/%s.tunedata", cache_dir, key);
-        if (cache_load(cache_path, n_reports, out)) {
+        if (!keep_text && cache_load(cache_path, n_reports, out)) {
             out->report.from_cache = 1;
             memcpy(out->report.cache_key, key, sizeof key);
             out->report.train_examples = (long)out->train.count;
