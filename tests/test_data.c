@@ -56,6 +56,27 @@ static tune_status toy_encode(void *ctx, const char *s, size_t len, int add_spec
     return TUNE_OK;
 }
 
+static tune_status toy_decode(void *ctx, const int32_t *ids, size_t n, tune_strbuf *out, tune_error *err)
+{
+    (void)ctx;
+    (void)err;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] >= 1 && ids[i] <= N_SPECIALS) tune_strbuf_puts(out, SPECIALS[ids[i] - 1]);
+        else if (ids[i] == TOY_AB) tune_strbuf_puts(out, "ab");
+        else {
+            char c = (char)(ids[i] - 10);
+            tune_strbuf_append(out, &c, 1);
+        }
+    }
+    /* a cut UTF-8 character shows as U+FFFD, as real decoders do */
+    size_t bad;
+    if (out->data && !tune_utf8_valid(out->data, out->len, &bad)) {
+        out->len = bad;
+        tune_strbuf_puts(out, "\xEF\xBF\xBD");
+    }
+    return TUNE_OK;
+}
+
 static toy TOY = {0}, TOY_MERGE = {1};
 static tune_data_tokenizer tokenizer(toy *t)
 {
@@ -905,6 +926,17 @@ START_TEST(test_preprocess_outputs)
     /* masked tokens plain, trained ones bracketed; without decode each token shows its id */
     ck_assert_ptr_nonnull(strstr(sb.data, "<1><76>"));
     ck_assert_ptr_nonnull(strstr(sb.data, "[<2>]\n"));
+    tune_strbuf_free(&sb);
+    /* with a decoder: text, multi-byte characters whole, trained tokens bracketed */
+    tok.decode = toy_decode;
+    memset(&sb, 0, sizeof sb);
+    size_t korean = 0; /* the example of record 1, in train or validation */
+    for (size_t i = 0; i < p.train.count + p.val.count; i++)
+        if ((i < p.train.count ? p.train.items[i] : p.val.items[i - p.train.count]).record == 1) korean = i;
+    ck_assert_int_eq(tune_data_debug_example(&p, korean, &tok, 0, &sb, &err), TUNE_OK);
+    ck_assert_ptr_nonnull(strstr(sb.data, "### Instruction:\n합계를 구하세요."));
+    ck_assert_ptr_nonnull(strstr(sb.data, "[=][S][U][M]"));
+    ck_assert_ptr_nonnull(strstr(sb.data, "[</s>]\n"));
     tune_strbuf_free(&sb);
     tune_prepared_free(&p);
 }

@@ -168,8 +168,8 @@ typedef struct tune_data_tokenizer {
     void *ctx;
     tune_status (*encode)(void *ctx, const char *text, size_t len, int add_special, int32_t **ids, size_t *n,
                           size_t *cap, tune_error *err);
-    /* Appends the text of one token to out (for --debug); may be NULL. */
-    tune_status (*decode)(void *ctx, int32_t id, tune_strbuf *out, tune_error *err);
+    /* Appends the text of ids[0..n) to out (for --debug); may be NULL. */
+    tune_status (*decode)(void *ctx, const int32_t *ids, size_t n, tune_strbuf *out, tune_error *err);
     int32_t eos_id;
     int32_t pad_id;          /* -1: pad with eos */
     char fingerprint[65];    /* SHA-256 of the tokenizer file bytes: part of the cache key */
@@ -247,7 +247,9 @@ tune_status tune_data_write_report(const tune_prepared *p, const char *path, tun
 /* The same report as a few lines of text. */
 void tune_data_report_text(const tune_prepared *p, tune_strbuf *out);
 /* Example i token by token: trained tokens in green (color) or [brackets],
- * masked ones plain, each as its text when tok->decode is set, else its id. */
+ * masked ones plain, each as its text when tok->decode is set (tokens that
+ * hold part of a UTF-8 character are shown together with the rest of it),
+ * else as <id>. */
 tune_status tune_data_debug_example(const tune_prepared *p, size_t i, const tune_data_tokenizer *tok, int color,
                                     tune_strbuf *out, tune_error *err);
 

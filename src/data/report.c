@@ -155,23 +155,41 @@ tune_status tune_data_debug_example(const tune_prepared *p, size_t i, const tune
     const tune_example *x = example_at(p, i, &set);
     tune_strbuf_printf(out, "example %zu (dataset %d, record %lld, %d tokens):\n", i, x->dataset, (long long)x->record,
                        x->n);
-    for (int32_t k = 0; k < x->n; k++) {
-        int32_t id = set->ids[x->offset + (size_t)k];
-        int trained = set->labels[x->offset + (size_t)k] != TUNE_IGNORE_INDEX;
+    const int32_t *ids = set->ids + x->offset, *labels = set->labels + x->offset;
+    for (int32_t k = 0; k < x->n;) {
+        int trained = labels[k] != TUNE_IGNORE_INDEX;
         tune_strbuf piece = {0};
+        int32_t m = 1;
         if (tok && tok->decode) {
-            tune_status st = tok->decode(tok->ctx, id, &piece, err);
-            if (st) {
-                tune_strbuf_free(&piece);
-                return st;
+            /* the fewest tokens (up to 4) that decode without a replacement character */
+            for (;; m++) {
+                piece.len = 0;
+                if (piece.data) piece.data[0] = 0;
+                tune_status st = tok->decode(tok->ctx, ids + k, (size_t)m, &piece, err);
+                if (st) {
+                    tune_strbuf_free(&piece);
+                    return st;
+                }
+                if (!piece.data || !strstr(piece.data, "\xEF\xBF\xBD") || m == 4 || k + m == x->n) break;
+            }
+            if (piece.data && strstr(piece.data, "\xEF\xBF\xBD") && m > 1) {
+                m = 1; /* no whole character within reach: show the token alone */
+                piece.len = 0;
+                if (piece.data) piece.data[0] = 0;
+                tune_status st = tok->decode(tok->ctx, ids + k, 1, &piece, err);
+                if (st) {
+                    tune_strbuf_free(&piece);
+                    return st;
+                }
             }
         } else {
-            tune_strbuf_printf(&piece, "<%d>", id);
+            tune_strbuf_printf(&piece, "<%d>", ids[k]);
         }
         const char *txt = piece.data ? piece.data : "";
         if (trained) tune_strbuf_printf(out, color ? "\x1b[32m%s\x1b[0m" : "[%s]", txt);
         else tune_strbuf_printf(out, color ? "\x1b[2m%s\x1b[0m" : "%s", txt);
         tune_strbuf_free(&piece);
+        k += m;
     }
     tune_strbuf_puts(out, "\n");
     if (out->oom) return tune_fail_run(err, NULL, "out of memory");
