@@ -10,6 +10,7 @@
 
 #include "testutil.h"
 #include "tune/data.h"
+#include "tune/tokenizer.h"
 
 /* ------------------------------------------------------------ toy tokenizer */
 
@@ -1054,6 +1055,100 @@ START_TEST(test_record_system_field)
 }
 END_TEST
 
+/* ------------------------------------------------------------ real tokenizers */
+
+/* Token ids against apply_chat_template(tokenize=True) / Axolotl-style alpaca
+ * encodings with the test tokenizers (tests/data/data/template_ids_golden.json,
+ * tools/reference/make_template_golden.py --ids). */
+START_TEST(test_ids_match_transformers)
+{
+    char path[512], *text;
+    size_t len;
+    tune_error err;
+    snprintf(path, sizeof path, "%s/data/template_ids_golden.json", test_data_dir());
+    ck_assert_int_eq(tune_read_file(path, &text, &len, &err), TUNE_OK);
+    cJSON *g = cJSON_ParseWithLength(text, len);
+    free(text);
+    ck_assert_ptr_nonnull(g);
+    const char *names[2] = {"llama3", "smollm2"};
+    tune_tokenizer *toks[2];
+    tune_data_tokenizer dt[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/tokenizer/%s", test_data_dir(), names[i]);
+        ck_assert_int_eq(tune_tokenizer_load(path, &toks[i], &err), TUNE_OK);
+        ck_assert_int_eq(tune_data_tokenizer_wrap(toks[i], path, &dt[i], &err), TUNE_OK);
+    }
+    int checked = 0, mismatched = 0;
+    cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(g, "template_ids"))
+    {
+        int t = !strcmp(cJSON_GetObjectItem(e, "tokenizer")->valuestring, "smollm2");
+        tune_template_id id;
+        ck_assert(tune_template_from_name(cJSON_GetObjectItem(e, "template")->valuestring, &id));
+        cJSON *conv = cJSON_GetArrayItem(cJSON_GetObjectItem(g, "conversations"),
+                                         cJSON_GetObjectItem(e, "conversation")->valueint);
+        cJSON *obj = cJSON_CreateObject();
+        cJSON_AddItemToObject(obj, "messages", cJSON_Duplicate(conv, 1));
+        tune_record rec = {.json = obj, .file = "golden", .line = 1, .index = checked};
+        tune_dataset_options d = dataset("chat_template", NULL, 0);
+        tune_data_options o = base_options(&d, 1);
+        o.template_id = id;
+        o.template_options.bos = cJSON_GetObjectItem(e, "bos")->valuestring;
+        o.template_options.eos = cJSON_GetObjectItem(e, "eos")->valuestring;
+        o.template_options.date = "26 Jul 2024";
+        tune_formatted f;
+        ck_assert_int_eq(tune_data_format_record(&rec, &d, &o, &f, &err), TUNE_OK);
+        ck_assert_str_eq(f.text.data, cJSON_GetObjectItem(e, "text")->valuestring);
+        int32_t *ids, *labels;
+        size_t n;
+        int mismatch;
+        ck_assert_int_eq(tune_data_tokenize(&f, &dt[t], &ids, &labels, &n, &mismatch, &err), TUNE_OK);
+        mismatched += mismatch;
+        cJSON *want = cJSON_GetObjectItem(e, "ids");
+        ck_assert_int_eq((int)n, cJSON_GetArraySize(want));
+        for (size_t k = 0; k < n; k++) ck_assert_int_eq(ids[k], cJSON_GetArrayItem(want, (int)k)->valueint);
+        /* the last trained token is the end-of-turn marker of the last reply */
+        size_t last = n;
+        while (last > 0 && labels[last - 1] == TUNE_IGNORE_INDEX) last--;
+        ck_assert_uint_gt(last, 0);
+        free(ids);
+        free(labels);
+        tune_formatted_free(&f);
+        cJSON_Delete(obj);
+        checked++;
+    }
+    ck_assert_int_eq(checked, 36);
+    /* byte-level BPE merges the space before a reply into it (llama2, vicuna): those use the whole-text ids */
+    ck_assert_int_gt(mismatched, 0);
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(g, "alpaca_ids"))
+    {
+        int t = !strcmp(cJSON_GetObjectItem(e, "tokenizer")->valuestring, "smollm2");
+        tune_record rec = {.json = cJSON_GetObjectItem(e, "record"), .file = "golden", .line = 1};
+        tune_dataset_options d = dataset("alpaca", NULL, 0);
+        tune_data_options o = base_options(&d, 1);
+        tune_formatted f;
+        ck_assert_int_eq(tune_data_format_record(&rec, &d, &o, &f, &err), TUNE_OK);
+        int32_t *ids, *labels;
+        size_t n;
+        int mismatch;
+        ck_assert_int_eq(tune_data_tokenize(&f, &dt[t], &ids, &labels, &n, &mismatch, &err), TUNE_OK);
+        cJSON *want = cJSON_GetObjectItem(e, "ids");
+        int prompt = cJSON_GetObjectItem(e, "prompt_len")->valueint;
+        ck_assert_int_eq((int)n, cJSON_GetArraySize(want));
+        for (size_t k = 0; k < n; k++) {
+            ck_assert_int_eq(ids[k], cJSON_GetArrayItem(want, (int)k)->valueint);
+            ck_assert_int_eq(labels[k], (int)k < prompt ? TUNE_IGNORE_INDEX : ids[k]);
+        }
+        ck_assert_int_eq(ids[n - 1], dt[t].eos_id);
+        free(ids);
+        free(labels);
+        tune_formatted_free(&f);
+    }
+    for (int i = 0; i < 2; i++) tune_tokenizer_free(toks[i]);
+    cJSON_Delete(g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("data");
@@ -1079,6 +1174,7 @@ int main(void)
     tcase_add_test(tc, test_test_datasets_are_validation);
     tcase_add_test(tc, test_resolve_files);
     tcase_add_test(tc, test_record_system_field);
+    tcase_add_test(tc, test_ids_match_transformers);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

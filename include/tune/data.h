@@ -175,6 +175,13 @@ typedef struct tune_data_tokenizer {
     char fingerprint[65];    /* SHA-256 of the tokenizer file bytes: part of the cache key */
 } tune_data_tokenizer;
 
+struct tune_tokenizer;
+/* The data stage's tokenizer over a loaded tune_tokenizer (tune/tokenizer.h);
+ * path is where it was loaded from (its files make the fingerprint). tok
+ * must outlive out. */
+tune_status tune_data_tokenizer_wrap(struct tune_tokenizer *tok, const char *path, tune_data_tokenizer *out,
+                                     tune_error *err);
+
 /* ids and labels (TUNE_IGNORE_INDEX where not trained) of a formatted
  * example. Pieces of a tokenize_whole example are tokenized one by one and
  * checked against the whole text's ids; when the two differ (a merge across a
