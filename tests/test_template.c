@@ -186,6 +186,12 @@ START_TEST(test_resolve)
     ck_assert_int_eq(id, TUNE_TEMPLATE_SMOLLM2);
     ck_assert_int_eq(tune_template_resolve("chatml", smol, &id, &err), TUNE_OK);
     ck_assert_int_eq(id, TUNE_TEMPLATE_SMOLLM2);
+    const char *l31 = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(g, "templates"), "llama3_2"),
+                                          "source")->valuestring;
+    ck_assert_int_eq(tune_template_resolve("llama3", l31, &id, &err), TUNE_OK);
+    ck_assert_int_eq(id, TUNE_TEMPLATE_LLAMA3_1);
+    ck_assert_int_eq(tune_template_resolve("llama3", smol, &id, &err), TUNE_OK);
+    ck_assert_int_eq(id, TUNE_TEMPLATE_LLAMA3);
     ck_assert_int_eq(tune_template_resolve("chatml", NULL, &id, &err), TUNE_OK);
     ck_assert_int_eq(id, TUNE_TEMPLATE_CHATML);
     ck_assert_int_eq(tune_template_resolve("tokenizer_default", NULL, &id, &err), TUNE_ERR_INPUT);

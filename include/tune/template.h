@@ -73,8 +73,9 @@ tune_status tune_template_recognize(const char *source, tune_template_id *id, tu
  * template text is model_source (NULL when the model has none):
  * "tokenizer_default" (or NULL/empty) recognises model_source;
  * "tokenizer_default_fallback_NAME" recognises it or else uses NAME; any
- * other value is a built-in name. "chatml" on a model whose template is
- * SmolLM2's gives the SmolLM2 variant (with its default system message).
+ * other value is a built-in name. A family name picks the model's own
+ * member: "chatml" on a SmolLM2 model gives the SmolLM2 variant (with its
+ * default system message), "llama3" on a Llama 3.1/3.2 model gives llama3_1.
  * Errors (TUNE_ERR_INPUT) name the value and list the built-ins. */
 tune_status tune_template_resolve(const char *name, const char *model_source, tune_template_id *id,
                                   tune_error *err);

@@ -434,9 +434,11 @@ tune_status tune_template_resolve(const char *name, const char *model_source, tu
                               "tokenizer_default_fallback_NAME or one of llama3, llama3_1, llama3_2, llama2, "
                               "chatml, smollm2, vicuna_v1.1, zephyr, alpaca)",
                               name);
+    /* A family name picks the member the model itself uses. */
     tune_template_id model;
-    if (*id == TUNE_TEMPLATE_CHATML && model_source && tune_template_recognize(model_source, &model, NULL) == TUNE_OK &&
-        model == TUNE_TEMPLATE_SMOLLM2)
-        *id = TUNE_TEMPLATE_SMOLLM2;
+    if (model_source && tune_template_recognize(model_source, &model, NULL) == TUNE_OK &&
+        ((*id == TUNE_TEMPLATE_CHATML && model == TUNE_TEMPLATE_SMOLLM2) ||
+         (*id == TUNE_TEMPLATE_LLAMA3 && model == TUNE_TEMPLATE_LLAMA3_1)))
+        *id = model;
     return TUNE_OK;
 }
