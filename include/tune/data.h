@@ -20,7 +20,7 @@
 /* ---------------------------------------------------------------- options */
 
 typedef enum {
-    TUNE_FORMAT_ALPACA,     /* instruction / input / output (/ system) */
+    TUNE_FORMAT_ALPACA,     /* instruction / input / output */
     TUNE_FORMAT_CHAT,       /* chat_template and sharegpt: a list of messages */
     TUNE_FORMAT_LLAMA2,     /* Llama-2-chat text: <s>[INST] ... [/INST] ... </s> */
     TUNE_FORMAT_COMPLETION, /* raw text, chunked to sequence_len, all trained */
@@ -62,13 +62,15 @@ typedef struct tune_dataset_options {
     tune_data_train_on_eos train_on_eos;
     /* completion / llama2: the text field of JSON records */
     const char *field;
-    /* chat / llama2: template for this entry; < 0 uses tune_data_options.template_id */
+    /* chat: template for this entry; < 0 uses tune_data_options.template_id
+     * (llama2 text always renders with the llama2 template) */
     int template_id;
 } tune_dataset_options;
 
 /* Fills o with the defaults of a dataset `type:` ("alpaca", "sharegpt",
- * "chat_template", "llama2", "completion"): field names, roles (sharegpt:
- * human→user, gpt→assistant, from/value keys), roles_to_train, train_on_eos.
+ * "chat_template", "llama2", "completion"): field names (sharegpt:
+ * conversations, from/value), roles (human→user, gpt→assistant),
+ * roles_to_train [assistant], train_on_eos turn.
  * Files and name are left for the caller. Unknown type → TUNE_ERR_INPUT. */
 tune_status tune_dataset_options_init(tune_dataset_options *o, const char *type, tune_error *err);
 
@@ -77,7 +79,7 @@ typedef struct tune_data_options {
     int n_datasets;
     const tune_dataset_options *test_datasets; /* when given, the validation set (no split; val_set_size must be 0) */
     int n_test_datasets;
-    tune_template_id template_id;              /* chat_template (resolved; see tune_template_recognize) */
+    tune_template_id template_id;              /* chat_template (see tune_template_resolve) */
     tune_template_options template_options;    /* BOS/EOS text of the tokenizer, the fixed date */
     const char *default_system_message;        /* prepended to conversations without one; NULL none */
     int sequence_len;
