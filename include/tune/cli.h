@@ -27,5 +27,9 @@ int tune_cli_load_config(const char *verb, int argc, char **argv, struct tune_co
 int tune_cli_train(int argc, char **argv);
 int tune_cli_plan(int argc, char **argv);
 int tune_cli_config(int argc, char **argv);
+int tune_cli_tokenize(int argc, char **argv);
+int tune_cli_tokens(int argc, char **argv);
+int tune_cli_export(int argc, char **argv);
+int tune_cli_preprocess(int argc, char **argv);
 
 #endif
