@@ -265,11 +265,15 @@ static void fixture_free(fixture *fx)
 
 /* Replays the golden's micro-batches: index i is step i/2, micro-batch i%2.
  * merge: one (4, T) micro-batch per step instead (accumulation 1).
- * fail_at: the get() of this index fails (an interrupted run), -1 never. */
+ * fail_at: the get() of this index of epoch fail_epoch fails (an
+ * interrupted run), -1 never. */
 typedef struct replay {
     const tune_st_file *golden;
     int merge;
     long fail_at;
+    int fail_epoch;
+    long n_mb; /* micro-batches per epoch; 0: all 12 (6 merged) */
+    int vary;  /* odd epochs have 10 micro-batches, as packing can give */
     int32_t ids[4 * 12], labels[4 * 12];
 } replay;
 
@@ -285,7 +289,7 @@ static void read_ids(const tune_st_file *f, const char *name, int32_t *dst)
 static tune_status replay_get(void *ctx, int epoch, long index, tune_batch *b, tune_error *err)
 {
     replay *r = ctx;
-    if (index == r->fail_at) return tune_fail_run(err, NULL, "simulated interruption at micro-batch %ld", index);
+    if (index == r->fail_at && epoch == r->fail_epoch) return tune_fail_run(err, NULL, "simulated interruption at micro-batch %ld", index);
     const long step = (epoch * (r->merge ? 6 : 12) + index) / (r->merge ? 1 : 2);
     const int n = r->merge ? 2 : 1;
     for (int j = 0; j < n; j++) {
@@ -300,10 +304,19 @@ static tune_status replay_get(void *ctx, int epoch, long index, tune_batch *b, t
     return TUNE_OK;
 }
 
+static long replay_count(void *ctx, int epoch, tune_error *err)
+{
+    (void)epoch;
+    (void)err;
+    const replay *r = ctx;
+    if (r->vary && epoch % 2) return 10;
+    return r->n_mb ? r->n_mb : r->merge ? 6 : 12;
+}
+
 static tune_batch_source replay_source(replay *r)
 {
-    return (tune_batch_source){.ctx = r, .n_micro_batches = r->merge ? 6 : 12, .max_B = r->merge ? 4 : 2,
-                               .max_T = 12, .get = replay_get};
+    return (tune_batch_source){.ctx = r, .max_B = r->merge ? 4 : 2, .max_T = 12, .count = replay_count,
+                               .get = replay_get};
 }
 
 /* Records every step's loss, lr and grad norm. */
@@ -604,6 +617,63 @@ START_TEST(sigkill_mid_run_resumes_identically)
 }
 END_TEST
 
+/* Epochs of different lengths (12 then 10 micro-batches, accumulation 2):
+ * 11 steps cross into the second epoch at step 7; a run resumed in the
+ * middle of it ends with the same bytes. */
+START_TEST(epochs_of_different_lengths)
+{
+    fixture fx;
+    fixture_init(&fx, 0.1f);
+    float *init = malloc(fx.lora->n_params * sizeof *init);
+    ck_assert_ptr_nonnull(init);
+    memcpy(init, fx.lora->params, fx.lora->n_params * sizeof *init);
+    double lr[11];
+    for (int s = 0; s < 11; s++) lr[s] = 1e-3;
+    replay r = {.golden = fx.golden, .fail_at = -1, .vary = 1};
+    const tune_batch_source src = replay_source(&r);
+    char out[128], path[256], other[256];
+    subdir(out, sizeof out, fx.dir, "a");
+    tune_train_options o = golden_options(&fx, out, GOLDEN_ACCUM, NULL);
+    o.total_steps = 11;
+    o.lr = lr;
+    o.save_steps = 4;
+    tune_error err;
+    ck_assert_msg(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
+    subdir(path, sizeof path, out, "checkpoint-8/trainer_state.json");
+    size_t len;
+    char *text;
+    ck_assert_int_eq(tune_read_file(path, &text, &len, &err), TUNE_OK);
+    cJSON *state = cJSON_Parse(text);
+    free(text);
+    ck_assert_ptr_nonnull(state);
+    /* After step 8: epoch 1 + 2 of its 5 steps; the next micro-batch is 4. */
+    ck_assert_double_eq_tol(json_num(state, "epoch"), 1.4, 1e-12);
+    const cJSON *pos = cJSON_GetObjectItemCaseSensitive(state, "data_position");
+    ck_assert_double_eq(json_num(pos, "epoch"), 1);
+    ck_assert_double_eq(json_num(pos, "micro_batch"), 4);
+    cJSON_Delete(state);
+
+    memcpy(fx.lora->params, init, fx.lora->n_params * sizeof *init);
+    subdir(out, sizeof out, fx.dir, "b");
+    o.output_dir = out;
+    r.fail_epoch = 1;
+    r.fail_at = 6; /* epoch 1, step 10 (after checkpoint-8) */
+    ck_assert_int_eq(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err), TUNE_ERR_RUN);
+    r.fail_at = -1;
+    o.auto_resume = 1;
+    recorder rec = {0};
+    o.on_event = record;
+    o.event_ctx = &rec;
+    ck_assert_msg(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(rec.n_steps, 3); /* 9, 10, 11 */
+    subdir(path, sizeof path, fx.dir, "a/adapter_model.safetensors");
+    subdir(other, sizeof other, fx.dir, "b/adapter_model.safetensors");
+    ck_assert(files_equal(path, other));
+    free(init);
+    fixture_free(&fx);
+}
+END_TEST
+
 static int count_checkpoints(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -644,9 +714,8 @@ START_TEST(eval_loss_is_mean_over_eval_set)
     fixture fx;
     fixture_init(&fx, 0.0f);
     replay r = {.golden = fx.golden, .fail_at = -1};
-    replay er = {.golden = fx.golden, .fail_at = -1};
+    replay er = {.golden = fx.golden, .fail_at = -1, .n_mb = 3};
     tune_batch_source eval = replay_source(&er);
-    eval.n_micro_batches = 3;
     recorder rec = {0};
     tune_error err;
     ck_assert_msg(run_into(&fx, "run", &r, 0, 0, NULL, 0, &eval, &rec, &err) == TUNE_OK, "%s", err.message);
@@ -739,7 +808,7 @@ START_TEST(resume_refuses_other_batch_layout)
     tune_train_options o = golden_options(&fx, out, 1, NULL);
     o.auto_resume = 1;
     ck_assert_int_eq(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err), TUNE_ERR_INPUT);
-    ck_assert_msg(strstr(err.message, "gradient_accumulation_steps") != NULL, "%s", err.message);
+    ck_assert_msg(strstr(err.message, "resuming needs the same data") != NULL, "%s", err.message);
     ck_assert_ptr_nonnull(strstr(err.file, "checkpoint-6"));
     fixture_free(&fx);
 }
@@ -758,6 +827,7 @@ static Suite *train_suite(void)
     tcase_add_test(loop, one_batch_of_four_equals_two_of_two);
     tcase_add_test(loop, rerun_and_resume_are_byte_identical);
     tcase_add_test(loop, sigkill_mid_run_resumes_identically);
+    tcase_add_test(loop, epochs_of_different_lengths);
     tcase_add_test(loop, save_total_limit_keeps_the_newest);
     tcase_add_test(loop, eval_loss_is_mean_over_eval_set);
     tcase_add_test(loop, nan_loss_stops_and_keeps_checkpoint);

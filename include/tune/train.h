@@ -69,14 +69,16 @@ float tune_clip_grad_norm(float *grads, const tune_span *tensors, int n_tensors,
 
 /* ---- Micro-batch sources ----------------------------------------------- */
 
-/* Where micro-batches come from (the data module, or a test replaying stored
- * batches). Micro-batch `index` of epoch `epoch` must depend only on
- * (epoch, index) and the source's own seed, never on earlier calls: a resumed
- * run asks for batches from the middle of an epoch. */
+/* Where micro-batches come from (the data module's batcher, or a test
+ * replaying stored batches). The count and micro-batch `index` of epoch
+ * `epoch` must depend only on (epoch, index) and the source's own seed,
+ * never on earlier calls: a resumed run asks for batches from the middle of
+ * an epoch. With sample packing the count may differ between epochs. */
 typedef struct tune_batch_source {
     void *ctx;
-    long n_micro_batches; /* per epoch, > 0 */
-    int max_B, max_T;     /* no micro-batch is larger (sizes the workspace) */
+    int max_B, max_T; /* no micro-batch is larger (sizes the workspace) */
+    /* Micro-batches in `epoch` (at least 1), or -1 with err filled. */
+    long (*count)(void *ctx, int epoch, tune_error *err);
     /* Fills *batch; its arrays stay valid until the next call on this source. */
     tune_status (*get)(void *ctx, int epoch, long index, tune_batch *batch, tune_error *err);
 } tune_batch_source;

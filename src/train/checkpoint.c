@@ -25,11 +25,6 @@ tune_status train_path(char *buf, size_t size, const char *dir, const char *name
     return TUNE_OK;
 }
 
-double train_state_epoch(const train_state *st)
-{
-    return (double)st->global_step / (double)st->steps_per_epoch;
-}
-
 /* ---- trainer_state.json ------------------------------------------------ */
 
 static void add_num(cJSON *o, const char *key, double x)
@@ -45,12 +40,11 @@ tune_status train_state_json(const train_state *st, tune_strbuf *out, tune_error
         cJSON_Delete(o);
         return tune_fail_run(err, NULL, "out of memory writing the trainer state");
     }
-    const long spe = st->steps_per_epoch;
     add_num(o, "global_step", (double)st->global_step);
-    add_num(o, "epoch", train_state_epoch(st));
+    add_num(o, "epoch", st->epoch);
     add_num(o, "max_steps", (double)st->total_steps);
-    add_num(o, "steps_per_epoch", (double)spe);
-    add_num(o, "micro_batches_per_epoch", (double)st->micro_batches_per_epoch);
+    cJSON *mb = cJSON_AddArrayToObject(o, "micro_batches_per_epoch");
+    for (int e = 0; mb && e < st->n_epochs; e++) cJSON_AddItemToArray(mb, cJSON_CreateNumber((double)st->epoch_mb[e]));
     add_num(o, "gradient_accumulation_steps", st->accum);
     char seed[32];
     snprintf(seed, sizeof seed, "%" PRIu64, st->seed);
@@ -58,8 +52,8 @@ tune_status train_state_json(const train_state *st, tune_strbuf *out, tune_error
     /* The next micro-batch to read. */
     cJSON *pos = cJSON_AddObjectToObject(o, "data_position");
     if (pos) {
-        add_num(pos, "epoch", (double)(st->global_step / spe));
-        add_num(pos, "micro_batch", (double)((st->global_step % spe) * st->accum));
+        add_num(pos, "epoch", st->data_epoch);
+        add_num(pos, "micro_batch", (double)st->data_index);
     }
     add_num(o, "logging_steps", (double)st->logging_steps);
     add_num(o, "eval_steps", (double)st->eval_steps);
@@ -112,21 +106,37 @@ static tune_status get_long(const cJSON *o, const char *key, const char *path, l
 
 static tune_status parse_state(const cJSON *o, const char *path, train_state *st, tune_error *err)
 {
-    long accum = 0;
+    long accum = 0, data_epoch = 0;
     tune_status s = TUNE_OK;
     if (!cJSON_IsObject(o)) return tune_fail_input(err, path, "not a JSON object");
     if (!s) s = get_long(o, "global_step", path, &st->global_step, err);
     if (!s) s = get_long(o, "max_steps", path, &st->total_steps, err);
-    if (!s) s = get_long(o, "steps_per_epoch", path, &st->steps_per_epoch, err);
-    if (!s) s = get_long(o, "micro_batches_per_epoch", path, &st->micro_batches_per_epoch, err);
+    if (!s) s = get_num(o, "epoch", path, &st->epoch, err);
     if (!s) s = get_long(o, "gradient_accumulation_steps", path, &accum, err);
     if (!s) s = get_long(o, "logging_steps", path, &st->logging_steps, err);
     if (!s) s = get_long(o, "eval_steps", path, &st->eval_steps, err);
     if (!s) s = get_long(o, "save_steps", path, &st->save_steps, err);
     if (s) return s;
-    if (accum < 1 || accum > 1 << 20 || st->steps_per_epoch < 1)
-        return tune_fail_input(err, path, "gradient_accumulation_steps and steps_per_epoch must be positive");
+    if (accum < 1 || accum > 1 << 20) return tune_fail_input(err, path, "gradient_accumulation_steps is out of range");
     st->accum = (int)accum;
+    const cJSON *pos = cJSON_GetObjectItemCaseSensitive(o, "data_position");
+    if (!cJSON_IsObject(pos)) return tune_fail_input(err, path, "'data_position' is missing");
+    s = get_long(pos, "epoch", path, &data_epoch, err);
+    if (!s) s = get_long(pos, "micro_batch", path, &st->data_index, err);
+    if (s) return s;
+    if (data_epoch > 1 << 30) return tune_fail_input(err, path, "'data_position.epoch' is out of range");
+    st->data_epoch = (int)data_epoch;
+    /* The run's epochs must have the checkpoint's micro-batch counts, or the
+     * data position would mean other data. */
+    const cJSON *mb = cJSON_GetObjectItemCaseSensitive(o, "micro_batches_per_epoch");
+    int same = cJSON_IsArray(mb) && cJSON_GetArraySize(mb) == st->n_epochs;
+    for (int e = 0; same && e < st->n_epochs; e++) {
+        const cJSON *x = cJSON_GetArrayItem(mb, e);
+        same = cJSON_IsNumber(x) && x->valuedouble == (double)st->epoch_mb[e];
+    }
+    if (!same)
+        return tune_fail_input(err, path, "'micro_batches_per_epoch' differs from this run's data: resuming needs "
+                                          "the same data and batch settings");
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(o, "seed");
     char *end = NULL;
     errno = 0;

@@ -13,8 +13,11 @@
 typedef struct train_state {
     long global_step;             /* optimizer steps done */
     long total_steps;
-    long steps_per_epoch;
-    long micro_batches_per_epoch;
+    double epoch;                 /* fractional epoch after global_step, as Transformers logs it */
+    int data_epoch;               /* the next micro-batch to read ... */
+    long data_index;              /* ... epoch and index */
+    const long *epoch_mb;         /* (n_epochs): micro-batches of each epoch the run reaches (not owned) */
+    int n_epochs;
     int accum;
     uint64_t seed;
     long logging_steps, eval_steps, save_steps;
@@ -30,7 +33,6 @@ typedef struct train_state {
     cJSON *log_history;           /* array of the entries of training_log.jsonl */
 } train_state;
 
-double train_state_epoch(const train_state *st);
 /* trainer_state.json's text. */
 tune_status train_state_json(const train_state *st, tune_strbuf *out, tune_error *err);
 
@@ -39,8 +41,9 @@ tune_status train_state_json(const train_state *st, tune_strbuf *out, tune_error
 tune_status checkpoint_write(const char *output_dir, const train_state *st, const tune_lora *lora,
                              const float *exp_avg, const float *exp_avg_sq, const char *base_model,
                              char *path, size_t size, tune_error *err);
-/* Reads a checkpoint into st (log_history allocated), lora's params and the
- * moments (each lora->n_params floats). */
+/* Reads a checkpoint into st (log_history allocated; st->epoch_mb is kept
+ * and must equal the checkpoint's), lora's params and the moments (each
+ * lora->n_params floats). */
 tune_status checkpoint_read(const char *dir, const tune_model_config *mcfg, train_state *st, tune_lora *lora,
                             float *exp_avg, float *exp_avg_sq, tune_error *err);
 /* Removes the oldest checkpoint-N folders beyond limit. */

@@ -37,6 +37,9 @@ typedef struct run {
     tune_span *tensors;          /* (2 · n_modules): every A and B, for the norm */
     tune_workspace *ws;
     step_batches sb;
+    long *epoch_first;           /* (n_epochs + 1): first step of each epoch the run reaches, then total_steps */
+    long *epoch_mb;              /* (n_epochs): its micro-batches */
+    int n_epochs;
     long first_step;             /* where this process started */
     char last_checkpoint[4096];  /* "" when none */
     double t0;                   /* monotonic seconds at the start */
@@ -144,7 +147,7 @@ static void emit(run *R, tune_train_event ev)
     ev.step = R->st.global_step;
     ev.total_steps = R->st.total_steps;
     ev.first_step = R->first_step;
-    ev.epoch = train_state_epoch(&R->st);
+    ev.epoch = R->st.epoch;
     ev.elapsed_s = now_s() - R->t0;
     R->o->on_event(R->o->event_ctx, &ev);
 }
@@ -176,7 +179,10 @@ static tune_status evaluate(run *R, double *loss, tune_error *err)
 {
     double sum = 0.0;
     long n = 0;
-    for (long i = 0; i < R->eval->n_micro_batches; i++) {
+    const long n_mb = R->eval->count(R->eval->ctx, 0, err);
+    if (n_mb < 0) return err ? err->code : TUNE_ERR_RUN;
+    if (n_mb == 0) return tune_fail_input(err, NULL, "the evaluation set is empty");
+    for (long i = 0; i < n_mb; i++) {
         tune_batch b;
         tune_status st = get_batch(R->eval, "evaluation", 0, i, &b, err);
         double ls;
@@ -206,7 +212,7 @@ static cJSON *log_entry_new(const train_state *st)
     cJSON *e = cJSON_CreateObject();
     if (e) {
         cJSON_AddNumberToObject(e, "step", (double)st->global_step);
-        cJSON_AddNumberToObject(e, "epoch", train_state_epoch(st));
+        cJSON_AddNumberToObject(e, "epoch", st->epoch);
     }
     return e;
 }
@@ -279,9 +285,11 @@ static tune_status train_step(run *R, tune_error *err)
     const tune_train_options *o = R->o;
     train_state *S = &R->st;
     const long s = S->global_step;
-    const int epoch = (int)(s / S->steps_per_epoch);
-    const long first = (s % S->steps_per_epoch) * S->accum;
-    long n_mb = S->micro_batches_per_epoch - first;
+    int epoch = 0;
+    while (R->epoch_first[epoch + 1] <= s) epoch++;
+    const long k = s - R->epoch_first[epoch]; /* step within the epoch */
+    const long first = k * S->accum;
+    long n_mb = R->epoch_mb[epoch] - first;
     if (n_mb > S->accum) n_mb = S->accum; /* the last step of an epoch may be short */
 
     const double t_start = now_s();
@@ -341,6 +349,10 @@ static tune_status train_step(run *R, tune_error *err)
     tune_adamw_update(R->lora->params, R->exp_avg, R->exp_avg_sq, R->lora->grads, R->lora->n_params, &c);
 
     S->global_step = s + 1;
+    const long epoch_steps = (R->epoch_mb[epoch] + S->accum - 1) / S->accum;
+    S->epoch = epoch + (double)(k + 1) / (double)epoch_steps;
+    S->data_epoch = k + 1 < epoch_steps ? epoch : epoch + 1;
+    S->data_index = k + 1 < epoch_steps ? first + n_mb : 0;
     S->last_loss = loss;
     S->loss_sum += loss;
     S->log_loss_sum += loss;
@@ -389,8 +401,8 @@ static tune_status check_options(const tune_train_options *o, const tune_batch_s
         return tune_fail_input(err, NULL, "AdamW needs 0 <= beta1, beta2 < 1, epsilon > 0, weight_decay >= 0");
     const tune_batch_source *srcs[2] = {train, eval};
     for (int i = 0; i < 2; i++)
-        if (srcs[i] && (srcs[i]->n_micro_batches < 1 || srcs[i]->max_B < 1 || srcs[i]->max_T < 2 || !srcs[i]->get))
-            return tune_fail_input(err, NULL, "the %s set has no micro-batches", i ? "evaluation" : "training");
+        if (srcs[i] && (srcs[i]->max_B < 1 || srcs[i]->max_T < 2 || !srcs[i]->get || !srcs[i]->count))
+            return tune_fail_input(err, NULL, "the %s batch source is incomplete", i ? "evaluation" : "training");
     if (lora->n_modules < 1 || lora->n_params < 1) return tune_fail_input(err, NULL, "the adapter has no modules");
     return TUNE_OK;
 }
@@ -401,28 +413,54 @@ static tune_status check_resumed(const run *R, const char *dir, tune_error *err)
 {
     const train_state *S = &R->st;
     const tune_train_options *o = R->o;
-    if (S->accum != o->gradient_accumulation_steps || S->micro_batches_per_epoch != R->train->n_micro_batches ||
-        S->seed != o->seed || S->total_steps != o->total_steps)
+    if (S->accum != o->gradient_accumulation_steps || S->seed != o->seed || S->total_steps != o->total_steps)
         return tune_fail_input(err, dir,
-                               "this checkpoint comes from a run with %ld steps, %ld micro-batches per epoch, "
-                               "gradient_accumulation_steps %d and seed %llu; this run has %ld, %ld, %d and %llu: "
-                               "resuming needs the same data, batch settings and seed",
-                               S->total_steps, S->micro_batches_per_epoch, S->accum, (unsigned long long)S->seed,
-                               o->total_steps, R->train->n_micro_batches, o->gradient_accumulation_steps,
-                               (unsigned long long)o->seed);
+                               "this checkpoint comes from a run with %ld steps, gradient_accumulation_steps %d "
+                               "and seed %llu; this run has %ld, %d and %llu: resuming needs the same data, batch "
+                               "settings and seed",
+                               S->total_steps, S->accum, (unsigned long long)S->seed, o->total_steps,
+                               o->gradient_accumulation_steps, (unsigned long long)o->seed);
     if (S->global_step > S->total_steps)
         return tune_fail_input(err, dir, "global_step %ld is past the run's %ld steps", S->global_step,
                                S->total_steps);
     return TUNE_OK;
 }
 
-static void state_init(train_state *S, const tune_train_options *o, const tune_batch_source *train)
+/* The epochs the run reaches: their micro-batch counts and first steps. */
+static tune_status epoch_table(run *R, tune_error *err)
 {
+    const long total = R->o->total_steps, accum = R->o->gradient_accumulation_steps;
+    int cap = 0;
+    long start = 0;
+    while (start < total) {
+        if (R->n_epochs + 1 >= cap) {
+            cap = cap ? 2 * cap : 8;
+            long *f = realloc(R->epoch_first, (size_t)cap * sizeof *f);
+            if (f) R->epoch_first = f;
+            long *m = realloc(R->epoch_mb, (size_t)cap * sizeof *m);
+            if (m) R->epoch_mb = m;
+            if (!f || !m) return tune_fail_run(err, NULL, "out of memory");
+        }
+        const long n = R->train->count(R->train->ctx, R->n_epochs, err);
+        if (n < 0) return err ? err->code : TUNE_ERR_RUN;
+        if (n == 0) return tune_fail_input(err, NULL, "epoch %d of the training set has no micro-batches", R->n_epochs);
+        R->epoch_first[R->n_epochs] = start;
+        R->epoch_mb[R->n_epochs] = n;
+        R->n_epochs++;
+        start += (n + accum - 1) / accum;
+    }
+    R->epoch_first[R->n_epochs] = total;
+    return TUNE_OK;
+}
+
+static void state_init(train_state *S, const run *R)
+{
+    const tune_train_options *o = R->o;
     memset(S, 0, sizeof *S);
     S->total_steps = o->total_steps;
     S->accum = o->gradient_accumulation_steps;
-    S->micro_batches_per_epoch = train->n_micro_batches;
-    S->steps_per_epoch = (train->n_micro_batches + S->accum - 1) / S->accum;
+    S->epoch_mb = R->epoch_mb;
+    S->n_epochs = R->n_epochs;
     S->seed = o->seed;
     S->logging_steps = o->logging_steps;
     S->eval_steps = o->eval_steps;
@@ -434,8 +472,9 @@ static tune_status start(run *R, tune_error *err)
     const tune_train_options *o = R->o;
     tune_lora *lora = R->lora;
     tune_status st = tune_mkdir_p(o->output_dir, err);
+    if (!st) st = epoch_table(R, err);
     if (st) return st;
-    state_init(&R->st, o, R->train);
+    state_init(&R->st, R);
     R->exp_avg = calloc(lora->n_params, sizeof(float));
     R->exp_avg_sq = calloc(lora->n_params, sizeof(float));
     R->tensors = calloc(2 * (size_t)lora->n_modules, sizeof *R->tensors);
@@ -459,7 +498,6 @@ static tune_status start(run *R, tune_error *err)
         if (!st) st = check_resumed(R, resume, err);
         if (st) return st;
         /* Step settings may change between runs; the data layout may not. */
-        R->st.steps_per_epoch = fresh.steps_per_epoch;
         R->st.logging_steps = fresh.logging_steps;
         R->st.eval_steps = fresh.eval_steps;
         R->st.save_steps = fresh.save_steps;
@@ -521,6 +559,8 @@ tune_status tune_train_run(const tune_train_options *opts, const tune_batch_sour
     while (!st && R.st.global_step < R.st.total_steps) st = train_step(&R, err);
     if (!st) st = finish(&R, err);
     step_batches_free(&R.sb);
+    free(R.epoch_first);
+    free(R.epoch_mb);
     tune_workspace_free(R.ws);
     cJSON_Delete(R.st.log_history);
     free(R.exp_avg);
