@@ -24,7 +24,7 @@ tune_adamw_coeffs tune_adamw_coeffs_make(double lr, double beta1, double beta2, 
 void tune_adamw_update(float *params, float *exp_avg, float *exp_avg_sq, const float *grads, size_t n,
                        const tune_adamw_coeffs *c)
 {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++)
         tune_adamw_element(&params[i], &exp_avg[i], &exp_avg_sq[i], grads[i], c);
 }
