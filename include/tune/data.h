@@ -214,6 +214,7 @@ typedef struct tune_dataset_report {
     char name[256];
     long records, skipped, examples, tokens, trained_tokens;
     long truncated, dropped_long, dropped_untrained, boundary_mismatch;
+    long longest; /* tokens of the longest example before the length limit (0: none) */
 } tune_dataset_report;
 
 typedef struct tune_data_report {
