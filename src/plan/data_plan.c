@@ -205,16 +205,20 @@ static void data_warnings(tune_plan *plan, const tune_config *cfg, const tune_da
     }
     if (t.dropped_long > 0)
         warn(plan, cfg, "sequence_len",
-             "%ld examples dropped as longer than sequence_len (the longest has %ld tokens); sequence_len: %ld "
+             "%ld example%s dropped as longer than sequence_len %ld (the longest has %ld tokens); sequence_len: %ld "
              "keeps them all",
-             t.dropped_long, t.longest, (t.longest + 63) / 64 * 64);
+             t.dropped_long, t.dropped_long == 1 ? "" : "s", plan->sequence_len, t.longest,
+             (t.longest + 63) / 64 * 64);
     if (t.truncated > 0)
         warn(plan, cfg, "excess_length_strategy",
-             "%ld examples truncated to sequence_len (the longest has %ld tokens)", t.truncated, t.longest);
+             "%ld example%s truncated to sequence_len %ld (the longest has %ld tokens)", t.truncated,
+             t.truncated == 1 ? "" : "s", plan->sequence_len, t.longest);
     if (t.skipped > 0)
-        warn(plan, cfg, "skip_bad_records", "%ld bad records skipped (tune preprocess lists them)", t.skipped);
+        warn(plan, cfg, "skip_bad_records", "%ld bad record%s skipped (tune preprocess lists them)", t.skipped,
+             t.skipped == 1 ? "" : "s");
     if (t.dropped_untrained > 0)
-        warn(plan, cfg, "train_on_inputs", "%ld examples dropped: nothing in them is trained", t.dropped_untrained);
+        warn(plan, cfg, "train_on_inputs", "%ld example%s dropped: nothing in them is trained", t.dropped_untrained,
+             t.dropped_untrained == 1 ? "" : "s");
 }
 
 static tune_status prepare(tune_plan *plan, const tune_config *cfg, int keep_text, tune_plan_data *d,
