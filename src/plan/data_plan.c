@@ -144,17 +144,17 @@ tune_status tune_plan_data_options(const tune_config *cfg, const tune_plan *plan
     const tune_special_ids *sp = tune_tokenizer_specials(tok);
     if (sp->bos >= 0) o->template_options.bos = tune_tokenizer_id_to_token(tok, sp->bos);
     if (sp->eos >= 0) o->template_options.eos = tune_tokenizer_id_to_token(tok, sp->eos);
-    int32_t unused;
-    const tune_special_tokens *st_cfg = &cfg->special_tokens;
-    if (st_cfg->bos_token) {
-        tune_status st = special_token(cfg, tok, "bos_token", st_cfg->bos_token, &unused, err);
+    /* special_tokens overrides of the texts the templates write */
+    const struct { const char *name, *text; const char **dst; } texts[] = {
+        {"bos_token", cfg->special_tokens.bos_token, &o->template_options.bos},
+        {"eos_token", cfg->special_tokens.eos_token, &o->template_options.eos},
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        int32_t id;
+        if (!texts[i].text) continue;
+        tune_status st = special_token(cfg, tok, texts[i].name, texts[i].text, &id, err);
         if (st) return st;
-        o->template_options.bos = st_cfg->bos_token;
-    }
-    if (st_cfg->eos_token) {
-        tune_status st = special_token(cfg, tok, "eos_token", st_cfg->eos_token, &unused, err);
-        if (st) return st;
-        o->template_options.eos = st_cfg->eos_token;
+        *texts[i].dst = texts[i].text;
     }
     if (cfg->chat_template_date) o->template_options.date = cfg->chat_template_date;
     o->default_system_message = cfg->default_system_message;
@@ -228,12 +228,13 @@ static tune_status prepare(tune_plan *plan, const tune_config *cfg, int keep_tex
     if ((st = tune_tokenizer_load(plan->tokenizer_path, &d->tok, err)) ||
         (st = tune_data_tokenizer_wrap(d->tok, plan->tokenizer_path, &d->dtok, err)))
         return st;
-    if (cfg->special_tokens.eos_token &&
-        (st = special_token(cfg, d->tok, "eos_token", cfg->special_tokens.eos_token, &d->dtok.eos_id, err)))
-        return st;
-    if (cfg->special_tokens.pad_token &&
-        (st = special_token(cfg, d->tok, "pad_token", cfg->special_tokens.pad_token, &d->dtok.pad_id, err)))
-        return st;
+    /* special_tokens overrides of the ids the data stage appends and pads with */
+    const struct { const char *name, *text; int32_t *dst; } ids[] = {
+        {"eos_token", cfg->special_tokens.eos_token, &d->dtok.eos_id},
+        {"pad_token", cfg->special_tokens.pad_token, &d->dtok.pad_id},
+    };
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        if (ids[i].text && (st = special_token(cfg, d->tok, ids[i].name, ids[i].text, ids[i].dst, err))) return st;
     if ((st = tune_plan_data_options(cfg, plan, d->tok, &d->setup, err)) ||
         (st = tune_data_prepare(&d->setup.opt, &d->dtok, plan->prepared_dir, keep_text, &d->prep, err)))
         return st;
