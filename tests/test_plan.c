@@ -7,6 +7,7 @@
 
 #include "testutil.h"
 #include "tune/plan.h"
+#include "tune/tokenizer.h"
 
 static char tmpdir[256];
 
@@ -447,6 +448,19 @@ START_TEST(data_errors_are_explained_not_fatal)
     const tune_error *w = warning_with(&p, "1 bad record skipped");
     ck_assert_ptr_nonnull(w);
     ck_assert_int_eq(w->line, 8);
+    tune_plan_data_free(&d);
+    tune_plan_free(&p);
+    tune_config_free(&cfg);
+    /* special_tokens overrides: the pad id the batches use, the EOS the data stage appends */
+    ck_assert_int_eq(plan_from(TINY "sequence_len: 256\nspecial_tokens:\n  pad_token: <|endoftext|>\n"
+                                    "  eos_token: <|im_start|>\n",
+                               &cfg, &p, &errs),
+                     TUNE_OK);
+    ck_assert_int_eq(tune_plan_prepare_data(&p, &cfg, 0, &d, &e), TUNE_OK);
+    ck_assert_int_eq(d.dtok.pad_id, tune_tokenizer_token_to_id(d.tok, "<|endoftext|>"));
+    ck_assert_int_eq(d.batch.pad_id, d.dtok.pad_id);
+    ck_assert_int_eq(d.dtok.eos_id, tune_tokenizer_token_to_id(d.tok, "<|im_start|>"));
+    ck_assert_str_eq(d.setup.opt.template_options.eos, "<|im_start|>");
     tune_plan_data_free(&d);
     tune_plan_free(&p);
     tune_config_free(&cfg);

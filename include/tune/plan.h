@@ -155,7 +155,7 @@ typedef struct tune_plan_data {
  * under sample_packing — and the validation examples; n_train_tokens) and
  * the data warnings. cfg must outlive out. On failure err (and
  * plan->data_error) says why and the plan's counts stay unknown; free out in
- * every case. */
+ * every case. Call it once per plan (each call adds its data warnings). */
 tune_status tune_plan_prepare_data(tune_plan *plan, const tune_config *cfg, int keep_text, tune_plan_data *out,
                                    tune_error *err);
 void tune_plan_data_free(tune_plan_data *d);

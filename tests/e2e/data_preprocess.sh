@@ -107,6 +107,16 @@ has out "bad.jsonl: 2 records, 1 skipped, 1 examples"
 has err "1 bad record skipped"
 has run2/preprocess_report.json "bad.jsonl"
 
+# The shipped Excel configs load (their model is fetched separately).
+for c in excel_expert excel_expert_sharegpt excel_expert_llama2; do
+    (cd "$SRC" && "$TUNE" config resolve "configs/$c.yml") >out 2>err || {
+        echo "FAIL: configs/$c.yml does not load"
+        sed 's/^/  stderr: /' err | head -5
+        fails=$((fails + 1))
+    }
+done
+has out "type: llama2"
+
 # Arguments.
 expect 2 "$TUNE" preprocess good.yml --debug x
 expect 2 "$TUNE" preprocess
