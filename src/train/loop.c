@@ -278,8 +278,43 @@ static tune_status do_save(run *R, tune_error *err)
     return TUNE_OK;
 }
 
-/* One optimizer step: count the targets of all its micro-batches, forward
- * and backward each with grad_scale = 1/targets, clip, AdamW. */
+/* The gradient of step s (0-based) into lora->grads: every micro-batch
+ * forward and backward with grad_scale = 1 / (trained targets of the whole
+ * step). *loss is the step's mean token loss. The micro-batches are already
+ * in R->sb. */
+static tune_status accumulate(run *R, long s, int epoch, long first, double *loss, tune_error *err)
+{
+    long n_targets = 0;
+    for (int j = 0; j < R->sb.n; j++) n_targets += R->sb.targets[j];
+    if (n_targets == 0)
+        return tune_fail_input(err, NULL, "step %ld (epoch %d, micro-batches %ld-%ld) has no trained tokens: "
+                                          "every label is -100",
+                               s + 1, epoch, first, first + R->sb.n - 1);
+    memset(R->lora->grads, 0, R->lora->n_params * sizeof(float));
+    const float grad_scale = (float)(1.0 / (double)n_targets);
+    double loss_sum = 0.0;
+    for (int j = 0; j < R->sb.n; j++) {
+        const tune_batch *b = &R->sb.mb[j];
+        const tune_dropout drop = {.p = R->lora->cfg.dropout, .seed = R->st.seed,
+                                   .micro_batch = (uint64_t)s * (uint64_t)R->st.accum + (uint64_t)j};
+        double ls;
+        long nt;
+        tune_status st = tune_llama_forward(R->model, R->lora, b, &drop, R->ws, &ls, &nt, err);
+        if (st) return st;
+        if (nt != R->sb.targets[j])
+            return tune_fail_run(err, NULL, "internal error: the forward pass scored %ld targets in micro-batch %ld "
+                                            "of epoch %d, the loop counted %ld",
+                                 nt, first + j, epoch, R->sb.targets[j]);
+        loss_sum += ls;
+        st = tune_llama_backward(R->model, R->lora, b, &drop, R->ws, grad_scale, err);
+        if (st) return st;
+    }
+    *loss = loss_sum / (double)n_targets;
+    return TUNE_OK;
+}
+
+/* One optimizer step: its micro-batches, the accumulated gradient, clipping,
+ * AdamW; then logging, evaluation and saving when they are due. */
 static tune_status train_step(run *R, tune_error *err)
 {
     const tune_train_options *o = R->o;
@@ -293,38 +328,12 @@ static tune_status train_step(run *R, tune_error *err)
     if (n_mb > S->accum) n_mb = S->accum; /* the last step of an epoch may be short */
 
     const double t_start = now_s();
+    double loss = 0.0;
     tune_status st = fetch_step(R, epoch, first, (int)n_mb, err);
+    if (!st) st = accumulate(R, s, epoch, first, &loss, err);
     if (st) return st;
-    long n_targets = 0, tokens = 0;
-    for (int j = 0; j < R->sb.n; j++) {
-        n_targets += R->sb.targets[j];
-        tokens += (long)R->sb.mb[j].B * R->sb.mb[j].T;
-    }
-    if (n_targets == 0)
-        return tune_fail_input(err, NULL, "step %ld (epoch %d, micro-batches %ld-%ld) has no trained tokens: "
-                                          "every label is -100",
-                               s + 1, epoch, first, first + n_mb - 1);
-
-    memset(R->lora->grads, 0, R->lora->n_params * sizeof(float));
-    const float grad_scale = (float)(1.0 / (double)n_targets);
-    double loss_sum = 0.0;
-    for (int j = 0; j < R->sb.n; j++) {
-        const tune_batch *b = &R->sb.mb[j];
-        const tune_dropout drop = {.p = R->lora->cfg.dropout, .seed = S->seed,
-                                   .micro_batch = (uint64_t)s * (uint64_t)S->accum + (uint64_t)j};
-        double ls;
-        long nt;
-        st = tune_llama_forward(R->model, R->lora, b, &drop, R->ws, &ls, &nt, err);
-        if (st) return st;
-        if (nt != R->sb.targets[j])
-            return tune_fail_run(err, NULL, "internal error: the forward pass scored %ld targets in micro-batch %ld "
-                                            "of epoch %d, the loop counted %ld",
-                                 nt, first + j, epoch, R->sb.targets[j]);
-        loss_sum += ls;
-        st = tune_llama_backward(R->model, R->lora, b, &drop, R->ws, grad_scale, err);
-        if (st) return st;
-    }
-    const double loss = loss_sum / (double)n_targets;
+    long tokens = 0;
+    for (int j = 0; j < R->sb.n; j++) tokens += (long)R->sb.mb[j].B * R->sb.mb[j].T;
     const float grad_norm =
         tune_clip_grad_norm(R->lora->grads, R->tensors, 2 * R->lora->n_modules, (float)o->max_grad_norm);
     if (!isfinite(loss) || !isfinite(grad_norm)) {
