@@ -814,6 +814,28 @@ START_TEST(resume_refuses_other_batch_layout)
 }
 END_TEST
 
+/* Progress lines: a bar on a terminal, plain log lines otherwise. */
+START_TEST(progress_lines)
+{
+    char line[512];
+    tune_train_event ev = {.kind = TUNE_EVENT_STEP, .step = 3, .total_steps = 6, .first_step = 1, .epoch = 0.5,
+                           .loss = 1.23456, .lr = 1e-4, .grad_norm = 0.5, .elapsed_s = 4.0};
+    tune_train_format_event(&ev, 1, line, sizeof line);
+    ck_assert_msg(strstr(line, " 50%|") == line && strstr(line, "| 3/6 [00:04<00:06, 2.00 s/step] loss 1.2346") != NULL,
+                  "%s", line);
+    tune_train_format_event(&ev, 0, line, sizeof line);
+    ck_assert_str_eq(line, "");
+    ev.kind = TUNE_EVENT_LOG;
+    ev.tokens_per_s = 1234.4;
+    tune_train_format_event(&ev, 0, line, sizeof line);
+    ck_assert_str_eq(line, "step 3/6 epoch 0.50 loss 1.2346 lr 0.0001 grad_norm 0.5000 tokens/s 1234");
+    ev.kind = TUNE_EVENT_EVAL;
+    ev.eval_loss = 2.5;
+    tune_train_format_event(&ev, 1, line, sizeof line);
+    ck_assert_str_eq(line, "step 3/6 eval_loss 2.5000");
+}
+END_TEST
+
 static Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -821,6 +843,7 @@ static Suite *train_suite(void)
     tcase_add_test(opt, adamw_matches_torch);
     tcase_add_test(opt, clip_grad_norm_matches_torch);
     tcase_add_test(opt, clip_disabled_leaves_gradients);
+    tcase_add_test(opt, progress_lines);
     suite_add_tcase(s, opt);
     TCase *loop = tcase_create("loop");
     tcase_add_test(loop, trajectory_matches_transformers);
