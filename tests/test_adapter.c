@@ -17,7 +17,7 @@ static char tmp_dir[64];
 
 static void setup(void)
 {
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/tune-adapter-XXXXXX");
+    snprintf(tmp_dir, sizeof tmp_dir, "%s/tune-adapter-XXXXXX", P_tmpdir);
     ck_assert_ptr_nonnull(mkdtemp(tmp_dir));
 }
 

@@ -234,7 +234,7 @@ static void fixture_init(fixture *fx, float dropout)
      * cosine with 2 warmup steps of 6. */
     const tune_schedule sched = {.kind = TUNE_LR_COSINE, .lr = 1e-2, .warmup_steps = 2, .total_steps = GOLDEN_STEPS};
     for (int s = 0; s < GOLDEN_STEPS; s++) fx->lr[s] = tune_schedule_lr(&sched, s);
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/tune-train-XXXXXX");
+    snprintf(fx->dir, sizeof fx->dir, "%s/tune-train-XXXXXX", P_tmpdir);
     ck_assert_ptr_nonnull(mkdtemp(fx->dir));
 }
 
