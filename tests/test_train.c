@@ -794,6 +794,38 @@ START_TEST(loss_watchdog_stops_a_diverging_run)
 }
 END_TEST
 
+/* Early stopping: with lr 0 after step 2 the eval loss cannot improve, so
+ * patience 1 ends the run normally at the second evaluation (step 4). */
+START_TEST(early_stopping_ends_the_run)
+{
+    fixture fx;
+    fixture_init(&fx, 0.0f);
+    for (int s = 2; s < GOLDEN_STEPS; s++) fx.lr[s] = 0.0;
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    replay er = {.golden = fx.golden, .fail_at = -1, .n_mb = 2};
+    const tune_batch_source src = replay_source(&r), eval = replay_source(&er);
+    char out[128], path[256];
+    subdir(out, sizeof out, fx.dir, "run");
+    recorder rec = {0};
+    tune_train_options o = golden_options(&fx, out, GOLDEN_ACCUM, &rec);
+    o.eval_steps = 2;
+    o.early_stopping_patience = 1;
+    tune_error err;
+    ck_assert_msg(tune_train_run(&o, &src, &eval, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(rec.n_steps, 4);
+    ck_assert_int_eq(rec.n_evals, 2);
+    subdir(path, sizeof path, out, "adapter_model.safetensors");
+    ck_assert(tune_path_exists(path));
+    subdir(path, sizeof path, out, "training_log.jsonl");
+    char *log;
+    size_t len;
+    ck_assert_int_eq(tune_read_file(path, &log, &len, &err), TUNE_OK);
+    ck_assert_ptr_nonnull(strstr(log, "\"stopped_early\":true"));
+    free(log);
+    fixture_free(&fx);
+}
+END_TEST
+
 START_TEST(resume_refuses_other_batch_layout)
 {
     fixture fx;
@@ -855,6 +887,7 @@ static Suite *train_suite(void)
     tcase_add_test(loop, eval_loss_is_mean_over_eval_set);
     tcase_add_test(loop, nan_loss_stops_and_keeps_checkpoint);
     tcase_add_test(loop, loss_watchdog_stops_a_diverging_run);
+    tcase_add_test(loop, early_stopping_ends_the_run);
     tcase_add_test(loop, resume_refuses_other_batch_layout);
     suite_add_tcase(s, loop);
     return s;

@@ -107,6 +107,7 @@ typedef struct tune_train_event {
     double eval_loss; /* EVAL */
     double elapsed_s; /* since this process started training */
     const char *path; /* SAVE: the checkpoint folder; END: output_dir */
+    int stopped_early; /* END: early_stopping_patience ended the run */
 } tune_train_event;
 
 /* Plain values from the plan; the loop never reads the config. */
@@ -122,6 +123,8 @@ typedef struct tune_train_options {
     long loss_watchdog_patience;    /* ... for this many consecutive steps */
     long logging_steps;            /* 0: never */
     long eval_steps;               /* 0: never (an eval source still gives a final eval) */
+    long early_stopping_patience;  /* > 0: end the run (normally, with its adapter) after this many
+                                      evaluations in a row that do not improve on the best eval loss */
     long save_steps;               /* 0: never */
     int save_total_limit;          /* 0: keep every checkpoint */
     const char *resume_from_checkpoint; /* a checkpoint folder, or NULL */
@@ -140,7 +143,8 @@ typedef struct tune_train_options {
 } tune_train_options;
 
 /* Trains lora (already initialised) on `train`; evaluates on `eval` (may be
- * NULL) every eval_steps and at the end. Writes into output_dir:
+ * NULL) every eval_steps and at the end, stopping early when
+ * early_stopping_patience says so. Writes into output_dir:
  * checkpoint-N/ every save_steps (adapter, optimizer.safetensors,
  * trainer_state.json; built as checkpoint-N.tmp and renamed),
  * training_log.jsonl, loss.svg, and at the end adapter_model.safetensors,

@@ -72,6 +72,7 @@ tune_status train_state_json(const train_state *st, tune_strbuf *out, tune_error
         add_num(acc, "total", st->loss_sum);
         add_num(acc, "last_loss", st->last_loss);
         add_num(acc, "watchdog_count", (double)st->watchdog_count);
+        add_num(acc, "evals_not_improved", (double)st->evals_not_improved);
         add_num(acc, "last_eval_loss", st->last_eval);
         add_num(acc, "last_eval_step", (double)st->last_eval_step);
     }
@@ -157,6 +158,7 @@ static tune_status parse_state(const cJSON *o, const char *path, train_state *st
     if (!s) s = get_num(acc, "total", path, &st->loss_sum, err);
     if (!s) s = get_num(acc, "last_loss", path, &st->last_loss, err);
     if (!s) s = get_long(acc, "watchdog_count", path, &st->watchdog_count, err);
+    if (!s) s = get_long(acc, "evals_not_improved", path, &st->evals_not_improved, err);
     if (!s) s = get_num(acc, "last_eval_loss", path, &st->last_eval, err);
     if (!s) s = get_long(acc, "last_eval_step", path, &st->last_eval_step, err);
     if (s) return s;

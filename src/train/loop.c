@@ -232,6 +232,9 @@ static tune_status do_eval(run *R, tune_error *err)
     if (R->st.best_step == 0 || loss < R->st.best_eval) {
         R->st.best_eval = loss;
         R->st.best_step = R->st.global_step;
+        R->st.evals_not_improved = 0;
+    } else {
+        R->st.evals_not_improved++;
     }
     cJSON *e = log_entry_new(&R->st);
     if (e) cJSON_AddNumberToObject(e, "eval_loss", loss);
@@ -402,9 +405,10 @@ static tune_status check_options(const tune_train_options *o, const tune_batch_s
         return tune_fail_input(err, NULL, "gradient_accumulation_steps must be at least 1");
     if (o->loss_watchdog_threshold > 0 && o->loss_watchdog_patience < 1)
         return tune_fail_input(err, NULL, "loss_watchdog_patience must be at least 1");
-    if (o->logging_steps < 0 || o->eval_steps < 0 || o->save_steps < 0 || o->save_total_limit < 0)
-        return tune_fail_input(err, NULL, "logging_steps, eval_steps, save_steps and save_total_limit must not "
-                                          "be negative");
+    if (o->logging_steps < 0 || o->eval_steps < 0 || o->save_steps < 0 || o->save_total_limit < 0 ||
+        o->early_stopping_patience < 0)
+        return tune_fail_input(err, NULL, "logging_steps, eval_steps, save_steps, save_total_limit and "
+                                          "early_stopping_patience must not be negative");
     if (!(o->adam_beta1 >= 0 && o->adam_beta1 < 1 && o->adam_beta2 >= 0 && o->adam_beta2 < 1 &&
           o->adam_epsilon > 0 && o->weight_decay >= 0))
         return tune_fail_input(err, NULL, "AdamW needs 0 <= beta1, beta2 < 1, epsilon > 0, weight_decay >= 0");
@@ -530,6 +534,12 @@ static tune_status start(run *R, tune_error *err)
     return st;
 }
 
+/* Transformers' EarlyStoppingCallback on eval_loss. */
+static int stopped_early(const run *R)
+{
+    return R->o->early_stopping_patience > 0 && R->st.evals_not_improved >= R->o->early_stopping_patience;
+}
+
 static tune_status finish(run *R, tune_error *err)
 {
     const tune_train_options *o = R->o;
@@ -538,6 +548,7 @@ static tune_status finish(run *R, tune_error *err)
     if (st) return st;
     cJSON *e = log_entry_new(&R->st);
     if (e) cJSON_AddNumberToObject(e, "train_loss", R->st.loss_sum / (double)R->st.global_step);
+    if (e && stopped_early(R)) cJSON_AddTrueToObject(e, "stopped_early");
     st = log_entry_add(R, e, err);
     if (!st) st = tune_lora_save_peft(R->lora, o->output_dir, o->base_model_name_or_path, err);
     if (st) return st;
@@ -551,7 +562,7 @@ static tune_status finish(run *R, tune_error *err)
     if (!st) st = report_manifest(o, &R->st, err);
     if (st) return st;
     emit(R, (tune_train_event){.kind = TUNE_EVENT_END, .loss = R->st.last_loss, .path = o->output_dir,
-                               .eval_loss = R->eval ? R->st.last_eval : NAN});
+                               .eval_loss = R->eval ? R->st.last_eval : NAN, .stopped_early = stopped_early(R)});
     return TUNE_OK;
 }
 
@@ -565,7 +576,7 @@ tune_status tune_train_run(const tune_train_options *opts, const tune_batch_sour
     R.t0 = now_s();
     st = start(&R, err);
     if (!st) emit(&R, (tune_train_event){.kind = TUNE_EVENT_START});
-    while (!st && R.st.global_step < R.st.total_steps) st = train_step(&R, err);
+    while (!st && R.st.global_step < R.st.total_steps && !stopped_early(&R)) st = train_step(&R, err);
     if (!st) st = finish(&R, err);
     step_batches_free(&R.sb);
     free(R.epoch_first);

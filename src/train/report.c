@@ -338,7 +338,8 @@ void tune_train_format_event(const tune_train_event *ev, int tty, char *buf, siz
         snprintf(buf, size, "step %ld/%ld saved %s", ev->step, ev->total_steps, ev->path);
         break;
     case TUNE_EVENT_END:
-        snprintf(buf, size, "done: %ld steps, last loss %.4f, adapter in %s", ev->step, ev->loss, ev->path);
+        snprintf(buf, size, "done: %ld steps%s, last loss %.4f, adapter in %s", ev->step,
+                 ev->stopped_early ? " (stopped early: the eval loss stopped improving)" : "", ev->loss, ev->path);
         break;
     }
 }
