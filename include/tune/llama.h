@@ -1,6 +1,6 @@
 /* The LLaMA forward and backward passes in fp32, with optional LoRA
  * adapters. The base weights are frozen: backward produces gradients for the
- * LoRA parameters only. */
+ * LoRA parameters and the adapters' saved embed_tokens/lm_head copies only. */
 #ifndef TUNE_LLAMA_H
 #define TUNE_LLAMA_H
 

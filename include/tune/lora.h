@@ -32,10 +32,18 @@ typedef struct tune_lora {
     int n_modules;
     tune_lora_module *modules;  /* layer-major, kind order within a layer */
     int *index;                 /* (n_layers, TUNE_N_LINEAR): module index or -1 */
-    float *params;              /* one allocation: every A and B */
+    unsigned saved;             /* TUNE_SAVE_* bits: full trainable copies (PEFT modules_to_save) */
+    int vocab, hidden;          /* shape (vocab, hidden) of each saved copy */
+    size_t embed_offset;        /* embed_tokens copy: (vocab, hidden) at params + embed_offset */
+    size_t head_offset;         /* lm_head copy: (vocab, hidden) at params + head_offset */
+    float *params;              /* one allocation: every A and B, then the saved copies */
     float *grads;               /* same layout as params */
     size_t n_params;
 } tune_lora;
+
+/* PEFT modules_to_save that tune trains: full copies of these matrices. */
+#define TUNE_SAVE_EMBED 1u   /* "embed_tokens" */
+#define TUNE_SAVE_LM_HEAD 2u /* "lm_head" */
 
 /* Selection of adapted modules: (n_layers, TUNE_N_LINEAR) bytes, 1 = adapted. */
 
@@ -59,6 +67,14 @@ tune_status tune_lora_create(const tune_model_config *mcfg, const tune_lora_conf
                              const unsigned char *selected, uint64_t seed, tune_lora **out,
                              tune_error *err);
 void tune_lora_free(tune_lora *lora);
+
+/* Appends to lora's parameters trainable copies of the model's embedding
+ * and/or lm_head (saved: TUNE_SAVE_* bits), as PEFT's modules_to_save does:
+ * each copy starts equal to the model's matrix and the forward uses it in its
+ * place. With tied word embeddings the two copies are separate, as PEFT makes
+ * them by default (ensure_weight_tying false). Grads of the copies are zeroed.
+ * Call once, after tune_lora_create and before creating a workspace. */
+tune_status tune_lora_add_saved(tune_lora *lora, const tune_model *model, unsigned saved, tune_error *err);
 
 /* ---- PEFT adapter files (src/model/lora_peft.c) ------------------------
  * A folder with adapter_model.safetensors (fp32 tensors

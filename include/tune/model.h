@@ -68,6 +68,10 @@ tune_status tune_model_config_load(const char *path, tune_model_config *cfg, tun
  * F32/F16/BF16/Q8_0/Q4_0/Q4_1 GGUF with q/k rows un-permuted). */
 tune_status tune_model_load(const char *path, tune_model *model, tune_error *err);
 void tune_model_free(tune_model *model);
+/* Grows the vocabulary to new_vocab rows (added tokens): the embedding and an
+ * untied lm_head get new rows equal to the mean of their old rows (a tied
+ * matrix grows once); cfg.vocab_size follows. Shrinking is an input error. */
+tune_status tune_model_resize_vocab(tune_model *model, int new_vocab, tune_error *err);
 /* The files a model is made of, sorted, as malloc'd paths (free each and the
  * array): the .gguf file itself, or a folder's config.json, safetensors
  * files and shard index. For the run manifest's checksums. */

@@ -1,6 +1,7 @@
 /* LLaMA forward and backward in fp32 with LoRA, layer by layer; every big
  * product is an sgemm. Base weights are frozen: the backward carries dx
- * through them and produces gradients for the LoRA A and B only.
+ * through them and produces gradients for the LoRA A and B and for the
+ * adapters' trainable embed_tokens/lm_head copies (modules_to_save).
  *
  * Dropout address layout (LoRA branch only): the mask of element e of the
  * input x (N, in) of module m in micro-batch mb is Philox word
@@ -242,6 +243,9 @@ static tune_status check_inputs(const tune_model *m, const tune_lora *lora, cons
     if (lora && (lora->n_modules != ws->n_modules || lora->cfg.r != ws->r ||
                  lora->n_layers != m->cfg.num_hidden_layers))
         return tune_fail_input(err, NULL, "the LoRA adapters do not match the workspace they were sized for");
+    if (lora && lora->saved && (lora->vocab != c->vocab_size || lora->hidden != c->hidden_size))
+        return tune_fail_input(err, NULL, "the adapters' saved embed_tokens/lm_head (%d x %d) do not match the "
+                               "model (%d x %d)", lora->vocab, lora->hidden, c->vocab_size, c->hidden_size);
     if (dp && !(dp->p >= 0.0f && dp->p < 1.0f))
         return tune_fail_input(err, NULL, "dropout %g is outside [0, 1)", dp->p);
     if (dp && dp->p > 0.0f && lora && !ws->drop_bits)
@@ -265,6 +269,18 @@ static const float *lora_input(tune_workspace *ws, const tune_dropout *dp, int m
                               (uint64_t)mi << 40);
     tune_cpu_dropout_apply(ws->lora_x, x, bits, N * in, dp->p, 0);
     return ws->lora_x;
+}
+
+/* The embedding and lm_head the passes use: the adapters' trainable copies
+ * where they have them (PEFT modules_to_save), else the model's.  (V, C) */
+static const float *embed_of(const tune_model *m, const tune_lora *lora)
+{
+    return lora && lora->saved & TUNE_SAVE_EMBED ? lora->params + lora->embed_offset : m->embed;
+}
+
+static const float *lm_head_of(const tune_model *m, const tune_lora *lora)
+{
+    return lora && lora->saved & TUNE_SAVE_LM_HEAD ? lora->params + lora->head_offset : m->lm_head;
 }
 
 static int module_of(const tune_lora *lora, int layer, tune_linear_kind kind)
@@ -342,7 +358,7 @@ tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, c
     ws->cur_dropout = dropout && dropout->p > 0.0f ? *dropout : (tune_dropout){0};
     const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
     tune_cpu_rope_tables(ws->cos_t, ws->sin_t, ws->pos, ws->inv_freq, N, hd / 2);
-    tune_cpu_embedding(ws->resid, model->embed, batch->input_ids, N, C);
+    tune_cpu_embedding(ws->resid, embed_of(model, lora), batch->input_ids, N, C);
     for (int l = 0; l < ws->L; l++) {
         const tune_layer *ly = &model->layers[l];
         float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + l * ws->NC, *hn = h + ws->NC;
@@ -371,7 +387,7 @@ tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, c
     }
     tune_cpu_rmsnorm_forward(ws->xf, ws->rstd_f, ws->resid + ws->L * ws->NC, model->final_norm, N, C,
                              cfg->rms_norm_eps);
-    tune_cpu_matmul(ws->logits, ws->xf, model->lm_head, N, ws->V, C, 0, 1, 1.0f, 0.0f);
+    tune_cpu_matmul(ws->logits, ws->xf, lm_head_of(model, lora), N, ws->V, C, 0, 1, 1.0f, 0.0f);
     *loss_sum = tune_cpu_cross_entropy_forward(ws->lse_ce, ws->logits, ws->target, N, ws->V);
     long count = 0;
     for (int n = 0; n < N; n++) count += ws->target[n] != TUNE_IGNORE_INDEX;
@@ -394,11 +410,13 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
     const int B = ws->cur_B, T = ws->cur_T, N = B * T, C = ws->C, hd = ws->hd;
     const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
     tune_cpu_cross_entropy_backward(ws->logits, ws->lse_ce, ws->target, N, ws->V, grad_scale);
-    tune_cpu_matmul(ws->dxn, ws->logits, model->lm_head, N, C, ws->V, 0, 0, 1.0f, 0.0f);
+    tune_cpu_matmul(ws->dxn, ws->logits, lm_head_of(model, lora), N, C, ws->V, 0, 0, 1.0f, 0.0f);
+    if (lora->saved & TUNE_SAVE_LM_HEAD) /* d(lm_head) += d(logits)ᵀ·xf */
+        tune_cpu_matmul(lora->grads + lora->head_offset, ws->logits, ws->xf, ws->V, C, N, 1, 0, 1.0f, 1.0f);
     memset(ws->dh, 0, (size_t)N * C * sizeof *ws->dh);
     tune_cpu_rmsnorm_backward(ws->dh, ws->dxn, ws->resid + ws->L * ws->NC, model->final_norm, ws->rstd_f, N, C);
-    /* Layers below the lowest adapted one need no gradient. */
-    const int lowest = lora->modules[0].layer;
+    /* Layers below the lowest adapted one need no gradient, unless the embedding trains. */
+    const int lowest = lora->saved & TUNE_SAVE_EMBED ? 0 : lora->modules[0].layer;
     for (int l = ws->L - 1; l >= lowest; l--) {
         const tune_layer *ly = &model->layers[l];
         const float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + l * ws->NC;
@@ -428,6 +446,14 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
         linear_backward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, ws->dk, ws->dxn, 1.0f);
         linear_backward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, ws->dv, ws->dxn, 1.0f);
         tune_cpu_rmsnorm_backward(ws->dh, ws->dxn, h, ly->attn_norm, ws->rstd1 + (size_t)l * ws->B * ws->T, N, C);
+    }
+    if (lora->saved & TUNE_SAVE_EMBED) { /* scatter-add d(h) of the input into the rows of its ids; in order */
+        float *gE = lora->grads + lora->embed_offset;
+        for (int n = 0; n < N; n++) {
+            float *row = gE + (size_t)batch->input_ids[n] * C;
+            const float *d = ws->dh + (size_t)n * C;
+            for (int c = 0; c < C; c++) row[c] += d[c];
+        }
     }
     /* The logits became their gradient: a second backward needs a new forward. */
     ws->cur_B = ws->cur_T = 0;

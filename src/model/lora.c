@@ -158,3 +158,36 @@ void tune_lora_free(tune_lora *lora)
     free(lora->grads);
     free(lora);
 }
+
+tune_status tune_lora_add_saved(tune_lora *lora, const tune_model *model, unsigned saved, tune_error *err)
+{
+    if (lora->saved) return tune_fail_input(err, NULL, "the adapters already have their saved modules");
+    if (!saved || saved & ~(TUNE_SAVE_EMBED | TUNE_SAVE_LM_HEAD))
+        return tune_fail_input(err, NULL, "saved modules: only embed_tokens and lm_head can be trained in full");
+    const size_t VC = (size_t)model->cfg.vocab_size * model->cfg.hidden_size;
+    const int n_copies = (saved & TUNE_SAVE_EMBED ? 1 : 0) + (saved & TUNE_SAVE_LM_HEAD ? 1 : 0);
+    const size_t n = lora->n_params + (size_t)n_copies * VC;
+    float *params = realloc(lora->params, n * sizeof *params);
+    if (!params) return tune_fail_run(err, NULL, "out of memory for the saved modules (%zu MB)", n * 4 >> 20);
+    lora->params = params;
+    float *grads = realloc(lora->grads, n * sizeof *grads);
+    if (!grads) return tune_fail_run(err, NULL, "out of memory for the saved modules' gradients");
+    lora->grads = grads;
+    size_t off = lora->n_params;
+    memset(grads + off, 0, (n - off) * sizeof *grads);
+    if (saved & TUNE_SAVE_EMBED) {
+        lora->embed_offset = off;
+        memcpy(params + off, model->embed, VC * sizeof *params);
+        off += VC;
+    }
+    if (saved & TUNE_SAVE_LM_HEAD) {
+        lora->head_offset = off;
+        memcpy(params + off, model->lm_head, VC * sizeof *params);
+        off += VC;
+    }
+    lora->n_params = n;
+    lora->saved = saved;
+    lora->vocab = model->cfg.vocab_size;
+    lora->hidden = model->cfg.hidden_size;
+    return TUNE_OK;
+}

@@ -108,6 +108,9 @@ static tune_status config_json(const tune_lora *lora, const char *base_model, tu
 tune_status tune_lora_save_peft(const tune_lora *lora, const char *dir, const char *base_model,
                                 tune_error *err)
 {
+    if (lora->saved)
+        return tune_fail_input(err, dir, "writing modules_to_save (embed_tokens, lm_head) into a PEFT adapter is "
+                               "not supported yet");
     char path[4096];
     tune_status st = tune_mkdir_p(dir, err);
     if (st) return st;

@@ -469,3 +469,58 @@ void tune_model_free(tune_model *model)
     free(model->layers);
     memset(model, 0, sizeof *model);
 }
+
+/* New rows are the mean of the old rows. Transformers' resize_token_embeddings
+ * (mean_resizing=True) samples them from a normal with that mean and 1e-9 times
+ * the old rows' covariance: the same rows up to noise of about 3e-5 standard
+ * deviations, which its torch RNG makes irreproducible here. */
+static void grow_rows(float *dst, const float *src, int64_t V, int64_t new_V, int64_t C)
+{
+    memcpy(dst, src, (size_t)(V * C) * sizeof *dst);
+    for (int64_t c = 0; c < C; c++) {
+        double sum = 0.0;
+        for (int64_t v = 0; v < V; v++) sum += src[v * C + c];
+        const float mean = (float)(sum / (double)V);
+        for (int64_t v = V; v < new_V; v++) dst[v * C + c] = mean;
+    }
+}
+
+tune_status tune_model_resize_vocab(tune_model *m, int new_vocab, tune_error *err)
+{
+    const int64_t V = m->cfg.vocab_size, C = m->cfg.hidden_size;
+    if (new_vocab < V)
+        return tune_fail_input(err, NULL, "vocabulary of %d tokens cannot shrink to %d", (int)V, new_vocab);
+    if (new_vocab == V) return TUNE_OK;
+    const int max = 3 + 9 * m->cfg.num_hidden_layers;
+    weight_spec *specs = malloc((size_t)max * sizeof *specs);
+    if (!specs) return tune_fail_run(err, NULL, "out of memory resizing the vocabulary");
+    const int n = weight_specs(m, specs);
+    const size_t grown = (size_t)((new_vocab - V) * C) * (m->cfg.tie_word_embeddings ? 1 : 2);
+    float *storage;
+    if (posix_memalign((void **)&storage, 64, (m->n_floats + grown) * sizeof(float)) != 0) {
+        free(specs);
+        return tune_fail_run(err, NULL, "out of memory: %zu MB of weights after resizing the vocabulary",
+                             (m->n_floats + grown) * sizeof(float) >> 20);
+    }
+    float *p = storage;
+    for (int i = 0; i < n; i++) {
+        const float *old = *specs[i].slot;
+        const int64_t numel = specs[i].shape[0] * (specs[i].ndim == 2 ? specs[i].shape[1] : 1);
+        if (specs[i].slot == &m->embed || specs[i].slot == &m->lm_head) {
+            grow_rows(p, old, V, new_vocab, C);
+            *specs[i].slot = p;
+            p += (size_t)new_vocab * C;
+        } else {
+            memcpy(p, old, (size_t)numel * sizeof *p);
+            *specs[i].slot = p;
+            p += numel;
+        }
+    }
+    if (m->cfg.tie_word_embeddings) m->lm_head = m->embed;
+    free(specs);
+    free(m->storage);
+    m->storage = storage;
+    m->n_floats += grown;
+    m->cfg.vocab_size = new_vocab;
+    return TUNE_OK;
+}

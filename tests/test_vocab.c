@@ -1,0 +1,185 @@
+/* A grown vocabulary: new rows at the mean of the old ones, and training the
+ * embedding and lm_head as PEFT modules_to_save, against PyTorch + PEFT
+ * goldens (tests/data/tiny/vocab, tools/reference/make_vocab_golden.py). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "tune/llama.h"
+#include "tune/safetensors.h"
+
+#define ADDED 3 /* tokens the golden script adds */
+
+static void load_tiny(const char *name, tune_model *m)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tiny/%s", test_data_dir(), name);
+    tune_error err;
+    ck_assert_msg(tune_model_load(dir, m, &err) == TUNE_OK, "%s", err.message);
+}
+
+/* Row v of every grown matrix equals the fp64 column mean of the old rows. */
+static void check_growth(const char *name)
+{
+    tune_model m;
+    load_tiny(name, &m);
+    const int V = m.cfg.vocab_size, C = m.cfg.hidden_size, tied = m.cfg.tie_word_embeddings;
+    float *old_e = malloc((size_t)V * C * sizeof *old_e), *old_h = malloc((size_t)V * C * sizeof *old_h);
+    ck_assert(old_e && old_h);
+    memcpy(old_e, m.embed, (size_t)V * C * sizeof *old_e);
+    memcpy(old_h, m.lm_head, (size_t)V * C * sizeof *old_h);
+    const float norm0 = m.final_norm[0], w0 = m.layers[1].w[TUNE_DOWN_PROJ][7];
+    tune_error err;
+    ck_assert_int_eq(tune_model_resize_vocab(&m, V, &err), TUNE_OK); /* same size: nothing changes */
+    ck_assert_int_eq(tune_model_resize_vocab(&m, V + ADDED, &err), TUNE_OK);
+    ck_assert_int_eq(m.cfg.vocab_size, V + ADDED);
+    ck_assert_int_eq(tune_model_resize_vocab(&m, V, &err), TUNE_ERR_INPUT);
+    ck_assert(tied ? m.lm_head == m.embed : m.lm_head != m.embed);
+    ck_assert(m.final_norm[0] == norm0 && m.layers[1].w[TUNE_DOWN_PROJ][7] == w0);
+    ck_assert(memcmp(m.embed, old_e, (size_t)V * C * sizeof *old_e) == 0);
+    ck_assert(memcmp(m.lm_head, old_h, (size_t)V * C * sizeof *old_h) == 0);
+    for (int c = 0; c < C; c++) {
+        double se = 0.0, sh = 0.0;
+        for (int v = 0; v < V; v++) {
+            se += old_e[(size_t)v * C + c];
+            sh += old_h[(size_t)v * C + c];
+        }
+        for (int v = V; v < V + ADDED; v++) {
+            ck_assert_float_eq(m.embed[(size_t)v * C + c], (float)(se / V));
+            ck_assert_float_eq(m.lm_head[(size_t)v * C + c], (float)(sh / V));
+        }
+    }
+    free(old_e);
+    free(old_h);
+    tune_model_free(&m);
+}
+
+START_TEST(growth_untied) { check_growth("gqa"); }
+END_TEST
+
+START_TEST(growth_tied) { check_growth("tied"); }
+END_TEST
+
+static float *golden_f32(const tune_st_file *st, const char *name, size_t n)
+{
+    const tune_st_tensor *t = tune_st_find(st, name);
+    ck_assert_msg(t != NULL, "golden tensor %s missing", name);
+    ck_assert_uint_eq(t->numel, n);
+    float *x = malloc(n * sizeof *x);
+    tune_error err;
+    ck_assert(x);
+    ck_assert_int_eq(tune_st_read_f32(t, x, &err), TUNE_OK);
+    return x;
+}
+
+static void assert_close(const float *got, const float *want, size_t n, float atol, float rtol, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(fabsf(got[i] - want[i]) <= atol + rtol * fabsf(want[i]), "%s[%zu]: %.9g, want %.9g", what, i,
+                      (double)got[i], (double)want[i]);
+}
+
+/* LoRA on q/v plus trained embed_tokens and lm_head copies: the loss and
+ * every gradient (LoRA, embedding rows, lm_head) as PEFT computes them. */
+static void check_saved_gradients(const char *name)
+{
+    tune_model m;
+    load_tiny(name, &m);
+    tune_error err;
+    ck_assert_int_eq(tune_model_resize_vocab(&m, m.cfg.vocab_size + ADDED, &err), TUNE_OK);
+    const int V = m.cfg.vocab_size, C = m.cfg.hidden_size, B = 2, T = 10;
+    char path[600];
+    snprintf(path, sizeof path, "%s/tiny/vocab/%s.safetensors", test_data_dir(), name);
+    tune_st_file *st;
+    ck_assert_msg(tune_st_open(path, &st, &err) == TUNE_OK, "%s", err.message);
+    const char *targets[] = {"q_proj", "v_proj"};
+    unsigned char sel[2 * TUNE_N_LINEAR];
+    ck_assert_int_eq(m.cfg.num_hidden_layers, 2);
+    ck_assert_int_eq(tune_lora_select_names(&m.cfg, targets, 2, sel, &err), TUNE_OK);
+    const tune_lora_config lc = {.r = 4, .alpha = 8.0f};
+    tune_lora *lora;
+    ck_assert_int_eq(tune_lora_create(&m.cfg, &lc, sel, 1, &lora, &err), TUNE_OK);
+    const size_t n_lora = lora->n_params;
+    ck_assert_int_eq(tune_lora_add_saved(lora, &m, TUNE_SAVE_EMBED | TUNE_SAVE_LM_HEAD, &err), TUNE_OK);
+    ck_assert_uint_eq(lora->n_params, n_lora + 2 * (size_t)V * C);
+    ck_assert_int_eq(tune_lora_add_saved(lora, &m, TUNE_SAVE_EMBED, &err), TUNE_ERR_INPUT);
+    for (int mi = 0; mi < lora->n_modules; mi++) { /* PEFT's A and B values */
+        const tune_lora_module *mod = &lora->modules[mi];
+        char mp[96], tn[200];
+        tune_linear_module_path(mod->layer, mod->kind, mp, sizeof mp);
+        for (int b = 0; b < 2; b++) {
+            snprintf(tn, sizeof tn, "init.base_model.model.%s.lora_%c.weight", mp, b ? 'B' : 'A');
+            const size_t n = (size_t)lc.r * (b ? mod->out : mod->in);
+            float *x = golden_f32(st, tn, n);
+            memcpy(lora->params + (b ? mod->b_offset : mod->a_offset), x, n * sizeof *x);
+            free(x);
+        }
+    }
+    int32_t ids[2 * 10], labels[2 * 10];
+    const tune_st_tensor *t = tune_st_find(st, "input_ids");
+    ck_assert(t && t->numel == (size_t)B * T);
+    ck_assert_int_eq(tune_st_read_i32(t, ids, &err), TUNE_OK);
+    t = tune_st_find(st, "labels");
+    ck_assert(t && t->numel == (size_t)B * T);
+    ck_assert_int_eq(tune_st_read_i32(t, labels, &err), TUNE_OK);
+    const tune_batch batch = {.B = B, .T = T, .input_ids = ids, .labels = labels};
+    tune_workspace *ws;
+    ck_assert_int_eq(tune_workspace_create(&m.cfg, lora, B, T, &ws, &err), TUNE_OK);
+    double loss_sum;
+    long n_targets;
+    ck_assert_msg(tune_llama_forward(&m, lora, &batch, NULL, ws, &loss_sum, &n_targets, &err) == TUNE_OK, "%s",
+                  err.message);
+    float *want_loss = golden_f32(st, "loss", 1);
+    ck_assert_msg(fabs(loss_sum / n_targets - want_loss[0]) < 1e-5, "loss %.7f, want %.7f", loss_sum / n_targets,
+                  (double)want_loss[0]);
+    ck_assert_int_eq(tune_llama_backward(&m, lora, &batch, NULL, ws, 1.0f / (float)n_targets, &err), TUNE_OK);
+    float *ge = golden_f32(st, "grad.embed_tokens", (size_t)V * C), *gh = golden_f32(st, "grad.lm_head", (size_t)V * C);
+    assert_close(lora->grads + lora->embed_offset, ge, (size_t)V * C, 1e-5f, 1e-4f, "grad.embed_tokens");
+    assert_close(lora->grads + lora->head_offset, gh, (size_t)V * C, 1e-5f, 1e-4f, "grad.lm_head");
+    for (int mi = 0; mi < lora->n_modules; mi++) {
+        const tune_lora_module *mod = &lora->modules[mi];
+        char mp[96], tn[200];
+        tune_linear_module_path(mod->layer, mod->kind, mp, sizeof mp);
+        for (int b = 0; b < 2; b++) {
+            snprintf(tn, sizeof tn, "grad.base_model.model.%s.lora_%c.weight", mp, b ? 'B' : 'A');
+            const size_t n = (size_t)lc.r * (b ? mod->out : mod->in);
+            float *want = golden_f32(st, tn, n);
+            assert_close(lora->grads + (b ? mod->b_offset : mod->a_offset), want, n, 1e-6f, 1e-4f, tn);
+            free(want);
+        }
+    }
+    /* the new tokens' rows got gradients: they are inputs and targets */
+    ck_assert(lora->grads[lora->embed_offset + (size_t)(V - 1) * C] != 0.0f);
+    ck_assert(lora->grads[lora->head_offset + (size_t)(V - 1) * C] != 0.0f);
+    /* a model of another vocabulary is refused */
+    tune_model other;
+    load_tiny(name, &other);
+    ck_assert_int_eq(tune_llama_forward(&other, lora, &batch, NULL, ws, &loss_sum, &n_targets, &err), TUNE_ERR_INPUT);
+    tune_model_free(&other);
+    free(want_loss);
+    free(ge);
+    free(gh);
+    tune_workspace_free(ws);
+    tune_lora_free(lora);
+    tune_st_close(st);
+    tune_model_free(&m);
+}
+
+START_TEST(saved_gradients_untied) { check_saved_gradients("gqa"); }
+END_TEST
+
+START_TEST(saved_gradients_tied) { check_saved_gradients("tied"); }
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("vocab");
+    TCase *tc = tcase_create("vocab");
+    tcase_add_test(tc, growth_untied);
+    tcase_add_test(tc, growth_tied);
+    tcase_add_test(tc, saved_gradients_untied);
+    tcase_add_test(tc, saved_gradients_tied);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}
