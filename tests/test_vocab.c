@@ -4,10 +4,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "tune/llama.h"
+#include "tune/rng.h"
 #include "tune/safetensors.h"
+#include "tune/util.h"
 
 #define ADDED 3 /* tokens the golden script adds */
 
@@ -172,6 +175,81 @@ END_TEST
 START_TEST(saved_gradients_tied) { check_saved_gradients("tied"); }
 END_TEST
 
+/* A grown model with LoRA on q/v and the saved modules of `saved`. */
+static tune_lora *grown_lora(tune_model *m, unsigned saved)
+{
+    const char *targets[] = {"q_proj", "v_proj"};
+    unsigned char sel[2 * TUNE_N_LINEAR];
+    tune_error err;
+    ck_assert_int_eq(tune_lora_select_names(&m->cfg, targets, 2, sel, &err), TUNE_OK);
+    const tune_lora_config lc = {.r = 4, .alpha = 8.0f};
+    tune_lora *lora;
+    ck_assert_int_eq(tune_lora_create(&m->cfg, &lc, sel, 7, &lora, &err), TUNE_OK);
+    if (saved) ck_assert_int_eq(tune_lora_add_saved(lora, m, saved, &err), TUNE_OK);
+    return lora;
+}
+
+/* Saved as PEFT saves modules_to_save, read back bit for bit; an adapter
+ * whose saved modules differ from the configuration's is refused. */
+START_TEST(saved_modules_round_trip)
+{
+    tune_model m;
+    load_tiny("gqa", &m);
+    tune_error err;
+    ck_assert_int_eq(tune_model_resize_vocab(&m, m.cfg.vocab_size + ADDED, &err), TUNE_OK);
+    tune_lora *lora = grown_lora(&m, TUNE_SAVE_EMBED | TUNE_SAVE_LM_HEAD);
+    for (size_t i = 0; i < lora->n_params; i++) lora->params[i] = tune_rng_uniform(5, 0, i) - 0.5f;
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/tune-vocab-XXXXXX", P_tmpdir); /* removed below */
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_msg(tune_lora_save_peft(lora, dir, NULL, &err) == TUNE_OK, "%s", err.message);
+    char path[600], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    ck_assert_int_eq(tune_read_file(path, &text, &len, &err), TUNE_OK);
+    ck_assert_ptr_nonnull(strstr(text, "\"modules_to_save\": [\n    \"embed_tokens\",\n    \"lm_head\"\n  ],"));
+    free(text);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    tune_st_file *st;
+    ck_assert_int_eq(tune_st_open(path, &st, &err), TUNE_OK);
+    const tune_st_tensor *e = tune_st_find(st, "base_model.model.model.embed_tokens.weight");
+    const tune_st_tensor *h = tune_st_find(st, "base_model.model.lm_head.weight");
+    ck_assert(e && h && e->shape[0] == m.cfg.vocab_size && e->shape[1] == m.cfg.hidden_size);
+    ck_assert_int_eq(st->n_tensors, 2 * lora->n_modules + 2);
+    tune_st_close(st);
+
+    tune_lora *back = grown_lora(&m, TUNE_SAVE_EMBED | TUNE_SAVE_LM_HEAD);
+    ck_assert_msg(tune_lora_load_peft(back, &m.cfg, dir, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_uint_eq(back->n_params, lora->n_params);
+    ck_assert(memcmp(back->params, lora->params, lora->n_params * sizeof *lora->params) == 0);
+    tune_lora *plain = grown_lora(&m, 0), *embed_only = grown_lora(&m, TUNE_SAVE_EMBED);
+    ck_assert_int_eq(tune_lora_load_peft(plain, &m.cfg, dir, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.message, "modules_to_save"));
+    ck_assert_int_eq(tune_lora_load_peft(embed_only, &m.cfg, dir, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.message, "modules_to_save"));
+    tune_lora_config cfg;
+    unsigned char sel[2 * TUNE_N_LINEAR];
+    ck_assert_int_eq(tune_lora_read_peft_config(dir, &m.cfg, &cfg, sel, &err), TUNE_OK);
+    ck_assert_uint_eq(cfg.modules_to_save, TUNE_SAVE_EMBED | TUNE_SAVE_LM_HEAD);
+    /* the adapter of the model before growth does not fit the grown one */
+    tune_model small;
+    load_tiny("gqa", &small);
+    tune_lora *other = grown_lora(&small, TUNE_SAVE_EMBED | TUNE_SAVE_LM_HEAD);
+    ck_assert_int_eq(tune_lora_load_peft(other, &small.cfg, dir, &err), TUNE_ERR_INPUT);
+    tune_lora_free(other);
+    tune_model_free(&small);
+    remove(path);
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    remove(path);
+    ck_assert_int_eq(rmdir(dir), 0);
+    tune_lora_free(embed_only);
+    tune_lora_free(plain);
+    tune_lora_free(back);
+    tune_lora_free(lora);
+    tune_model_free(&m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("vocab");
@@ -180,6 +258,7 @@ int main(void)
     tcase_add_test(tc, growth_tied);
     tcase_add_test(tc, saved_gradients_untied);
     tcase_add_test(tc, saved_gradients_tied);
+    tcase_add_test(tc, saved_modules_round_trip);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -9,12 +9,18 @@
 #include "tune/error.h"
 #include "tune/model.h"
 
+/* PEFT modules_to_save that tune trains: full copies of these matrices. */
+#define TUNE_SAVE_EMBED 1u   /* "embed_tokens" */
+#define TUNE_SAVE_LM_HEAD 2u /* "lm_head" */
+
 typedef struct tune_lora_config {
     int r;
     float alpha;
     float dropout;
     int use_rslora;        /* scaling alpha/sqrt(r) instead of alpha/r */
     unsigned target_mask;  /* bit (1u << tune_linear_kind) per targeted module */
+    unsigned modules_to_save; /* TUNE_SAVE_* bits read from adapter_config.json (tune_lora_create
+                                 ignores it: tune_lora_add_saved adds the copies) */
 } tune_lora_config;
 
 typedef struct tune_lora_module {
@@ -40,10 +46,6 @@ typedef struct tune_lora {
     float *grads;               /* same layout as params */
     size_t n_params;
 } tune_lora;
-
-/* PEFT modules_to_save that tune trains: full copies of these matrices. */
-#define TUNE_SAVE_EMBED 1u   /* "embed_tokens" */
-#define TUNE_SAVE_LM_HEAD 2u /* "lm_head" */
 
 /* Selection of adapted modules: (n_layers, TUNE_N_LINEAR) bytes, 1 = adapted. */
 
@@ -79,7 +81,14 @@ tune_status tune_lora_add_saved(tune_lora *lora, const tune_model *model, unsign
 /* ---- PEFT adapter files (src/model/lora_peft.c) ------------------------
  * A folder with adapter_model.safetensors (fp32 tensors
  * "base_model.model.<module path>.lora_A.weight" / ".lora_B.weight", sorted,
- * {"format":"pt"}) and adapter_config.json, as PEFT writes and loads it. */
+ * {"format":"pt"}) and adapter_config.json, as PEFT writes and loads it.
+ * Saved modules (tune_lora_add_saved) are written as PEFT writes
+ * modules_to_save: the trained copy under the module's own name,
+ * "base_model.model.model.embed_tokens.weight" / "base_model.model.lm_head.weight"
+ * ((vocab, hidden)), and "modules_to_save": ["embed_tokens", "lm_head"] in the
+ * config. PEFT loads such an adapter onto a base model whose vocabulary was
+ * first resized to the adapter's (resize_token_embeddings(len(tokenizer))
+ * with the tokenizer.json written next to it). */
 
 /* Writes dir/adapter_model.safetensors and dir/adapter_config.json, each
  * atomically; the same adapter gives the same bytes. base_model may be NULL
@@ -90,15 +99,16 @@ tune_status tune_lora_save_peft(const tune_lora *lora, const char *dir, const ch
 /* Reads dir/adapter_config.json (written by tune or by PEFT) into cfg (r,
  * lora_alpha, lora_dropout, use_rslora) and selected ((n_layers,
  * TUNE_N_LINEAR), target_modules resolved against the model by PEFT's rules),
- * ready for tune_lora_create. Options tune cannot honour (DoRA,
- * modules_to_save, layers_to_transform, rank or alpha patterns, bias, ...)
- * are errors naming the key. */
+ * ready for tune_lora_create; cfg->modules_to_save gets the saved modules
+ * (only embed_tokens and lm_head are accepted). Options tune cannot honour
+ * (DoRA, layers_to_transform, rank or alpha patterns, bias, ...) are errors
+ * naming the key. */
 tune_status tune_lora_read_peft_config(const char *dir, const tune_model_config *mcfg, tune_lora_config *cfg,
                                        unsigned char *selected, tune_error *err);
 
 /* Loads dir/adapter_model.safetensors into lora, which was created for the
  * model mcfg: checks adapter_config.json against lora (r, alpha, rslora, the
- * adapted modules), then every tensor's name (with or without PEFT's
+ * adapted modules, the saved modules), then every tensor's name (with or without PEFT's
  * ".default" adapter name) and shape; a missing or unexpected tensor is an
  * error naming the file and tensor. F16/BF16 tensors are widened to fp32. */
 tune_status tune_lora_load_peft(tune_lora *lora, const tune_model_config *mcfg, const char *dir,

@@ -12,6 +12,23 @@
 #define PEFT_PREFIX "base_model.model."
 #define NAME_MAX_LEN 256
 
+/* modules_to_save as PEFT names and saves them: the trained copy of a
+ * wrapped module is written under the module's own name. */
+static const struct {
+    unsigned bit;
+    const char *module;  /* in modules_to_save */
+    const char *tensor;  /* in adapter_model.safetensors */
+} saved_modules[2] = {
+    {TUNE_SAVE_EMBED, "embed_tokens", PEFT_PREFIX "model.embed_tokens.weight"},
+    {TUNE_SAVE_LM_HEAD, "lm_head", PEFT_PREFIX "lm_head.weight"},
+};
+
+/* The trained copy of saved module i: (vocab, hidden). */
+static float *saved_copy(const tune_lora *lora, int i)
+{
+    return lora->params + (saved_modules[i].bit == TUNE_SAVE_EMBED ? lora->embed_offset : lora->head_offset);
+}
+
 static tune_status join_path(char *buf, size_t size, const char *dir, const char *file, tune_error *err)
 {
     if (snprintf(buf, size, "%s/%s", dir, file) >= (int)size)
@@ -75,8 +92,14 @@ static tune_status config_json(const tune_lora *lora, const char *base_model, tu
     format_float(sb, lora->cfg.alpha, 1); /* PEFT users give alpha as an integer */
     tune_strbuf_puts(sb, ",\n  \"lora_dropout\": ");
     format_float(sb, lora->cfg.dropout, 0);
-    tune_strbuf_printf(sb, ",\n  \"megatron_config\": null,\n  \"megatron_core\": \"megatron.core\",\n"
-                           "  \"modules_to_save\": null,\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n"
+    tune_strbuf_puts(sb, ",\n  \"megatron_config\": null,\n  \"megatron_core\": \"megatron.core\",\n"
+                         "  \"modules_to_save\": ");
+    if (!lora->saved) tune_strbuf_puts(sb, "null");
+    for (int i = 0, n = 0; i < 2; i++) /* sorted: embed_tokens, lm_head */
+        if (lora->saved & saved_modules[i].bit)
+            tune_strbuf_printf(sb, "%s\n    \"%s\"", n++ ? "," : "[", saved_modules[i].module);
+    if (lora->saved) tune_strbuf_puts(sb, "\n  ]");
+    tune_strbuf_printf(sb, ",\n  \"peft_type\": \"LORA\",\n  \"r\": %d,\n"
                            "  \"rank_pattern\": {},\n  \"revision\": null,\n  \"target_modules\": [",
                        lora->cfg.r);
     /* Short names when every layer adapts the same kinds (PEFT matches a
@@ -108,15 +131,12 @@ static tune_status config_json(const tune_lora *lora, const char *base_model, tu
 tune_status tune_lora_save_peft(const tune_lora *lora, const char *dir, const char *base_model,
                                 tune_error *err)
 {
-    if (lora->saved)
-        return tune_fail_input(err, dir, "writing modules_to_save (embed_tokens, lm_head) into a PEFT adapter is "
-                               "not supported yet");
     char path[4096];
     tune_status st = tune_mkdir_p(dir, err);
     if (st) return st;
 
-    const int n = 2 * lora->n_modules;
-    tune_st_entry *entries = calloc((size_t)n + 1, sizeof *entries);
+    int n = 2 * lora->n_modules;
+    tune_st_entry *entries = calloc((size_t)n + 3, sizeof *entries);
     char *names = malloc(((size_t)n + 1) * NAME_MAX_LEN);
     if (!entries || !names) {
         free(entries);
@@ -138,6 +158,10 @@ tune_status tune_lora_save_peft(const tune_lora *lora, const char *dir, const ch
             e->f32 = lora->params + (ab ? m->b_offset : m->a_offset);
         }
     }
+    for (int i = 0; i < 2; i++)
+        if (lora->saved & saved_modules[i].bit)
+            entries[n++] = (tune_st_entry){.name = saved_modules[i].tensor, .dtype = TUNE_DT_F32, .ndim = 2,
+                                           .shape = {lora->vocab, lora->hidden}, .f32 = saved_copy(lora, i)};
     st = join_path(path, sizeof path, dir, "adapter_model.safetensors", err);
     if (!st) st = tune_st_write(path, entries, n, err);
     free(entries);
@@ -217,7 +241,7 @@ static tune_status parse_config(const char *path, const cJSON *root, const tune_
 
     /* Options that change the adapter's maths or layout, which tune does not implement. */
     static const char *const unsupported[] = {
-        "use_dora",          "modules_to_save",   "layers_to_transform", "layers_pattern",
+        "use_dora",          "layers_to_transform", "layers_pattern",
         "rank_pattern",      "alpha_pattern",     "layer_replication",   "fan_in_fan_out",
         "lora_bias",         "exclude_modules",   "target_parameters",   "trainable_token_indices",
         "use_qalora",        "alora_invocation_tokens"};
@@ -228,6 +252,20 @@ static tune_status parse_config(const char *path, const cJSON *root, const tune_
     if (bias && !(cJSON_IsString(bias) && strcmp(bias->valuestring, "none") == 0))
         return tune_fail_input(err, path, "bias must be \"none\"; tune does not train biases");
 
+    unsigned saved = 0;
+    const cJSON *to_save = cJSON_GetObjectItemCaseSensitive(root, "modules_to_save"), *item;
+    if (!is_null_or_empty(to_save)) {
+        if (!cJSON_IsArray(to_save)) return tune_fail_input(err, path, "modules_to_save must be a list of names");
+        cJSON_ArrayForEach(item, to_save)
+        {
+            int i = 0;
+            while (i < 2 && !(cJSON_IsString(item) && strcmp(item->valuestring, saved_modules[i].module) == 0)) i++;
+            if (i == 2)
+                return tune_fail_input(err, path, "modules_to_save: tune trains only embed_tokens and lm_head in "
+                                       "full");
+            saved |= saved_modules[i].bit;
+        }
+    }
     tune_status st = select_targets(path, cJSON_GetObjectItemCaseSensitive(root, "target_modules"), mcfg,
                                     selected, err);
     if (st) return st;
@@ -241,6 +279,7 @@ static tune_status parse_config(const char *path, const cJSON *root, const tune_
     cfg->dropout = cJSON_IsNumber(dropout) ? (float)dropout->valuedouble : 0.0f;
     cfg->use_rslora = cJSON_IsTrue(rslora);
     cfg->target_mask = mask;
+    cfg->modules_to_save = saved;
     return TUNE_OK;
 }
 
@@ -293,6 +332,28 @@ static tune_status load_tensors(tune_lora *lora, const char *path, const tune_st
             used[t - f->tensors] = 1;
         }
     }
+    for (int i = 0; i < 2 && !st; i++) {
+        if (!(lora->saved & saved_modules[i].bit)) continue;
+        const tune_st_tensor *t = tune_st_find(f, saved_modules[i].tensor);
+        if (!t) {
+            st = tune_fail_input(err, path, "tensor '%s' (modules_to_save) is missing", saved_modules[i].tensor);
+            break;
+        }
+        const int64_t shape[2] = {lora->vocab, lora->hidden};
+        st = tune_st_expect_shape(t, 2, shape, err);
+        if (!st) st = tune_st_read_f32(t, saved_copy(lora, i), err);
+        used[t - f->tensors] = 1;
+        /* PEFT also writes the wrapper's inner tensors when the vocabulary was
+         * resized: the copy again and the resized base matrix, unused here. */
+        const char *extra[2] = {"modules_to_save", "original_module"};
+        for (int e = 0; e < 2; e++) {
+            char name[NAME_MAX_LEN];
+            const size_t stem = strlen(saved_modules[i].tensor) - strlen("weight");
+            snprintf(name, sizeof name, "%.*s%s.weight", (int)stem, saved_modules[i].tensor, extra[e]);
+            const tune_st_tensor *x = tune_st_find(f, name);
+            if (x) used[x - f->tensors] = 1;
+        }
+    }
     for (int i = 0; i < f->n_tensors && !st; i++)
         if (!used[i])
             st = tune_fail_input(err, path, "tensor '%s' is not a LoRA weight of the configured target modules",
@@ -337,6 +398,12 @@ tune_status tune_lora_load_peft(tune_lora *lora, const tune_model_config *mcfg, 
     if (cfg.alpha != lora->cfg.alpha)
         return tune_fail_input(err, path, "lora_alpha is %g, the configuration says %g", (double)cfg.alpha,
                                (double)lora->cfg.alpha);
+    if (cfg.modules_to_save != lora->saved)
+        return tune_fail_input(err, path, "modules_to_save is [%s%s], the configuration's is [%s%s]",
+                               cfg.modules_to_save & TUNE_SAVE_EMBED ? " embed_tokens" : "",
+                               cfg.modules_to_save & TUNE_SAVE_LM_HEAD ? " lm_head" : "",
+                               lora->saved & TUNE_SAVE_EMBED ? " embed_tokens" : "",
+                               lora->saved & TUNE_SAVE_LM_HEAD ? " lm_head" : "");
     if (cfg.use_rslora != lora->cfg.use_rslora)
         return tune_fail_input(err, path, "use_rslora is %s, the configuration says %s",
                                cfg.use_rslora ? "true" : "false", lora->cfg.use_rslora ? "true" : "false");
