@@ -285,7 +285,8 @@ START_TEST(not_supported_yet_at_key_position)
     expect_one(MINIMAL "fp16: true\n", 6, 1, "fp16: not supported yet");
     expect_one(MINIMAL "bf16: true\n", 6, 1, "bf16: true is not supported yet (supported: false, auto)");
     expect_one(MINIMAL "wandb_project: x\n", 6, 1, "wandb_project: not supported yet");
-    expect_one(MINIMAL "lora_modules_to_save: [embed_tokens]\n", 6, 1, "lora_modules_to_save: not supported yet");
+    expect_one(MINIMAL "lora_fan_in_fan_out: true\n", 6, 1, "lora_fan_in_fan_out: not supported yet");
+    expect_one(MINIMAL "lora_modules_to_save: [embed_tokens, q_proj]\n", 6, 38, "q_proj");
     expect_one("base_model: m\ndatasets:\n  - path: d.jsonl\n    name: sub\nlearning_rate: 1e-4\n"
                "lora_target_linear: true\n",
                4, 5, "datasets[0].name: not supported yet");

@@ -464,12 +464,30 @@ START_TEST(data_errors_are_explained_not_fatal)
     tune_plan_data_free(&d);
     tune_plan_free(&p);
     tune_config_free(&cfg);
-    /* a special_tokens override that is not in the vocabulary: error at the key */
+    /* a special_tokens override that is not in the vocabulary is a new token, which needs trained
+     * embeddings: error at the key without lora_modules_to_save */
     ck_assert_int_eq(plan_from(TINY "sequence_len: 64\nspecial_tokens:\n  eos_token: <nope>\n", &cfg, &p, &errs),
                      TUNE_OK);
     ck_assert_int_eq(tune_plan_prepare_data(&p, &cfg, 0, &d, &e), TUNE_ERR_INPUT);
-    ck_assert_ptr_nonnull(strstr(e.message, "special_tokens.eos_token '<nope>' is not in the tokenizer's vocabulary"));
+    ck_assert_ptr_nonnull(strstr(e.message, "special_tokens: 1 new token needs trained embeddings"));
     ck_assert_int_eq(e.line, 12); /* special_tokens */
+    tune_plan_data_free(&d);
+    tune_plan_free(&p);
+    tune_config_free(&cfg);
+    /* with them, the token is added as a special token and becomes the EOS; tokens add more; the
+     * trainable parameters count the grown embed_tokens and lm_head copies */
+    ck_assert_int_eq(plan_from(TINY "sequence_len: 64\nspecial_tokens:\n  eos_token: <nope>\n"
+                                    "tokens: [엑셀, 시트]\nlora_modules_to_save: [embed_tokens, lm_head]\n",
+                               &cfg, &p, &errs),
+                     TUNE_OK);
+    const long long lora_only = p.n_lora_params - 2LL * p.model.vocab_size * p.model.hidden_size;
+    ck_assert_int_eq(tune_plan_prepare_data(&p, &cfg, 0, &d, &e), TUNE_OK);
+    ck_assert_uint_eq(d.n_new_tokens, 3);
+    ck_assert_int_eq(p.vocab_size, p.model.vocab_size + 3);
+    ck_assert_int_eq(d.dtok.eos_id, p.model.vocab_size);
+    ck_assert(tune_tokenizer_is_special(d.tok, d.dtok.eos_id));
+    ck_assert_int_eq(tune_tokenizer_token_to_id(d.tok, "시트"), p.model.vocab_size + 2);
+    ck_assert_int_eq(p.n_lora_params, lora_only + 2LL * (p.model.vocab_size + 3) * p.model.hidden_size);
     tune_plan_data_free(&d);
     tune_plan_free(&p);
     tune_config_free(&cfg);

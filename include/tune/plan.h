@@ -53,7 +53,11 @@ typedef struct tune_plan {
     int use_rslora;
     unsigned lora_target_mask;       /* bit (1u << tune_linear_kind) per targeted module */
     int n_lora_targets;
-    long long n_lora_params;         /* r·(in + out) per targeted module, summed over layers; -1 before the model */
+    unsigned lora_saved;             /* TUNE_SAVE_* bits of lora_modules_to_save */
+    int vocab_size;                  /* the model's vocabulary, grown to the tokenizer's after added tokens
+                                        (tune_plan_prepare_data); 0 before the model */
+    long long n_lora_params;         /* r·(in + out) per targeted module, summed over layers, plus
+                                        vocab_size·hidden per saved module; -1 before the model */
 
     /* data: counts filled by the data stage through tune_plan_set_examples */
     long n_train_examples;           /* sequences per epoch (examples, or packed rows of epoch 0); -1 unknown */
@@ -143,6 +147,7 @@ void tune_plan_data_setup_free(tune_plan_data_setup *s);
 typedef struct tune_plan_data {
     struct tune_tokenizer *tok;  /* loaded from plan->tokenizer_path */
     tune_data_tokenizer dtok;    /* the data stage's view of tok (special_tokens applied) */
+    size_t n_new_tokens;         /* ids that tokens / special_tokens added to tok */
     tune_plan_data_setup setup;
     tune_prepared prep;          /* training and validation examples, and the report */
     tune_batch_options batch;    /* micro-batching for training, from the plan */

@@ -11,6 +11,7 @@
 #include "tune/lora.h"
 #include "tune/model.h"
 #include "tune/plan.h"
+#include "tune/tokenizer.h"
 #include "tune/train.h"
 
 static void usage(FILE *out)
@@ -24,7 +25,9 @@ static void usage(FILE *out)
             "Writes into output_dir: config_resolved.yml (running tune on it reproduces the\n"
             "run), checkpoint-N/ every save interval, training_log.jsonl, loss.svg, and at the\n"
             "end adapter_model.safetensors + adapter_config.json (PEFT format),\n"
-            "trainer_state.json and run_manifest.json. resume_from_checkpoint and\n"
+            "trainer_state.json and run_manifest.json; with tokens / special_tokens added\n"
+            "to the vocabulary also tokenizer.json (load the base model, resize its\n"
+            "embeddings to len(tokenizer), then the adapter). resume_from_checkpoint and\n"
             "auto_resume_from_checkpoints continue an interrupted run to the same adapter.\n");
 }
 
@@ -107,6 +110,7 @@ static tune_status lora_for(const tune_config *cfg, const tune_plan *plan, const
     }
     if (st == TUNE_OK) st = tune_lora_create(mc, &lc, selected, (uint64_t)plan->seed, lora, err);
     free(selected);
+    if (st == TUNE_OK && plan->lora_saved) st = tune_lora_add_saved(*lora, model, plan->lora_saved, err);
     return st;
 }
 
@@ -146,7 +150,20 @@ static int train(const tune_config *cfg, tune_plan *plan, const char *config_pat
     fprintf(stderr, "tune: %ld steps (%ld per epoch), %ld training sequences, %ld eval; loading %s\n",
             plan->total_steps, plan->steps_per_epoch, plan->n_train_examples, plan->n_eval_examples,
             plan->base_model);
-    if ((st = tune_model_load(plan->base_model, &model, &err)) || (st = lora_for(cfg, plan, &model, &lora, &err))) {
+    /* Added tokens: the tokenizer that knows them goes next to the adapter
+     * (written before training, so a tokenizer that cannot be written stops
+     * the run at once), and the model grows to the new vocabulary. */
+    if (cfg->tokens_count > 0 || data.n_new_tokens > 0) {
+        char tok_path[4200];
+        snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", plan->output_dir);
+        if ((st = tune_tokenizer_save_json(data.tok, tok_path, &err))) {
+            rc = report(&err);
+            goto done;
+        }
+    }
+    if ((st = tune_model_load(plan->base_model, &model, &err)) ||
+        (st = tune_model_resize_vocab(&model, plan->vocab_size, &err)) ||
+        (st = lora_for(cfg, plan, &model, &lora, &err))) {
         rc = report(&err);
         goto done;
     }

@@ -165,6 +165,7 @@ static const sub_spec mpm_sub = {mpm_fields, N_OF(mpm_fields)};
 
 static const char *const lora_module_names[] = {"q_proj", "k_proj", "v_proj", "o_proj",
                                                 "gate_proj", "up_proj", "down_proj", NULL};
+static const char *const saved_module_names[] = {"embed_tokens", "lm_head", NULL};
 
 #define S_MODEL "Model"
 #define S_ADAPTER "LoRA adapter"
@@ -212,8 +213,9 @@ const key_spec tune_config_keys[] = {
     {.name = "lora_target_linear", .type = K_BOOL, .off = CF(lora_target_linear), .def = "false", YES,
      .section = S_ADAPTER, .doc = "Adapt all seven linear layers of every block (adds to lora_target_modules)."},
     {.name = "lora_modules_to_save", .type = K_STRLIST, .off = CF(lora_modules_to_save),
-     .count_off = CN(lora_modules_to_save), NOT_YET, .section = S_ADAPTER,
-     .doc = "Modules trained in full and saved with the adapter (vLLM does not load them)."},
+     .count_off = CN(lora_modules_to_save), .allowed = saved_module_names, YES, .section = S_ADAPTER,
+     .doc = "Modules trained in full and saved with the adapter, as PEFT's modules_to_save (vLLM does not "
+            "load them); needed with new tokens."},
     {.name = "lora_fan_in_fan_out", .type = K_BOOL, .off = CF(lora_fan_in_fan_out), .def = "false", NOT_YET,
      .section = S_ADAPTER, .doc = "Weights stored (in, out), as in GPT-2's Conv1D."},
     {.name = "peft_use_rslora", .type = K_BOOL, .off = CF(peft_use_rslora), .def = "false", YES,
@@ -245,10 +247,11 @@ const key_spec tune_config_keys[] = {
     {.name = "train_on_inputs", .type = K_BOOL, .off = CF(train_on_inputs), .def = "false", YES, .section = S_DATA,
      .doc = "Also train on prompt tokens (otherwise only responses carry loss)."},
     {.name = "special_tokens", .type = K_SUB, .off = CF(special_tokens), .sub = &special_tokens_sub, YES,
-     .section = S_DATA, .doc = "bos_token / eos_token / pad_token / unk_token overrides; each must already be in the "
-                               "vocabulary."},
-    {.name = "tokens", .type = K_STRLIST, .off = CF(tokens), .count_off = CN(tokens), NOT_YET, .section = S_DATA,
-     .doc = "New tokens to add to the vocabulary (needs trained embeddings)."},
+     .section = S_DATA, .doc = "bos_token / eos_token / pad_token / unk_token overrides; one not in the vocabulary "
+                               "is added (HF add_special_tokens)."},
+    {.name = "tokens", .type = K_STRLIST, .off = CF(tokens), .count_off = CN(tokens), YES, .section = S_DATA,
+     .doc = "Tokens added to the vocabulary (HF add_tokens); new rows start at the mean embedding and "
+            "need lora_modules_to_save: [embed_tokens, lm_head]."},
     {.name = "chat_template", .type = K_ENUM, .off = CF(chat_template), .def = "tokenizer_default",
      .en = &chat_template, YES, .section = S_DATA,
      .doc = "Chat template for chat_template and sharegpt datasets: the tokenizer's own (tokenizer_default), a "

@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tune/lora.h"
 #include "tune/plan.h"
 #include "tune/tokenizer.h"
+#include "tune/util.h"
 
 /* Re-positions err (a message from another module) at a config key. */
 static tune_status at_key(const tune_config *cfg, const tune_origin *o, const char *key, tune_error *err)
@@ -97,9 +99,7 @@ static tune_status special_token(const tune_config *cfg, const tune_tokenizer *t
     *id = tune_tokenizer_token_to_id(tok, text);
     if (*id < 0)
         return tune_config_error_at(cfg, tune_config_origin(cfg, "special_tokens"), err,
-                                    "special_tokens.%s '%s' is not in the tokenizer's vocabulary (tune adds no "
-                                    "tokens)",
-                                    name, text);
+                                    "special_tokens.%s '%s' is not in the tokenizer's vocabulary", name, text);
     return TUNE_OK;
 }
 
@@ -221,13 +221,69 @@ static void data_warnings(tune_plan *plan, const tune_config *cfg, const tune_da
              t.dropped_untrained == 1 ? "" : "s");
 }
 
+/* Axolotl's tokenizer setup: special_tokens missing from the vocabulary are
+ * added as special tokens (add_special_tokens), then `tokens` (add_tokens).
+ * New ids need trained embedding and output rows, so, as Axolotl requires,
+ * lora_modules_to_save must hold embed_tokens and lm_head. Whatever was
+ * added joins the tokenizer fingerprint (the data cache key): an added token
+ * that was already in the vocabulary still changes how text splits. */
+static tune_status add_config_tokens(const tune_config *cfg, const tune_plan *plan, tune_plan_data *d,
+                                     tune_error *err)
+{
+    const char *const specials[] = {cfg->special_tokens.bos_token, cfg->special_tokens.eos_token,
+                                    cfg->special_tokens.pad_token, cfg->special_tokens.unk_token};
+    tune_sha256 h;
+    tune_sha256_init(&h);
+    tune_sha256_update(&h, d->dtok.fingerprint, 64);
+    int any = 0;
+    size_t k;
+    for (size_t i = 0; i < sizeof specials / sizeof *specials; i++) {
+        if (!specials[i] || tune_tokenizer_token_to_id(d->tok, specials[i]) >= 0) continue;
+        if (tune_tokenizer_add_tokens(d->tok, &specials[i], 1, 1, &k, err))
+            return at_key(cfg, tune_config_origin(cfg, "special_tokens"), "special_tokens", err);
+        d->n_new_tokens += k;
+        tune_sha256_update(&h, "special:", 8);
+        tune_sha256_update(&h, specials[i], strlen(specials[i]) + 1);
+        any = 1;
+    }
+    if (cfg->tokens_count > 0) {
+        if (tune_tokenizer_add_tokens(d->tok, (const char *const *)cfg->tokens, (size_t)cfg->tokens_count, 0, &k, err))
+            return at_key(cfg, tune_config_origin(cfg, "tokens"), "tokens", err);
+        d->n_new_tokens += k;
+        for (int i = 0; i < cfg->tokens_count; i++) {
+            tune_sha256_update(&h, "token:", 6);
+            tune_sha256_update(&h, cfg->tokens[i], strlen(cfg->tokens[i]) + 1);
+        }
+        any = 1;
+    }
+    const unsigned both = TUNE_SAVE_EMBED | TUNE_SAVE_LM_HEAD;
+    if (d->n_new_tokens > 0 && (plan->lora_saved & both) != both) {
+        const char *key = cfg->tokens_count > 0 ? "tokens" : "special_tokens";
+        return tune_config_error_at(cfg, tune_config_origin(cfg, key), err,
+                                    "%s: %zu new token%s need%s trained embeddings: set lora_modules_to_save: "
+                                    "[embed_tokens, lm_head]",
+                                    key, d->n_new_tokens, d->n_new_tokens == 1 ? "" : "s",
+                                    d->n_new_tokens == 1 ? "s" : "");
+    }
+    if (!any) return TUNE_OK;
+    uint8_t dg[32];
+    tune_sha256_final(&h, dg);
+    for (int i = 0; i < 32; i++) snprintf(d->dtok.fingerprint + 2 * i, 3, "%02x", dg[i]);
+    return TUNE_OK;
+}
+
 static tune_status prepare(tune_plan *plan, const tune_config *cfg, int keep_text, tune_plan_data *d,
                            tune_error *err)
 {
     tune_status st;
     if ((st = tune_tokenizer_load(plan->tokenizer_path, &d->tok, err)) ||
-        (st = tune_data_tokenizer_wrap(d->tok, plan->tokenizer_path, &d->dtok, err)))
+        (st = tune_data_tokenizer_wrap(d->tok, plan->tokenizer_path, &d->dtok, err)) ||
+        (st = add_config_tokens(cfg, plan, d, err)))
         return st;
+    if (plan->vocab_size < tune_tokenizer_vocab_size(d->tok)) { /* the model grows to the tokenizer */
+        plan->vocab_size = tune_tokenizer_vocab_size(d->tok);
+        if (plan->have_model) tune_plan_set_model(plan, &plan->model);
+    }
     /* special_tokens overrides of the ids the data stage appends and pads with */
     const struct { const char *name, *text; int32_t *dst; } ids[] = {
         {"eos_token", cfg->special_tokens.eos_token, &d->dtok.eos_id},

@@ -9,6 +9,8 @@
 
 #include <cJSON.h>
 
+#include "tune/lora.h"
+
 double tune_schedule_lr(const tune_schedule *s, long step)
 {
     long w = s->warmup_steps, t = s->total_steps;
@@ -111,7 +113,9 @@ void tune_plan_set_model(tune_plan *plan, const tune_model_config *m)
         }
     }
     plan->n_model_params = V * C + L * per_layer + C + (m->tie_word_embeddings ? 0 : V * C);
-    plan->n_lora_params = L * lora_per_layer;
+    plan->vocab_size = plan->vocab_size > m->vocab_size ? plan->vocab_size : m->vocab_size;
+    const int n_saved = (plan->lora_saved & TUNE_SAVE_EMBED ? 1 : 0) + (plan->lora_saved & TUNE_SAVE_LM_HEAD ? 1 : 0);
+    plan->n_lora_params = L * lora_per_layer + (long long)n_saved * plan->vocab_size * C;
     plan->mem_weights = 4 * plan->n_model_params;
     plan->mem_lora = 4 * 4 * plan->n_lora_params; /* params, grads, AdamW m and v */
 
@@ -251,6 +255,8 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
         for (int i = 0; i < cfg->lora_target_modules_count; i++) on |= !strcmp(cfg->lora_target_modules[i], tune_linear_names[k]);
         if (on) p->lora_target_mask |= 1u << k, p->n_lora_targets++;
     }
+    for (int i = 0; i < cfg->lora_modules_to_save_count; i++) /* the schema allows only these two */
+        p->lora_saved |= !strcmp(cfg->lora_modules_to_save[i], "embed_tokens") ? TUNE_SAVE_EMBED : TUNE_SAVE_LM_HEAD;
     p->n_lora_params = -1;
     p->n_train_tokens = TUNE_PLAN_UNKNOWN;
     p->mem_weights = p->mem_lora = p->mem_activations = p->mem_total = -1;

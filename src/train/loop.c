@@ -34,7 +34,8 @@ typedef struct run {
     tune_lora *lora;
     train_state st;
     float *exp_avg, *exp_avg_sq; /* (n_params) each */
-    tune_span *tensors;          /* (2 · n_modules): every A and B, for the norm */
+    tune_span *tensors;          /* (n_tensors): every trainable tensor, for the norm */
+    int n_tensors;
     tune_workspace *ws;
     step_batches sb;
     long *epoch_first;           /* (n_epochs + 1): first step of each epoch the run reaches, then total_steps */
@@ -338,7 +339,7 @@ static tune_status train_step(run *R, tune_error *err)
     long tokens = 0;
     for (int j = 0; j < R->sb.n; j++) tokens += (long)R->sb.mb[j].B * R->sb.mb[j].T;
     const float grad_norm =
-        tune_clip_grad_norm(R->lora->grads, R->tensors, 2 * R->lora->n_modules, (float)o->max_grad_norm);
+        tune_clip_grad_norm(R->lora->grads, R->tensors, R->n_tensors, (float)o->max_grad_norm);
     if (!isfinite(loss) || !isfinite(grad_norm)) {
         char where[128];
         snprintf(where, sizeof where, "step %ld (epoch %d, micro-batches %ld-%ld)", s + 1, epoch, first,
@@ -490,15 +491,19 @@ static tune_status start(run *R, tune_error *err)
     state_init(&R->st, R);
     R->exp_avg = calloc(lora->n_params, sizeof(float));
     R->exp_avg_sq = calloc(lora->n_params, sizeof(float));
-    R->tensors = calloc(2 * (size_t)lora->n_modules, sizeof *R->tensors);
+    R->tensors = calloc(2 * (size_t)lora->n_modules + 2, sizeof *R->tensors);
     if (!R->exp_avg || !R->exp_avg_sq || !R->tensors)
         return tune_fail_run(err, NULL, "out of memory for the optimizer state (%zu parameters)", lora->n_params);
-    /* PEFT's parameter order: layer by layer, module by module, A then B. */
+    /* PEFT's parameter order: the embed_tokens copy, layer by layer, module
+     * by module, A then B, the lm_head copy. */
+    const size_t VC = (size_t)lora->vocab * lora->hidden;
+    if (lora->saved & TUNE_SAVE_EMBED) R->tensors[R->n_tensors++] = (tune_span){lora->embed_offset, VC};
     for (int i = 0; i < lora->n_modules; i++) {
         const tune_lora_module *m = &lora->modules[i];
-        R->tensors[2 * i] = (tune_span){m->a_offset, (size_t)lora->cfg.r * m->in};
-        R->tensors[2 * i + 1] = (tune_span){m->b_offset, (size_t)m->out * lora->cfg.r};
+        R->tensors[R->n_tensors++] = (tune_span){m->a_offset, (size_t)lora->cfg.r * m->in};
+        R->tensors[R->n_tensors++] = (tune_span){m->b_offset, (size_t)m->out * lora->cfg.r};
     }
+    if (lora->saved & TUNE_SAVE_LM_HEAD) R->tensors[R->n_tensors++] = (tune_span){lora->head_offset, VC};
 
     char resume[4096] = "";
     if (o->resume_from_checkpoint && o->resume_from_checkpoint[0])

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Training with added tokens on the tiny model: `tokens:` grow the vocabulary,
+# embed_tokens and lm_head train as PEFT modules_to_save, the extended
+# tokenizer.json lands next to the adapter; new tokens without
+# lora_modules_to_save are a config error. Needs $TUNE. Runs in a scratch folder.
+set -u
+TUNE=$(cd "$(dirname "$TUNE")" && pwd)/$(basename "$TUNE")
+SRC=$(pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+fails=0
+fail() {
+    echo "FAIL: $*"
+    fails=$((fails + 1))
+}
+
+for i in $(seq 0 11); do
+    printf '{"text": "엑셀 시트 %d: =SUM(A%d:A%d)"}\n' "$i" "$i" $((i + 3))
+done > data.jsonl
+cat > tiny.yml <<YML
+base_model: $SRC/tests/data/tiny/gqa
+datasets:
+  - path: data.jsonl
+    type: completion
+adapter: lora
+lora_r: 4
+lora_alpha: 8
+lora_target_modules: [q_proj, v_proj]
+lora_modules_to_save: [embed_tokens, lm_head]
+tokens: [엑셀, 시트]
+sequence_len: 64
+micro_batch_size: 2
+max_steps: 4
+learning_rate: 1.0e-3
+logging_steps: 1
+output_dir: runs/a
+seed: 3
+YML
+
+if ! "$TUNE" train tiny.yml >out.txt 2>err.txt; then
+    fail "training exited $?"
+    sed 's/^/  | /' err.txt | tail -5
+fi
+for f in adapter_model.safetensors adapter_config.json tokenizer.json; do
+    [ -e "runs/a/$f" ] || fail "runs/a/$f missing"
+done
+V=$(grep -o '"vocab_size": *[0-9]*' "$SRC/tests/data/tiny/gqa/config.json" | grep -o '[0-9]*$')
+# the adapter holds both grown matrices, (V + 2) x hidden, under PEFT's names
+for name in base_model.model.model.embed_tokens.weight base_model.model.lm_head.weight; do
+    grep -aq "\"$name\":{\"dtype\":\"F32\",\"shape\":\[$((V + 2)),64\]" runs/a/adapter_model.safetensors ||
+        fail "$name (V+2 rows) not in the adapter"
+done
+tr -d ' \n' <runs/a/adapter_config.json | grep -q '"modules_to_save":\["embed_tokens","lm_head"\]' ||
+    fail "adapter_config.json: modules_to_save"
+grep -q '"content": *"엑셀"' runs/a/tokenizer.json || fail "tokenizer.json lacks 엑셀"
+grep -q "\"id\": *$((V + 1))" runs/a/tokenizer.json || fail "tokenizer.json lacks id $((V + 1))"
+
+# new tokens need trained embeddings
+sed -e '/lora_modules_to_save/d' -e 's#runs/a#runs/b#' tiny.yml >bad.yml
+"$TUNE" train bad.yml >out.txt 2>err.txt
+rc=$?
+[ "$rc" = 2 ] || fail "without lora_modules_to_save: exit $rc, want 2"
+grep -q "lora_modules_to_save" err.txt || fail "the error does not name lora_modules_to_save"
+
+[ "$fails" = 0 ] && echo "train_vocab: ok"
+exit $((fails > 0))
