@@ -11,6 +11,8 @@ static const tune_verb VERBS[] = {
     {"train", tune_cli_train, "train a LoRA adapter from a YAML experiment (the default verb)"},
     {"plan", tune_cli_plan, "resolve a config and print the training plan (--json for scripts)"},
     {"config", tune_cli_config, "config tools: 'keys' lists every key, 'resolve' prints the resolved config"},
+    {"tokenize", tune_cli_tokenize, "encode text with a model's tokenizer: ids, tokens, decoded round trip"},
+    {"tokens", tune_cli_tokens, "list added/special tokens with roles; writes special_tokens_analysis.csv"},
 };
 #define N_VERBS (int)(sizeof VERBS / sizeof VERBS[0])
 
