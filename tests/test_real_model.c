@@ -1,20 +1,28 @@
 /* The real default model, SmolLM2-135M-Instruct (Q4_1 GGUF), through tune
  * against Transformers on the same file (tests/data/smollm2, made by
- * tools/reference/make_smollm2_golden.py), for four prompts: the tokenizer
- * read from the GGUF (ids and decoded text). Without the
- * model file (`make model` fetches it) each test says that it was skipped
- * and passes: the tiny models cover every code path. */
+ * tools/reference/make_smollm2_golden.py), for four prompts: the chat
+ * template and tokenizer read from the GGUF (rendered text, ids, decoded
+ * text), and the loader and forward pass (logits, top-1 ids, loss, the
+ * 32-token greedy continuation). Without the model file (`make model`
+ * fetches it) each test says that it was skipped and passes: the tiny models
+ * cover every code path. */
 #include <cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "testutil.h"
+#include "tune/llama.h"
+#include "tune/model.h"
+#include "tune/safetensors.h"
+#include "tune/template.h"
 #include "tune/tokenizer.h"
 #include "tune/util.h"
 
 #define MODEL_PATH "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+#define TOL 1e-4 /* |tune − reference| ≤ TOL · max(1, |reference|) */
 
 static const char *const PROMPTS[] = {"excel_ko", "excel_en", "english", "code"};
 enum { N_PROMPTS = sizeof PROMPTS / sizeof PROMPTS[0] };
@@ -34,6 +42,32 @@ static const char *json_str(const cJSON *obj, const char *key)
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     ck_assert_msg(cJSON_IsString(v), "golden.json: \"%s\" is not a string", key);
     return v->valuestring;
+}
+
+/* The chat prompts' text is what tune renders from their messages with the
+ * template it recognises in the GGUF (SmolLM2's ChatML, default system
+ * message included). */
+static void check_render(const tune_tokenizer *tok, const cJSON *messages, const char *name, const char *text)
+{
+    tune_error err = {0};
+    tune_template_id id;
+    ck_assert_msg(tune_template_resolve(NULL, tune_tokenizer_chat_template(tok), &id, &err) == TUNE_OK, "%s",
+                  err.message);
+    ck_assert_int_eq(id, TUNE_TEMPLATE_SMOLLM2);
+    tune_chat_message msgs[4];
+    const int n = cJSON_GetArraySize(messages);
+    ck_assert(n >= 1 && n <= 4);
+    for (int i = 0; i < n; i++) {
+        const cJSON *m = cJSON_GetArrayItem(messages, i);
+        msgs[i] = (tune_chat_message){json_str(m, "role"), json_str(m, "content")};
+    }
+    const tune_template_options opt = tune_template_default_options(id);
+    tune_strbuf out = {0};
+    ck_assert_msg(tune_template_render(id, &opt, msgs, n, 1, &out, NULL, &err) == TUNE_OK, "%s", err.message);
+    ck_assert(!out.oom);
+    ck_assert_msg(out.len == strlen(text) && memcmp(out.data, text, out.len) == 0, "%s: tune renders \"%.*s\"", name,
+                  (int)out.len, out.data);
+    tune_strbuf_free(&out);
 }
 
 /* Encoding each prompt's text gives its ids; decoding the ids gives the text
@@ -56,6 +90,8 @@ START_TEST(smollm2_tokenizer_matches_transformers)
     tune_ids ids = {0};
     cJSON_ArrayForEach(p, prompts) {
         const char *name = json_str(p, "name"), *text = json_str(p, "text");
+        const cJSON *messages = cJSON_GetObjectItemCaseSensitive(p, "messages");
+        if (cJSON_IsArray(messages)) check_render(tok, messages, name, text);
         const cJSON *want = cJSON_GetObjectItemCaseSensitive(p, "input_ids");
         ck_assert_msg(tune_tokenizer_encode(tok, text, strlen(text), 0, &ids, &err) == TUNE_OK, "%s", err.message);
         ck_assert_msg(ids.n == (size_t)cJSON_GetArraySize(want), "%s: %zu ids, Transformers %d", name, ids.n,
@@ -89,11 +125,175 @@ START_TEST(smollm2_tokenizer_matches_transformers)
 }
 END_TEST
 
+static tune_model model;
+static tune_st_file *golden;
+
+/* The largest deviations seen, over every prompt (printed at the end). */
+static double max_abs, max_rel, max_loss;
+
+/* Golden tensor "<prompt>.<what>" with n elements (any shape). */
+static const tune_st_tensor *want(const char *prompt, const char *what, size_t n)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s.%s", prompt, what);
+    const tune_st_tensor *t = tune_st_find(golden, name);
+    ck_assert_msg(t != NULL, "golden tensor %s missing", name);
+    ck_assert_msg(n == 0 || t->numel == n, "golden tensor %s: %zu elements, expected %zu", name, t->numel, n);
+    return t;
+}
+
+static float *read_f32(const tune_st_tensor *t)
+{
+    float *x = malloc(t->numel * sizeof *x);
+    tune_error err = {0};
+    ck_assert_ptr_nonnull(x);
+    ck_assert_msg(tune_st_read_f32(t, x, &err) == TUNE_OK, "%s", err.message);
+    return x;
+}
+
+static int32_t *read_i32(const tune_st_tensor *t)
+{
+    int32_t *x = malloc(t->numel * sizeof *x);
+    tune_error err = {0};
+    ck_assert_ptr_nonnull(x);
+    ck_assert_msg(tune_st_read_i32(t, x, &err) == TUNE_OK, "%s", err.message);
+    return x;
+}
+
+/* got against the reference value, recording the deviation. */
+static void check_value(double got, double ref, const char *prompt, const char *what, int pos, int id)
+{
+    const double d = fabs(got - ref), scale = fabs(ref) > 1.0 ? fabs(ref) : 1.0;
+    if (d > max_abs) max_abs = d;
+    if (d / scale > max_rel) max_rel = d / scale;
+    ck_assert_msg(d <= TOL * scale, "%s: %s at position %d, id %d: tune %.8g, Transformers %.8g", prompt, what, pos,
+                  id, got, ref);
+}
+
+/* First index of the largest value, as torch.argmax. */
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+static double logsumexp(const float *x, int n)
+{
+    const double m = x[argmax(x, n)];
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += exp((double)x[i] - m);
+    return m + log(s);
+}
+
+/* One forward over prompt + greedy continuation. The model is causal, so the
+ * logits at position t are those of the prefix [0, t]: the argmax at t
+ * equalling token t + 1 for every continuation position is the greedy
+ * generation reproduced token for token. Labels keep the prompt only, so
+ * the loss is the prompt's. */
+static void check_prompt(const char *p)
+{
+    const int V = model.cfg.vocab_size;
+    const tune_st_tensor *ids_t = want(p, "input_ids", 0), *gen_t = want(p, "greedy_ids", 0);
+    const int n = (int)ids_t->numel, G = (int)gen_t->numel, N = n + G;
+    const tune_st_tensor *top_t = want(p, "top_ids", 0);
+    ck_assert_int_eq(top_t->ndim, 2);
+    ck_assert_int_eq(top_t->shape[0], N);
+    const int K = (int)top_t->shape[1];
+    int32_t *ids = read_i32(ids_t), *gen = read_i32(gen_t), *top = read_i32(top_t);
+    float *top_v = read_f32(want(p, "top_logits", (size_t)N * K)), *lse = read_f32(want(p, "logsumexp", N));
+    float *last = read_f32(want(p, "last_logits", V)), *loss = read_f32(want(p, "loss", 1));
+
+    int32_t *seq = malloc((size_t)N * sizeof *seq), *labels = malloc((size_t)N * sizeof *labels); // (1, N)
+    ck_assert(seq && labels);
+    for (int t = 0; t < N; t++) {
+        seq[t] = t < n ? ids[t] : gen[t - n];
+        labels[t] = t < n ? ids[t] : TUNE_IGNORE_INDEX;
+    }
+    tune_error err = {0};
+    tune_workspace *ws = NULL;
+    ck_assert_msg(tune_workspace_create(&model.cfg, NULL, 1, N, &ws, &err) == TUNE_OK, "%s", err.message);
+    const tune_batch batch = {.B = 1, .T = N, .input_ids = seq, .labels = labels};
+    double loss_sum = 0.0;
+    long n_targets = 0;
+    ck_assert_msg(tune_llama_forward(&model, NULL, &batch, NULL, ws, &loss_sum, &n_targets, &err) == TUNE_OK, "%s",
+                  err.message);
+    const float *logits = tune_workspace_logits(ws); // (N, V)
+
+    ck_assert_int_eq(n_targets, n - 1);
+    const double mean = loss_sum / (double)n_targets;
+    const double dl = fabs(mean - loss[0]);
+    if (dl > max_loss) max_loss = dl;
+    ck_assert_msg(dl <= TOL * fmax(1.0, fabs(loss[0])), "%s: loss %.8g, Transformers %.8g", p, mean, loss[0]);
+
+    for (int v = 0; v < V; v++) check_value(logits[(size_t)(n - 1) * V + v], last[v], p, "logit", n - 1, v);
+    for (int t = 0; t < N; t++) {
+        const float *row = logits + (size_t)t * V;
+        for (int k = 0; k < K; k++)
+            check_value(row[top[t * K + k]], top_v[t * K + k], p, "top logit", t, top[t * K + k]);
+        check_value(logsumexp(row, V), lse[t], p, "logsumexp", t, -1);
+        const int am = argmax(row, V);
+        ck_assert_msg(am == top[t * K], "%s: top-1 at position %d is %d, Transformers %d", p, t, am, top[t * K]);
+        if (t >= n - 1 && t < N - 1)
+            ck_assert_msg(am == seq[t + 1], "%s: greedy token %d is %d, Transformers %d", p, t - n + 1, am, seq[t + 1]);
+    }
+    tune_workspace_free(ws);
+    free(seq); free(labels); free(ids); free(gen); free(top); free(top_v); free(lse); free(last); free(loss);
+}
+
+/* Greedy generation as a loop of full forwards over the growing sequence,
+ * reusing one workspace sized for the whole of it (as a generator would):
+ * the same tokens as Transformers' greedy continuation. */
+static void check_greedy_loop(const char *p)
+{
+    const tune_st_tensor *ids_t = want(p, "input_ids", 0), *gen_t = want(p, "greedy_ids", 0);
+    const int n = (int)ids_t->numel, G = (int)gen_t->numel, N = n + G, V = model.cfg.vocab_size;
+    int32_t *ids = read_i32(ids_t), *gen = read_i32(gen_t);
+    int32_t *seq = malloc((size_t)N * sizeof *seq), *labels = malloc((size_t)N * sizeof *labels); // (1, N)
+    ck_assert(seq && labels);
+    memcpy(seq, ids, (size_t)n * sizeof *seq);
+    for (int t = 0; t < N; t++) labels[t] = TUNE_IGNORE_INDEX;
+    tune_error err = {0};
+    tune_workspace *ws = NULL;
+    ck_assert_msg(tune_workspace_create(&model.cfg, NULL, 1, N, &ws, &err) == TUNE_OK, "%s", err.message);
+    for (int s = 0; s < G; s++) {
+        const tune_batch batch = {.B = 1, .T = n + s, .input_ids = seq, .labels = labels};
+        double loss_sum = 0.0;
+        long n_targets = 0;
+        ck_assert_msg(tune_llama_forward(&model, NULL, &batch, NULL, ws, &loss_sum, &n_targets, &err) == TUNE_OK,
+                      "%s", err.message);
+        seq[n + s] = argmax(tune_workspace_logits(ws) + (size_t)(n + s - 1) * V, V);
+        ck_assert_msg(seq[n + s] == gen[s], "%s: greedy token %d is %d, Transformers %d", p, s, seq[n + s], gen[s]);
+    }
+    tune_workspace_free(ws);
+    free(seq); free(labels); free(ids); free(gen);
+}
+
+START_TEST(smollm2_matches_transformers)
+{
+    if (!have_model()) return;
+    tune_error err = {0};
+    ck_assert_msg(tune_model_load(MODEL_PATH, &model, &err) == TUNE_OK, "%s", err.message);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/smollm2/golden.safetensors", test_data_dir());
+    ck_assert_msg(tune_st_open(path, &golden, &err) == TUNE_OK, "%s", err.message);
+    for (int i = 0; i < N_PROMPTS; i++) check_prompt(PROMPTS[i]);
+    check_greedy_loop("code"); /* the shortest prompt: 32 forwards of 18..49 tokens */
+    tune_st_close(golden);
+    tune_model_free(&model);
+    printf("SmolLM2 vs Transformers, %d prompts: logits max abs %.3g, max rel %.3g (bound %.0e); loss max abs %.3g\n",
+           (int)N_PROMPTS, max_abs, max_rel, TOL, max_loss);
+    fflush(stdout);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("real_model");
     TCase *tc = tcase_create("smollm2");
     tcase_add_test(tc, smollm2_tokenizer_matches_transformers);
+    tcase_add_test(tc, smollm2_matches_transformers);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

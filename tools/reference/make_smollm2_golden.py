@@ -171,7 +171,7 @@ def main():
         tensors[f"{pname}.last_logits"] = logits[n - 1].float().contiguous()
         tensors[f"{pname}.loss"] = torch.tensor([loss], dtype=torch.float64)
         meta["prompts"].append({
-            "name": pname, "text": text, "n_prompt": n, "input_ids": ids, "greedy_ids": cont,
+            "name": pname, "messages": spec.get("messages"), "text": text, "n_prompt": n, "input_ids": ids, "greedy_ids": cont,
             "greedy_text": tok.decode(cont),
             "eos_positions": [i for i, t in enumerate(cont) if t in eos_ids],
             "generate_agrees": gen_cont == cont, "loss": loss,
