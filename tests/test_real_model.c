@@ -202,6 +202,7 @@ static void check_prompt(const char *p)
     ck_assert_int_eq(top_t->shape[0], N);
     const int K = (int)top_t->shape[1];
     int32_t *ids = read_i32(ids_t), *gen = read_i32(gen_t), *top = read_i32(top_t);
+    for (int i = 0; i < N * K; i++) ck_assert(top[i] >= 0 && top[i] < V);
     float *top_v = read_f32(want(p, "top_logits", (size_t)N * K)), *lse = read_f32(want(p, "logsumexp", N));
     float *last = read_f32(want(p, "last_logits", V)), *loss = read_f32(want(p, "loss", 1));
 
