@@ -25,9 +25,10 @@ int tune_cuda_probe(char *why, unsigned long why_size);
  * row-major as everywhere in tune. Returns 0 on success. */
 int tune_cuda_matmul_nt(float *out, const float *a, const float *b, int M, int N, int K);
 /* Inverted-dropout mask from the shared Philox stream: mask[i] is 0 or
- * 1/(1-p) for element i of (seed, stream). Device memory. */
+ * 1/(1-p), kept exactly where tune_cpu_dropout_mask keeps element base + i
+ * of (seed, stream). Device memory. */
 int tune_cuda_dropout_mask(float *mask, long n, float p, unsigned long long seed,
-                           unsigned long long stream);
+                           unsigned long long stream, unsigned long long base);
 #endif
 /* ---- Operations of the forward and backward passes (CPU: BLAS + OpenMP) ----
  * Row-major fp32 throughout. A backward accumulates (+=) into its gradient
