@@ -2,10 +2,11 @@
  * against Transformers on the same file (tests/data/smollm2, made by
  * tools/reference/make_smollm2_golden.py), for four prompts: the chat
  * template and tokenizer read from the GGUF (rendered text, ids, decoded
- * text), and the loader and forward pass (logits, top-1 ids, loss, the
- * 32-token greedy continuation). Without the model file (`make model`
- * fetches it) each test says that it was skipped and passes: the tiny models
- * cover every code path. */
+ * text), the loader and forward pass (logits, top-1 ids, loss, the 32-token
+ * greedy continuation), and an adapter tune trained on the model, loaded back
+ * by tune, against PEFT with the same adapter. Without the model file (`make
+ * model` fetches it) each test says that it was skipped and passes: the tiny
+ * models cover every code path. */
 #include <cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 
 #include "testutil.h"
 #include "tune/llama.h"
+#include "tune/lora.h"
 #include "tune/model.h"
 #include "tune/safetensors.h"
 #include "tune/template.h"
@@ -126,17 +128,18 @@ START_TEST(smollm2_tokenizer_matches_transformers)
 END_TEST
 
 static tune_model model;
-static tune_st_file *golden;
 
 /* The largest deviations seen, over every prompt (printed at the end). */
-static double max_abs, max_rel, max_loss;
+typedef struct deviation {
+    double abs, rel, loss;
+} deviation;
 
-/* Golden tensor "<prompt>.<what>" with n elements (any shape). */
-static const tune_st_tensor *want(const char *prompt, const char *what, size_t n)
+/* Golden tensor "<prompt>.<what>" of f, with n elements (0: any). */
+static const tune_st_tensor *want(const tune_st_file *f, const char *prompt, const char *what, size_t n)
 {
     char name[128];
     snprintf(name, sizeof name, "%s.%s", prompt, what);
-    const tune_st_tensor *t = tune_st_find(golden, name);
+    const tune_st_tensor *t = tune_st_find(f, name);
     ck_assert_msg(t != NULL, "golden tensor %s missing", name);
     ck_assert_msg(n == 0 || t->numel == n, "golden tensor %s: %zu elements, expected %zu", name, t->numel, n);
     return t;
@@ -161,13 +164,13 @@ static int32_t *read_i32(const tune_st_tensor *t)
 }
 
 /* got against the reference value, recording the deviation. */
-static void check_value(double got, double ref, const char *prompt, const char *what, int pos, int id)
+static void check_value(deviation *dev, double got, double ref, const char *prompt, const char *what, int pos, int id)
 {
     const double d = fabs(got - ref), scale = fabs(ref) > 1.0 ? fabs(ref) : 1.0;
-    if (d > max_abs) max_abs = d;
-    if (d / scale > max_rel) max_rel = d / scale;
-    ck_assert_msg(d <= TOL * scale, "%s: %s at position %d, id %d: tune %.8g, Transformers %.8g", prompt, what, pos,
-                  id, got, ref);
+    if (d > dev->abs) dev->abs = d;
+    if (d / scale > dev->rel) dev->rel = d / scale;
+    ck_assert_msg(d <= TOL * scale, "%s: %s at position %d, id %d: tune %.8g, reference %.8g", prompt, what, pos, id,
+                  got, ref);
 }
 
 /* First index of the largest value, as torch.argmax. */
@@ -187,69 +190,98 @@ static double logsumexp(const float *x, int n)
     return m + log(s);
 }
 
+/* Forward of ids (1, N) with labels (1, N) through the model (and lora, may be
+ * NULL) into a new workspace; *mean_loss gets the mean over trained targets. */
+static tune_workspace *forward(const tune_lora *lora, const int32_t *ids, const int32_t *labels, int N,
+                               double *mean_loss, long *n_targets)
+{
+    tune_error err = {0};
+    tune_workspace *ws = NULL;
+    ck_assert_msg(tune_workspace_create(&model.cfg, lora, 1, N, &ws, &err) == TUNE_OK, "%s", err.message);
+    const tune_batch batch = {.B = 1, .T = N, .input_ids = ids, .labels = labels};
+    double loss_sum = 0.0;
+    ck_assert_msg(tune_llama_forward(&model, lora, &batch, NULL, ws, &loss_sum, n_targets, &err) == TUNE_OK, "%s",
+                  err.message);
+    *mean_loss = *n_targets ? loss_sum / (double)*n_targets : 0.0;
+    return ws;
+}
+
+/* Rows [0, N) of logits (N, V) against the golden top-K logits and
+ * logsumexp of prompt p in f; the argmax of each row is the reference's
+ * top-1. Returns the argmaxes (N), for the caller to free. */
+static int *check_rows(deviation *dev, const tune_st_file *f, const char *p, const float *logits, int N)
+{
+    const int V = model.cfg.vocab_size;
+    const tune_st_tensor *top_t = want(f, p, "top_ids", 0);
+    ck_assert_int_eq(top_t->ndim, 2);
+    ck_assert_int_eq(top_t->shape[0], N);
+    const int K = (int)top_t->shape[1];
+    int32_t *top = read_i32(top_t);
+    for (int i = 0; i < N * K; i++) ck_assert(top[i] >= 0 && top[i] < V);
+    float *top_v = read_f32(want(f, p, "top_logits", (size_t)N * K)), *lse = read_f32(want(f, p, "logsumexp", N));
+    int *am = malloc((size_t)N * sizeof *am);
+    ck_assert_ptr_nonnull(am);
+    for (int t = 0; t < N; t++) {
+        const float *row = logits + (size_t)t * V;
+        for (int k = 0; k < K; k++)
+            check_value(dev, row[top[t * K + k]], top_v[t * K + k], p, "top logit", t, top[t * K + k]);
+        check_value(dev, logsumexp(row, V), lse[t], p, "logsumexp", t, -1);
+        am[t] = argmax(row, V);
+        ck_assert_msg(am[t] == top[t * K], "%s: top-1 at position %d is %d, reference %d", p, t, am[t], top[t * K]);
+    }
+    free(top); free(top_v); free(lse);
+    return am;
+}
+
+static void check_loss(deviation *dev, double got, const tune_st_file *f, const char *p)
+{
+    float *loss = read_f32(want(f, p, "loss", 1));
+    const double d = fabs(got - loss[0]);
+    if (d > dev->loss) dev->loss = d;
+    ck_assert_msg(d <= TOL * fmax(1.0, fabs(loss[0])), "%s: loss %.8g, reference %.8g", p, got, loss[0]);
+    free(loss);
+}
+
 /* One forward over prompt + greedy continuation. The model is causal, so the
  * logits at position t are those of the prefix [0, t]: the argmax at t
  * equalling token t + 1 for every continuation position is the greedy
  * generation reproduced token for token. Labels keep the prompt only, so
  * the loss is the prompt's. */
-static void check_prompt(const char *p)
+static void check_prompt(deviation *dev, const tune_st_file *golden, const char *p)
 {
     const int V = model.cfg.vocab_size;
-    const tune_st_tensor *ids_t = want(p, "input_ids", 0), *gen_t = want(p, "greedy_ids", 0);
+    const tune_st_tensor *ids_t = want(golden, p, "input_ids", 0), *gen_t = want(golden, p, "greedy_ids", 0);
     const int n = (int)ids_t->numel, G = (int)gen_t->numel, N = n + G;
-    const tune_st_tensor *top_t = want(p, "top_ids", 0);
-    ck_assert_int_eq(top_t->ndim, 2);
-    ck_assert_int_eq(top_t->shape[0], N);
-    const int K = (int)top_t->shape[1];
-    int32_t *ids = read_i32(ids_t), *gen = read_i32(gen_t), *top = read_i32(top_t);
-    for (int i = 0; i < N * K; i++) ck_assert(top[i] >= 0 && top[i] < V);
-    float *top_v = read_f32(want(p, "top_logits", (size_t)N * K)), *lse = read_f32(want(p, "logsumexp", N));
-    float *last = read_f32(want(p, "last_logits", V)), *loss = read_f32(want(p, "loss", 1));
-
+    int32_t *ids = read_i32(ids_t), *gen = read_i32(gen_t);
+    float *last = read_f32(want(golden, p, "last_logits", V));
     int32_t *seq = malloc((size_t)N * sizeof *seq), *labels = malloc((size_t)N * sizeof *labels); // (1, N)
     ck_assert(seq && labels);
     for (int t = 0; t < N; t++) {
         seq[t] = t < n ? ids[t] : gen[t - n];
         labels[t] = t < n ? ids[t] : TUNE_IGNORE_INDEX;
     }
-    tune_error err = {0};
-    tune_workspace *ws = NULL;
-    ck_assert_msg(tune_workspace_create(&model.cfg, NULL, 1, N, &ws, &err) == TUNE_OK, "%s", err.message);
-    const tune_batch batch = {.B = 1, .T = N, .input_ids = seq, .labels = labels};
-    double loss_sum = 0.0;
-    long n_targets = 0;
-    ck_assert_msg(tune_llama_forward(&model, NULL, &batch, NULL, ws, &loss_sum, &n_targets, &err) == TUNE_OK, "%s",
-                  err.message);
+    double loss;
+    long n_targets;
+    tune_workspace *ws = forward(NULL, seq, labels, N, &loss, &n_targets);
     const float *logits = tune_workspace_logits(ws); // (N, V)
-
     ck_assert_int_eq(n_targets, n - 1);
-    const double mean = loss_sum / (double)n_targets;
-    const double dl = fabs(mean - loss[0]);
-    if (dl > max_loss) max_loss = dl;
-    ck_assert_msg(dl <= TOL * fmax(1.0, fabs(loss[0])), "%s: loss %.8g, Transformers %.8g", p, mean, loss[0]);
-
-    for (int v = 0; v < V; v++) check_value(logits[(size_t)(n - 1) * V + v], last[v], p, "logit", n - 1, v);
-    for (int t = 0; t < N; t++) {
-        const float *row = logits + (size_t)t * V;
-        for (int k = 0; k < K; k++)
-            check_value(row[top[t * K + k]], top_v[t * K + k], p, "top logit", t, top[t * K + k]);
-        check_value(logsumexp(row, V), lse[t], p, "logsumexp", t, -1);
-        const int am = argmax(row, V);
-        ck_assert_msg(am == top[t * K], "%s: top-1 at position %d is %d, Transformers %d", p, t, am, top[t * K]);
-        if (t >= n - 1 && t < N - 1)
-            ck_assert_msg(am == seq[t + 1], "%s: greedy token %d is %d, Transformers %d", p, t - n + 1, am, seq[t + 1]);
-    }
+    check_loss(dev, loss, golden, p);
+    for (int v = 0; v < V; v++) check_value(dev, logits[(size_t)(n - 1) * V + v], last[v], p, "logit", n - 1, v);
+    int *am = check_rows(dev, golden, p, logits, N);
+    for (int t = n - 1; t < N - 1; t++)
+        ck_assert_msg(am[t] == seq[t + 1], "%s: greedy token %d is %d, Transformers %d", p, t - n + 1, am[t], seq[t + 1]);
     tune_workspace_free(ws);
-    free(seq); free(labels); free(ids); free(gen); free(top); free(top_v); free(lse); free(last); free(loss);
+    free(am); free(seq); free(labels); free(ids); free(gen); free(last);
 }
 
-/* Greedy generation as a loop of full forwards over the growing sequence,
- * reusing one workspace sized for the whole of it (as a generator would):
- * the same tokens as Transformers' greedy continuation. */
-static void check_greedy_loop(const char *p)
+/* Greedy generation of the first G tokens as a loop of full forwards over
+ * the growing sequence, reusing one workspace sized for the whole of it (as a
+ * generator would): the same tokens as Transformers' greedy continuation. */
+static void check_greedy_loop(const tune_st_file *golden, const char *p, int G)
 {
-    const tune_st_tensor *ids_t = want(p, "input_ids", 0), *gen_t = want(p, "greedy_ids", 0);
-    const int n = (int)ids_t->numel, G = (int)gen_t->numel, N = n + G, V = model.cfg.vocab_size;
+    const tune_st_tensor *ids_t = want(golden, p, "input_ids", 0), *gen_t = want(golden, p, "greedy_ids", 0);
+    ck_assert_int_le(G, (int)gen_t->numel);
+    const int n = (int)ids_t->numel, N = n + G, V = model.cfg.vocab_size;
     int32_t *ids = read_i32(ids_t), *gen = read_i32(gen_t);
     int32_t *seq = malloc((size_t)N * sizeof *seq), *labels = malloc((size_t)N * sizeof *labels); // (1, N)
     ck_assert(seq && labels);
@@ -271,20 +303,78 @@ static void check_greedy_loop(const char *p)
     free(seq); free(labels); free(ids); free(gen);
 }
 
+static tune_st_file *open_golden(const char *name)
+{
+    char path[1024];
+    tune_error err = {0};
+    tune_st_file *f = NULL;
+    snprintf(path, sizeof path, "%s/smollm2/%s", test_data_dir(), name);
+    ck_assert_msg(tune_st_open(path, &f, &err) == TUNE_OK, "%s", err.message);
+    return f;
+}
+
+static void load_model(void)
+{
+    tune_error err = {0};
+    ck_assert_msg(tune_model_load(MODEL_PATH, &model, &err) == TUNE_OK, "%s", err.message);
+}
+
 START_TEST(smollm2_matches_transformers)
 {
     if (!have_model()) return;
-    tune_error err = {0};
-    ck_assert_msg(tune_model_load(MODEL_PATH, &model, &err) == TUNE_OK, "%s", err.message);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/smollm2/golden.safetensors", test_data_dir());
-    ck_assert_msg(tune_st_open(path, &golden, &err) == TUNE_OK, "%s", err.message);
-    for (int i = 0; i < N_PROMPTS; i++) check_prompt(PROMPTS[i]);
-    check_greedy_loop("code"); /* the shortest prompt: 32 forwards of 18..49 tokens */
+    load_model();
+    tune_st_file *golden = open_golden("golden.safetensors");
+    deviation dev = {0};
+    for (int i = 0; i < N_PROMPTS; i++) check_prompt(&dev, golden, PROMPTS[i]);
+    /* The shortest prompt, 8 steps: the teacher-forced check above covers all 32. */
+    check_greedy_loop(golden, "code", 8);
     tune_st_close(golden);
     tune_model_free(&model);
     printf("SmolLM2 vs Transformers, %d prompts: logits max abs %.3g, max rel %.3g (bound %.0e); loss max abs %.3g\n",
-           (int)N_PROMPTS, max_abs, max_rel, TOL, max_loss);
+           (int)N_PROMPTS, dev.abs, dev.rel, TOL, dev.loss);
+    fflush(stdout);
+}
+END_TEST
+
+/* An adapter tune trained on SmolLM2 and saved (tests/data/smollm2/adapter),
+ * loaded back by tune, gives the logits and loss PEFT gives with it. */
+START_TEST(smollm2_adapter_matches_peft)
+{
+    if (!have_model()) return;
+    load_model();
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/smollm2/adapter", test_data_dir());
+    tune_error err = {0};
+    tune_lora_config lc;
+    unsigned char *selected = calloc((size_t)model.cfg.num_hidden_layers * TUNE_N_LINEAR, 1);
+    ck_assert_ptr_nonnull(selected);
+    ck_assert_msg(tune_lora_read_peft_config(dir, &model.cfg, &lc, selected, &err) == TUNE_OK, "%s", err.message);
+    tune_lora *lora = NULL;
+    ck_assert_msg(tune_lora_create(&model.cfg, &lc, selected, 0, &lora, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_msg(tune_lora_load_peft(lora, &model.cfg, dir, &err) == TUNE_OK, "%s", err.message);
+    tune_st_file *golden = open_golden("golden.safetensors"), *peft = open_golden("adapter_golden.safetensors");
+    deviation dev = {0};
+    for (int i = 0; i < N_PROMPTS; i++) {
+        const tune_st_tensor *ids_t = want(golden, PROMPTS[i], "input_ids", 0);
+        const int n = (int)ids_t->numel;
+        int32_t *ids = read_i32(ids_t);
+        double loss;
+        long n_targets;
+        tune_workspace *ws = forward(lora, ids, ids, n, &loss, &n_targets);
+        ck_assert_int_eq(n_targets, n - 1);
+        check_loss(&dev, loss, peft, PROMPTS[i]);
+        free(check_rows(&dev, peft, PROMPTS[i], tune_workspace_logits(ws), n));
+        tune_workspace_free(ws);
+        free(ids);
+    }
+    tune_st_close(golden);
+    tune_st_close(peft);
+    tune_lora_free(lora);
+    free(selected);
+    tune_model_free(&model);
+    printf("SmolLM2 + tune-trained adapter vs PEFT, %d prompts: logits max abs %.3g, max rel %.3g (bound %.0e); "
+           "loss max abs %.3g\n",
+           (int)N_PROMPTS, dev.abs, dev.rel, TOL, dev.loss);
     fflush(stdout);
 }
 END_TEST
@@ -295,6 +385,7 @@ int main(void)
     TCase *tc = tcase_create("smollm2");
     tcase_add_test(tc, smollm2_tokenizer_matches_transformers);
     tcase_add_test(tc, smollm2_matches_transformers);
+    tcase_add_test(tc, smollm2_adapter_matches_peft);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

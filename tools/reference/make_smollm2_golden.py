@@ -2,10 +2,11 @@
 """Goldens of the real default model, SmolLM2-135M-Instruct (Q4_1 GGUF), for
 tests/test_real_model.c.
 
-Needs (pip): torch (CPU), transformers==5.23.*, gguf, safetensors, numpy.
+Needs (pip): torch (CPU), transformers==5.23.*, peft==0.21.*, gguf, safetensors;
+for --train-adapter also a C compiler and the build dependencies of tune.
 
 Run from the repository root after `make model`:
-    python tools/reference/make_smollm2_golden.py [models/SmolLM2-135M-Instruct.Q4_1.gguf]
+    python tools/reference/make_smollm2_golden.py [MODEL.gguf] [--train-adapter | --adapter DIR]
 
 Transformers loads the same GGUF file (its own dequantisation, fp32, eager
 attention, one thread, deterministic algorithms). For each fixed prompt:
@@ -27,13 +28,25 @@ attention, one thread, deterministic algorithms). For each fixed prompt:
 An fp64 rerun of the same forwards measures how far fp32 arithmetic alone
 moves the logits (golden.json -> fp64_check), a guide for test tolerances.
 
-Writes tests/data/smollm2/golden.safetensors and golden.json (contents in
-tools/reference/README.md).
+Then the adapter in tests/data/smollm2/adapter (trained by tune: with
+--train-adapter, tools/reference/train_smollm2_adapter.c is built against
+build/libtune.a and run; --adapter DIR copies one in; otherwise the committed
+one is used) is loaded by PEFT onto the same model, and the prompts' top-K
+logits, logsumexp and loss with it are recorded.
+
+Writes tests/data/smollm2/golden.safetensors, adapter_golden.safetensors and
+golden.json (contents in tools/reference/README.md).
 """
+import argparse
 import hashlib
 import json
+import math
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 
 import torch
 import torch.nn.functional as F
@@ -94,8 +107,100 @@ def greedy(model, ids, n):
     return seq[len(ids):], margins
 
 
+def adapter_golden(model, folder, name, prompts, base_tops):
+    """PEFT loads the adapter in OUT/adapter (one tune trained and saved): every
+    tensor of the file arrives in the model unchanged, no LoRA weight is left
+    out, and its logits equal those of the base weights merged by hand
+    (W + scaling·B·A). Returns the tensors and facts of adapter_golden.*."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    adir = os.path.join(OUT, "adapter")
+    with open(os.path.join(adir, "adapter_config.json")) as f:
+        acfg = json.load(f)
+    saved = load_file(os.path.join(adir, "adapter_model.safetensors"))
+    peft_model = PeftModel.from_pretrained(model, adir)
+    peft_model.eval()
+    state = peft_model.state_dict()
+    loaded = {k for k in state if ".lora_A." in k or ".lora_B." in k}
+    expect = {k.replace(".weight", ".default.weight") for k in saved}
+    assert loaded == expect, f"PEFT's LoRA weights {sorted(loaded ^ expect)[:4]} differ from the file's"
+    for k, v in saved.items():
+        assert torch.equal(state[k.replace(".weight", ".default.weight")], v), k
+    scaling = acfg["lora_alpha"] / (math.sqrt(acfg["r"]) if acfg.get("use_rslora") else acfg["r"])
+    for mod in peft_model.modules():
+        if hasattr(mod, "scaling") and isinstance(mod.scaling, dict) and "default" in mod.scaling:
+            assert abs(mod.scaling["default"] - scaling) < 1e-12
+
+    merged = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
+                                                  attn_implementation="eager")
+    merged.eval()
+    msd = merged.state_dict()
+    with torch.no_grad():
+        for k, a in saved.items():
+            if ".lora_A." not in k:
+                continue
+            b = saved[k.replace(".lora_A.", ".lora_B.")]
+            w = k[len("base_model.model."):].replace(".lora_A.weight", ".weight")
+            msd[w].add_(scaling * (b @ a))
+
+    tensors, facts = {}, {"r": acfg["r"], "lora_alpha": acfg["lora_alpha"], "scaling": scaling,
+                          "target_modules": acfg["target_modules"], "n_tensors": len(saved),
+                          "merged_max_abs_diff": 0.0, "prompts": []}
+    for pname, ids in prompts:
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            out = peft_model(x, labels=x)
+            logits = out.logits[0]
+            hand = merged(x).logits[0]
+        facts["merged_max_abs_diff"] = max(facts["merged_max_abs_diff"], float((logits - hand).abs().max()))
+        top = torch.topk(logits, TOPK, dim=-1)
+        # How far the adapter moves the logits: the test must not pass with it ignored.
+        base_ids, base_vals = base_tops[pname]
+        change = float((logits.gather(1, base_ids[:len(ids)]) - base_vals[:len(ids)]).abs().max())
+        tensors[f"{pname}.top_ids"] = top.indices.to(torch.int64).contiguous()
+        tensors[f"{pname}.top_logits"] = top.values.float().contiguous()
+        tensors[f"{pname}.logsumexp"] = torch.logsumexp(logits.double(), dim=-1).float()
+        tensors[f"{pname}.loss"] = torch.tensor([float(out.loss)], dtype=torch.float64)
+        gaps = (top.values[:, 0] - top.values[:, 1]).tolist()
+        facts["prompts"].append({"name": pname, "loss": float(out.loss), "max_change_vs_base": change,
+                                 "min_top1_gap": min(gaps)})
+        print(f"adapter {pname}: loss {float(out.loss):.6f}, logits moved up to {change:.3f} by the adapter, "
+              f"min top-1 gap {min(gaps):.2e}", file=sys.stderr)
+        assert change > 0.05, f"{pname}: the adapter barely changes the logits ({change})"
+    # fp32 rounding alone moves these logits by ~1e-4 (see fp64_check); a wrong
+    # scaling or a transposed A/B would move them by the adapter's effect (> 0.05).
+    assert facts["merged_max_abs_diff"] < 1e-3, facts["merged_max_abs_diff"]
+    return tensors, facts
+
+
+def train_adapter(model_path, out_dir):
+    """Builds tools/reference/train_smollm2_adapter.c against build/libtune.a
+    and runs it: tune's training loop writes an adapter into out_dir."""
+    subprocess.run(["make", "-s", "-j2", "build/libtune.a"], check=True)
+    with open("Makefile") as f:
+        pkgs = re.search(r"^PKGS\s*:=\s*(.*)$", f.read(), re.M).group(1).split()
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs"] + pkgs, check=True, capture_output=True,
+                           text=True).stdout.split()
+    exe = os.path.join("build", "train_smollm2_adapter")
+    subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-fopenmp",
+                    "-Iinclude", os.path.join("tools", "reference", "train_smollm2_adapter.c"),
+                    os.path.join("build", "libtune.a")] + flags + ["-fopenmp", "-lm", "-o", exe], check=True)
+    subprocess.run([exe, model_path, os.path.join(OUT, "golden.safetensors"), out_dir], check=True)
+
+
 def main():
-    path = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(repo_root(), MODEL)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model", nargs="?", help="the GGUF file (default " + MODEL + ")")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--train-adapter", action="store_true",
+                     help="train a new " + OUT + "/adapter with tune (tools/reference/train_smollm2_adapter.c)")
+    src.add_argument("--adapter", help="a folder with an adapter tune trained on this model "
+                     "(adapter_model.safetensors, adapter_config.json): copied into " + OUT + "/adapter")
+    args = ap.parse_args()
+    path = os.path.abspath(args.model) if args.model else os.path.join(repo_root(), MODEL)
+    adapter = os.path.abspath(args.adapter) if args.adapter else None
     os.chdir(repo_root())
     with open(path, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
@@ -171,8 +276,8 @@ def main():
         tensors[f"{pname}.last_logits"] = logits[n - 1].float().contiguous()
         tensors[f"{pname}.loss"] = torch.tensor([loss], dtype=torch.float64)
         meta["prompts"].append({
-            "name": pname, "messages": spec.get("messages"), "text": text, "n_prompt": n, "input_ids": ids, "greedy_ids": cont,
-            "greedy_text": tok.decode(cont),
+            "name": pname, "messages": spec.get("messages"), "text": text, "n_prompt": n, "input_ids": ids,
+            "greedy_ids": cont, "greedy_text": tok.decode(cont),
             "eos_positions": [i for i, t in enumerate(cont) if t in eos_ids],
             "generate_agrees": gen_cont == cont, "loss": loss,
             "min_top1_gap": min(gaps), "min_greedy_margin": min(margins),
@@ -185,6 +290,19 @@ def main():
 
     os.makedirs(OUT, exist_ok=True)
     save_file(tensors, os.path.join(OUT, "golden.safetensors"), metadata={"format": "pt"})
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.train_adapter:
+            adapter = os.path.join(tmp, "run")
+            train_adapter(path, adapter)
+        if adapter:
+            os.makedirs(os.path.join(OUT, "adapter"), exist_ok=True)
+            for f in ("adapter_model.safetensors", "adapter_config.json"):
+                shutil.copyfile(os.path.join(adapter, f), os.path.join(OUT, "adapter", f))
+    if os.path.isdir(os.path.join(OUT, "adapter")):
+        prompts = [(p["name"], p["input_ids"]) for p in meta["prompts"]]
+        base_tops = {p: (tensors[f"{p}.top_ids"], tensors[f"{p}.top_logits"]) for p, _ in prompts}
+        atensors, meta["adapter"] = adapter_golden(model, folder, name, prompts, base_tops)
+        save_file(atensors, os.path.join(OUT, "adapter_golden.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(OUT, "golden.json"), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1, ensure_ascii=False)
         f.write("\n")
