@@ -56,6 +56,17 @@ tr -d ' \n' <runs/a/adapter_config.json | grep -q '"modules_to_save":\["embed_to
 grep -q '"content": *"엑셀"' runs/a/tokenizer.json || fail "tokenizer.json lacks 엑셀"
 grep -q "\"id\": *$((V + 1))" runs/a/tokenizer.json || fail "tokenizer.json lacks id $((V + 1))"
 
+# a run resumed from a checkpoint ends with the same adapter (saved modules and their optimizer state)
+sed -e 's#runs/a#runs/r#' tiny.yml >resume.yml
+echo "save_steps: 2" >>resume.yml
+"$TUNE" train resume.yml >out.txt 2>err.txt || fail "run with checkpoints exited $?"
+rm -f runs/r/adapter_model.safetensors runs/r/checkpoint-4/adapter_model.safetensors
+rm -rf runs/r/checkpoint-4
+"$TUNE" train resume.yml --resume_from_checkpoint runs/r/checkpoint-2 >out.txt 2>err.txt ||
+    fail "resume exited $?"
+cmp -s runs/a/adapter_model.safetensors runs/r/adapter_model.safetensors ||
+    fail "the resumed run's adapter differs from the uninterrupted one"
+
 # new tokens need trained embeddings
 sed -e '/lora_modules_to_save/d' -e 's#runs/a#runs/b#' tiny.yml >bad.yml
 "$TUNE" train bad.yml >out.txt 2>err.txt
