@@ -379,6 +379,10 @@ tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
                        p->lora_alpha, p->lora_scaling, p->use_rslora ? ", rslora" : "", p->lora_dropout);
     for (int k = 0; k < TUNE_N_LINEAR; k++)
         if (p->lora_target_mask & (1u << k)) tune_strbuf_printf(sb, " %s", tune_linear_names[k]);
+    if (p->lora_saved) /* trained in full, at the vocabulary grown by added tokens */
+        tune_strbuf_printf(sb, "\n             modules_to_save%s%s (vocabulary %d)",
+                           p->lora_saved & TUNE_SAVE_EMBED ? " embed_tokens" : "",
+                           p->lora_saved & TUNE_SAVE_LM_HEAD ? " lm_head" : "", p->vocab_size);
     tune_strbuf_puts(sb, "\n             trainable parameters: ");
     if (p->n_lora_params >= 0) {
         put_count(sb, p->n_lora_params);
@@ -510,6 +514,10 @@ tune_status tune_plan_to_json(const tune_plan *p, char **json, tune_error *err)
         cJSON *t = cJSON_AddArrayToObject(lora, "target_modules");
         for (int k = 0; t && k < TUNE_N_LINEAR; k++)
             if (p->lora_target_mask & (1u << k)) cJSON_AddItemToArray(t, cJSON_CreateString(tune_linear_names[k]));
+        cJSON *saved = cJSON_AddArrayToObject(lora, "modules_to_save");
+        if (saved && p->lora_saved & TUNE_SAVE_EMBED) cJSON_AddItemToArray(saved, cJSON_CreateString("embed_tokens"));
+        if (saved && p->lora_saved & TUNE_SAVE_LM_HEAD) cJSON_AddItemToArray(saved, cJSON_CreateString("lm_head"));
+        if (p->vocab_size > 0) cJSON_AddNumberToObject(lora, "vocab_size", p->vocab_size);
         json_count(lora, "trainable_parameters", p->n_lora_params);
     }
     cJSON *steps = cJSON_AddObjectToObject(o, "steps");

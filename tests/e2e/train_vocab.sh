@@ -56,6 +56,10 @@ tr -d ' \n' <runs/a/adapter_config.json | grep -q '"modules_to_save":\["embed_to
 grep -q '"content": *"엑셀"' runs/a/tokenizer.json || fail "tokenizer.json lacks 엑셀"
 grep -q "\"id\": *$((V + 1))" runs/a/tokenizer.json || fail "tokenizer.json lacks id $((V + 1))"
 
+# the plan shows the saved modules at the grown vocabulary
+"$TUNE" plan tiny.yml >plan.txt 2>&1 || fail "tune plan exited $?"
+grep -q "modules_to_save embed_tokens lm_head (vocabulary $((V + 2)))" plan.txt || fail "plan: modules_to_save line"
+
 # a run resumed from a checkpoint ends with the same adapter (saved modules and their optimizer state)
 sed -e 's#runs/a#runs/r#' tiny.yml >resume.yml
 echo "save_steps: 2" >>resume.yml
