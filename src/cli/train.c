@@ -162,7 +162,8 @@ static int train(const tune_config *cfg, tune_plan *plan, const char *config_pat
         }
     }
     if ((st = tune_model_load(plan->base_model, &model, &err)) ||
-        (st = tune_model_resize_vocab(&model, plan->vocab_size, &err)) ||
+        (plan->vocab_size > model.cfg.vocab_size &&
+         (st = tune_model_resize_vocab(&model, plan->vocab_size, &err))) ||
         (st = lora_for(cfg, plan, &model, &lora, &err))) {
         rc = report(&err);
         goto done;
