@@ -1,3 +1,4 @@
+#include "tune/backend.h"
 #include "tune/cli.h"
 
 #include <stdarg.h>
@@ -67,7 +68,9 @@ int tune_cli_main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(first, "--version") || !strcmp(first, "version")) {
-        printf("tune %s\n", tune_cli_version());
+        char cuda[256];
+        tune_cuda_probe(cuda, sizeof cuda);
+        printf("tune %s\ncpu: OpenBLAS %s kernels\ncuda: %s\n", tune_cli_version(), tune_cpu_blas_core(), cuda);
         return 0;
     }
     for (int i = 0; i < N_VERBS; i++)
