@@ -25,8 +25,8 @@ static void usage(FILE *out)
             "Mean token loss and perplexity on a dataset, with the formatting and masking of\n"
             "training. With a config: its validation set (test_datasets or the val_set_size\n"
             "split), the figure the trainer logs as eval_loss. With a model (folder or GGUF):\n"
-            "every record of FILE (default type alpaca, sequence_len 2048, batch 1); examples\n"
-            "longer than sequence_len are truncated and counted.\n\n"
+            "every record of FILE (default type alpaca, batch 1, sequence_len 2048 or the\n"
+            "model's context length when shorter); longer examples are truncated and counted.\n\n"
             "--adapter DIR evaluates with a PEFT LoRA adapter (adapter_config.json +\n"
             "adapter_model.safetensors). Prints a summary, or with --json one line\n"
             "{\"loss\", \"perplexity\", \"tokens\", \"examples\"}. Writes eval_summary.csv\n"
@@ -216,6 +216,11 @@ static int evaluate(const tune_config *cfg, tune_plan *plan, const eval_args *a)
     tune_workspace *ws = NULL;
     int rc = 0;
     if (st) goto fail;
+    for (int i = 0; i < plan->warnings.count; i++) {
+        char buf[2048];
+        tune_error_format(&plan->warnings.items[i], buf, sizeof buf);
+        fprintf(stderr, "tune: warning: %s\n", buf);
+    }
     if (data.prep.val.count == 0) {
         tune_error_set(&err, TUNE_ERR_INPUT, is_config(a->target) ? a->target : a->data, 0, 0,
                        "there is no validation set to evaluate (set test_datasets or val_set_size)");
@@ -285,6 +290,15 @@ int tune_cli_eval(int argc, char **argv)
     tune_plan plan;
     tune_error_list errs = {0};
     tune_status st = tune_plan_init(&plan, &cfg, &errs);
+    if (!st && !config && !a.sequence_len && plan.have_model && plan.model.max_position_embeddings > 0 &&
+        plan.model.max_position_embeddings < plan.sequence_len) {
+        /* The default sequence_len is capped at the model's context length. */
+        char len[32];
+        snprintf(len, sizeof len, "%d", plan.model.max_position_embeddings);
+        tune_plan_free(&plan);
+        st = tune_config_set(&cfg, "sequence_len", len, NULL, &errs);
+        if (!st) st = tune_plan_init(&plan, &cfg, &errs);
+    }
     rc = print_errors(&errs, st);
     if (!rc) {
         if (!config) {

@@ -19,13 +19,15 @@ fail() {
 # json_num KEY FILE: the number after "KEY": on the file's first line.
 json_num() { sed -n "1s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p" "$2"; }
 
+# Alpaca's prompt is about 110 tiny-tokenizer tokens, more than the model's
+# context of 64 (the default sequence_len here): the alpaca runs set 256.
 for i in $(seq 0 11); do
     printf '{"instruction": "Add cells %d to %d", "input": "", "output": "=SUM(A%d:A%d)"}\n' \
         "$i" $((i + 3)) "$i" $((i + 3))
 done > a.jsonl
 
-"$TUNE" eval "$MODEL" --data a.jsonl --json --out base >base.json 2>err.txt || fail "eval (base) exited $?"
-"$TUNE" eval "$MODEL" --data a.jsonl --adapter "$SRC/tests/data/tiny/peft_adapter" --json --out lora \
+"$TUNE" eval "$MODEL" --data a.jsonl --sequence_len 256 --json --out base >base.json 2>err.txt || fail "eval (base) exited $?"
+"$TUNE" eval "$MODEL" --data a.jsonl --sequence_len 256 --adapter "$SRC/tests/data/tiny/peft_adapter" --json --out lora \
     >lora.json 2>>err.txt || fail "eval (adapter) exited $?"
 [ "$(wc -l <base.json)" -eq 1 ] || fail "--json printed more than one line"
 if ! grep -Eq '^\{"loss": [0-9.eE+-]+, "perplexity": [0-9.eE+-]+, "tokens": [0-9]+, "examples": 12\}$' base.json; then
@@ -54,6 +56,11 @@ grep -q '^tune: 1 examples longer than sequence_len 160 were truncated' short.er
 for i in $(seq 0 39); do
     printf '{"text": "=SUM(A%d:A%d) adds cells %d to %d."}\n' "$i" $((i + 3)) "$i" $((i + 3))
 done > data.jsonl
+# Without --sequence_len the MODEL form stays within the model's context (64).
+"$TUNE" eval "$MODEL" --data data.jsonl --type completion --json --out comp >comp.json 2>comp.err ||
+    fail "eval --type completion exited $?"
+grep -q 'context length' comp.err && fail "default sequence_len exceeds the model's context"
+grep -q '"examples": 40}' comp.json || fail "completion eval: $(cat comp.json)"
 cat > tiny.yml <<YML
 base_model: $MODEL
 datasets:
