@@ -85,6 +85,7 @@ if "$TUNE" train tiny.yml >train.out 2>train.err; then
     want=$(grep '"eval_loss"' runs/a/training_log.jsonl | tail -1 | sed 's/.*"eval_loss": *\([-0-9.eE+]*\).*/\1/')
     "$TUNE" eval tiny.yml --adapter runs/a --json --out runs/a >cfg.json 2>>err.txt || fail "eval of the config exited $?"
     got=$(json_num loss cfg.json)
+    echo "trainer final eval_loss $want, tune eval $got"
     awk -v a="$want" -v b="$got" 'BEGIN { d = a - b; exit !(a != "" && b != "" && d * d <= 1e-24 * a * a) }' ||
         fail "eval loss $got differs from the trainer's final eval_loss $want"
     "$TUNE" eval tiny.yml --json --out base_cfg >base_cfg.json 2>>err.txt || fail "eval of the config (base) exited $?"
