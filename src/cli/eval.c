@@ -307,8 +307,8 @@ int tune_cli_eval(int argc, char **argv)
             plan.prepared_dir = NULL;
         }
         rc = evaluate(&cfg, &plan, &a);
-        tune_plan_free(&plan);
     }
+    tune_plan_free(&plan); /* also after a failed init */
     tune_config_free(&cfg);
     return rc;
 }
