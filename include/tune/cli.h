@@ -31,6 +31,7 @@ int tune_cli_load_plan(const char *verb, int argc, char **argv, struct tune_conf
 
 int tune_cli_train(int argc, char **argv);
 int tune_cli_plan(int argc, char **argv);
+int tune_cli_eval(int argc, char **argv);
 int tune_cli_config(int argc, char **argv);
 int tune_cli_tokenize(int argc, char **argv);
 int tune_cli_tokens(int argc, char **argv);

@@ -10,6 +10,7 @@
 
 static const tune_verb VERBS[] = {
     {"train", tune_cli_train, "train a LoRA adapter from a YAML experiment (the default verb)"},
+    {"eval", tune_cli_eval, "loss and perplexity on a dataset (a config's validation set, or one file)"},
     {"plan", tune_cli_plan, "resolve a config and print the training plan (--json for scripts)"},
     {"config", tune_cli_config, "config tools: 'keys' lists every key, 'resolve' prints the resolved config"},
     {"tokenize", tune_cli_tokenize, "encode text with a model's tokenizer: ids, tokens, decoded round trip"},
