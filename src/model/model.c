@@ -1,0 +1,427 @@
+/* LLaMA model: linear-layer shapes and names, Hugging Face config.json, and
+ * loading every weight into one fp32 allocation. */
+#include "tune/model.h"
+
+#include <cJSON.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tune/safetensors.h"
+#include "tune/util.h"
+
+const char *const tune_linear_names[TUNE_N_LINEAR] = {
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+};
+
+void tune_linear_shape(const tune_model_config *cfg, tune_linear_kind kind, int *out, int *in)
+{
+    int C = cfg->hidden_size, I = cfg->intermediate_size;
+    int q = cfg->num_attention_heads * cfg->head_dim, kv = cfg->num_key_value_heads * cfg->head_dim;
+    switch (kind) {
+    case TUNE_Q_PROJ: *out = q; *in = C; break;
+    case TUNE_K_PROJ:
+    case TUNE_V_PROJ: *out = kv; *in = C; break;
+    case TUNE_O_PROJ: *out = C; *in = q; break;
+    case TUNE_GATE_PROJ:
+    case TUNE_UP_PROJ: *out = I; *in = C; break;
+    default: *out = C; *in = I; break; /* down_proj */
+    }
+}
+
+void tune_linear_module_path(int layer, tune_linear_kind kind, char *buf, size_t size)
+{
+    const char *block = kind <= TUNE_O_PROJ ? "self_attn" : "mlp";
+    snprintf(buf, size, "model.layers.%d.%s.%s", layer, block, tune_linear_names[kind]);
+}
+
+/* ------------------------------------------------------------ config.json */
+
+/* Upper bounds keep every product of two dimensions inside an int. */
+#define MAX_DIM (1 << 20)
+#define MAX_VOCAB (1 << 24)
+
+typedef struct {
+    const char *path; /* config.json, for errors */
+    const cJSON *root;
+    tune_error *err;
+} cfg_reader;
+
+static tune_status bad_key(cfg_reader *r, const char *key, const char *what)
+{
+    return tune_fail_input(r->err, r->path, "'%s' %s", key, what);
+}
+
+static int json_int(const cJSON *v, double lo, double hi, int *out)
+{
+    if (!cJSON_IsNumber(v)) return 0;
+    double d = v->valuedouble;
+    if (!(d >= lo && d <= hi) || d != floor(d)) return 0;
+    *out = (int)d;
+    return 1;
+}
+
+/* Absent or null → def (when not required). */
+static tune_status get_int(cfg_reader *r, const cJSON *obj, const char *key, int required, int def,
+                           int lo, int hi, int *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required) return bad_key(r, key, "is missing");
+        *out = def;
+        return TUNE_OK;
+    }
+    if (!json_int(v, lo, hi, out)) {
+        char what[96];
+        snprintf(what, sizeof what, "must be an integer in [%d, %d]", lo, hi);
+        return bad_key(r, key, what);
+    }
+    return TUNE_OK;
+}
+
+static tune_status get_num(cfg_reader *r, const cJSON *obj, const char *key, double def, double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v || cJSON_IsNull(v)) { *out = def; return TUNE_OK; }
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0.0)) return bad_key(r, key, "must be a positive number");
+    *out = v->valuedouble;
+    return TUNE_OK;
+}
+
+static tune_status get_bool(cfg_reader *r, const char *key, int def, int *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    if (!v || cJSON_IsNull(v)) { *out = def; return TUNE_OK; }
+    if (!cJSON_IsBool(v)) return bad_key(r, key, "must be true or false");
+    *out = cJSON_IsTrue(v);
+    return TUNE_OK;
+}
+
+static int has_string(const cJSON *arr, const char *s)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+        if (cJSON_IsString(it) && strcmp(it->valuestring, s) == 0) return 1;
+    return 0;
+}
+
+/* model_type "llama", or a Llama/Mistral architecture without sliding window. */
+static tune_status check_family(cfg_reader *r)
+{
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(r->root, "model_type");
+    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(r->root, "architectures");
+    const char *t = cJSON_IsString(type) ? type->valuestring : NULL;
+    int llama = (t && strcmp(t, "llama") == 0) || (!t && has_string(arch, "LlamaForCausalLM"));
+    int mistral = (t && strcmp(t, "mistral") == 0) || (!t && has_string(arch, "MistralForCausalLM"));
+    if (mistral) {
+        const cJSON *sw = cJSON_GetObjectItemCaseSensitive(r->root, "sliding_window");
+        if (sw && !cJSON_IsNull(sw))
+            return bad_key(r, "sliding_window", "is set: sliding-window attention is not supported");
+        return TUNE_OK;
+    }
+    if (llama) return TUNE_OK;
+    if (t) return tune_fail_input(r->err, r->path, "'model_type' is '%s': only LLaMA-family models (llama) are supported", t);
+    return tune_fail_input(r->err, r->path, "'model_type' is missing and 'architectures' names no LlamaForCausalLM");
+}
+
+static tune_status check_unsupported(cfg_reader *r)
+{
+    static const char *const bias_keys[] = {"attention_bias", "mlp_bias"};
+    for (size_t i = 0; i < sizeof bias_keys / sizeof *bias_keys; i++) {
+        int on;
+        tune_status st = get_bool(r, bias_keys[i], 0, &on);
+        if (st != TUNE_OK) return st;
+        if (on) return bad_key(r, bias_keys[i], "is true: bias in linear layers is not supported");
+    }
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(r->root, "hidden_act");
+    if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0))
+        return bad_key(r, "hidden_act", "must be \"silu\": other activations are not supported");
+    return TUNE_OK;
+}
+
+/* rope_theta and rope_scaling, at the top level (older files) or nested in
+ * rope_parameters (newer files). */
+static tune_status parse_rope(cfg_reader *r, tune_model_config *cfg)
+{
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(r->root, "rope_parameters");
+    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(r->root, "rope_scaling");
+    if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params))
+        return bad_key(r, "rope_parameters", "must be an object");
+    if (scaling && !cJSON_IsNull(scaling) && !cJSON_IsObject(scaling))
+        return bad_key(r, "rope_scaling", "must be an object or null");
+    const cJSON *theta_in = cJSON_IsObject(params) && cJSON_GetObjectItemCaseSensitive(params, "rope_theta")
+                                ? params : r->root;
+    tune_status st = get_num(r, theta_in, "rope_theta", 10000.0, &cfg->rope_theta);
+    if (st != TUNE_OK) return st;
+    const cJSON *s = cJSON_IsObject(params) ? params : cJSON_IsObject(scaling) ? scaling : NULL;
+    const char *where = s == params ? "rope_parameters" : "rope_scaling";
+    cfg->rope_type = TUNE_ROPE_DEFAULT;
+    if (!s) return TUNE_OK;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "rope_type");
+    if (!type) type = cJSON_GetObjectItemCaseSensitive(s, "type");
+    if (!type || cJSON_IsNull(type) || (cJSON_IsString(type) && strcmp(type->valuestring, "default") == 0))
+        return TUNE_OK;
+    if (!cJSON_IsString(type))
+        return tune_fail_input(r->err, r->path, "'%s.rope_type' must be a string", where);
+    if (strcmp(type->valuestring, "llama3") != 0)
+        return tune_fail_input(r->err, r->path, "'%s.rope_type' is '%s': only default and llama3 RoPE are supported",
+                               where, type->valuestring);
+    cfg->rope_type = TUNE_ROPE_LLAMA3;
+    static const char *const keys[] = {"factor", "low_freq_factor", "high_freq_factor"};
+    double *dst[] = {&cfg->rope_factor, &cfg->rope_low_freq_factor, &cfg->rope_high_freq_factor};
+    char key[64];
+    for (int i = 0; i < 3; i++) {
+        snprintf(key, sizeof key, "%s.%s", where, keys[i]);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, keys[i]);
+        if (!v) return bad_key(r, key, "is missing (needed by llama3 RoPE)");
+        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0.0)) return bad_key(r, key, "must be a positive number");
+        *dst[i] = v->valuedouble;
+    }
+    if (!(cfg->rope_high_freq_factor > cfg->rope_low_freq_factor))
+        return tune_fail_input(r->err, r->path, "'%s.high_freq_factor' must be greater than low_freq_factor", where);
+    const cJSON *orig = cJSON_GetObjectItemCaseSensitive(s, "original_max_position_embeddings");
+    snprintf(key, sizeof key, "%s.original_max_position_embeddings", where);
+    if (!json_int(orig, 1, INT_MAX, &cfg->rope_original_max_position_embeddings))
+        return bad_key(r, key, "must be a positive integer (needed by llama3 RoPE)");
+    return TUNE_OK;
+}
+
+/* bos/eos/pad: absent → LlamaConfig's defaults (1, 2, none); null → none. */
+static tune_status parse_special_ids(cfg_reader *r, tune_model_config *cfg)
+{
+    tune_status st = get_int(r, r->root, "bos_token_id", 0, 1, 0, INT_MAX, &cfg->bos_token_id);
+    if (st == TUNE_OK && cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r->root, "bos_token_id")))
+        cfg->bos_token_id = -1;
+    if (st == TUNE_OK) st = get_int(r, r->root, "pad_token_id", 0, -1, 0, INT_MAX, &cfg->pad_token_id);
+    if (st != TUNE_OK) return st;
+    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(r->root, "eos_token_id");
+    cfg->n_eos_token_ids = 0;
+    if (!eos) {
+        cfg->eos_token_ids[cfg->n_eos_token_ids++] = 2;
+    } else if (cJSON_IsArray(eos)) {
+        if (cJSON_GetArraySize(eos) > TUNE_MAX_EOS) return bad_key(r, "eos_token_id", "lists more than 8 ids");
+        const cJSON *it;
+        cJSON_ArrayForEach(it, eos) {
+            if (!json_int(it, 0, INT_MAX, &cfg->eos_token_ids[cfg->n_eos_token_ids++]))
+                return bad_key(r, "eos_token_id", "must be an integer or a list of integers");
+        }
+    } else if (!cJSON_IsNull(eos)) {
+        int id;
+        if ((st = get_int(r, r->root, "eos_token_id", 1, 0, 0, INT_MAX, &id)) != TUNE_OK) return st;
+        cfg->eos_token_ids[cfg->n_eos_token_ids++] = id;
+    }
+    return TUNE_OK;
+}
+
+static tune_status parse_config(cfg_reader *r, tune_model_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (!cJSON_IsObject(r->root)) return tune_fail_input(r->err, r->path, "not a JSON object");
+    tune_status st = check_family(r);
+    if (st == TUNE_OK) st = check_unsupported(r);
+    const cJSON *root = r->root;
+    if (st == TUNE_OK) st = get_int(r, root, "vocab_size", 1, 0, 1, MAX_VOCAB, &cfg->vocab_size);
+    if (st == TUNE_OK) st = get_int(r, root, "hidden_size", 1, 0, 1, MAX_DIM, &cfg->hidden_size);
+    if (st == TUNE_OK) st = get_int(r, root, "intermediate_size", 1, 0, 1, MAX_DIM, &cfg->intermediate_size);
+    if (st == TUNE_OK) st = get_int(r, root, "num_hidden_layers", 1, 0, 1, 4096, &cfg->num_hidden_layers);
+    if (st == TUNE_OK) st = get_int(r, root, "num_attention_heads", 1, 0, 1, 4096, &cfg->num_attention_heads);
+    if (st != TUNE_OK) return st;
+    int H = cfg->num_attention_heads;
+    if ((st = get_int(r, root, "num_key_value_heads", 0, H, 1, H, &cfg->num_key_value_heads)) != TUNE_OK)
+        return st;
+    if (H % cfg->num_key_value_heads != 0)
+        return bad_key(r, "num_key_value_heads", "must divide num_attention_heads");
+    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
+    if ((!hd || cJSON_IsNull(hd)) && cfg->hidden_size % H != 0)
+        return bad_key(r, "num_attention_heads", "must divide hidden_size when head_dim is not given");
+    if ((st = get_int(r, root, "head_dim", 0, cfg->hidden_size / H, 2, MAX_DIM / H, &cfg->head_dim)) != TUNE_OK)
+        return st;
+    if (cfg->head_dim % 2 != 0) return bad_key(r, "head_dim", "must be even (RoPE rotates pairs)");
+    st = get_int(r, root, "max_position_embeddings", 0, 2048, 1, INT_MAX, &cfg->max_position_embeddings);
+    double eps = 0;
+    if (st == TUNE_OK) st = get_num(r, root, "rms_norm_eps", 1e-6, &eps);
+    cfg->rms_norm_eps = (float)eps;
+    if (st == TUNE_OK) st = parse_rope(r, cfg);
+    if (st == TUNE_OK) st = get_bool(r, "tie_word_embeddings", 0, &cfg->tie_word_embeddings);
+    if (st == TUNE_OK) st = parse_special_ids(r, cfg);
+    if (st != TUNE_OK) return st;
+    /* transformers 5 writes "dtype", older versions "torch_dtype". */
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(root, "dtype");
+    if (!cJSON_IsString(dt)) dt = cJSON_GetObjectItemCaseSensitive(root, "torch_dtype");
+    if (cJSON_IsString(dt)) snprintf(cfg->torch_dtype, sizeof cfg->torch_dtype, "%s", dt->valuestring);
+    return TUNE_OK;
+}
+
+static tune_status hf_config_load(const char *dir, tune_model_config *cfg, tune_error *err)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/config.json", dir) >= (int)sizeof path)
+        return tune_fail_input(err, dir, "path too long");
+    if (!tune_path_exists(path))
+        return tune_fail_input(err, dir, "not a Hugging Face model folder: config.json is missing");
+    char *text;
+    size_t len;
+    tune_status st = tune_read_file(path, &text, &len, err);
+    if (st != TUNE_OK) return st;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!root) return tune_fail_input(err, path, "not valid JSON");
+    cfg_reader r = {path, root, err};
+    st = parse_config(&r, cfg);
+    cJSON_Delete(root);
+    return st;
+}
+
+/* ---------------------------------------------------------------- weights */
+
+/* One weight: its Hugging Face name, shape, and the model pointer it sets.
+ * The table's order is the layout of model->storage. */
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    float **slot;
+} weight_spec;
+
+static void spec(weight_spec *w, const char *name, int64_t d0, int64_t d1, float **slot)
+{
+    snprintf(w->name, sizeof w->name, "%s", name);
+    w->ndim = d1 ? 2 : 1;
+    w->shape[0] = d0;
+    w->shape[1] = d1;
+    w->slot = slot;
+}
+
+/* Fills specs (room for 3 + 9·L) and returns how many there are. */
+static int weight_specs(tune_model *m, weight_spec *specs)
+{
+    const tune_model_config *cfg = &m->cfg;
+    int64_t C = cfg->hidden_size, V = cfg->vocab_size;
+    int n = 0;
+    char name[96], module[80];
+    spec(&specs[n++], "model.embed_tokens.weight", V, C, &m->embed);
+    for (int l = 0; l < cfg->num_hidden_layers; l++) {
+        tune_layer *layer = &m->layers[l];
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        spec(&specs[n++], name, C, 0, &layer->attn_norm);
+        for (int k = 0; k < TUNE_N_LINEAR; k++) {
+            int out, in;
+            tune_linear_shape(cfg, (tune_linear_kind)k, &out, &in);
+            tune_linear_module_path(l, (tune_linear_kind)k, module, sizeof module);
+            snprintf(name, sizeof name, "%s.weight", module);
+            spec(&specs[n++], name, out, in, &layer->w[k]);
+        }
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        spec(&specs[n++], name, C, 0, &layer->ffn_norm);
+    }
+    spec(&specs[n++], "model.norm.weight", C, 0, &m->final_norm);
+    /* Tied: lm_head is the embedding; a stored lm_head.weight is ignored, as Transformers does. */
+    if (!cfg->tie_word_embeddings) spec(&specs[n++], "lm_head.weight", V, C, &m->lm_head);
+    return n;
+}
+
+/* Checks every tensor's presence and shape (before allocating anything),
+ * then converts each into its place in one fp32 allocation. */
+static tune_status hf_load_weights(const tune_st_set *set, tune_model *m, const char *dir, tune_error *err)
+{
+    int max = 3 + 9 * m->cfg.num_hidden_layers;
+    weight_spec *specs = malloc((size_t)max * sizeof *specs);
+    const tune_st_tensor **tensors = malloc((size_t)max * sizeof *tensors);
+    tune_status st = TUNE_OK;
+    if (!specs || !tensors) st = tune_fail_run(err, dir, "out of memory");
+    int n = st == TUNE_OK ? weight_specs(m, specs) : 0;
+    m->n_floats = 0;
+    for (int i = 0; i < n && st == TUNE_OK; i++) {
+        tensors[i] = tune_st_set_find(set, specs[i].name);
+        if (!tensors[i] && strcmp(specs[i].name, "lm_head.weight") == 0)
+            st = tune_fail_input(err, set->source, "tensor 'lm_head.weight' is missing and tie_word_embeddings is false");
+        else if (!tensors[i])
+            st = tune_fail_input(err, set->source, "tensor '%s' is missing", specs[i].name);
+        else
+            st = tune_st_expect_shape(tensors[i], specs[i].ndim, specs[i].shape, err);
+        if (st == TUNE_OK) m->n_floats += tensors[i]->numel;
+    }
+    if (st == TUNE_OK && posix_memalign((void **)&m->storage, 64, m->n_floats * sizeof(float)) != 0) {
+        m->storage = NULL;
+        st = tune_fail_run(err, dir, "out of memory: %zu MB of weights", m->n_floats * sizeof(float) >> 20);
+    }
+    float *p = m->storage;
+    for (int i = 0; i < n && st == TUNE_OK; i++) {
+        *specs[i].slot = p;
+        st = tune_st_read_f32(tensors[i], p, err);
+        p += tensors[i]->numel;
+    }
+    if (st == TUNE_OK && m->cfg.tie_word_embeddings) m->lm_head = m->embed;
+    free(specs);
+    free(tensors);
+    return st;
+}
+
+static tune_status hf_model_load(const char *dir, tune_model *m, tune_error *err)
+{
+    tune_status st = hf_config_load(dir, &m->cfg, err);
+    if (st != TUNE_OK) return st;
+    tune_st_set *set;
+    if ((st = tune_st_set_open(dir, &set, err)) != TUNE_OK) return st;
+    m->layers = calloc((size_t)m->cfg.num_hidden_layers, sizeof *m->layers);
+    if (!m->layers) st = tune_fail_run(err, dir, "out of memory");
+    if (st == TUNE_OK) st = hf_load_weights(set, m, dir, err);
+    tune_st_set_close(set);
+    return st;
+}
+
+/* --------------------------------------------------------------- dispatch */
+
+/* Which loader reads a model path: a folder is a Hugging Face model, a
+ * .gguf file goes to the GGUF loader. */
+typedef enum { SRC_HF, SRC_GGUF, SRC_NONE } model_source;
+
+static model_source model_source_of(const char *path, tune_error *err)
+{
+    size_t n = strlen(path);
+    if (tune_is_dir(path)) return SRC_HF;
+    if (!tune_path_exists(path)) {
+        tune_fail_input(err, path, "model path does not exist");
+        return SRC_NONE;
+    }
+    if (n >= 5 && strcmp(path + n - 5, ".gguf") == 0) return SRC_GGUF;
+    tune_fail_input(err, path, "not a model: expected a Hugging Face folder (config.json + safetensors) or a .gguf file");
+    return SRC_NONE;
+}
+
+static tune_status gguf_not_built(const char *path, tune_error *err)
+{
+    return tune_fail_input(err, path, "GGUF models are read by the GGUF loader, which this build does not include yet");
+}
+
+tune_status tune_model_config_load(const char *path, tune_model_config *cfg, tune_error *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    switch (model_source_of(path, err)) {
+    case SRC_HF: return hf_config_load(path, cfg, err);
+    case SRC_GGUF: return gguf_not_built(path, err);
+    default: return TUNE_ERR_INPUT;
+    }
+}
+
+tune_status tune_model_load(const char *path, tune_model *model, tune_error *err)
+{
+    memset(model, 0, sizeof *model);
+    tune_status st;
+    switch (model_source_of(path, err)) {
+    case SRC_HF: st = hf_model_load(path, model, err); break;
+    case SRC_GGUF: st = gguf_not_built(path, err); break;
+    default: st = TUNE_ERR_INPUT; break;
+    }
+    if (st != TUNE_OK) tune_model_free(model);
+    return st;
+}
+
+void tune_model_free(tune_model *model)
+{
+    if (!model) return;
+    free(model->storage);
+    free(model->layers);
+    memset(model, 0, sizeof *model);
+}
