@@ -3,6 +3,7 @@
 
 #include "testutil.h"
 #include "tune/generate.h"
+#include "tune/safetensors.h"
 
 /* ---- streaming text ---- */
 
@@ -203,6 +204,71 @@ START_TEST(sampling_follows_the_distribution_and_the_seed)
 }
 END_TEST
 
+static const tune_st_tensor *golden_tensor(tune_st_file *f, const char *name)
+{
+    const tune_st_tensor *t = tune_st_find(f, name);
+    ck_assert_msg(t != NULL, "golden tensor %s", name);
+    return t;
+}
+
+static tune_st_file *open_golden(void)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/generate/golden.safetensors", test_data_dir());
+    tune_st_file *f;
+    tune_error err;
+    ck_assert_int_eq(tune_st_open(path, &f, &err), TUNE_OK);
+    return f;
+}
+
+/* Transformers' processors on random logits (golden.json processor_cases, same order). */
+START_TEST(processors_match_transformers)
+{
+    static const tune_sampling cases[] = {
+        {1.0f, 0, 1.0f, 1.3f, 0},  /* penalty */
+        {0.7f, 0, 1.0f, 1.0f, 0},  /* temperature */
+        {1.0f, 20, 1.0f, 1.0f, 0}, /* top_k */
+        {1.0f, 0, 0.8f, 1.0f, 0},  /* top_p */
+        {0.6f, 50, 0.9f, 1.2f, 0}, /* all */
+        {1.0f, 3, 1.0f, 1.0f, 0},  /* top_k_ties */
+    };
+    static const int kept[] = {384, 384, 20, 25, 11, 4};
+    tune_st_file *f = open_golden();
+    tune_error err;
+    for (int c = 0; c < (int)(sizeof cases / sizeof cases[0]); c++) {
+        char name[64];
+        snprintf(name, sizeof name, "proc%d.logits", c);
+        const tune_st_tensor *lt = golden_tensor(f, name);
+        snprintf(name, sizeof name, "proc%d.history", c);
+        const tune_st_tensor *ht = golden_tensor(f, name);
+        snprintf(name, sizeof name, "proc%d.out", c);
+        const tune_st_tensor *ot = golden_tensor(f, name);
+        const int V = (int)lt->numel, H = (int)ht->numel;
+        float *logits = malloc((size_t)V * sizeof *logits), *want = malloc((size_t)V * sizeof *want);
+        int32_t *hist = malloc((size_t)H * sizeof *hist);
+        ck_assert_int_eq(tune_st_read_f32(lt, logits, &err), TUNE_OK);
+        ck_assert_int_eq(tune_st_read_f32(ot, want, &err), TUNE_OK);
+        ck_assert_int_eq(tune_st_read_i32(ht, hist, &err), TUNE_OK);
+        tune_sampler *sm = sampler(cases[c].temperature, cases[c].top_k, cases[c].top_p,
+                                   cases[c].repetition_penalty, 0, V);
+        tune_sampler_process(sm, logits, hist, H);
+        int n = 0;
+        for (int i = 0; i < V; i++) {
+            ck_assert_msg(isinf(want[i]) == isinf(logits[i]), "case %d token %d: %g vs %g", c, i, logits[i], want[i]);
+            if (isinf(want[i])) continue;
+            n++;
+            ck_assert_float_eq_tol(logits[i], want[i], 1e-6f * (1.0f + fabsf(want[i])));
+        }
+        ck_assert_int_eq(n, kept[c]);
+        tune_sampler_free(sm);
+        free(logits);
+        free(want);
+        free(hist);
+    }
+    tune_st_close(f);
+}
+END_TEST
+
 static Suite *generate_suite(void)
 {
     Suite *s = suite_create("generate");
@@ -217,6 +283,7 @@ static Suite *generate_suite(void)
     tcase_add_test(tc, greedy_takes_first_argmax_after_penalty);
     tcase_add_test(tc, top_k_keeps_ties_and_top_p_keeps_the_mass);
     tcase_add_test(tc, sampling_follows_the_distribution_and_the_seed);
+    tcase_add_test(tc, processors_match_transformers);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -21,5 +21,6 @@ int tune_cli_wants_help(int argc, char **argv);
 int tune_cli_train(int argc, char **argv);
 int tune_cli_plan(int argc, char **argv);
 int tune_cli_config(int argc, char **argv);
+int tune_cli_merge(int argc, char **argv);
 
 #endif

@@ -10,6 +10,7 @@
 static const tune_verb VERBS[] = {
     {"train", tune_cli_train, "train a LoRA adapter from a YAML experiment (the default verb)"},
     {"plan", tune_cli_plan, "resolve a config and print the training plan (--json for scripts)"},
+    {"merge", tune_cli_merge, "merge a LoRA adapter into its base model and write a Hugging Face folder"},
     {"config", tune_cli_config, "config tools: 'keys' lists every key, 'resolve' prints the resolved config"},
 };
 #define N_VERBS (int)(sizeof VERBS / sizeof VERBS[0])
