@@ -12,6 +12,8 @@ static const tune_verb VERBS[] = {
     {"plan", tune_cli_plan, "resolve a config and print the training plan (--json for scripts)"},
     {"merge", tune_cli_merge, "merge a LoRA adapter into its base model and write a Hugging Face folder"},
     {"config", tune_cli_config, "config tools: 'keys' lists every key, 'resolve' prints the resolved config"},
+    {"tokenize", tune_cli_tokenize, "encode text with a model's tokenizer: ids, tokens, decoded round trip"},
+    {"tokens", tune_cli_tokens, "list added/special tokens with roles; writes special_tokens_analysis.csv"},
 };
 #define N_VERBS (int)(sizeof VERBS / sizeof VERBS[0])
 

@@ -1,8 +1,73 @@
+/* tune plan CONFIG [--json] [overrides] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "tune/cli.h"
+#include "tune/plan.h"
+
+/* Loads the config (argv[0], overrides after it) and builds its plan; prints
+ * every error. Returns 0 or the exit code. */
+static int load_plan(const char *verb, int argc, char **argv, tune_config *cfg, tune_plan *plan)
+{
+    int rc = tune_cli_load_config(verb, argc, argv, cfg);
+    if (rc) return rc;
+    tune_error_list errs = {0};
+    tune_status st = tune_plan_init(plan, cfg, &errs);
+    for (int i = 0; i < errs.count; i++) tune_error_print(stderr, &errs.items[i]);
+    tune_error_list_free(&errs);
+    if (st != TUNE_OK) {
+        tune_plan_free(plan);
+        tune_config_free(cfg);
+    }
+    return (int)st;
+}
 
 int tune_cli_plan(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    return tune_cli_usage_error("plan", "plan is not built yet");
+    if (tune_cli_wants_help(argc, argv)) {
+        printf("usage: tune plan CONFIG.yml [--json] [--key value ...]\n\n"
+               "Resolves the config (with any overrides) and prints the training plan: paths,\n"
+               "LoRA targets and trainable parameters, steps, warmup, schedule, memory estimate.\n"
+               "Numbers that need the data are shown as unknown until the data stage.\n"
+               "--json prints the same as JSON.\n");
+        return 0;
+    }
+    /* Drop --json; the rest is the config and its overrides. */
+    int json = 0, n = 0;
+    char **args = malloc((size_t)argc * sizeof *args);
+    if (!args) return 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else args[n++] = argv[i];
+    }
+    tune_config cfg;
+    tune_plan plan;
+    int rc = load_plan("plan", n, args, &cfg, &plan);
+    free(args);
+    if (rc) return rc;
+    if (json) {
+        char *text;
+        tune_error err;
+        if (tune_plan_to_json(&plan, &text, &err) != TUNE_OK) {
+            tune_error_print(stderr, &err);
+            rc = 1;
+        } else {
+            printf("%s\n", text);
+            free(text);
+        }
+    } else {
+        tune_strbuf sb = {0};
+        printf("tune plan for %s\n\n", cfg.config_path);
+        if (tune_plan_format(&plan, &sb) != TUNE_OK) {
+            fprintf(stderr, "tune: error: out of memory\n");
+            rc = 1;
+        } else {
+            fwrite(sb.data, 1, sb.len, stdout);
+        }
+        tune_strbuf_free(&sb);
+    }
+    tune_plan_free(&plan);
+    tune_config_free(&cfg);
+    return rc;
 }

@@ -1,0 +1,115 @@
+/* The training plan: everything decided from a config before training
+ * starts — resolved paths, model dimensions (header only), LoRA targets and
+ * trainable parameters, step arithmetic, the learning-rate schedule and a
+ * memory estimate. The plan is the one place that wires modules together;
+ * later stages read plain values from it, not from the config. */
+#ifndef TUNE_PLAN_H
+#define TUNE_PLAN_H
+
+#include "tune/config.h"
+#include "tune/model.h"
+
+/* Learning rate per optimizer step, as Transformers' schedules:
+ * get_constant_schedule (no warmup), get_constant_schedule_with_warmup,
+ * get_linear_schedule_with_warmup,
+ * get_cosine_schedule_with_warmup (min_lr_ratio 0) and
+ * get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate = min_lr_ratio). */
+typedef struct tune_schedule {
+    tune_lr_scheduler kind;
+    double lr;           /* peak learning rate */
+    long warmup_steps;   /* lr rises linearly from 0 over these steps */
+    long total_steps;    /* num_training_steps */
+    double min_lr_ratio; /* cosine: floor as a fraction of lr */
+} tune_schedule;
+
+/* The lr for 0-based optimizer step `step` (the first update uses step 0,
+ * which is 0 when there is warmup): lr · λ(step), λ as in Transformers. */
+double tune_schedule_lr(const tune_schedule *s, long step);
+
+#define TUNE_PLAN_UNKNOWN (-1L) /* "unknown until the data stage" */
+
+typedef struct tune_plan {
+    /* paths, absolute (relative ones are taken from the current directory) */
+    char *base_model;         /* model folder or GGUF file */
+    char *model_config_path;  /* where the hyperparameters are read: base_model_config or base_model */
+    char *tokenizer_path;     /* tokenizer_config or base_model */
+    char *output_dir;
+    char *prepared_dir;       /* dataset_prepared_path, default output_dir/prepared */
+    char **train_paths;       /* (n_train_paths) datasets[i].path */
+    int n_train_paths;
+    char **eval_paths;        /* (n_eval_paths) test_datasets[i].path */
+    int n_eval_paths;
+
+    /* model, from its header */
+    int have_model;
+    tune_model_config model;
+    long long n_model_params;
+
+    /* LoRA */
+    int lora_r;
+    double lora_alpha, lora_scaling; /* scaling = alpha / r, or alpha / sqrt(r) with rslora */
+    double lora_dropout;
+    int use_rslora;
+    unsigned lora_target_mask;       /* bit (1u << tune_linear_kind) per targeted module */
+    int n_lora_targets;
+    long long n_lora_params;         /* r·(in + out) per targeted module, summed over layers; -1 before the model */
+
+    /* data: counts filled by the data stage through tune_plan_set_examples */
+    long n_train_examples;           /* sequences per epoch (records, or packed sequences); -1 unknown */
+    long n_eval_examples;            /* -1 unknown, 0 no evaluation */
+    long long n_train_tokens;        /* tokens in one epoch of training sequences; -1 unknown (the data stage sets it) */
+    int has_eval;                    /* test_datasets or val_set_size given */
+
+    /* steps (TUNE_PLAN_UNKNOWN where they need the example count) */
+    long micro_batch_size, gradient_accumulation_steps, eval_batch_size;
+    long sequence_len;
+    double num_epochs;
+    long max_steps;                  /* -1: from num_epochs */
+    long micro_batches_per_epoch;    /* ceil(n_train / micro_batch_size) */
+    long steps_per_epoch;            /* ceil(micro_batches_per_epoch / gradient_accumulation_steps) */
+    long total_steps;                /* max_steps, else ceil(num_epochs · steps_per_epoch) */
+    long warmup_steps;               /* warmup_steps, else ceil(warmup_ratio · total) */
+    long logging_steps;
+    long save_every;                 /* save_steps / saves_per_epoch / once per epoch */
+    long eval_every;                 /* eval_steps / evals_per_epoch / once per epoch; 0: no evaluation */
+    tune_schedule schedule;          /* usable once total_steps is known */
+
+    /* memory estimate in bytes; -1 before the model */
+    long long mem_weights;           /* fp32 base weights */
+    long long mem_lora;              /* LoRA params + grads + 2 AdamW moments */
+    long long mem_activations;       /* kept for backward, micro_batch_size × sequence_len */
+    long long mem_total;
+
+    tune_backend backend;
+    int threads;                     /* resolved: threads, or all cores when 0 */
+    long seed;
+
+    /* from the config, for the inputs above: steps recompute from these */
+    double warmup_ratio;
+    long cfg_warmup_steps;           /* -1: not set */
+    long save_steps, saves_per_epoch, eval_steps, evals_per_epoch;
+} tune_plan;
+
+/* The plan from the config alone: paths (checked to exist, errors at the
+ * key's position), the model's dimensions from its header
+ * (tune_model_config_load: no weights are read), LoRA targets and sizes, the
+ * memory estimate, the step numbers that need no data. Example counts come
+ * later with tune_plan_set_examples. Appends every error to errs. */
+tune_status tune_plan_init(tune_plan *plan, const tune_config *cfg, tune_error_list *errs);
+
+/* Model dimensions (tune_plan_init reads them): parameter counts and the memory estimate. */
+void tune_plan_set_model(tune_plan *plan, const tune_model_config *model);
+
+/* Example counts from the data stage; recomputes every step number and the schedule. */
+void tune_plan_set_examples(tune_plan *plan, long n_train, long n_eval);
+
+/* Steps per epoch for n examples: ceil(ceil(n / micro_batch_size) / gradient_accumulation_steps). */
+long tune_plan_steps_per_epoch(long n_examples, long micro_batch_size, long gradient_accumulation_steps);
+
+/* For a person / as JSON (cJSON; *json is malloc'd). */
+tune_status tune_plan_format(const tune_plan *plan, tune_strbuf *out);
+tune_status tune_plan_to_json(const tune_plan *plan, char **json, tune_error *err);
+
+void tune_plan_free(tune_plan *plan);
+
+#endif

@@ -1,0 +1,504 @@
+/* The plan: paths, LoRA targets and sizes, step arithmetic, schedule, memory. */
+#include "tune/plan.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+double tune_schedule_lr(const tune_schedule *s, long step)
+{
+    long w = s->warmup_steps, t = s->total_steps;
+    double lambda;
+    if (s->kind == TUNE_LR_CONSTANT) {
+        lambda = 1.0; /* get_constant_schedule: no warmup */
+    } else if (step < w) {
+        lambda = (double)step / (double)(w > 1 ? w : 1);
+    } else if (s->kind == TUNE_LR_CONSTANT_WITH_WARMUP) {
+        lambda = 1.0;
+    } else {
+        long span = t - w > 1 ? t - w : 1;
+        if (s->kind == TUNE_LR_LINEAR) {
+            lambda = (double)(t - step) / (double)span;
+        } else {
+            /* num_cycles 0.5: cos(pi · 0.5 · 2 · progress), evaluated as Transformers does. */
+            double progress = (double)(step - w) / (double)span;
+            double f = 0.5 * (1.0 + cos(M_PI * 0.5 * 2.0 * progress));
+            lambda = f * (1 - s->min_lr_ratio) + s->min_lr_ratio;
+        }
+        if (lambda < 0.0) lambda = 0.0;
+    }
+    return s->lr * lambda;
+}
+
+long tune_plan_steps_per_epoch(long n_examples, long micro_batch_size, long gradient_accumulation_steps)
+{
+    long micro_batches = (n_examples + micro_batch_size - 1) / micro_batch_size;
+    return (micro_batches + gradient_accumulation_steps - 1) / gradient_accumulation_steps;
+}
+
+static long ceil_to_long(double x)
+{
+    double c = ceil(x);
+    return c >= (double)LONG_MAX ? LONG_MAX : (long)c;
+}
+
+/* Steps between saves or evaluations: every `steps`, or `per_epoch` times per
+ * epoch as Axolotl does it (a ratio 1 / (per_epoch · num_epochs) of the total),
+ * or once per epoch when neither is set. */
+static long every(const tune_plan *p, long steps, long per_epoch)
+{
+    if (steps > 0) return steps;
+    if (per_epoch > 0) {
+        if (p->total_steps < 0) return TUNE_PLAN_UNKNOWN;
+        double ratio = 1.0 / ((double)per_epoch * p->num_epochs);
+        long n = ratio < 1.0 ? ceil_to_long((double)p->total_steps * ratio) : p->total_steps;
+        return n > 0 ? n : 1;
+    }
+    return p->steps_per_epoch > 0 ? p->steps_per_epoch : p->steps_per_epoch < 0 ? TUNE_PLAN_UNKNOWN : 1;
+}
+
+static void recompute(tune_plan *p)
+{
+    if (p->n_train_examples >= 0) {
+        p->micro_batches_per_epoch = (p->n_train_examples + p->micro_batch_size - 1) / p->micro_batch_size;
+        p->steps_per_epoch =
+            tune_plan_steps_per_epoch(p->n_train_examples, p->micro_batch_size, p->gradient_accumulation_steps);
+    } else {
+        p->micro_batches_per_epoch = p->steps_per_epoch = TUNE_PLAN_UNKNOWN;
+    }
+    if (p->max_steps > 0)
+        p->total_steps = p->max_steps;
+    else if (p->steps_per_epoch >= 0)
+        p->total_steps = ceil_to_long(p->num_epochs * (double)p->steps_per_epoch);
+    else
+        p->total_steps = TUNE_PLAN_UNKNOWN;
+    if (p->cfg_warmup_steps >= 0)
+        p->warmup_steps = p->cfg_warmup_steps;
+    else if (p->total_steps >= 0)
+        p->warmup_steps = ceil_to_long((double)p->total_steps * p->warmup_ratio);
+    else
+        p->warmup_steps = TUNE_PLAN_UNKNOWN;
+    p->save_every = every(p, p->save_steps, p->saves_per_epoch);
+    p->eval_every = p->has_eval && p->n_eval_examples != 0 ? every(p, p->eval_steps, p->evals_per_epoch) : 0;
+    p->schedule.warmup_steps = p->warmup_steps;
+    p->schedule.total_steps = p->total_steps;
+}
+
+void tune_plan_set_examples(tune_plan *plan, long n_train, long n_eval)
+{
+    plan->n_train_examples = n_train;
+    plan->n_eval_examples = n_eval;
+    recompute(plan);
+}
+
+void tune_plan_set_model(tune_plan *plan, const tune_model_config *m)
+{
+    plan->have_model = 1;
+    plan->model = *m;
+    long long C = m->hidden_size, V = m->vocab_size, L = m->num_hidden_layers, I = m->intermediate_size;
+    long long per_layer = 2 * C, lora_per_layer = 0, lora_rank_floats = 0;
+    for (int k = 0; k < TUNE_N_LINEAR; k++) {
+        int out, in;
+        tune_linear_shape(m, (tune_linear_kind)k, &out, &in);
+        per_layer += (long long)out * in;
+        if (plan->lora_target_mask & (1u << k)) {
+            lora_per_layer += (long long)plan->lora_r * ((long long)in + out);
+            lora_rank_floats += plan->lora_r;
+        }
+    }
+    plan->n_model_params = V * C + L * per_layer + C + (m->tie_word_embeddings ? 0 : V * C);
+    plan->n_lora_params = L * lora_per_layer;
+    plan->mem_weights = 4 * plan->n_model_params;
+    plan->mem_lora = 4 * 4 * plan->n_lora_params; /* params, grads, AdamW m and v */
+
+    /* Kept for the backward pass, fp32, per token of a micro-batch: per layer the
+     * block input and the two norm outputs and the mid residual (4C), q, k, v and
+     * the attention output ((2H + 2Hkv)·hd), gate, up and their product (3I), the
+     * LoRA A·x (r per target), one attention-probability row per head (H·T); then
+     * the final norm (C) and logits with their gradient (2V). */
+    long long B = plan->micro_batch_size, T = plan->sequence_len, H = m->num_attention_heads;
+    long long hd = m->head_dim, Hkv = m->num_key_value_heads;
+    long long layer_floats = 4 * C + (2 * H + 2 * Hkv) * hd + 3 * I + lora_rank_floats + H * T;
+    plan->mem_activations = 4 * B * T * (L * layer_floats + C + 2 * V);
+    plan->mem_total = plan->mem_weights + plan->mem_lora + plan->mem_activations;
+}
+
+/* ---- paths ---- */
+
+static char *absolute(const char *path)
+{
+    char *real = realpath(path, NULL);
+    if (real) return real;
+    if (path[0] == '/') return strdup(path);
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd)) return strdup(path);
+    size_t n = strlen(cwd) + strlen(path) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", cwd, path);
+    return p;
+}
+
+typedef struct pctx {
+    const tune_config *cfg;
+    tune_error_list *errs;
+    tune_status status;
+} pctx;
+
+static void perr(pctx *c, const tune_origin *o, tune_status code, const char *fmt, const char *a, const char *b)
+{
+    tune_error e;
+    tune_config_error_at(c->cfg, o, &e, fmt, a, b);
+    e.code = code;
+    tune_error_list_add(c->errs, &e);
+    if (code > c->status) c->status = code;
+}
+
+/* Absolute form of a configured path; with must_exist, a missing path is an error at the key. */
+static char *resolve(pctx *c, const char *key, const char *path, const tune_origin *o, int must_exist)
+{
+    if (!path) return NULL;
+    char *abs = absolute(path);
+    if (!abs) {
+        perr(c, NULL, TUNE_ERR_RUN, "%s%s: out of memory", key, "");
+        return NULL;
+    }
+    if (must_exist && !tune_path_exists(abs)) perr(c, o, TUNE_ERR_INPUT, "%s: '%s' does not exist", key, path);
+    return abs;
+}
+
+static char **resolve_datasets(pctx *c, const char *key, const tune_dataset_config *ds, int n)
+{
+    char **paths = calloc((size_t)(n ? n : 1), sizeof *paths);
+    if (!paths) {
+        perr(c, NULL, TUNE_ERR_RUN, "%s%s: out of memory", key, "");
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!ds[i].path) continue; /* reported by tune_config_validate */
+        char name[64];
+        snprintf(name, sizeof name, "%s[%d].path", key, i);
+        paths[i] = resolve(c, name, ds[i].path, tune_dataset_origin(&ds[i], "path"), 1);
+    }
+    return paths;
+}
+
+tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list *errs)
+{
+    memset(p, 0, sizeof *p);
+    pctx c = {cfg, errs, TUNE_OK};
+    const char *model_cfg = cfg->base_model_config ? cfg->base_model_config : cfg->base_model;
+    const char *tok = cfg->tokenizer_config ? cfg->tokenizer_config : cfg->base_model;
+    p->base_model = resolve(&c, "base_model", cfg->base_model, tune_config_origin(cfg, "base_model"), 1);
+    p->model_config_path = resolve(&c, cfg->base_model_config ? "base_model_config" : "base_model", model_cfg,
+                                   tune_config_origin(cfg, cfg->base_model_config ? "base_model_config" : "base_model"),
+                                   cfg->base_model_config != NULL);
+    p->tokenizer_path = resolve(&c, cfg->tokenizer_config ? "tokenizer_config" : "base_model", tok,
+                                tune_config_origin(cfg, cfg->tokenizer_config ? "tokenizer_config" : "base_model"),
+                                cfg->tokenizer_config != NULL);
+    p->output_dir = resolve(&c, "output_dir", cfg->output_dir, NULL, 0);
+    if (cfg->dataset_prepared_path) {
+        p->prepared_dir = resolve(&c, "dataset_prepared_path", cfg->dataset_prepared_path, NULL, 0);
+    } else if (p->output_dir) {
+        size_t n = strlen(p->output_dir) + sizeof "/prepared";
+        if ((p->prepared_dir = malloc(n))) snprintf(p->prepared_dir, n, "%s/prepared", p->output_dir);
+    }
+    if (cfg->resume_from_checkpoint)
+        free(resolve(&c, "resume_from_checkpoint", cfg->resume_from_checkpoint,
+                     tune_config_origin(cfg, "resume_from_checkpoint"), 1));
+    p->train_paths = resolve_datasets(&c, "datasets", cfg->datasets, cfg->datasets_count);
+    p->n_train_paths = p->train_paths ? cfg->datasets_count : 0;
+    p->eval_paths = resolve_datasets(&c, "test_datasets", cfg->test_datasets, cfg->test_datasets_count);
+    p->n_eval_paths = p->eval_paths ? cfg->test_datasets_count : 0;
+
+    p->lora_r = (int)cfg->lora_r;
+    p->lora_alpha = cfg->lora_alpha;
+    p->lora_dropout = cfg->lora_dropout;
+    p->use_rslora = cfg->peft_use_rslora;
+    p->lora_scaling = cfg->peft_use_rslora ? cfg->lora_alpha / sqrt((double)cfg->lora_r)
+                                           : cfg->lora_alpha / (double)cfg->lora_r;
+    for (int k = 0; k < TUNE_N_LINEAR; k++) {
+        int on = cfg->lora_target_linear;
+        for (int i = 0; i < cfg->lora_target_modules_count; i++) on |= !strcmp(cfg->lora_target_modules[i], tune_linear_names[k]);
+        if (on) p->lora_target_mask |= 1u << k, p->n_lora_targets++;
+    }
+    p->n_lora_params = -1;
+    p->n_train_tokens = TUNE_PLAN_UNKNOWN;
+    p->mem_weights = p->mem_lora = p->mem_activations = p->mem_total = -1;
+
+    p->has_eval = cfg->test_datasets_count > 0 || cfg->val_set_size > 0;
+    p->micro_batch_size = cfg->micro_batch_size;
+    p->gradient_accumulation_steps = cfg->gradient_accumulation_steps;
+    p->eval_batch_size = cfg->eval_batch_size > 0 ? cfg->eval_batch_size : cfg->micro_batch_size;
+    p->sequence_len = cfg->sequence_len;
+    p->num_epochs = cfg->num_epochs;
+    p->max_steps = cfg->max_steps;
+    p->logging_steps = cfg->logging_steps;
+    p->warmup_ratio = cfg->warmup_ratio;
+    p->cfg_warmup_steps = cfg->warmup_steps;
+    p->save_steps = cfg->save_steps;
+    p->saves_per_epoch = cfg->saves_per_epoch;
+    p->eval_steps = cfg->eval_steps;
+    p->evals_per_epoch = cfg->evals_per_epoch;
+    p->schedule.kind = cfg->lr_scheduler;
+    p->schedule.lr = cfg->learning_rate;
+    p->schedule.min_lr_ratio = cfg->lr_scheduler == TUNE_LR_COSINE ? cfg->cosine_min_lr_ratio : 0.0;
+
+    p->backend = cfg->backend;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    p->threads = cfg->threads > 0 ? (int)cfg->threads : (int)(cores > 0 ? cores : 1);
+    p->seed = cfg->seed;
+
+    tune_plan_set_examples(p, TUNE_PLAN_UNKNOWN, p->has_eval ? TUNE_PLAN_UNKNOWN : 0);
+    /* Model dimensions from the header alone (config.json or the GGUF metadata). */
+    if (p->model_config_path && tune_path_exists(p->model_config_path)) {
+        tune_model_config m;
+        tune_error e;
+        if (tune_model_config_load(p->model_config_path, &m, &e) == TUNE_OK) {
+            tune_plan_set_model(p, &m);
+        } else {
+            tune_error_list_add(errs, &e);
+            if (e.code > c.status) c.status = e.code;
+        }
+    }
+    if (!p->base_model || !p->model_config_path || !p->tokenizer_path || !p->output_dir || !p->prepared_dir) {
+        tune_error e;
+        tune_error_set(&e, TUNE_ERR_RUN, NULL, 0, 0, "out of memory while planning");
+        tune_error_list_add(errs, &e);
+        c.status = TUNE_ERR_RUN;
+    }
+    return c.status;
+}
+
+static void free_paths(char **paths, int n)
+{
+    for (int i = 0; paths && i < n; i++) free(paths[i]);
+    free(paths);
+}
+
+void tune_plan_free(tune_plan *p)
+{
+    free(p->base_model);
+    free(p->model_config_path);
+    free(p->tokenizer_path);
+    free(p->output_dir);
+    free(p->prepared_dir);
+    free_paths(p->train_paths, p->n_train_paths);
+    free_paths(p->eval_paths, p->n_eval_paths);
+    memset(p, 0, sizeof *p);
+}
+
+
+/* ---- output ---- */
+
+static void put_count(tune_strbuf *sb, long long n)
+{
+    char digits[32], out[48];
+    snprintf(digits, sizeof digits, "%lld", n);
+    size_t len = strlen(digits), j = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (i && (len - i) % 3 == 0) out[j++] = ',';
+        out[j++] = digits[i];
+    }
+    out[j] = '\0';
+    tune_strbuf_puts(sb, out);
+}
+
+static void put_bytes(tune_strbuf *sb, long long n)
+{
+    if (n >= (1LL << 30))
+        tune_strbuf_printf(sb, "%.2f GiB", (double)n / (double)(1LL << 30));
+    else
+        tune_strbuf_printf(sb, "%.1f MiB", (double)n / (double)(1LL << 20));
+}
+
+static void put_steps(tune_strbuf *sb, long n)
+{
+    if (n < 0)
+        tune_strbuf_puts(sb, "unknown until the data stage");
+    else
+        put_count(sb, n);
+}
+
+tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
+{
+    tune_strbuf_printf(sb, "model        %s\n", p->base_model);
+    if (p->have_model) {
+        const tune_model_config *m = &p->model;
+        tune_strbuf_printf(sb, "             %d layers, hidden %d, intermediate %d, heads %d (kv %d, dim %d), vocab %d\n",
+                           m->num_hidden_layers, m->hidden_size, m->intermediate_size, m->num_attention_heads,
+                           m->num_key_value_heads, m->head_dim, m->vocab_size);
+        tune_strbuf_puts(sb, "             ");
+        put_count(sb, p->n_model_params);
+        tune_strbuf_puts(sb, " parameters\n");
+    } else {
+        tune_strbuf_puts(sb, "             dimensions not read\n");
+    }
+    tune_strbuf_printf(sb, "tokenizer    %s\n", p->tokenizer_path);
+    tune_strbuf_printf(sb, "lora         r %d, alpha %g (scaling %g%s), dropout %g\n             targets", p->lora_r,
+                       p->lora_alpha, p->lora_scaling, p->use_rslora ? ", rslora" : "", p->lora_dropout);
+    for (int k = 0; k < TUNE_N_LINEAR; k++)
+        if (p->lora_target_mask & (1u << k)) tune_strbuf_printf(sb, " %s", tune_linear_names[k]);
+    tune_strbuf_puts(sb, "\n             trainable parameters: ");
+    if (p->n_lora_params >= 0) {
+        put_count(sb, p->n_lora_params);
+        if (p->n_model_params > 0)
+            tune_strbuf_printf(sb, " (%.3f%% of the model)", 100.0 * (double)p->n_lora_params / (double)p->n_model_params);
+    } else {
+        tune_strbuf_puts(sb, "unknown without the model dimensions");
+    }
+    tune_strbuf_puts(sb, "\n");
+    for (int i = 0; i < p->n_train_paths; i++) tune_strbuf_printf(sb, "train data   %s\n", p->train_paths[i]);
+    for (int i = 0; i < p->n_eval_paths; i++) tune_strbuf_printf(sb, "eval data    %s\n", p->eval_paths[i]);
+    tune_strbuf_puts(sb, "examples     train ");
+    put_steps(sb, p->n_train_examples);
+    tune_strbuf_puts(sb, ", eval ");
+    if (p->has_eval) put_steps(sb, p->n_eval_examples);
+    else tune_strbuf_puts(sb, "none");
+    tune_strbuf_puts(sb, "; train tokens per epoch ");
+    if (p->n_train_tokens >= 0) put_count(sb, p->n_train_tokens);
+    else tune_strbuf_puts(sb, "unknown until the data stage");
+    tune_strbuf_printf(sb, "\nbatch        %ld sequences x %ld accumulation = %ld sequences of up to %ld tokens per step\n",
+                       p->micro_batch_size, p->gradient_accumulation_steps,
+                       p->micro_batch_size * p->gradient_accumulation_steps, p->sequence_len);
+    tune_strbuf_puts(sb, "steps        per epoch ");
+    put_steps(sb, p->steps_per_epoch);
+    tune_strbuf_puts(sb, "; total ");
+    put_steps(sb, p->total_steps);
+    if (p->max_steps > 0) tune_strbuf_puts(sb, " (max_steps)");
+    else tune_strbuf_printf(sb, " (num_epochs %g)", p->num_epochs);
+    tune_strbuf_puts(sb, "; warmup ");
+    put_steps(sb, p->warmup_steps);
+    tune_strbuf_printf(sb, "\n             log every %ld; save every ", p->logging_steps);
+    put_steps(sb, p->save_every);
+    tune_strbuf_puts(sb, "; evaluate ");
+    if (!p->eval_every) tune_strbuf_puts(sb, "never (no eval data)");
+    else {
+        tune_strbuf_puts(sb, "every ");
+        put_steps(sb, p->eval_every);
+    }
+    tune_strbuf_printf(sb, "\nschedule     %s, peak lr %g", tune_config_enum_name("lr_scheduler", (int)p->schedule.kind), p->schedule.lr);
+    if (p->schedule.kind == TUNE_LR_COSINE && p->schedule.min_lr_ratio > 0)
+        tune_strbuf_printf(sb, ", floor %g x lr", p->schedule.min_lr_ratio);
+    if (p->total_steps > 0) {
+        long last = p->total_steps - 1, mid = p->total_steps / 2;
+        tune_strbuf_printf(sb, "; lr at step 0: %g, %ld: %g, %ld: %g", tune_schedule_lr(&p->schedule, 0), mid,
+                           tune_schedule_lr(&p->schedule, mid), last, tune_schedule_lr(&p->schedule, last));
+    }
+    tune_strbuf_puts(sb, "\nmemory       ");
+    if (p->mem_total >= 0) {
+        tune_strbuf_puts(sb, "about ");
+        put_bytes(sb, p->mem_total);
+        tune_strbuf_puts(sb, ": weights ");
+        put_bytes(sb, p->mem_weights);
+        tune_strbuf_puts(sb, ", LoRA + grads + AdamW ");
+        put_bytes(sb, p->mem_lora);
+        tune_strbuf_puts(sb, ", activations ");
+        put_bytes(sb, p->mem_activations);
+    } else {
+        tune_strbuf_puts(sb, "unknown without the model dimensions");
+    }
+    tune_strbuf_printf(sb, "\noutput       %s\nprepared     %s\nmachine      %s, %d threads, seed %ld\n", p->output_dir,
+                       p->prepared_dir, p->backend == TUNE_BACKEND_CUDA ? "cuda" : "cpu", p->threads, p->seed);
+    return sb->oom ? TUNE_ERR_RUN : TUNE_OK;
+}
+
+/* A count, or null while unknown. */
+static void json_count(cJSON *o, const char *name, long long n)
+{
+    if (n < 0) cJSON_AddNullToObject(o, name);
+    else cJSON_AddNumberToObject(o, name, (double)n);
+}
+
+static cJSON *json_paths(char **paths, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(paths[i]));
+    return a;
+}
+
+tune_status tune_plan_to_json(const tune_plan *p, char **json, tune_error *err)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return tune_fail_run(err, NULL, "out of memory");
+    cJSON *paths = cJSON_AddObjectToObject(o, "paths");
+    if (paths) {
+        cJSON_AddStringToObject(paths, "base_model", p->base_model);
+        cJSON_AddStringToObject(paths, "model_config", p->model_config_path);
+        cJSON_AddStringToObject(paths, "tokenizer", p->tokenizer_path);
+        cJSON_AddStringToObject(paths, "output_dir", p->output_dir);
+        cJSON_AddStringToObject(paths, "prepared_dir", p->prepared_dir);
+        cJSON_AddItemToObject(paths, "train", json_paths(p->train_paths, p->n_train_paths));
+        cJSON_AddItemToObject(paths, "eval", json_paths(p->eval_paths, p->n_eval_paths));
+    }
+    cJSON *model = cJSON_AddObjectToObject(o, "model");
+    if (model) {
+        cJSON_AddBoolToObject(model, "read", p->have_model);
+        if (p->have_model) {
+            cJSON_AddNumberToObject(model, "num_hidden_layers", p->model.num_hidden_layers);
+            cJSON_AddNumberToObject(model, "hidden_size", p->model.hidden_size);
+            cJSON_AddNumberToObject(model, "intermediate_size", p->model.intermediate_size);
+            cJSON_AddNumberToObject(model, "num_attention_heads", p->model.num_attention_heads);
+            cJSON_AddNumberToObject(model, "num_key_value_heads", p->model.num_key_value_heads);
+            cJSON_AddNumberToObject(model, "head_dim", p->model.head_dim);
+            cJSON_AddNumberToObject(model, "vocab_size", p->model.vocab_size);
+            cJSON_AddNumberToObject(model, "parameters", (double)p->n_model_params);
+        }
+    }
+    cJSON *lora = cJSON_AddObjectToObject(o, "lora");
+    if (lora) {
+        cJSON_AddNumberToObject(lora, "r", p->lora_r);
+        cJSON_AddNumberToObject(lora, "alpha", p->lora_alpha);
+        cJSON_AddNumberToObject(lora, "scaling", p->lora_scaling);
+        cJSON_AddNumberToObject(lora, "dropout", p->lora_dropout);
+        cJSON_AddBoolToObject(lora, "use_rslora", p->use_rslora);
+        cJSON *t = cJSON_AddArrayToObject(lora, "target_modules");
+        for (int k = 0; t && k < TUNE_N_LINEAR; k++)
+            if (p->lora_target_mask & (1u << k)) cJSON_AddItemToArray(t, cJSON_CreateString(tune_linear_names[k]));
+        json_count(lora, "trainable_parameters", p->n_lora_params);
+    }
+    cJSON *steps = cJSON_AddObjectToObject(o, "steps");
+    if (steps) {
+        json_count(steps, "train_examples", p->n_train_examples);
+        json_count(steps, "eval_examples", p->n_eval_examples);
+        json_count(steps, "train_tokens", p->n_train_tokens);
+        cJSON_AddNumberToObject(steps, "micro_batch_size", (double)p->micro_batch_size);
+        cJSON_AddNumberToObject(steps, "gradient_accumulation_steps", (double)p->gradient_accumulation_steps);
+        cJSON_AddNumberToObject(steps, "eval_batch_size", (double)p->eval_batch_size);
+        cJSON_AddNumberToObject(steps, "sequence_len", (double)p->sequence_len);
+        cJSON_AddNumberToObject(steps, "num_epochs", p->num_epochs);
+        json_count(steps, "max_steps", p->max_steps);
+        json_count(steps, "micro_batches_per_epoch", p->micro_batches_per_epoch);
+        json_count(steps, "steps_per_epoch", p->steps_per_epoch);
+        json_count(steps, "total_steps", p->total_steps);
+        json_count(steps, "warmup_steps", p->warmup_steps);
+        cJSON_AddNumberToObject(steps, "logging_steps", (double)p->logging_steps);
+        json_count(steps, "save_every", p->save_every);
+        json_count(steps, "eval_every", p->eval_every);
+    }
+    cJSON *sched = cJSON_AddObjectToObject(o, "schedule");
+    if (sched) {
+        cJSON_AddStringToObject(sched, "kind", tune_config_enum_name("lr_scheduler", (int)p->schedule.kind));
+        cJSON_AddNumberToObject(sched, "learning_rate", p->schedule.lr);
+        cJSON_AddNumberToObject(sched, "min_lr_ratio", p->schedule.min_lr_ratio);
+        json_count(sched, "warmup_steps", p->schedule.warmup_steps);
+        json_count(sched, "total_steps", p->schedule.total_steps);
+    }
+    cJSON *mem = cJSON_AddObjectToObject(o, "memory_bytes");
+    if (mem) {
+        json_count(mem, "weights", p->mem_weights);
+        json_count(mem, "lora_with_grads_and_adamw", p->mem_lora);
+        json_count(mem, "activations", p->mem_activations);
+        json_count(mem, "total", p->mem_total);
+    }
+    cJSON_AddStringToObject(o, "backend", p->backend == TUNE_BACKEND_CUDA ? "cuda" : "cpu");
+    cJSON_AddNumberToObject(o, "threads", p->threads);
+    cJSON_AddNumberToObject(o, "seed", (double)p->seed);
+    *json = cJSON_Print(o);
+    cJSON_Delete(o);
+    if (!*json) return tune_fail_run(err, NULL, "out of memory");
+    return TUNE_OK;
+}
