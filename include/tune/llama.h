@@ -25,20 +25,27 @@ typedef struct tune_batch {
 
 /* LoRA dropout for one micro-batch. Masks are drawn from Philox at
  * addresses derived from (seed, micro_batch, module, element), so they do not
- * depend on threads or backend. p = 0 disables dropout (evaluation). */
+ * depend on threads or backend: element e of module m's input keeps when the
+ * word (seed, TUNE_STREAM_DROPOUT + (micro_batch << 32), (m << 40) + e) as a
+ * uniform is above p. micro_batch < 2^32. p = 0 disables dropout (evaluation). */
 typedef struct tune_dropout {
     float p;
     uint64_t seed;
     uint64_t micro_batch; /* global index of this micro-batch in the run */
 } tune_dropout;
 
-/* Activations kept between forward and backward, sized for (B, T). */
+/* Activations kept between forward and backward, sized once for batches of
+ * up to B rows of up to T tokens: forward and backward allocate nothing.
+ * lora: the adapters it will run with (NULL: the base model only); when
+ * lora->cfg.dropout > 0 it also keeps the dropout masks (1 bit per LoRA
+ * input element). */
 typedef struct tune_workspace tune_workspace;
 
 tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora *lora, int B, int T,
                                   tune_workspace **ws, tune_error *err);
 void tune_workspace_free(tune_workspace *ws);
-/* Logits of the last forward pass: (B, T, V). */
+/* Logits of the last forward pass: (batch B, batch T, V). Valid until the
+ * backward, which turns the buffer into the gradient of the logits. */
 const float *tune_workspace_logits(const tune_workspace *ws);
 
 /* Forward pass. *loss_sum is the summed cross-entropy over trained targets
@@ -48,7 +55,8 @@ tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, c
                                const tune_dropout *dropout, tune_workspace *ws, double *loss_sum,
                                long *n_targets, tune_error *err);
 
-/* Backward pass of the last forward on the same batch: accumulates (+=)
+/* Backward pass of the last forward (same batch, lora and dropout; once per
+ * forward): accumulates (+=)
  * grad_scale · d(loss_sum)/d(params) into lora->grads. grad_scale is
  * 1 / (trained targets in the whole optimizer step), so micro-batches of an
  * accumulation add up to the gradient of the step's mean loss. */

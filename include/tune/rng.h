@@ -61,9 +61,14 @@ TUNE_HD static inline uint32_t tune_rng_u32(uint64_t seed, uint64_t stream, uint
 }
 
 /* Uniform in (0, 1], the convention of curand_uniform: u * 2^-32 + 2^-33. */
+TUNE_HD static inline float tune_rng_word_to_uniform(uint32_t u)
+{
+    return (float)u * 2.3283064365386963e-10f + 1.1641532182693481e-10f;
+}
+
 TUNE_HD static inline float tune_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index)
 {
-    return (float)tune_rng_u32(seed, stream, index) * 2.3283064365386963e-10f + 1.1641532182693481e-10f;
+    return tune_rng_word_to_uniform(tune_rng_u32(seed, stream, index));
 }
 
 #endif

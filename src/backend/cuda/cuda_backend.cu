@@ -6,6 +6,7 @@
 
 extern "C" {
 #include "tune/backend.h"
+#include "tune/kernels.h"
 #include "tune/rng.h"
 }
 
@@ -45,17 +46,18 @@ extern "C" int tune_cuda_matmul_nt(float *out, const float *a, const float *b, i
 }
 
 __global__ static void dropout_mask_kernel(float *mask, long n, float p, unsigned long long seed,
-                                           unsigned long long stream)
+                                           unsigned long long stream, unsigned long long base)
 {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    mask[i] = tune_rng_uniform(seed, stream, (uint64_t)i) > p ? 1.0f / (1.0f - p) : 0.0f;
+    const float u = tune_rng_uniform(seed, stream, base + (uint64_t)i);
+    mask[i] = tune_dropout_keep(u, p) ? 1.0f / (1.0f - p) : 0.0f;
 }
 
 extern "C" int tune_cuda_dropout_mask(float *mask, long n, float p, unsigned long long seed,
-                                      unsigned long long stream)
+                                      unsigned long long stream, unsigned long long base)
 {
     const int threads = 256;
-    dropout_mask_kernel<<<(unsigned)((n + threads - 1) / threads), threads>>>(mask, n, p, seed, stream);
+    dropout_mask_kernel<<<(unsigned)((n + threads - 1) / threads), threads>>>(mask, n, p, seed, stream, base);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }

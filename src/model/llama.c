@@ -1,0 +1,435 @@
+/* LLaMA forward and backward in fp32 with LoRA, layer by layer; every big
+ * product is an sgemm. Base weights are frozen: the backward carries dx
+ * through them and produces gradients for the LoRA A and B only.
+ *
+ * Dropout address layout (LoRA branch only): the mask of element e of the
+ * input x (N, in) of module m in micro-batch mb is Philox word
+ *   (seed, stream = TUNE_STREAM_DROPOUT + (mb << 32), index = (m << 40) + e),
+ * e = (b·T + t)·in + i. The forward keeps the masks as bits for the
+ * backward; nothing depends on thread count or backend. */
+#include "tune/llama.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tune/backend.h"
+#include "tune/rng.h"
+
+struct tune_workspace {
+    int B, T;       /* capacity */
+    int cur_B, cur_T; /* shape of the last forward; 0 before one and after its backward */
+    const tune_lora *cur_lora; /* adapters and dropout of the last forward */
+    tune_dropout cur_dropout;
+    int L, C, V, H, Hkv, hd, I, qd, kvd, max_in;
+    int n_modules, r; /* LoRA shape the workspace was sized for (0 without LoRA) */
+    int n_threads;
+    size_t NC, NQ, NKV, NI; /* per-layer strides at capacity: N·C, N·qd, N·kvd, N·I */
+    float *inv_freq;  /* (hd/2) */
+    /* kept for backward */
+    float *resid;     /* (L + 1, N, C): input of each layer; [L] is the final hidden state */
+    float *resid2;    /* (L, N, C): after the attention block */
+    float *rstd1, *rstd2; /* (L, N) */
+    float *q, *att;   /* (L, N, H·hd): q after RoPE; attention output */
+    float *k, *v;     /* (L, N, Hkv·hd): k after RoPE */
+    float *lse_att;   /* (L, B, H, T) */
+    float *gate, *up; /* (L, N, I) */
+    float *lora_u;    /* (n_modules, N, r): A·dropout(x) */
+    float *xf, *rstd_f; /* (N, C), (N): final norm */
+    float *logits;    /* (N, V); the backward turns it into d(logits) */
+    float *lse_ce;    /* (N) */
+    float *cos_t, *sin_t; /* (N, hd/2) */
+    int32_t *start;   /* (N): where each token's segment begins */
+    int32_t *target;  /* (N): label of the next token, or TUNE_IGNORE_INDEX */
+    int32_t *pos;     /* (N): position ids */
+    /* scratch; the backward recomputes the normed inputs and the SwiGLU
+     * output where a LoRA module needs them instead of keeping them */
+    float *xn;        /* (N, C): normed input of the attention or MLP block */
+    float *act;       /* (N, I) */
+    float *lora_x;    /* (N, max_in): dropped-out LoRA input, then its gradient */
+    float *du;        /* (N, r) */
+    float *attn_scratch; /* tune_cpu_attention_scratch */
+    float *dkv_head;  /* (2, N, H·hd) */
+    float *dh, *dxn;  /* (N, C) */
+    float *dq, *datt; /* (N, H·hd) */
+    float *dk, *dv;   /* (N, Hkv·hd) */
+    float *dact, *dgate, *dup; /* (N, I) */
+    uint32_t *drop_bits; /* dropout keep-bits of every module's input; NULL without dropout */
+    size_t *bits_off;    /* (n_modules): where module m's bits start in drop_bits */
+    float *mem;       /* one allocation holds every float buffer */
+    int32_t *imem;
+};
+
+const float *tune_workspace_logits(const tune_workspace *ws) { return ws->logits; }
+
+/* inv_freq as Transformers computes it in fp32, llama3 rescaling included
+ * (scalar / tensor is reciprocal() * scalar there). */
+static void rope_inv_freq(const tune_model_config *c, float *inv)
+{
+    const int d = c->head_dim;
+    for (int i = 0; i < d / 2; i++) {
+        const float e = (float)(2 * i) / (float)d;
+        inv[i] = 1.0f / (float)pow((double)(float)c->rope_theta, (double)e);
+    }
+    if (c->rope_type != TUNE_ROPE_LLAMA3) return;
+    const float factor = (float)c->rope_factor, lo = (float)c->rope_low_freq_factor;
+    const double old = c->rope_original_max_position_embeddings;
+    const float low_wl = (float)(old / c->rope_low_freq_factor), high_wl = (float)(old / c->rope_high_freq_factor);
+    const float two_pi = (float)(2.0 * M_PI), span = (float)(c->rope_high_freq_factor - c->rope_low_freq_factor);
+    for (int i = 0; i < d / 2; i++) {
+        const float wavelen = (1.0f / inv[i]) * two_pi;
+        const float llama = wavelen > low_wl ? inv[i] / factor : inv[i];
+        const float smooth = ((1.0f / wavelen) * (float)old - lo) / span;
+        const float smoothed = (1.0f - smooth) * llama / factor + smooth * llama;
+        inv[i] = !(wavelen < high_wl) && !(wavelen > low_wl) ? smoothed : llama;
+    }
+}
+
+static tune_status check_config(const tune_model_config *c, tune_error *err)
+{
+    if (c->vocab_size < 1 || c->hidden_size < 1 || c->intermediate_size < 1 || c->num_hidden_layers < 1 ||
+        c->num_attention_heads < 1 || c->num_key_value_heads < 1 || c->head_dim < 2 || c->head_dim % 2 ||
+        c->num_attention_heads % c->num_key_value_heads)
+        return tune_fail_input(err, NULL,
+                               "model config: sizes must be positive, head_dim even and the heads a multiple "
+                               "of the key/value heads");
+    return TUNE_OK;
+}
+
+tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora *lora, int B, int T,
+                                  tune_workspace **out, tune_error *err)
+{
+    *out = NULL;
+    if (check_config(cfg, err)) return TUNE_ERR_INPUT;
+    if (B < 1 || T < 1) return tune_fail_input(err, NULL, "workspace: batch %d x %d is empty", B, T);
+    tune_workspace *ws = calloc(1, sizeof *ws);
+    if (!ws) return tune_fail_run(err, NULL, "out of memory creating the workspace");
+    ws->B = B;
+    ws->T = T;
+    ws->L = cfg->num_hidden_layers;
+    ws->C = cfg->hidden_size;
+    ws->V = cfg->vocab_size;
+    ws->H = cfg->num_attention_heads;
+    ws->Hkv = cfg->num_key_value_heads;
+    ws->hd = cfg->head_dim;
+    ws->I = cfg->intermediate_size;
+    ws->qd = ws->H * ws->hd;
+    ws->kvd = ws->Hkv * ws->hd;
+    ws->max_in = ws->C > ws->qd ? ws->C : ws->qd;
+    ws->max_in = ws->max_in > ws->I ? ws->max_in : ws->I;
+    ws->n_modules = lora ? lora->n_modules : 0;
+    ws->r = lora ? lora->cfg.r : 0;
+    ws->n_threads = omp_get_max_threads();
+    const size_t N = (size_t)B * T, L = (size_t)ws->L;
+    ws->NC = N * ws->C;
+    ws->NQ = N * ws->qd;
+    ws->NKV = N * ws->kvd;
+    ws->NI = N * ws->I;
+    const tune_attention_shape as = {B, T, ws->H, ws->Hkv, ws->hd};
+    struct { float **p; size_t n; } bufs[] = {
+        {&ws->inv_freq, (size_t)ws->hd / 2},
+        {&ws->resid, (L + 1) * ws->NC}, {&ws->resid2, L * ws->NC},
+        {&ws->rstd1, L * N}, {&ws->rstd2, L * N},
+        {&ws->q, L * ws->NQ}, {&ws->att, L * ws->NQ},
+        {&ws->k, L * ws->NKV}, {&ws->v, L * ws->NKV},
+        {&ws->lse_att, L * N * ws->H},
+        {&ws->gate, L * ws->NI}, {&ws->up, L * ws->NI},
+        {&ws->lora_u, (size_t)ws->n_modules * N * ws->r},
+        {&ws->xf, ws->NC}, {&ws->rstd_f, N},
+        {&ws->logits, N * ws->V}, {&ws->lse_ce, N},
+        {&ws->cos_t, N * (ws->hd / 2)}, {&ws->sin_t, N * (ws->hd / 2)},
+        {&ws->xn, ws->NC}, {&ws->act, ws->NI},
+        {&ws->lora_x, lora ? N * ws->max_in : 0},
+        {&ws->du, N * ws->r},
+        {&ws->attn_scratch, tune_cpu_attention_scratch(&as, ws->n_threads)},
+        {&ws->dkv_head, 2 * ws->NQ},
+        {&ws->dh, ws->NC}, {&ws->dxn, ws->NC},
+        {&ws->dq, ws->NQ}, {&ws->datt, ws->NQ},
+        {&ws->dk, ws->NKV}, {&ws->dv, ws->NKV},
+        {&ws->dact, ws->NI}, {&ws->dgate, ws->NI}, {&ws->dup, ws->NI},
+    };
+    const size_t n_bufs = sizeof bufs / sizeof bufs[0];
+    size_t total = 0;
+    for (size_t i = 0; i < n_bufs; i++) total += (bufs[i].n + 15) & ~(size_t)15; /* 64-byte aligned starts */
+    ws->mem = aligned_alloc(64, total * sizeof(float));
+    ws->imem = malloc(3 * N * sizeof(int32_t));
+    if (!ws->mem || !ws->imem) {
+        tune_workspace_free(ws);
+        return tune_fail_run(err, NULL, "out of memory: the workspace for batch %d x %d needs %.2f GB", B, T,
+                             (double)total * sizeof(float) / 1e9);
+    }
+    float *p = ws->mem;
+    for (size_t i = 0; i < n_bufs; i++) {
+        *bufs[i].p = p;
+        p += (bufs[i].n + 15) & ~(size_t)15;
+    }
+    if (lora && lora->cfg.dropout > 0.0f) {
+        /* (N·in rounded up to 32) bits per module */
+        ws->bits_off = malloc((size_t)lora->n_modules * sizeof *ws->bits_off);
+        size_t words = 0;
+        for (int m = 0; ws->bits_off && m < lora->n_modules; m++) {
+            ws->bits_off[m] = words;
+            words += (N * lora->modules[m].in + 31) / 32;
+        }
+        ws->drop_bits = malloc(words * sizeof *ws->drop_bits);
+        if (!ws->bits_off || !ws->drop_bits) {
+            tune_workspace_free(ws);
+            return tune_fail_run(err, NULL, "out of memory: dropout masks for batch %d x %d", B, T);
+        }
+    }
+    ws->start = ws->imem;
+    ws->target = ws->imem + N;
+    ws->pos = ws->imem + 2 * N;
+    rope_inv_freq(cfg, ws->inv_freq);
+    *out = ws;
+    return TUNE_OK;
+}
+
+void tune_workspace_free(tune_workspace *ws)
+{
+    if (!ws) return;
+    free(ws->mem);
+    free(ws->imem);
+    free(ws->drop_bits);
+    free(ws->bits_off);
+    free(ws);
+}
+
+/* Checks the batch against the model and workspace; fills start and target. */
+static tune_status prepare_batch(const tune_model_config *cfg, const tune_batch *bt, tune_workspace *ws,
+                                 tune_error *err)
+{
+    if (bt->B < 1 || bt->T < 1 || bt->B > ws->B || bt->T > ws->T)
+        return tune_fail_input(err, NULL, "batch %d x %d does not fit the workspace (%d x %d)", bt->B, bt->T,
+                               ws->B, ws->T);
+    const int B = bt->B, T = bt->T, V = cfg->vocab_size;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const size_t n = (size_t)b * T + t;
+            const int32_t id = bt->input_ids[n], lab = bt->labels[n];
+            if (id < 0 || id >= V)
+                return tune_fail_input(err, NULL, "batch row %d position %d: token id %d is outside the vocabulary "
+                                       "(%d)", b, t, id, V);
+            if (lab != TUNE_IGNORE_INDEX && (lab < 0 || lab >= V))
+                return tune_fail_input(err, NULL, "batch row %d position %d: label %d is outside the vocabulary (%d)",
+                                       b, t, lab, V);
+            if (bt->position_ids && bt->position_ids[n] < 0)
+                return tune_fail_input(err, NULL, "batch row %d position %d: negative position id %d", b, t,
+                                       bt->position_ids[n]);
+            const int same_seg = !bt->segment_ids || t == 0 || bt->segment_ids[n] == bt->segment_ids[n - 1];
+            ws->start[n] = t == 0 ? 0 : same_seg ? ws->start[n - 1] : t;
+        }
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const size_t n = (size_t)b * T + t;
+            const int crosses = bt->segment_ids && t + 1 < T && bt->segment_ids[n + 1] != bt->segment_ids[n];
+            ws->target[n] = t + 1 < T && !crosses ? bt->labels[n + 1] : TUNE_IGNORE_INDEX;
+            ws->pos[n] = bt->position_ids ? bt->position_ids[n] : t;
+        }
+    return TUNE_OK;
+}
+
+/* The model, adapters and dropout against the shapes the workspace was sized for. */
+static tune_status check_inputs(const tune_model *m, const tune_lora *lora, const tune_workspace *ws,
+                                const tune_dropout *dp, tune_error *err)
+{
+    const tune_model_config *c = &m->cfg;
+    if (c->num_hidden_layers != ws->L || c->hidden_size != ws->C || c->vocab_size != ws->V ||
+        c->num_attention_heads != ws->H || c->num_key_value_heads != ws->Hkv || c->head_dim != ws->hd ||
+        c->intermediate_size != ws->I)
+        return tune_fail_input(err, NULL, "the model does not match the workspace it was sized for");
+    if (lora && (lora->n_modules != ws->n_modules || lora->cfg.r != ws->r ||
+                 lora->n_layers != m->cfg.num_hidden_layers))
+        return tune_fail_input(err, NULL, "the LoRA adapters do not match the workspace they were sized for");
+    if (dp && !(dp->p >= 0.0f && dp->p < 1.0f))
+        return tune_fail_input(err, NULL, "dropout %g is outside [0, 1)", dp->p);
+    if (dp && dp->p > 0.0f && lora && !ws->drop_bits)
+        return tune_fail_input(err, NULL, "dropout %g on adapters whose workspace was sized without dropout", dp->p);
+    if (dp && dp->micro_batch >> 32)
+        return tune_fail_input(err, NULL, "micro-batch index %llu is beyond the dropout address space",
+                               (unsigned long long)dp->micro_batch);
+    return TUNE_OK;
+}
+
+/* The LoRA input of module mi: x itself, or x ⊙ its dropout mask in
+ * ws->lora_x. The forward draws the mask (draw = 1), the backward reuses it.
+ * x: (N, in) */
+static const float *lora_input(tune_workspace *ws, const tune_dropout *dp, int mi, const float *x, size_t N,
+                               int in, int draw)
+{
+    if (!dp || dp->p == 0.0f) return x;
+    uint32_t *bits = ws->drop_bits + ws->bits_off[mi];
+    if (draw)
+        tune_cpu_dropout_mask(bits, N * in, dp->p, dp->seed, TUNE_STREAM_DROPOUT + (dp->micro_batch << 32),
+                              (uint64_t)mi << 40);
+    tune_cpu_dropout_apply(ws->lora_x, x, bits, N * in, dp->p, 0);
+    return ws->lora_x;
+}
+
+static int module_of(const tune_lora *lora, int layer, tune_linear_kind kind)
+{
+    return lora ? lora->index[(size_t)layer * TUNE_N_LINEAR + kind] : -1;
+}
+
+/* Whether layer l adapts any module of kinds first..last. */
+static int has_module(const tune_lora *lora, int layer, tune_linear_kind first, tune_linear_kind last)
+{
+    for (int k = (int)first; k <= (int)last; k++)
+        if (module_of(lora, layer, (tune_linear_kind)k) >= 0) return 1;
+    return 0;
+}
+
+/* y = beta·y + x·Wᵀ + scaling · (dropout(x)·Aᵀ)·Bᵀ.  x: (N, in)   y: (N, out) */
+static void linear_forward(tune_workspace *ws, const tune_model *m, const tune_lora *lora,
+                           const tune_dropout *dp, int layer, tune_linear_kind kind, const float *x, float *y,
+                           float beta)
+{
+    const int N = ws->cur_B * ws->cur_T;
+    int out, in;
+    tune_linear_shape(&m->cfg, kind, &out, &in);
+    tune_cpu_matmul(y, x, m->layers[layer].w[kind], N, out, in, 0, 1, 1.0f, beta);
+    const int mi = module_of(lora, layer, kind);
+    if (mi < 0) return;
+    const tune_lora_module *mod = &lora->modules[mi];
+    const int r = lora->cfg.r;
+    float *u = ws->lora_u + (size_t)mi * ws->B * ws->T * r; /* (N, r) */
+    tune_cpu_matmul(u, lora_input(ws, dp, mi, x, N, in, 1), lora->params + mod->a_offset, N, r, in, 0, 1, 1.0f, 0.0f);
+    tune_cpu_matmul(y, u, lora->params + mod->b_offset, N, out, r, 0, 1, lora->scaling, 1.0f);
+}
+
+/* dx = beta·dx + dy·W (+ the LoRA path); dA, dB += their gradients.
+ * x: (N, in) the forward input   dy: (N, out)   dx: (N, in) */
+static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *lora, const tune_dropout *dp,
+                            int layer, tune_linear_kind kind, const float *x, const float *dy, float *dx,
+                            float beta)
+{
+    const int N = ws->cur_B * ws->cur_T;
+    int out, in;
+    tune_linear_shape(&m->cfg, kind, &out, &in);
+    tune_cpu_matmul(dx, dy, m->layers[layer].w[kind], N, in, out, 0, 0, 1.0f, beta);
+    const int mi = module_of(lora, layer, kind);
+    if (mi < 0) return;
+    const tune_lora_module *mod = &lora->modules[mi];
+    const int r = lora->cfg.r;
+    const float s = lora->scaling, *A = lora->params + mod->a_offset, *Bm = lora->params + mod->b_offset;
+    float *gA = lora->grads + mod->a_offset, *gB = lora->grads + mod->b_offset;
+    const float *u = ws->lora_u + (size_t)mi * ws->B * ws->T * r; /* (N, r) */
+    tune_cpu_matmul(gB, dy, u, out, r, N, 1, 0, s, 1.0f);        /* dB += s·dyᵀ·u */
+    tune_cpu_matmul(ws->du, dy, Bm, N, r, out, 0, 0, s, 0.0f);   /* du = s·dy·B */
+    const float *xd = lora_input(ws, dp, mi, x, N, in, 0);
+    tune_cpu_matmul(gA, ws->du, xd, r, in, N, 1, 0, 1.0f, 1.0f); /* dA += duᵀ·xd */
+    if (!dp || dp->p == 0.0f) {
+        tune_cpu_matmul(dx, ws->du, A, N, in, r, 0, 0, 1.0f, 1.0f); /* dx += du·A */
+        return;
+    }
+    /* dx += mask ⊙ (du·A) */
+    tune_cpu_matmul(ws->lora_x, ws->du, A, N, in, r, 0, 0, 1.0f, 0.0f);
+    tune_cpu_dropout_apply(dx, ws->lora_x, ws->drop_bits + ws->bits_off[mi], (size_t)N * in, dp->p, 1);
+}
+
+tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, const tune_batch *batch,
+                               const tune_dropout *dropout, tune_workspace *ws, double *loss_sum,
+                               long *n_targets, tune_error *err)
+{
+    const tune_model_config *cfg = &model->cfg;
+    ws->cur_B = ws->cur_T = 0;
+    if (check_inputs(model, lora, ws, dropout, err) || prepare_batch(cfg, batch, ws, err)) return TUNE_ERR_INPUT;
+    const int B = batch->B, T = batch->T, N = B * T, C = ws->C, hd = ws->hd;
+    ws->cur_B = B;
+    ws->cur_T = T;
+    ws->cur_lora = lora;
+    ws->cur_dropout = dropout && dropout->p > 0.0f ? *dropout : (tune_dropout){0};
+    const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
+    tune_cpu_rope_tables(ws->cos_t, ws->sin_t, ws->pos, ws->inv_freq, N, hd / 2);
+    tune_cpu_embedding(ws->resid, model->embed, batch->input_ids, N, C);
+    for (int l = 0; l < ws->L; l++) {
+        const tune_layer *ly = &model->layers[l];
+        float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + l * ws->NC, *hn = h + ws->NC;
+        float *q = ws->q + l * ws->NQ, *k = ws->k + l * ws->NKV, *v = ws->v + l * ws->NKV;
+        float *att = ws->att + l * ws->NQ, *gate = ws->gate + l * ws->NI, *up = ws->up + l * ws->NI;
+        /* attention block: h2 = h + o(attn(rope(q), rope(k), v)) */
+        tune_cpu_rmsnorm_forward(ws->xn, ws->rstd1 + (size_t)l * ws->B * ws->T, h, ly->attn_norm, N, C,
+                                 cfg->rms_norm_eps);
+        linear_forward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, q, 0.0f);
+        linear_forward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, k, 0.0f);
+        linear_forward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, v, 0.0f);
+        tune_cpu_rope_forward(q, ws->cos_t, ws->sin_t, N, ws->H, hd);
+        tune_cpu_rope_forward(k, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
+        tune_cpu_attention_forward(att, ws->lse_att + (size_t)l * ws->B * ws->T * ws->H, q, k, v, ws->start, &as,
+                                   ws->attn_scratch, ws->n_threads);
+        memcpy(h2, h, (size_t)N * C * sizeof *h);
+        linear_forward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, h2, 1.0f);
+        /* MLP block: hn = h2 + down(silu(gate(x)) · up(x)) */
+        tune_cpu_rmsnorm_forward(ws->xn, ws->rstd2 + (size_t)l * ws->B * ws->T, h2, ly->ffn_norm, N, C,
+                                 cfg->rms_norm_eps);
+        linear_forward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, gate, 0.0f);
+        linear_forward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, up, 0.0f);
+        tune_cpu_swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
+        memcpy(hn, h2, (size_t)N * C * sizeof *h);
+        linear_forward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, hn, 1.0f);
+    }
+    tune_cpu_rmsnorm_forward(ws->xf, ws->rstd_f, ws->resid + ws->L * ws->NC, model->final_norm, N, C,
+                             cfg->rms_norm_eps);
+    tune_cpu_matmul(ws->logits, ws->xf, model->lm_head, N, ws->V, C, 0, 1, 1.0f, 0.0f);
+    *loss_sum = tune_cpu_cross_entropy_forward(ws->lse_ce, ws->logits, ws->target, N, ws->V);
+    long count = 0;
+    for (int n = 0; n < N; n++) count += ws->target[n] != TUNE_IGNORE_INDEX;
+    *n_targets = count;
+    return TUNE_OK;
+}
+
+tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const tune_batch *batch,
+                                const tune_dropout *dropout, tune_workspace *ws, float grad_scale,
+                                tune_error *err)
+{
+    if (!lora) return tune_fail_input(err, NULL, "backward: no LoRA adapters to train");
+    if (check_inputs(model, lora, ws, dropout, err)) return TUNE_ERR_INPUT;
+    if (!ws->cur_B || batch->B != ws->cur_B || batch->T != ws->cur_T)
+        return tune_fail_input(err, NULL, "backward: the workspace holds no forward pass of this batch");
+    const tune_dropout none = {0}, *d = dropout && dropout->p > 0.0f ? dropout : &none;
+    if (lora != ws->cur_lora || d->p != ws->cur_dropout.p || d->seed != ws->cur_dropout.seed ||
+        d->micro_batch != ws->cur_dropout.micro_batch)
+        return tune_fail_input(err, NULL, "backward: not the adapters or dropout of the last forward pass");
+    const int B = ws->cur_B, T = ws->cur_T, N = B * T, C = ws->C, hd = ws->hd;
+    const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
+    tune_cpu_cross_entropy_backward(ws->logits, ws->lse_ce, ws->target, N, ws->V, grad_scale);
+    tune_cpu_matmul(ws->dxn, ws->logits, model->lm_head, N, C, ws->V, 0, 0, 1.0f, 0.0f);
+    memset(ws->dh, 0, (size_t)N * C * sizeof *ws->dh);
+    tune_cpu_rmsnorm_backward(ws->dh, ws->dxn, ws->resid + ws->L * ws->NC, model->final_norm, ws->rstd_f, N, C);
+    /* Layers below the lowest adapted one need no gradient. */
+    const int lowest = lora->modules[0].layer;
+    for (int l = ws->L - 1; l >= lowest; l--) {
+        const tune_layer *ly = &model->layers[l];
+        const float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + l * ws->NC;
+        const float *q = ws->q + l * ws->NQ, *k = ws->k + l * ws->NKV, *v = ws->v + l * ws->NKV;
+        const float *att = ws->att + l * ws->NQ, *gate = ws->gate + l * ws->NI, *up = ws->up + l * ws->NI;
+        /* MLP block; ws->dh holds d(hn) and becomes d(h2) */
+        if (has_module(lora, l, TUNE_DOWN_PROJ, TUNE_DOWN_PROJ)) tune_cpu_swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
+        linear_backward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, ws->dh, ws->dact, 0.0f);
+        tune_cpu_swiglu_backward(ws->dgate, ws->dup, ws->dact, gate, up, (size_t)N * ws->I);
+        if (has_module(lora, l, TUNE_GATE_PROJ, TUNE_UP_PROJ)) /* their LoRA input, as the forward made it */
+            tune_cpu_rmsnorm_forward(ws->xn, ws->rstd2 + (size_t)l * ws->B * ws->T, h2, ly->ffn_norm, N, C,
+                                     model->cfg.rms_norm_eps);
+        linear_backward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, ws->dgate, ws->dxn, 0.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, ws->dup, ws->dxn, 1.0f);
+        tune_cpu_rmsnorm_backward(ws->dh, ws->dxn, h2, ly->ffn_norm, ws->rstd2 + (size_t)l * ws->B * ws->T, N, C);
+        /* attention block; ws->dh becomes d(h) */
+        linear_backward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, ws->dh, ws->datt, 0.0f);
+        tune_cpu_attention_backward(ws->dq, ws->dk, ws->dv, ws->datt, q, k, v,
+                                    ws->lse_att + (size_t)l * ws->B * ws->T * ws->H, ws->start, &as,
+                                    ws->attn_scratch, ws->dkv_head, ws->n_threads);
+        tune_cpu_rope_backward(ws->dq, ws->cos_t, ws->sin_t, N, ws->H, hd);
+        tune_cpu_rope_backward(ws->dk, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
+        if (has_module(lora, l, TUNE_Q_PROJ, TUNE_V_PROJ))
+            tune_cpu_rmsnorm_forward(ws->xn, ws->rstd1 + (size_t)l * ws->B * ws->T, h, ly->attn_norm, N, C,
+                                     model->cfg.rms_norm_eps);
+        linear_backward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, ws->dq, ws->dxn, 0.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, ws->dk, ws->dxn, 1.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, ws->dv, ws->dxn, 1.0f);
+        tune_cpu_rmsnorm_backward(ws->dh, ws->dxn, h, ly->attn_norm, ws->rstd1 + (size_t)l * ws->B * ws->T, N, C);
+    }
+    /* The logits became their gradient: a second backward needs a new forward. */
+    ws->cur_B = ws->cur_T = 0;
+    return TUNE_OK;
+}
