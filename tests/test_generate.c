@@ -1,8 +1,11 @@
+#include <cJSON.h>
 #include <math.h>
 #include <string.h>
 
 #include "testutil.h"
 #include "tune/generate.h"
+#include "tune/llama.h"
+#include "tune/merge.h"
 #include "tune/safetensors.h"
 
 /* ---- streaming text ---- */
@@ -34,6 +37,25 @@ START_TEST(stream_waits_for_complete_utf8)
     tune_text_stream_push(&ts, text, 7, 0, &out);
     ck_assert_str_eq(out.data, "a합계");
     ck_assert_uint_eq(ts.done, 7);
+    tune_strbuf_free(&out);
+}
+END_TEST
+
+START_TEST(stream_waits_while_a_lossy_decoding_ends_in_fffd)
+{
+    /* decoded text of 1, 2, 3 tokens: "a" + the bytes of 합 arriving one by one */
+    tune_text_stream ts;
+    tune_strbuf out = {0};
+    tune_text_stream_init(&ts, NULL, 0);
+    tune_text_stream_push(&ts, "a\uFFFD", strlen("a\uFFFD"), 0, &out);
+    ck_assert_str_eq(out.data, "a");
+    tune_text_stream_push(&ts, "a\uFFFD", strlen("a\uFFFD"), 0, &out);
+    ck_assert_str_eq(out.data, "a");
+    tune_text_stream_push(&ts, "a합b", strlen("a합b"), 0, &out);
+    ck_assert_str_eq(out.data, "a합b");
+    /* a real U+FFFD at the end comes out when the generation ends */
+    tune_text_stream_push(&ts, "a합b\uFFFD", strlen("a합b\uFFFD"), 1, &out);
+    ck_assert_str_eq(out.data, "a합b\uFFFD");
     tune_strbuf_free(&out);
 }
 END_TEST
@@ -269,12 +291,334 @@ START_TEST(processors_match_transformers)
 }
 END_TEST
 
+/* ---- decoding ---- */
+
+static void load_model(const char *name, tune_model *m)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/tiny/%s", test_data_dir(), name);
+    tune_error err;
+    tune_status st = tune_model_load(path, m, &err);
+    if (st) tune_error_print(stderr, &err);
+    ck_assert_int_eq(st, TUNE_OK);
+}
+
+static void merge_golden_adapter(tune_model *m)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/tiny/peft_adapter", test_data_dir());
+    tune_error err;
+    ck_assert_int_eq(tune_merge_peft_adapter(m, path, &err), TUNE_OK);
+}
+
+/* logits (T, V) of the training forward over ids (T). */
+static float *full_forward(const tune_model *m, const int32_t *ids, int T)
+{
+    tune_error err;
+    tune_workspace *ws;
+    ck_assert_int_eq(tune_workspace_create(&m->cfg, NULL, 1, T, &ws, &err), TUNE_OK);
+    int32_t *labels = malloc((size_t)T * sizeof *labels);
+    for (int t = 0; t < T; t++) labels[t] = TUNE_IGNORE_INDEX;
+    const tune_batch b = {1, T, ids, labels, NULL, NULL};
+    double loss;
+    long n;
+    ck_assert_int_eq(tune_llama_forward(m, NULL, &b, NULL, ws, &loss, &n, &err), TUNE_OK);
+    const size_t V = (size_t)m->cfg.vocab_size;
+    float *out = malloc((size_t)T * V * sizeof *out);
+    memcpy(out, tune_workspace_logits(ws), (size_t)T * V * sizeof *out);
+    tune_workspace_free(ws);
+    free(labels);
+    return out;
+}
+
+static float max_abs_diff(const float *a, const float *b, size_t n)
+{
+    float mx = 0.0f;
+    for (size_t i = 0; i < n; i++) mx = fmaxf(mx, fabsf(a[i] - b[i]));
+    return mx;
+}
+
+/* Reads an I64/F32 golden tensor; *n its element count. */
+static int32_t *golden_ids(tune_st_file *f, const char *name, int *n)
+{
+    const tune_st_tensor *t = golden_tensor(f, name);
+    int32_t *ids = malloc(t->numel * sizeof *ids);
+    tune_error err;
+    ck_assert_int_eq(tune_st_read_i32(t, ids, &err), TUNE_OK);
+    *n = (int)t->numel;
+    return ids;
+}
+
+static float *golden_floats(tune_st_file *f, const char *name)
+{
+    const tune_st_tensor *t = golden_tensor(f, name);
+    float *x = malloc(t->numel * sizeof *x);
+    tune_error err;
+    ck_assert_int_eq(tune_st_read_f32(t, x, &err), TUNE_OK);
+    return x;
+}
+
+/* Feeding in uneven pieces gives the training forward's logits at every position. */
+static void check_incremental_equals_full(const char *model_name)
+{
+    tune_model m;
+    load_model(model_name, &m);
+    const int T = 40, V = m.cfg.vocab_size;
+    int32_t ids[40];
+    for (int t = 0; t < T; t++) ids[t] = (int32_t)((t * 97 + 13) % V);
+    float *full = full_forward(&m, ids, T);
+    float *inc = malloc((size_t)T * V * sizeof *inc);
+    tune_decoder *d;
+    tune_error err;
+    ck_assert_int_eq(tune_decoder_create(&m, &d, &err), TUNE_OK);
+    static const int pieces[] = {5, 1, 1, 7, 2, 1, 11, 1, 1, 3, 1, 6}; /* sums to 40 */
+    int at = 0;
+    for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
+        ck_assert_int_eq(tune_decoder_feed(d, ids + at, pieces[i], inc + (size_t)at * V, 1, &err), TUNE_OK);
+        at += pieces[i];
+    }
+    ck_assert_int_eq(at, T);
+    ck_assert_int_eq(tune_decoder_length(d), T);
+    const float diff = max_abs_diff(full, inc, (size_t)T * V);
+    ck_assert_msg(diff <= 1e-5f, "%s: incremental vs full forward differ by %g", model_name, diff);
+    /* last-token mode gives the last row */
+    float last[384];
+    ck_assert_int_le(V, 384);
+    tune_decoder_rewind(d, T - 3);
+    ck_assert_int_eq(tune_decoder_feed(d, ids + T - 3, 3, last, 0, &err), TUNE_OK);
+    ck_assert_float_le(max_abs_diff(last, full + (size_t)(T - 1) * V, (size_t)V), 1e-5f);
+    tune_decoder_free(d);
+    free(full);
+    free(inc);
+    tune_model_free(&m);
+}
+
+START_TEST(incremental_decoding_equals_full_forward)
+{
+    check_incremental_equals_full("gqa");
+    check_incremental_equals_full("tied");
+    check_incremental_equals_full("llama3rope");
+}
+END_TEST
+
+/* A prompt longer than the decoder's prefill chunk (128) is fed in chunks. */
+START_TEST(long_prefill_is_chunked_exactly)
+{
+    tune_model m;
+    load_model("gqa", &m);
+    m.cfg.max_position_embeddings = 300; /* RoPE has no limit of its own; the tiny config says 64 */
+    const int T = 200, V = m.cfg.vocab_size;
+    int32_t ids[200];
+    for (int t = 0; t < T; t++) ids[t] = (int32_t)((t * 53 + 7) % V);
+    float *full = full_forward(&m, ids, T), *inc = malloc((size_t)T * V * sizeof *inc), last[384];
+    tune_decoder *d;
+    tune_error err;
+    ck_assert_int_eq(tune_decoder_create(&m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_feed(d, ids, T, inc, 1, &err), TUNE_OK);
+    ck_assert_float_le(max_abs_diff(full, inc, (size_t)T * V), 1e-5f);
+    tune_decoder_rewind(d, 0);
+    ck_assert_int_eq(tune_decoder_feed(d, ids, T, last, 0, &err), TUNE_OK);
+    ck_assert_float_le(max_abs_diff(last, full + (size_t)(T - 1) * V, (size_t)V), 1e-5f);
+    tune_decoder_free(d);
+    free(full);
+    free(inc);
+    tune_model_free(&m);
+}
+END_TEST
+
+/* Step logits and greedy tokens of Transformers' generate (golden run `run`). */
+static void check_golden_run(const char *run, int with_adapter, float penalty)
+{
+    tune_model m;
+    load_model("gqa", &m);
+    if (with_adapter) merge_golden_adapter(&m);
+    tune_st_file *f = open_golden();
+    int n_prompt, n_new;
+    char name[64];
+    int32_t *prompt = golden_ids(f, "prompt_ids", &n_prompt);
+    snprintf(name, sizeof name, "%s.ids", run);
+    int32_t *want = golden_ids(f, name, &n_new);
+    snprintf(name, sizeof name, "%s.logits", run);
+    float *want_logits = golden_floats(f, name);
+    const int V = m.cfg.vocab_size;
+    tune_error err;
+    tune_decoder *d;
+    ck_assert_int_eq(tune_decoder_create(&m, &d, &err), TUNE_OK);
+    /* raw logits of every step, feeding Transformers' tokens */
+    float *logits = malloc((size_t)V * sizeof *logits);
+    ck_assert_int_eq(tune_decoder_prefill(d, prompt, n_prompt, logits, &err), TUNE_OK);
+    for (int s = 0; s < n_new; s++) {
+        const float diff = max_abs_diff(logits, want_logits + (size_t)s * V, (size_t)V);
+        ck_assert_msg(diff <= 1e-5f, "%s step %d: logits differ from Transformers by %g", run, s, diff);
+        if (s + 1 < n_new) ck_assert_int_eq(tune_decoder_feed(d, &want[s], 1, logits, 0, &err), TUNE_OK);
+    }
+    /* the generation loop picks the same tokens (the cached prompt is reused) */
+    const tune_sampling greedy = {0.0f, 0, 1.0f, penalty, 0};
+    tune_sampler *sm;
+    ck_assert_int_eq(tune_sampler_create(&greedy, V, &sm, &err), TUNE_OK);
+    int32_t out[64];
+    int n_out, hit_eos;
+    const tune_generate_opts opts = {n_new, NULL, 0, 0};
+    ck_assert_int_eq(tune_generate(d, sm, prompt, n_prompt, &opts, NULL, NULL, out, &n_out, &hit_eos, &err),
+                     TUNE_OK);
+    ck_assert_int_eq(n_out, n_new);
+    ck_assert(!hit_eos);
+    for (int s = 0; s < n_new; s++) ck_assert_msg(out[s] == want[s], "%s token %d: %d, want %d", run, s, out[s], want[s]);
+    /* an EOS id ends the generation before that token */
+    const int32_t eos[2] = {9999, want[5]};
+    int first = 0;
+    while (want[first] != want[5]) first++;
+    const tune_generate_opts stop = {n_new, eos, 2, 0};
+    ck_assert_int_eq(tune_generate(d, sm, prompt, n_prompt, &stop, NULL, NULL, out, &n_out, &hit_eos, &err),
+                     TUNE_OK);
+    ck_assert_int_eq(n_out, first);
+    ck_assert(hit_eos);
+    tune_sampler_free(sm);
+    tune_decoder_free(d);
+    tune_st_close(f);
+    free(prompt);
+    free(want);
+    free(want_logits);
+    free(logits);
+    tune_model_free(&m);
+}
+
+START_TEST(greedy_decoding_matches_transformers)
+{
+    check_golden_run("base", 0, 1.0f);
+}
+END_TEST
+
+START_TEST(adapter_decoding_matches_peft)
+{
+    check_golden_run("adapter", 1, 1.0f);
+}
+END_TEST
+
+START_TEST(repetition_penalty_decoding_matches_transformers)
+{
+    check_golden_run("penalty", 0, 1.5f);
+}
+END_TEST
+
+static int stop_after_three(void *ctx, int32_t id)
+{
+    (void)id;
+    return ++*(int *)ctx == 3;
+}
+
+START_TEST(prefill_reuses_the_cached_prefix)
+{
+    tune_model m;
+    load_model("gqa", &m);
+    const int V = m.cfg.vocab_size;
+    int32_t a[20], b[24];
+    for (int i = 0; i < 20; i++) a[i] = (int32_t)(i * 31 % V);
+    memcpy(b, a, 12 * sizeof *a);
+    for (int i = 12; i < 24; i++) b[i] = (int32_t)(i * 7 % V);
+    float *full = full_forward(&m, b, 24);
+    tune_error err;
+    tune_decoder *d;
+    float logits[384];
+    ck_assert_int_eq(tune_decoder_create(&m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_prefill(d, a, 20, logits, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_prefill(d, b, 24, logits, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_length(d), 24);
+    ck_assert_mem_eq(tune_decoder_tokens(d), b, sizeof b);
+    ck_assert_float_le(max_abs_diff(logits, full + 23 * V, (size_t)V), 1e-5f);
+    /* the same sequence again: only the last token is recomputed */
+    ck_assert_int_eq(tune_decoder_prefill(d, b, 24, logits, &err), TUNE_OK);
+    ck_assert_float_le(max_abs_diff(logits, full + 23 * V, (size_t)V), 1e-5f);
+    /* a callback ends the generation; the context limit (64) is an input error */
+    tune_sampler *sm;
+    const tune_sampling greedy = tune_sampling_greedy();
+    ck_assert_int_eq(tune_sampler_create(&greedy, V, &sm, &err), TUNE_OK);
+    int32_t out[64];
+    int n_out, hit_eos, calls = 0;
+    const tune_generate_opts opts = {30, NULL, 0, 0};
+    ck_assert_int_eq(tune_generate(d, sm, b, 24, &opts, stop_after_three, &calls, out, &n_out, &hit_eos, &err),
+                     TUNE_OK);
+    ck_assert_int_eq(n_out, 3);
+    const tune_generate_opts too_long = {60, NULL, 0, 0};
+    ck_assert_int_eq(tune_generate(d, sm, b, 24, &too_long, NULL, NULL, out, &n_out, &hit_eos, &err),
+                     TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.message, "max_position_embeddings"));
+    const int32_t bad = V;
+    ck_assert_int_eq(tune_decoder_feed(d, &bad, 1, logits, 0, &err), TUNE_ERR_INPUT);
+    tune_sampler_free(sm);
+    tune_decoder_free(d);
+    free(full);
+    tune_model_free(&m);
+}
+END_TEST
+
+static void collect(void *ctx, const char *s, size_t n)
+{
+    tune_strbuf_append(ctx, s, n);
+}
+
+START_TEST(session_streams_transformers_text_and_knows_eos)
+{
+    char path[600], *json;
+    size_t len;
+    tune_error err;
+    snprintf(path, sizeof path, "%s/generate/golden.json", test_data_dir());
+    ck_assert_int_eq(tune_read_file(path, &json, &len, &err), TUNE_OK);
+    cJSON *g = cJSON_Parse(json);
+    free(json);
+    const char *prompt = cJSON_GetObjectItem(g, "prompt")->valuestring;
+    const char *want = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(g, "runs"), "base"), "text")->valuestring;
+    const cJSON *want_ids = cJSON_GetObjectItem(g, "prompt_ids");
+    snprintf(path, sizeof path, "%s/tiny/gqa", test_data_dir());
+    tune_lm *lm;
+    ck_assert_int_eq(tune_lm_open(path, NULL, &lm, &err), TUNE_OK);
+    const int32_t *eos;
+    const int n_eos = tune_lm_eos_ids(lm, &eos);
+    int has2 = 0, has0 = 0; /* <|im_end|> (config) and <|endoftext|> (vocabulary) */
+    for (int i = 0; i < n_eos; i++) {
+        has2 |= eos[i] == 2;
+        has0 |= eos[i] == 0;
+    }
+    ck_assert(has2 && has0);
+    /* the rendered golden prompt, fed raw, gives Transformers' prompt ids */
+    const tune_chat_message msg = {"user", prompt};
+    tune_ids ids = {0};
+    ck_assert_int_eq(tune_lm_prompt(lm, &msg, 1, 1, &ids, &err), TUNE_OK);
+    ck_assert_int_eq((int)ids.n, cJSON_GetArraySize(want_ids));
+    for (int i = 0; i < (int)ids.n; i++) ck_assert_int_eq(ids.ids[i], cJSON_GetArrayItem(want_ids, i)->valueint);
+    /* streamed pieces add up to the reply, which is Transformers' decoded text */
+    tune_strbuf reply = {0}, streamed = {0};
+    tune_reply_stats st;
+    tune_reply_opts o = {tune_sampling_greedy(), 16, NULL, 0, 0};
+    ck_assert_int_eq(tune_lm_generate(lm, ids.ids, (int)ids.n, &o, collect, &streamed, &reply, &st, &err), TUNE_OK);
+    ck_assert_str_eq(reply.data, want);
+    ck_assert_str_eq(streamed.data, want);
+    ck_assert_int_eq(st.new_tokens, 16);
+    ck_assert_int_eq(st.stop, TUNE_STOP_LENGTH);
+    /* a stop string inside the text ends the reply before it */
+    const char *stops[] = {"form"};
+    o.stops = stops;
+    o.n_stops = 1;
+    reply.len = 0;
+    ck_assert_int_eq(tune_lm_generate(lm, ids.ids, (int)ids.n, &o, NULL, NULL, &reply, &st, &err), TUNE_OK);
+    ck_assert_int_eq(st.stop, TUNE_STOP_STRING);
+    ck_assert_uint_eq(reply.len, (size_t)(strstr(want, "form") - want));
+    ck_assert_int_lt(st.new_tokens, 16);
+    tune_strbuf_free(&reply);
+    tune_strbuf_free(&streamed);
+    tune_ids_free(&ids);
+    tune_lm_close(lm);
+    cJSON_Delete(g);
+}
+END_TEST
+
 static Suite *generate_suite(void)
 {
     Suite *s = suite_create("generate");
     TCase *tc = tcase_create("stream");
     tcase_add_test(tc, stream_waits_for_complete_utf8);
     tcase_add_test(tc, stream_replaces_invalid_bytes);
+    tcase_add_test(tc, stream_waits_while_a_lossy_decoding_ends_in_fffd);
     tcase_add_test(tc, stream_cuts_stop_string_split_over_tokens);
     tcase_add_test(tc, stream_releases_held_text_that_is_no_stop);
     suite_add_tcase(s, tc);
@@ -284,6 +628,15 @@ static Suite *generate_suite(void)
     tcase_add_test(tc, top_k_keeps_ties_and_top_p_keeps_the_mass);
     tcase_add_test(tc, sampling_follows_the_distribution_and_the_seed);
     tcase_add_test(tc, processors_match_transformers);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("decode");
+    tcase_add_test(tc, incremental_decoding_equals_full_forward);
+    tcase_add_test(tc, long_prefill_is_chunked_exactly);
+    tcase_add_test(tc, greedy_decoding_matches_transformers);
+    tcase_add_test(tc, adapter_decoding_matches_peft);
+    tcase_add_test(tc, repetition_penalty_decoding_matches_transformers);
+    tcase_add_test(tc, prefill_reuses_the_cached_prefix);
+    tcase_add_test(tc, session_streams_transformers_text_and_knows_eos);
     suite_add_tcase(s, tc);
     return s;
 }

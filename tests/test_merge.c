@@ -5,6 +5,7 @@
 
 #include "testutil.h"
 #include "tune/kernels.h"
+#include "tune/llama.h"
 #include "tune/merge.h"
 
 static char tmpdir[256];
@@ -109,6 +110,55 @@ static void check_merged_weights(const tune_model *base, const tune_model *merge
     ck_assert_int_gt(checked, 0);
     tune_st_close(f);
 }
+
+/* max |logits(m, golden input_ids) − golden `name`| over the gqa golden batch (2, 12). */
+static float golden_logits_diff(const tune_model *m, const char *name)
+{
+    tune_error err;
+    tune_st_file *g;
+    ck_assert_int_eq(tune_st_open(data_path("tiny/gqa/golden.safetensors"), &g, &err), TUNE_OK);
+    const tune_st_tensor *ids_t = tune_st_find(g, "input_ids"), *want_t = tune_st_find(g, name);
+    ck_assert(ids_t && want_t);
+    int32_t ids[24], labels[24];
+    ck_assert_int_eq(tune_st_read_i32(ids_t, ids, &err), TUNE_OK);
+    for (int i = 0; i < 24; i++) labels[i] = TUNE_IGNORE_INDEX;
+    float *want = malloc(want_t->numel * sizeof *want);
+    ck_assert_int_eq(tune_st_read_f32(want_t, want, &err), TUNE_OK);
+    tune_workspace *ws;
+    ck_assert_int_eq(tune_workspace_create(&m->cfg, NULL, 2, 12, &ws, &err), TUNE_OK);
+    const tune_batch b = {2, 12, ids, labels, NULL, NULL};
+    double loss;
+    long n;
+    ck_assert_int_eq(tune_llama_forward(m, NULL, &b, NULL, ws, &loss, &n, &err), TUNE_OK);
+    const float *got = tune_workspace_logits(ws);
+    float mx = 0.0f;
+    for (size_t i = 0; i < want_t->numel; i++) mx = fmaxf(mx, fabsf(got[i] - want[i]));
+    tune_workspace_free(ws);
+    free(want);
+    tune_st_close(g);
+    return mx;
+}
+
+START_TEST(merged_model_gives_peft_logits)
+{
+    /* PEFT's logits of base + adapter (unmerged) on the golden batch, from the merged
+     * weights in memory and from the merged folder written in f32 */
+    tune_model merged, reread;
+    tune_error err;
+    load(data_path("tiny/gqa"), &merged);
+    ck_assert_float_le(golden_logits_diff(&merged, "base_logits"), 1e-5f);
+    ck_assert_float_gt(golden_logits_diff(&merged, "logits"), 1e-2f); /* the adapter matters */
+    ck_assert_int_eq(tune_merge_peft_adapter(&merged, data_path("tiny/peft_adapter"), &err), TUNE_OK);
+    ck_assert_float_le(golden_logits_diff(&merged, "logits"), 1e-5f);
+    const char *out = scratch("gqa_logits");
+    tune_strbuf notes = {0};
+    ck_assert_int_eq(tune_merge_save_hf(&merged, data_path("tiny/gqa"), out, TUNE_DT_F32, &notes, &err), TUNE_OK);
+    load(out, &reread);
+    ck_assert_float_le(golden_logits_diff(&reread, "logits"), 1e-5f);
+    tune_model_free(&merged);
+    tune_model_free(&reread);
+}
+END_TEST
 
 START_TEST(merge_adds_scaled_product_and_round_trips_f32)
 {
@@ -255,6 +305,7 @@ static Suite *merge_suite(void)
     Suite *s = suite_create("merge");
     TCase *tc = tcase_create("merge");
     tcase_add_test(tc, merge_adds_scaled_product_and_round_trips_f32);
+    tcase_add_test(tc, merged_model_gives_peft_logits);
     tcase_add_test(tc, merge_bf16_keeps_ties_and_rslora_scaling);
     tcase_add_test(tc, merge_refuses_what_it_cannot_represent);
     tcase_add_test(tc, merge_cleans_a_stale_tmp_folder);

@@ -10,6 +10,9 @@
 static const tune_verb VERBS[] = {
     {"train", tune_cli_train, "train a LoRA adapter from a YAML experiment (the default verb)"},
     {"plan", tune_cli_plan, "resolve a config and print the training plan (--json for scripts)"},
+    {"generate", tune_cli_generate, "continue a prompt with a model (and adapter), streaming the text"},
+    {"chat", tune_cli_chat, "talk with a model (and adapter) on stdin/stdout; /reset, /exit"},
+    {"compare", tune_cli_compare, "answer the same prompts with two models; writes model_comparison_results.csv"},
     {"merge", tune_cli_merge, "merge a LoRA adapter into its base model and write a Hugging Face folder"},
     {"config", tune_cli_config, "config tools: 'keys' lists every key, 'resolve' prints the resolved config"},
     {"tokenize", tune_cli_tokenize, "encode text with a model's tokenizer: ids, tokens, decoded round trip"},

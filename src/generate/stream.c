@@ -65,6 +65,8 @@ static size_t append_utf8(const char *s, size_t n, int flush, tune_strbuf *out)
 
 void tune_text_stream_push(tune_text_stream *ts, const char *text, size_t len, int final, tune_strbuf *out)
 {
+    /* A lossy decoder shows a character still incomplete as U+FFFD at the end: it may change. */
+    while (!final && len >= 3 && !memcmp(text + len - 3, "\xEF\xBF\xBD", 3)) len -= 3;
     if (ts->stopped || len <= ts->done) return;
     /* No match can begin before done: a possible beginning was never handed out. */
     size_t limit = len;
