@@ -100,7 +100,7 @@ START_TEST(minimal_config_is_valid)
     ck_assert_str_eq(cfg.datasets[0].field_instruction, "instruction");
     ck_assert_int_eq(cfg.datasets[0].roles_to_train_count, 1);
     ck_assert_str_eq(cfg.datasets[0].roles_to_train[0], "assistant");
-    ck_assert_str_eq(cfg.datasets[0].message_property_mappings.role, "role");
+    ck_assert_ptr_null(cfg.datasets[0].message_property_mappings.role); /* the type's default */
     ck_assert_int_eq(cfg.datasets[0].chat_template, TUNE_CHAT_TEMPLATE_UNSET);
     ck_assert_int_eq(cfg.datasets[0].train_on_eos, TUNE_EOS_TURN);
     tune_config_free(&cfg);
@@ -218,9 +218,9 @@ START_TEST(bad_enum_lists_allowed_values)
     expect_one(MINIMAL "backend: tpu\n", 6, 10, "bad value 'tpu' for backend (allowed: cpu, cuda; did you mean 'cpu'?)");
     expect_one(MINIMAL "optimizer: sgd\n", 6, 12,
                "optimizer: sgd is not supported yet (supported: adamw_torch, adamw_hf, adamw_torch_fused)");
-    expect_one("base_model: m\ndatasets:\n  - path: d.jsonl\n    type: sharegpt\nlearning_rate: 1e-4\n"
+    expect_one("base_model: m\ndatasets:\n  - path: d.jsonl\n    type: oasst\nlearning_rate: 1e-4\n"
                "lora_target_linear: true\n",
-               4, 11, "type: sharegpt is not supported yet");
+               4, 11, "type: oasst is not supported yet");
     expect_one(MINIMAL "datasets:\n  - path: x\n    train_on_eos: some\n", 6, 1, "duplicate key 'datasets'");
 }
 END_TEST
@@ -421,7 +421,7 @@ START_TEST(overrides_every_form)
     ck_assert_str_eq(cfg.datasets[1].path, "y.jsonl");
     ck_assert_int_eq(cfg.datasets[1].type, TUNE_DS_ALPACA);
     ck_assert_str_eq(cfg.datasets[1].message_property_mappings.role, "from");
-    ck_assert_str_eq(cfg.datasets[1].message_property_mappings.content, "content");
+    ck_assert_ptr_null(cfg.datasets[1].message_property_mappings.content);
     ck_assert_int_eq(cfg.lora_target_modules_count, 2);
     ck_assert_str_eq(cfg.lora_target_modules[1], "v_proj");
     ck_assert_int_eq(cfg.sample_packing, 1);

@@ -644,25 +644,24 @@ START_TEST(test_packing_rows_positions)
     tune_batcher *b;
     tune_error err;
     ck_assert_int_eq(tune_batcher_create(&s, &bo, &b, &err), TUNE_OK);
-    /* no shuffle, first-fit: [5,3] [6,2] [4] [8] */
+    /* no shuffle, first-fit decreasing (longest first): rows [8] [6,2] [5,3] [4] */
     ck_assert_int_eq(tune_batcher_rows(b, 0, &err), 4);
     ck_assert_int_eq(tune_batcher_count(b, 0, &err), 2);
     tune_batch mb;
     ck_assert_int_eq(tune_batcher_get(b, 0, 1, &mb, &err), TUNE_OK);
     ck_assert_int_eq(mb.B, 2);
     ck_assert_int_eq(mb.T, 8);
-    /* row 0 of batch 1: example 4 (4 tokens) then 4 pads */
+    /* row 1 of batch 1: example 4 (4 tokens) then 4 pads */
     const int32_t want_ids[8] = {4000, 4001, 4002, 4003, -7, -7, -7, -7};
     const int32_t want_pos[8] = {0, 1, 2, 3, 0, 1, 2, 3};
     const int32_t want_seg[8] = {1, 1, 1, 1, 0, 0, 0, 0};
     for (int t = 0; t < 8; t++) {
-        ck_assert_int_eq(mb.input_ids[t], want_ids[t]);
-        ck_assert_int_eq(mb.position_ids[t], want_pos[t]);
-        ck_assert_int_eq(mb.segment_ids[t], want_seg[t]);
-        if (t >= 4) ck_assert_int_eq(mb.labels[t], TUNE_IGNORE_INDEX);
+        ck_assert_int_eq(mb.input_ids[8 + t], want_ids[t]);
+        ck_assert_int_eq(mb.position_ids[8 + t], want_pos[t]);
+        ck_assert_int_eq(mb.segment_ids[8 + t], want_seg[t]);
+        if (t >= 4) ck_assert_int_eq(mb.labels[8 + t], TUNE_IGNORE_INDEX);
     }
-    ck_assert_int_eq(tune_batcher_get(b, 0, 0, &mb, &err), TUNE_OK);
-    /* row 0: example 0 (positions 0..4, segment 1) then example 1 (0..2, segment 2) */
+    /* row 0 of batch 1: example 0 (positions 0..4, segment 1) then example 1 (0..2, segment 2) */
     const int32_t pos0[8] = {0, 1, 2, 3, 4, 0, 1, 2};
     const int32_t seg0[8] = {1, 1, 1, 1, 1, 2, 2, 2};
     for (int t = 0; t < 8; t++) {
@@ -671,6 +670,13 @@ START_TEST(test_packing_rows_positions)
     }
     ck_assert_int_eq(mb.input_ids[5], 1000);
     ck_assert_int_eq(mb.labels[5], TUNE_IGNORE_INDEX);
+    /* batch 0: example 5 fills row 0; row 1 holds example 2 then example 3 */
+    ck_assert_int_eq(tune_batcher_get(b, 0, 0, &mb, &err), TUNE_OK);
+    ck_assert_int_eq(mb.input_ids[0], 5000);
+    ck_assert_int_eq(mb.input_ids[7], 5007);
+    ck_assert_int_eq(mb.input_ids[8], 2000);
+    ck_assert_int_eq(mb.input_ids[14], 3000);
+    ck_assert_int_eq(mb.segment_ids[14], 2);
     ck_assert_int_eq(tune_batcher_get(b, 0, 2, &mb, &err), TUNE_ERR_RUN);
     tune_batcher_free(b);
 
@@ -698,6 +704,8 @@ START_TEST(test_packing_rows_positions)
         free(copy);
     }
     for (int i = 0; i < 6; i++) ck_assert_int_eq(count[i], 1);
+    /* packing happens once: every epoch has the same number of micro-batches */
+    for (int e = 0; e < 5; e++) ck_assert_int_eq(tune_batcher_count(b2, e, &err), nb);
     tune_batcher_free(b2);
     tune_batcher_free(b3);
 

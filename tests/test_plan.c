@@ -1,4 +1,5 @@
 #include <cJSON.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,6 +7,7 @@
 
 #include "testutil.h"
 #include "tune/plan.h"
+#include "tune/tokenizer.h"
 
 static char tmpdir[256];
 
@@ -23,15 +25,16 @@ static void setup(void)
     }
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+/* The scratch folder and everything the tests wrote in it (prepared-data caches). */
 static void teardown(void)
 {
-    const char *files[] = {"model.gguf", "train.jsonl", "eval.jsonl"};
-    for (int i = 0; i < 3; i++) {
-        char p[300];
-        snprintf(p, sizeof p, "%s/%s", tmpdir, files[i]);
-        unlink(p);
-    }
-    rmdir(tmpdir);
+    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Config text with @ replaced by the scratch folder and $ by the test data
@@ -301,6 +304,266 @@ START_TEST(plan_json_and_text)
 }
 END_TEST
 
+/* The tiny test model (context 64, a ChatML-style template tune does not
+ * fingerprint) with the data stage's alpaca and ShareGPT fixtures. */
+#define TINY                                                                                                     \
+    "base_model: $/tiny/gqa\ndatasets:\n  - path: $/data/alpaca.jsonl\n  - path: $/data/sharegpt.json\n"        \
+    "    type: sharegpt\nlearning_rate: 1e-4\nlora_target_linear: true\nchat_template: chatml\n"                 \
+    "micro_batch_size: 2\noutput_dir: @/out\n"
+
+/* The warning whose message contains text, or NULL. */
+static const tune_error *warning_with(const tune_plan *p, const char *text)
+{
+    for (int i = 0; i < p->warnings.count; i++)
+        if (strstr(p->warnings.items[i].message, text)) return &p->warnings.items[i];
+    return NULL;
+}
+
+START_TEST(prepare_data_gives_the_plan_its_counts)
+{
+    for (int packing = 0; packing < 2; packing++) {
+        char yaml[1024];
+        snprintf(yaml, sizeof yaml, TINY "sequence_len: 256\nsample_packing: %s\n", packing ? "true" : "false");
+        for (int run = 0; run < 2; run++) { /* the second run reads the cache */
+            tune_config cfg;
+            tune_plan p;
+            tune_error_list errs = {0};
+            ck_assert_int_eq(plan_from(yaml, &cfg, &p, &errs), TUNE_OK);
+            ck_assert_int_eq(p.n_train_examples, TUNE_PLAN_UNKNOWN);
+            tune_plan_data d;
+            tune_error e;
+            tune_status st = tune_plan_prepare_data(&p, &cfg, 0, &d, &e);
+            if (st) tune_error_print(stderr, &e);
+            ck_assert_int_eq(st, TUNE_OK);
+            ck_assert_int_eq(p.data_prepared, 1);
+            /* packing is not part of the cache key: the packed runs find the unpacked runs' cache */
+            ck_assert_int_eq(d.prep.report.from_cache, run || packing);
+            /* 3 alpaca records + 2 conversations, nothing dropped at 256 */
+            ck_assert_uint_eq(d.prep.train.count, 5);
+            ck_assert_int_eq(p.n_train_unpacked, 5);
+            ck_assert_int_eq(p.n_train_tokens, (long long)d.prep.train.n_tokens);
+            if (packing) {
+                ck_assert_int_lt(p.n_train_examples, 5);
+                ck_assert_int_ge(p.n_train_examples, 1);
+                ck_assert_int_eq(d.batch.sample_packing, 1);
+            } else {
+                ck_assert_int_eq(p.n_train_examples, 5);
+            }
+            ck_assert_int_eq(p.steps_per_epoch, tune_plan_steps_per_epoch(p.n_train_examples, 2, 1));
+            ck_assert_int_eq(p.total_steps, p.steps_per_epoch);
+            ck_assert_int_eq(p.n_eval_examples, 0);
+            ck_assert_int_eq(d.batch.micro_batch_size, 2);
+            ck_assert_int_eq(d.batch.sequence_len, 256);
+            ck_assert_int_eq(d.batch.pad_id, d.dtok.pad_id >= 0 ? d.dtok.pad_id : d.dtok.eos_id);
+            /* sequence_len 256 is above the tiny model's 64 positions */
+            ck_assert_ptr_nonnull(warning_with(&p, "above the model's context length 64"));
+            ck_assert_ptr_null(warning_with(&p, "dropped"));
+            /* the ShareGPT entry took its own field names */
+            ck_assert_str_eq(d.setup.datasets[1].field_messages, "conversations");
+            ck_assert_str_eq(d.setup.datasets[1].field_role, "from");
+            ck_assert_int_eq(d.setup.opt.template_id, TUNE_TEMPLATE_CHATML);
+            tune_plan_data_free(&d);
+            tune_plan_free(&p);
+            tune_config_free(&cfg);
+            tune_error_list_free(&errs);
+        }
+    }
+}
+END_TEST
+
+START_TEST(plan_warnings_name_the_key)
+{
+    tune_config cfg;
+    tune_plan p;
+    tune_error_list errs = {0};
+    /* line 11 is lora_r, line 12 sequence_len */
+    ck_assert_int_eq(plan_from(TINY "lora_r: 12\nsequence_len: 48\n", &cfg, &p, &errs), TUNE_OK);
+    const tune_error *w = warning_with(&p, "vLLM loads only r in");
+    ck_assert_ptr_nonnull(w);
+    ck_assert_str_eq(w->file, "p.yml");
+    ck_assert_int_eq(w->line, 11);
+    ck_assert_ptr_null(warning_with(&p, "context length"));
+    tune_plan_data d;
+    tune_error e;
+    ck_assert_int_eq(tune_plan_prepare_data(&p, &cfg, 0, &d, &e), TUNE_OK);
+    /* every alpaca record is longer than 48 tokens with this small vocabulary */
+    w = warning_with(&p, "examples dropped as longer than sequence_len 48");
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(w->line, 12);
+    long longest = 0;
+    for (int i = 0; i < d.prep.report.n_datasets; i++)
+        if (d.prep.report.datasets[i].longest > longest) longest = d.prep.report.datasets[i].longest;
+    ck_assert_int_gt(longest, 48);
+    char expect[128];
+    snprintf(expect, sizeof expect, "the longest has %ld tokens); sequence_len: %ld keeps them all", longest,
+             (longest + 63) / 64 * 64);
+    ck_assert_ptr_nonnull(strstr(w->message, expect));
+    tune_strbuf sb = {0};
+    ck_assert_int_eq(tune_plan_format(&p, &sb), TUNE_OK);
+    ck_assert_ptr_nonnull(strstr(sb.data, "warnings     p.yml:11:1: lora_r 12"));
+    tune_strbuf_free(&sb);
+    tune_plan_data_free(&d);
+    tune_plan_free(&p);
+    tune_config_free(&cfg);
+}
+END_TEST
+
+START_TEST(data_errors_are_explained_not_fatal)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/train.jsonl", tmpdir);
+    tune_error e;
+    const char bad[] = "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": 3}\n";
+    ck_assert_int_eq(tune_write_file_atomic(path, bad, sizeof bad - 1, &e), TUNE_OK);
+    tune_config cfg;
+    tune_plan p;
+    tune_error_list errs = {0};
+    ck_assert_int_eq(plan_from("base_model: $/tiny/gqa\ndatasets:\n  - path: @/train.jsonl\nlearning_rate: 1e-4\n"
+                               "lora_target_linear: true\nsequence_len: 64\noutput_dir: @/out\n",
+                               &cfg, &p, &errs),
+                     TUNE_OK);
+    tune_plan_data d;
+    ck_assert_int_eq(tune_plan_prepare_data(&p, &cfg, 0, &d, &e), TUNE_ERR_INPUT);
+    ck_assert_int_eq(p.data_prepared, -1);
+    ck_assert_ptr_nonnull(strstr(e.file, "train.jsonl"));
+    ck_assert_int_eq(e.line, 2);
+    ck_assert_int_eq(p.data_error.line, 2);
+    ck_assert_int_eq(p.n_train_examples, TUNE_PLAN_UNKNOWN);
+    ck_assert_int_eq(p.total_steps, TUNE_PLAN_UNKNOWN);
+    tune_strbuf sb = {0};
+    ck_assert_int_eq(tune_plan_format(&p, &sb), TUNE_OK);
+    ck_assert_ptr_nonnull(strstr(sb.data, "data         not prepared"));
+    ck_assert_ptr_nonnull(strstr(sb.data, "train.jsonl:2"));
+    tune_strbuf_free(&sb);
+    tune_plan_data_free(&d);
+    tune_plan_free(&p);
+    tune_config_free(&cfg);
+    /* skip_bad_records: the good record is used and the skip is a warning */
+    ck_assert_int_eq(plan_from("base_model: $/tiny/gqa\ndatasets:\n  - path: @/train.jsonl\nlearning_rate: 1e-4\n"
+                               "lora_target_linear: true\nsequence_len: 256\noutput_dir: @/out\nskip_bad_records: true\n",
+                               &cfg, &p, &errs),
+                     TUNE_OK);
+    ck_assert_int_eq(tune_plan_prepare_data(&p, &cfg, 0, &d, &e), TUNE_OK);
+    ck_assert_int_eq(p.n_train_examples, 1);
+    const tune_error *w = warning_with(&p, "1 bad record skipped");
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(w->line, 8);
+    tune_plan_data_free(&d);
+    tune_plan_free(&p);
+    tune_config_free(&cfg);
+    /* special_tokens overrides: the pad id the batches use, the EOS the data stage appends */
+    ck_assert_int_eq(plan_from(TINY "sequence_len: 256\nspecial_tokens:\n  pad_token: <|endoftext|>\n"
+                                    "  eos_token: <|im_start|>\n",
+                               &cfg, &p, &errs),
+                     TUNE_OK);
+    ck_assert_int_eq(tune_plan_prepare_data(&p, &cfg, 0, &d, &e), TUNE_OK);
+    ck_assert_int_eq(d.dtok.pad_id, tune_tokenizer_token_to_id(d.tok, "<|endoftext|>"));
+    ck_assert_int_eq(d.batch.pad_id, d.dtok.pad_id);
+    ck_assert_int_eq(d.dtok.eos_id, tune_tokenizer_token_to_id(d.tok, "<|im_start|>"));
+    ck_assert_str_eq(d.setup.opt.template_options.eos, "<|im_start|>");
+    tune_plan_data_free(&d);
+    tune_plan_free(&p);
+    tune_config_free(&cfg);
+    /* a special_tokens override that is not in the vocabulary: error at the key */
+    ck_assert_int_eq(plan_from(TINY "sequence_len: 64\nspecial_tokens:\n  eos_token: <nope>\n", &cfg, &p, &errs),
+                     TUNE_OK);
+    ck_assert_int_eq(tune_plan_prepare_data(&p, &cfg, 0, &d, &e), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(e.message, "special_tokens.eos_token '<nope>' is not in the tokenizer's vocabulary"));
+    ck_assert_int_eq(e.line, 12); /* special_tokens */
+    tune_plan_data_free(&d);
+    tune_plan_free(&p);
+    tune_config_free(&cfg);
+    tune_error_list_free(&errs);
+}
+END_TEST
+
+/* A config with one override applied; 0 when it is accepted. */
+static int config_accepts(const char *key, const char *value, tune_config *cfg)
+{
+    tune_error e;
+    tune_error_list errs = {0};
+    ck_assert_int_eq(tune_config_init(cfg, &e), TUNE_OK);
+    tune_status st = tune_config_set(cfg, "datasets.0.path", "d.jsonl", "--set", &errs);
+    if (!st) st = tune_config_set(cfg, key, value, "--set", &errs);
+    tune_error_list_free(&errs);
+    return st == TUNE_OK;
+}
+
+START_TEST(schema_and_data_stage_agree)
+{
+    /* Every dataset type the schema stores is one the data stage takes, and back. */
+    int n_types = 0;
+    for (int v = 0; v < 64; v++) {
+        const char *name = tune_config_enum_name("type", v);
+        if (!name) continue;
+        n_types++;
+        tune_dataset_options o;
+        tune_error e;
+        ck_assert_msg(tune_dataset_options_init(&o, name, &e) == TUNE_OK, "data stage rejects type %s", name);
+    }
+    static const char *const DATA_TYPES[] = {"alpaca", "sharegpt", "chat_template", "llama2", "completion"};
+    ck_assert_int_eq(n_types, 5);
+    for (size_t i = 0; i < sizeof DATA_TYPES / sizeof DATA_TYPES[0]; i++) {
+        tune_config cfg;
+        ck_assert_msg(config_accepts("datasets.0.type", DATA_TYPES[i], &cfg), "schema rejects type %s", DATA_TYPES[i]);
+        ck_assert_str_eq(tune_config_enum_name("type", (int)cfg.datasets[0].type), DATA_TYPES[i]);
+        tune_config_free(&cfg);
+    }
+    /* Every chat_template value the schema stores resolves, for a model whose
+     * own template tune knows (ChatML's source, from the template goldens). */
+    char path[512];
+    snprintf(path, sizeof path, "%s/data/templates_golden.json", test_data_dir());
+    char *text;
+    size_t len;
+    tune_error e;
+    ck_assert_int_eq(tune_read_file(path, &text, &len, &e), TUNE_OK);
+    cJSON *golden = cJSON_Parse(text);
+    free(text);
+    const cJSON *chatml = cJSON_GetObjectItem(cJSON_GetObjectItem(golden, "templates"), "chatml");
+    const char *source = cJSON_GetStringValue(cJSON_GetObjectItem(chatml, "source"));
+    ck_assert_ptr_nonnull(source);
+    tune_template_id id;
+    int n_values = 0;
+    for (int v = 0; v < 64; v++) {
+        const char *name = tune_config_enum_name("chat_template", v);
+        if (!name) continue;
+        n_values++;
+        ck_assert_msg(tune_template_resolve(name, source, &id, &e) == TUNE_OK,
+                      "data stage rejects chat_template %s", name);
+    }
+    ck_assert_int_ge(n_values, 2 * TUNE_N_TEMPLATES + 1);
+    cJSON_Delete(golden);
+    /* Every built-in template (and its fallback form) is a schema value meaning that template. */
+    for (int t = 0; t < TUNE_N_TEMPLATES; t++) {
+        char name[96];
+        for (int fallback = 0; fallback < 2; fallback++) {
+            snprintf(name, sizeof name, "%s%s", fallback ? "tokenizer_default_fallback_" : "",
+                     tune_template_name((tune_template_id)t));
+            tune_config cfg;
+            ck_assert_msg(config_accepts("chat_template", name, &cfg), "schema rejects chat_template %s", name);
+            ck_assert_int_eq(tune_template_resolve(tune_config_enum_name("chat_template", (int)cfg.chat_template), NULL,
+                                                   &id, &e),
+                             TUNE_OK);
+            ck_assert_int_eq(id, t);
+            tune_config_free(&cfg);
+        }
+    }
+    /* The data stage's aliases too. */
+    static const char *const ALIASES[] = {"llama3_2", "vicuna", "vicuna_v1_1"};
+    for (size_t i = 0; i < sizeof ALIASES / sizeof ALIASES[0]; i++) {
+        tune_config cfg;
+        ck_assert_msg(config_accepts("chat_template", ALIASES[i], &cfg), "schema rejects chat_template %s", ALIASES[i]);
+        tune_template_id want;
+        ck_assert(tune_template_from_name(ALIASES[i], &want));
+        ck_assert_int_eq(tune_template_resolve(tune_config_enum_name("chat_template", (int)cfg.chat_template), NULL,
+                                               &id, &e),
+                         TUNE_OK);
+        ck_assert_int_eq(id, want);
+        tune_config_free(&cfg);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("plan");
@@ -313,6 +576,10 @@ int main(void)
     tcase_add_test(tc, unreadable_model_header_is_an_error);
     tcase_add_test(tc, paths_resolved_and_checked);
     tcase_add_test(tc, plan_json_and_text);
+    tcase_add_test(tc, prepare_data_gives_the_plan_its_counts);
+    tcase_add_test(tc, plan_warnings_name_the_key);
+    tcase_add_test(tc, data_errors_are_explained_not_fatal);
+    tcase_add_test(tc, schema_and_data_stage_agree);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -42,12 +42,22 @@ typedef enum {
     TUNE_CHAT_TEMPLATE_LLAMA3,
     TUNE_CHAT_TEMPLATE_LLAMA2,
     TUNE_CHAT_TEMPLATE_VICUNA,
+    TUNE_CHAT_TEMPLATE_LLAMA3_1, /* also llama3_2 */
+    TUNE_CHAT_TEMPLATE_SMOLLM2,
+    TUNE_CHAT_TEMPLATE_ZEPHYR,
+    TUNE_CHAT_TEMPLATE_ALPACA,
+    /* tokenizer_default_fallback_NAME: the tokenizer's own template when tune
+     * knows it, else NAME; stored as TUNE_CHAT_TEMPLATE_FALLBACK + NAME's value */
+    TUNE_CHAT_TEMPLATE_FALLBACK = 16,
 } tune_chat_template;
 /* As Transformers' SchedulerType: constant has no warmup, constant_with_warmup has. */
 typedef enum { TUNE_LR_CONSTANT = 0, TUNE_LR_LINEAR, TUNE_LR_COSINE, TUNE_LR_CONSTANT_WITH_WARMUP } tune_lr_scheduler;
 typedef enum { TUNE_OPTIMIZER_ADAMW = 0 } tune_optimizer; /* adamw_torch (adamw_hf, adamw_torch_fused) */
 typedef enum { TUNE_BACKEND_CPU = 0, TUNE_BACKEND_CUDA } tune_backend;
-typedef enum { TUNE_DS_ALPACA = 0, TUNE_DS_CHAT_TEMPLATE, TUNE_DS_LLAMA2, TUNE_DS_COMPLETION } tune_dataset_type;
+/* sharegpt is chat_template with ShareGPT's defaults (conversations, from/value). */
+typedef enum {
+    TUNE_DS_ALPACA = 0, TUNE_DS_CHAT_TEMPLATE, TUNE_DS_LLAMA2, TUNE_DS_COMPLETION, TUNE_DS_SHAREGPT,
+} tune_dataset_type;
 typedef enum { TUNE_EOS_TURN = 0, TUNE_EOS_ALL, TUNE_EOS_LAST, TUNE_EOS_NONE } tune_train_on_eos;
 
 typedef struct tune_message_property_mappings {

@@ -214,6 +214,7 @@ typedef struct tune_dataset_report {
     char name[256];
     long records, skipped, examples, tokens, trained_tokens;
     long truncated, dropped_long, dropped_untrained, boundary_mismatch;
+    long longest; /* tokens of the longest example before the length limit (0: none) */
 } tune_dataset_report;
 
 typedef struct tune_data_report {
@@ -270,7 +271,7 @@ void tune_data_permutation(uint64_t seed, uint64_t stream, uint64_t epoch, size_
 typedef struct tune_batch_options {
     int micro_batch_size;
     int sequence_len;
-    int sample_packing;      /* several examples per row, first-fit in shuffled order */
+    int sample_packing;      /* several examples per row, first-fit decreasing, packed once */
     int pad_to_sequence_len; /* pad every batch to sequence_len, not to its longest row */
     int shuffle;             /* per-epoch shuffle with (seed, epoch) */
     int32_t pad_id;          /* the tokenizer's pad id, or its EOS id when it has none */
@@ -282,7 +283,7 @@ typedef struct tune_batcher tune_batcher;
 /* The set must outlive the batcher. */
 tune_status tune_batcher_create(const tune_example_set *set, const tune_batch_options *opt, tune_batcher **out,
                                 tune_error *err);
-/* Micro-batches in an epoch (with packing it can differ between epochs). */
+/* Micro-batches in an epoch (the same in every epoch: rows are built once). */
 long tune_batcher_count(tune_batcher *b, int epoch, tune_error *err);
 /* Rows in an epoch (examples, or packed rows). */
 long tune_batcher_rows(tune_batcher *b, int epoch, tune_error *err);

@@ -7,6 +7,7 @@
 #define TUNE_PLAN_H
 
 #include "tune/config.h"
+#include "tune/data.h"
 #include "tune/model.h"
 
 /* Learning rate per optimizer step, as Transformers' schedules:
@@ -55,14 +56,18 @@ typedef struct tune_plan {
     long long n_lora_params;         /* r·(in + out) per targeted module, summed over layers; -1 before the model */
 
     /* data: counts filled by the data stage through tune_plan_set_examples */
-    long n_train_examples;           /* sequences per epoch (records, or packed sequences); -1 unknown */
+    long n_train_examples;           /* sequences per epoch (examples, or packed rows of epoch 0); -1 unknown */
+    long n_train_unpacked;           /* training examples before packing; -1 unknown */
     long n_eval_examples;            /* -1 unknown, 0 no evaluation */
     long long n_train_tokens;        /* tokens in one epoch of training sequences; -1 unknown (the data stage sets it) */
     int has_eval;                    /* test_datasets or val_set_size given */
+    int data_prepared;               /* 0 not tried, 1 prepared (counts above are real), -1 failed: */
+    tune_error data_error;           /* why the data could not be prepared */
 
     /* steps (TUNE_PLAN_UNKNOWN where they need the example count) */
     long micro_batch_size, gradient_accumulation_steps, eval_batch_size;
     long sequence_len;
+    int sample_packing, pad_to_sequence_len;
     double num_epochs;
     long max_steps;                  /* -1: from num_epochs */
     long micro_batches_per_epoch;    /* ceil(n_train / micro_batch_size) */
@@ -88,6 +93,11 @@ typedef struct tune_plan {
     double warmup_ratio;
     long cfg_warmup_steps;           /* -1: not set */
     long save_steps, saves_per_epoch, eval_steps, evals_per_epoch;
+
+    /* Things worth a look that do not stop training (sequence_len beyond the
+     * model's context, a LoRA rank vLLM does not load, examples dropped as
+     * too long, records skipped), each at the config key it is about. */
+    tune_error_list warnings;
 } tune_plan;
 
 /* The plan from the config alone: paths (checked to exist, errors at the
@@ -105,6 +115,50 @@ void tune_plan_set_examples(tune_plan *plan, long n_train, long n_eval);
 
 /* Steps per epoch for n examples: ceil(ceil(n / micro_batch_size) / gradient_accumulation_steps). */
 long tune_plan_steps_per_epoch(long n_examples, long micro_batch_size, long gradient_accumulation_steps);
+
+/* ------------------------------------------------------------- data */
+
+struct tune_tokenizer;
+
+/* The config's datasets as data-stage options. The options borrow strings
+ * from the config and the tokenizer: both must outlive them. */
+typedef struct tune_plan_data_setup {
+    tune_data_options opt;           /* what tune_data_prepare takes; points into the arrays below */
+    tune_dataset_options *datasets;  /* (n_datasets + n_test_datasets): datasets, then test_datasets */
+    char ***files;                   /* (n_datasets + n_test_datasets) resolved file lists */
+    int n_datasets, n_test_datasets;
+} tune_plan_data_setup;
+
+/* Maps the config onto data-stage options: each entry's type defaults
+ * (tune_dataset_options_init), field names, roles, chat template (resolved
+ * against the tokenizer's own template), files (tune_data_resolve_files on
+ * the plan's absolute paths), special_tokens overrides, length rule, split
+ * and seed. Errors name the config key. Free with tune_plan_data_setup_free
+ * (also after a failure). */
+tune_status tune_plan_data_options(const tune_config *cfg, const tune_plan *plan, const struct tune_tokenizer *tok,
+                                   tune_plan_data_setup *out, tune_error *err);
+void tune_plan_data_setup_free(tune_plan_data_setup *s);
+
+/* Everything the data stage made for a plan. */
+typedef struct tune_plan_data {
+    struct tune_tokenizer *tok;  /* loaded from plan->tokenizer_path */
+    tune_data_tokenizer dtok;    /* the data stage's view of tok (special_tokens applied) */
+    tune_plan_data_setup setup;
+    tune_prepared prep;          /* training and validation examples, and the report */
+    tune_batch_options batch;    /* micro-batching for training, from the plan */
+} tune_plan_data;
+
+/* Loads the tokenizer, maps the config (tune_plan_data_options), runs the
+ * data stage with the cache in plan->prepared_dir (keep_text as
+ * tune_data_prepare: for `tune preprocess`), then gives the plan its counts
+ * (tune_plan_set_examples with the training rows — packed rows of epoch 0
+ * under sample_packing — and the validation examples; n_train_tokens) and
+ * the data warnings. cfg must outlive out. On failure err (and
+ * plan->data_error) says why and the plan's counts stay unknown; free out in
+ * every case. Call it once per plan (each call adds its data warnings). */
+tune_status tune_plan_prepare_data(tune_plan *plan, const tune_config *cfg, int keep_text, tune_plan_data *out,
+                                   tune_error *err);
+void tune_plan_data_free(tune_plan_data *d);
 
 /* For a person / as JSON (cJSON; *json is malloc'd). */
 tune_status tune_plan_format(const tune_plan *plan, tune_strbuf *out);

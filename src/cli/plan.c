@@ -28,8 +28,10 @@ int tune_cli_plan(int argc, char **argv)
     if (tune_cli_wants_help(argc, argv)) {
         printf("usage: tune plan CONFIG.yml [--json] [--key value ...]\n\n"
                "Resolves the config (with any overrides) and prints the training plan: paths,\n"
-               "LoRA targets and trainable parameters, steps, warmup, schedule, memory estimate.\n"
-               "Numbers that need the data are shown as unknown until the data stage.\n"
+               "LoRA targets and trainable parameters, examples and tokens, steps, warmup,\n"
+               "save/eval steps, schedule, memory estimate, and warnings. The counts come from\n"
+               "running the data stage (through the prepared-data cache); when the data cannot\n"
+               "be prepared the plan says why and shows those numbers as unknown.\n"
                "--json prints the same as JSON.\n");
         return 0;
     }
@@ -46,6 +48,10 @@ int tune_cli_plan(int argc, char **argv)
     int rc = load_plan("plan", n, args, &cfg, &plan);
     free(args);
     if (rc) return rc;
+    /* Real counts when the data can be prepared; the plan records why not otherwise. */
+    tune_plan_data data;
+    tune_plan_prepare_data(&plan, &cfg, 0, &data, NULL);
+    tune_plan_data_free(&data);
     if (json) {
         char *text;
         tune_error err;

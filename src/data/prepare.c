@@ -141,6 +141,7 @@ static tune_status prepare_record(const tune_data_options *opt, const tune_datas
         }
         goto done;
     }
+    if ((long)n > dr->longest) dr->longest = (long)n;
     if (n > L) {
         if (opt->excess == TUNE_DATA_EXCESS_DROP) {
             dr->dropped_long++;

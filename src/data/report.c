@@ -69,6 +69,7 @@ static void add_counts(cJSON *o, const tune_dataset_report *r)
     cJSON_AddNumberToObject(o, "trained_tokens", (double)r->trained_tokens);
     cJSON_AddNumberToObject(o, "truncated", (double)r->truncated);
     cJSON_AddNumberToObject(o, "dropped_too_long", (double)r->dropped_long);
+    cJSON_AddNumberToObject(o, "longest_example_tokens", (double)r->longest);
     cJSON_AddNumberToObject(o, "dropped_nothing_trained", (double)r->dropped_untrained);
     cJSON_AddNumberToObject(o, "piece_boundary_retokenized", (double)r->boundary_mismatch);
 }
@@ -82,6 +83,7 @@ static tune_dataset_report totals(const tune_prepared *p)
         t.records += r->records, t.skipped += r->skipped, t.examples += r->examples, t.tokens += r->tokens;
         t.trained_tokens += r->trained_tokens, t.truncated += r->truncated, t.dropped_long += r->dropped_long;
         t.dropped_untrained += r->dropped_untrained, t.boundary_mismatch += r->boundary_mismatch;
+        if (r->longest > t.longest) t.longest = r->longest;
     }
     return t;
 }

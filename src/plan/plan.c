@@ -186,6 +186,32 @@ static char **resolve_datasets(pctx *c, const char *key, const tune_dataset_conf
     return paths;
 }
 
+/* The LoRA ranks vLLM loads (its supported max_lora_rank values). */
+static int vllm_rank(long r)
+{
+    static const long RANKS[] = {1, 8, 16, 32, 64, 128, 256, 320, 512};
+    for (size_t i = 0; i < sizeof RANKS / sizeof RANKS[0]; i++)
+        if (r == RANKS[i]) return 1;
+    return 0;
+}
+
+static void plan_warnings(tune_plan *p, const tune_config *cfg)
+{
+    tune_error w;
+    if (p->have_model && p->model.max_position_embeddings > 0 && p->sequence_len > p->model.max_position_embeddings) {
+        tune_config_error_at(cfg, tune_config_origin(cfg, "sequence_len"), &w,
+                             "sequence_len %ld is above the model's context length %d: positions past it were never "
+                             "trained",
+                             p->sequence_len, p->model.max_position_embeddings);
+        tune_error_list_add(&p->warnings, &w);
+    }
+    if (!vllm_rank(cfg->lora_r)) {
+        tune_config_error_at(cfg, tune_config_origin(cfg, "lora_r"), &w,
+                             "lora_r %ld: vLLM loads only r in {1, 8, 16, 32, 64, 128, 256, 320, 512}", cfg->lora_r);
+        tune_error_list_add(&p->warnings, &w);
+    }
+}
+
 tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list *errs)
 {
     memset(p, 0, sizeof *p);
@@ -234,6 +260,9 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
     p->gradient_accumulation_steps = cfg->gradient_accumulation_steps;
     p->eval_batch_size = cfg->eval_batch_size > 0 ? cfg->eval_batch_size : cfg->micro_batch_size;
     p->sequence_len = cfg->sequence_len;
+    p->sample_packing = cfg->sample_packing;
+    p->pad_to_sequence_len = cfg->pad_to_sequence_len;
+    p->n_train_unpacked = TUNE_PLAN_UNKNOWN;
     p->num_epochs = cfg->num_epochs;
     p->max_steps = cfg->max_steps;
     p->logging_steps = cfg->logging_steps;
@@ -264,6 +293,7 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
             if (e.code > c.status) c.status = e.code;
         }
     }
+    plan_warnings(p, cfg);
     if (!p->base_model || !p->model_config_path || !p->tokenizer_path || !p->output_dir || !p->prepared_dir) {
         tune_error e;
         tune_error_set(&e, TUNE_ERR_RUN, NULL, 0, 0, "out of memory while planning");
@@ -288,6 +318,7 @@ void tune_plan_free(tune_plan *p)
     free(p->prepared_dir);
     free_paths(p->train_paths, p->n_train_paths);
     free_paths(p->eval_paths, p->n_eval_paths);
+    tune_error_list_free(&p->warnings);
     memset(p, 0, sizeof *p);
 }
 
@@ -355,6 +386,11 @@ tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
     for (int i = 0; i < p->n_eval_paths; i++) tune_strbuf_printf(sb, "eval data    %s\n", p->eval_paths[i]);
     tune_strbuf_puts(sb, "examples     train ");
     put_steps(sb, p->n_train_examples);
+    if (p->sample_packing && p->n_train_unpacked >= 0) {
+        tune_strbuf_puts(sb, " packed rows (from ");
+        put_count(sb, p->n_train_unpacked);
+        tune_strbuf_puts(sb, " examples)");
+    }
     tune_strbuf_puts(sb, ", eval ");
     if (p->has_eval) put_steps(sb, p->n_eval_examples);
     else tune_strbuf_puts(sb, "none");
@@ -403,6 +439,16 @@ tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
     }
     tune_strbuf_printf(sb, "\noutput       %s\nprepared     %s\nmachine      %s, %d threads, seed %ld\n", p->output_dir,
                        p->prepared_dir, p->backend == TUNE_BACKEND_CUDA ? "cuda" : "cpu", p->threads, p->seed);
+    if (p->data_prepared < 0) {
+        char line[2048];
+        tune_error_format(&p->data_error, line, sizeof line);
+        tune_strbuf_printf(sb, "\ndata         not prepared, so the counts above are unknown:\n             %s\n", line);
+    }
+    for (int i = 0; i < p->warnings.count; i++) {
+        char line[2048];
+        tune_error_format(&p->warnings.items[i], line, sizeof line);
+        tune_strbuf_printf(sb, "%s%s\n", i ? "             " : "\nwarnings     ", line);
+    }
     return sb->oom ? TUNE_ERR_RUN : TUNE_OK;
 }
 
@@ -463,6 +509,8 @@ tune_status tune_plan_to_json(const tune_plan *p, char **json, tune_error *err)
     cJSON *steps = cJSON_AddObjectToObject(o, "steps");
     if (steps) {
         json_count(steps, "train_examples", p->n_train_examples);
+        json_count(steps, "train_examples_unpacked", p->n_train_unpacked);
+        cJSON_AddBoolToObject(steps, "sample_packing", p->sample_packing);
         json_count(steps, "eval_examples", p->n_eval_examples);
         json_count(steps, "train_tokens", p->n_train_tokens);
         cJSON_AddNumberToObject(steps, "micro_batch_size", (double)p->micro_batch_size);
@@ -497,6 +545,17 @@ tune_status tune_plan_to_json(const tune_plan *p, char **json, tune_error *err)
     cJSON_AddStringToObject(o, "backend", p->backend == TUNE_BACKEND_CUDA ? "cuda" : "cpu");
     cJSON_AddNumberToObject(o, "threads", p->threads);
     cJSON_AddNumberToObject(o, "seed", (double)p->seed);
+    if (p->data_prepared < 0) {
+        char line[2048];
+        tune_error_format(&p->data_error, line, sizeof line);
+        cJSON_AddStringToObject(o, "data_error", line);
+    }
+    cJSON *warn = cJSON_AddArrayToObject(o, "warnings");
+    for (int i = 0; warn && i < p->warnings.count; i++) {
+        char line[2048];
+        tune_error_format(&p->warnings.items[i], line, sizeof line);
+        cJSON_AddItemToArray(warn, cJSON_CreateString(line));
+    }
     *json = cJSON_Print(o);
     cJSON_Delete(o);
     if (!*json) return tune_fail_run(err, NULL, "out of memory");

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# tune preprocess and tune plan on the data fixtures with the tiny test
+# tokenizer: output files, counts, bad records (exit 2, file:line),
+# skip_bad_records, and a plan that explains data it cannot prepare.
+# Needs $TUNE (the binary). Runs in a scratch folder.
+set -u
+TUNE=$(cd "$(dirname "$TUNE")" && pwd)/$(basename "$TUNE")
+SRC=$(pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+fails=0
+
+# expect CODE CMD... : runs CMD, checks its exit status, keeps stdout/stderr in out/err.
+expect() {
+    local want=$1
+    shift
+    "$@" >out 2>err
+    local got=$?
+    if [ "$got" != "$want" ]; then
+        echo "FAIL: '$*' exited $got, expected $want"
+        sed 's/^/  stderr: /' err | head -5
+        fails=$((fails + 1))
+    fi
+}
+# has FILE TEXT: FILE contains TEXT (fixed string).
+has() {
+    if ! grep -qF -- "$2" "$1"; then
+        echo "FAIL: $1 lacks '$2'"
+        sed 's/^/  | /' "$1" | head -8
+        fails=$((fails + 1))
+    fi
+}
+lacks() {
+    if grep -qF -- "$2" "$1"; then
+        echo "FAIL: $1 has '$2'"
+        fails=$((fails + 1))
+    fi
+}
+
+D=$SRC/tests/data/data
+cat > good.yml <<YML
+base_model: $SRC/tests/data/tiny/gqa
+datasets:
+  - path: $D/alpaca.jsonl
+    type: alpaca
+  - path: $D/sharegpt.json
+    type: sharegpt
+  - path: $D/llama2.txt
+    type: llama2
+chat_template: chatml
+sequence_len: 256
+learning_rate: 1e-4
+lora_target_linear: true
+micro_batch_size: 2
+output_dir: run
+YML
+
+# 3 alpaca records, 2 ShareGPT conversations, 2 Llama-2 conversations.
+expect 0 "$TUNE" preprocess good.yml --debug 1
+has out "alpaca.jsonl: 3 records, 0 skipped, 3 examples"
+has out "sharegpt.json: 2 records, 0 skipped, 2 examples"
+has out "llama2.txt: 2 records, 0 skipped, 2 examples"
+has out "train: 7 examples, validation: 0 examples"
+has out "[=][SUM][(][A][1][:][A][3][)][<|im_end|>]"  # --debug: trained tokens in brackets
+for f in processed_conversations.json preprocess_report.json; do
+    [ -s "run/$f" ] || { echo "FAIL: run/$f not written"; fails=$((fails + 1)); }
+done
+has run/preprocess_report.json '"dropped_too_long":'
+has run/preprocess_report.json '"longest_example_tokens":'
+has run/processed_conversations.json '"labels":'
+[ -d run/prepared ] || { echo "FAIL: no prepared-data cache"; fails=$((fails + 1)); }
+
+# tune plan prepares the data (from the cache) and shows real numbers.
+expect 0 "$TUNE" plan good.yml
+has out "examples     train 7, eval none"
+has out "steps        per epoch 4; total 4"
+has out "above the model's context length 64"
+expect 0 "$TUNE" plan good.yml --sample_packing true --json
+has out '"train_examples_unpacked":	7'
+expect 0 "$TUNE" plan good.yml --sequence_len 48
+has out "dropped as longer than sequence_len 48"
+has out "keeps them all"
+
+# A bad record: exit 2, the file and line named.
+printf '{"instruction": "a", "output": "b"}\n{"instruction": 3, "output": "c"}\n' > bad.jsonl
+cat > bad.yml <<YML
+base_model: $SRC/tests/data/tiny/gqa
+datasets:
+  - path: bad.jsonl
+sequence_len: 256
+learning_rate: 1e-4
+lora_target_linear: true
+output_dir: run2
+YML
+expect 2 "$TUNE" preprocess bad.yml
+has err "bad.jsonl:2"
+[ -e run2/processed_conversations.json ] && { echo "FAIL: output written despite a bad record"; fails=$((fails + 1)); }
+# tune plan still prints the plan, and says why the data is not counted.
+expect 0 "$TUNE" plan bad.yml
+has out "data         not prepared"
+has out "bad.jsonl:2"
+has out "per epoch unknown"
+# skip_bad_records: the record is counted as skipped and the rest goes on.
+expect 0 "$TUNE" preprocess bad.yml --skip_bad_records true
+has out "bad.jsonl: 2 records, 1 skipped, 1 examples"
+has err "1 bad record skipped"
+has run2/preprocess_report.json "bad.jsonl"
+
+# The shipped Excel configs load (their model is fetched separately).
+for c in excel_expert excel_expert_sharegpt excel_expert_llama2; do
+    (cd "$SRC" && "$TUNE" config resolve "configs/$c.yml") >out 2>err || {
+        echo "FAIL: configs/$c.yml does not load"
+        sed 's/^/  stderr: /' err | head -5
+        fails=$((fails + 1))
+    }
+done
+has out "type: llama2"
+
+# Arguments.
+expect 2 "$TUNE" preprocess good.yml --debug x
+expect 2 "$TUNE" preprocess
+expect 0 "$TUNE" preprocess --help
+has out "usage: tune preprocess"
+
+if [ "$fails" -ne 0 ]; then
+    echo "data_preprocess: $fails failure(s)"
+    exit 1
+fi
+echo "data_preprocess: all passed"
