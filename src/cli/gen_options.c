@@ -107,8 +107,9 @@ const char *tune_cli_gen_help(void)
            "  --max_new_tokens N     at most N new tokens\n"
            "  --stop STR             end the reply before STR (repeatable; STR is not printed)\n"
            "  --chat_template NAME   render prompts with this built-in template instead of the\n"
-           "                         model's own: llama3, llama3_1, llama2, chatml, smollm2,\n"
-           "                         vicuna_v1.1, zephyr, alpaca\n";
+           "                         model's own, as a config's chat_template: llama3, llama3_1,\n"
+           "                         llama2, chatml, smollm2, vicuna_v1.1, zephyr, alpaca,\n"
+           "                         tokenizer_default_fallback_NAME\n";
 }
 
 tune_status tune_cli_open_lm(const char *model, const char *adapter, const tune_cli_gen_args *a, tune_lm **out)

@@ -61,7 +61,7 @@ tune_status tune_lm_open(const char *model_path, const char *adapter_dir, tune_l
     }
     const char *src = tune_tokenizer_chat_template(lm->tok);
     tune_error why;
-    lm->has_template = src && tune_template_recognize(src, &lm->tpl, &why) == TUNE_OK;
+    lm->has_template = src && tune_template_resolve(NULL, src, &lm->tpl, &why) == TUNE_OK;
     if (!src) snprintf(lm->no_template, sizeof lm->no_template, "the model has no chat template");
     else if (!lm->has_template) snprintf(lm->no_template, sizeof lm->no_template, "%s", why.message);
     if (lm->has_template) set_template_options(lm);
@@ -87,9 +87,8 @@ const char *tune_lm_template_missing(const tune_lm *lm) { return lm->has_templat
 tune_status tune_lm_set_template(tune_lm *lm, const char *name, tune_error *err)
 {
     tune_template_id id;
-    if (!tune_template_from_name(name, &id))
-        return tune_fail_input(err, NULL, "unknown chat template '%s' (llama3, llama3_1, llama2, chatml, smollm2, "
-                               "vicuna_v1.1, zephyr, alpaca)", name);
+    const tune_status st = tune_template_resolve(name, tune_tokenizer_chat_template(lm->tok), &id, err);
+    if (st != TUNE_OK) return st;
     lm->tpl = id;
     lm->has_template = 1;
     set_template_options(lm);
