@@ -15,6 +15,8 @@ typedef struct tune_verb {
 } tune_verb;
 
 int tune_cli_main(int argc, char **argv);
+/* "0.1.0 (git <revision>)". */
+const char *tune_cli_version(void);
 /* Prints "tune: error: ..." and returns exit code 2 (for argument errors). */
 int tune_cli_usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* True when argv holds -h or --help. */

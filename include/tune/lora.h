@@ -60,4 +60,32 @@ tune_status tune_lora_create(const tune_model_config *mcfg, const tune_lora_conf
                              tune_error *err);
 void tune_lora_free(tune_lora *lora);
 
+/* ---- PEFT adapter files (src/model/lora_peft.c) ------------------------
+ * A folder with adapter_model.safetensors (fp32 tensors
+ * "base_model.model.<module path>.lora_A.weight" / ".lora_B.weight", sorted,
+ * {"format":"pt"}) and adapter_config.json, as PEFT writes and loads it. */
+
+/* Writes dir/adapter_model.safetensors and dir/adapter_config.json, each
+ * atomically; the same adapter gives the same bytes. base_model may be NULL
+ * (written as null). */
+tune_status tune_lora_save_peft(const tune_lora *lora, const char *dir, const char *base_model,
+                                tune_error *err);
+
+/* Reads dir/adapter_config.json (written by tune or by PEFT) into cfg (r,
+ * lora_alpha, lora_dropout, use_rslora) and selected ((n_layers,
+ * TUNE_N_LINEAR), target_modules resolved against the model by PEFT's rules),
+ * ready for tune_lora_create. Options tune cannot honour (DoRA,
+ * modules_to_save, layers_to_transform, rank or alpha patterns, bias, ...)
+ * are errors naming the key. */
+tune_status tune_lora_read_peft_config(const char *dir, const tune_model_config *mcfg, tune_lora_config *cfg,
+                                       unsigned char *selected, tune_error *err);
+
+/* Loads dir/adapter_model.safetensors into lora, which was created for the
+ * model mcfg: checks adapter_config.json against lora (r, alpha, rslora, the
+ * adapted modules), then every tensor's name (with or without PEFT's
+ * ".default" adapter name) and shape; a missing or unexpected tensor is an
+ * error naming the file and tensor. F16/BF16 tensors are widened to fp32. */
+tune_status tune_lora_load_peft(tune_lora *lora, const tune_model_config *mcfg, const char *dir,
+                                tune_error *err);
+
 #endif

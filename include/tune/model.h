@@ -68,5 +68,9 @@ tune_status tune_model_config_load(const char *path, tune_model_config *cfg, tun
  * F32/F16/BF16/Q8_0/Q4_0/Q4_1 GGUF with q/k rows un-permuted). */
 tune_status tune_model_load(const char *path, tune_model *model, tune_error *err);
 void tune_model_free(tune_model *model);
+/* The files a model is made of, sorted, as malloc'd paths (free each and the
+ * array): the .gguf file itself, or a folder's config.json, safetensors
+ * files and shard index. For the run manifest's checksums. */
+tune_status tune_model_files(const char *path, char ***files, int *n_files, tune_error *err);
 
 #endif

@@ -22,6 +22,8 @@ static const tune_verb VERBS[] = {
 };
 #define N_VERBS (int)(sizeof VERBS / sizeof VERBS[0])
 
+const char *tune_cli_version(void) { return TUNE_VERSION " (git " TUNE_GIT_REV ")"; }
+
 static void print_help(FILE *out)
 {
     fprintf(out,
@@ -69,7 +71,7 @@ int tune_cli_main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(first, "--version") || !strcmp(first, "version")) {
-        printf("tune %s (git %s)\n", TUNE_VERSION, TUNE_GIT_REV);
+        printf("tune %s\n", tune_cli_version());
         return 0;
     }
     for (int i = 0; i < N_VERBS; i++)

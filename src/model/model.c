@@ -3,6 +3,7 @@
 #include "tune/model.h"
 
 #include <cJSON.h>
+#include <dirent.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -412,6 +413,53 @@ tune_status tune_model_load(const char *path, tune_model *model, tune_error *err
     }
     if (st != TUNE_OK) tune_model_free(model);
     return st;
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* A folder's config.json, model.safetensors, or shard index and shards
+ * (model-00001-of-00002.safetensors). */
+static int is_model_file(const char *name)
+{
+    size_t n = strlen(name);
+    return !strcmp(name, "config.json") || !strcmp(name, "model.safetensors.index.json") ||
+           !strcmp(name, "model.safetensors") ||
+           (!strncmp(name, "model-", 6) && n > 12 && !strcmp(name + n - 12, ".safetensors"));
+}
+
+tune_status tune_model_files(const char *path, char ***files, int *n_files, tune_error *err)
+{
+    *files = NULL;
+    *n_files = 0;
+    model_source src = model_source_of(path, err);
+    if (src == SRC_NONE) return TUNE_ERR_INPUT;
+    DIR *dir = NULL;
+    if (src == SRC_HF && !(dir = opendir(path))) return tune_fail_input(err, path, "cannot read the folder");
+    int cap = 8, n = 0;
+    char **list = malloc((size_t)cap * sizeof *list);
+    tune_status st = list ? TUNE_OK : tune_fail_run(err, path, "out of memory");
+    if (st == TUNE_OK && src == SRC_GGUF && !(list[n++] = strdup(path))) st = tune_fail_run(err, path, "out of memory");
+    for (struct dirent *e; st == TUNE_OK && dir && (e = readdir(dir));) {
+        if (!is_model_file(e->d_name)) continue;
+        if (n == cap) {
+            char **grown = realloc(list, (size_t)(cap *= 2) * sizeof *list);
+            if (!grown) { st = tune_fail_run(err, path, "out of memory"); break; }
+            list = grown;
+        }
+        size_t len = strlen(path) + strlen(e->d_name) + 2;
+        if (!(list[n] = malloc(len))) { st = tune_fail_run(err, path, "out of memory"); break; }
+        snprintf(list[n++], len, "%s/%s", path, e->d_name);
+    }
+    if (dir) closedir(dir);
+    if (st != TUNE_OK) {
+        for (int i = 0; i < n; i++) free(list[i]);
+        free(list);
+        return st;
+    }
+    qsort(list, (size_t)n, sizeof *list, by_name);
+    *files = list;
+    *n_files = n;
+    return TUNE_OK;
 }
 
 void tune_model_free(tune_model *model)

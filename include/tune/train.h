@@ -1,0 +1,167 @@
+/* Training: AdamW, gradient clipping, the training loop with gradient
+ * accumulation, evaluation, logging, checkpoints and resume. */
+#ifndef TUNE_TRAIN_H
+#define TUNE_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tune/error.h"
+#include "tune/kernels.h"
+#include "tune/llama.h"
+#include "tune/lora.h"
+#include "tune/model.h"
+
+/* ---- AdamW, as torch.optim.AdamW (single-tensor path) ---------------- */
+
+/* The per-step scalars, computed in double from the hyperparameters and the
+ * step as torch does, then rounded to float as torch's kernels see them. */
+typedef struct tune_adamw_coeffs {
+    float decay;          /* 1 - lr·weight_decay */
+    float lerp_weight;    /* 1 - beta1: m = lerp(m, g, 1 - beta1) */
+    float beta2;
+    float one_minus_beta2;
+    float bc2_sqrt;       /* sqrt(1 - beta2^step) */
+    float neg_step_size;  /* -lr / (1 - beta1^step) */
+    float eps;
+} tune_adamw_coeffs;
+
+/* step is the 1-based number of this update. */
+tune_adamw_coeffs tune_adamw_coeffs_make(double lr, double beta1, double beta2, double eps,
+                                         double weight_decay, long step);
+
+/* One element of an AdamW update, in torch's order of operations:
+ * p *= 1 - lr·wd; m = lerp(m, g, 1-β1); v = v·β2 + (1-β2)·g·g;
+ * p += -lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps). */
+TUNE_HD static inline void tune_adamw_element(float *p, float *m, float *v, float g,
+                                              const tune_adamw_coeffs *c)
+{
+    float pv = *p * c->decay;
+    /* torch's lerp: the formula depends on which side of 0.5 the weight is. */
+    const float w = c->lerp_weight;
+    float mv = *m;
+    mv = w < 0.5f ? mv + w * (g - mv) : g - (g - mv) * (1.0f - w);
+    float vv = *v * c->beta2;
+    vv = vv + c->one_minus_beta2 * g * g;
+    const float denom = sqrtf(vv) / c->bc2_sqrt + c->eps;
+    pv = pv + c->neg_step_size * mv / denom;
+    *p = pv;
+    *m = mv;
+    *v = vv;
+}
+
+/* Applies one update to n elements. params, exp_avg, exp_avg_sq, grads: (n). */
+void tune_adamw_update(float *params, float *exp_avg, float *exp_avg_sq, const float *grads, size_t n,
+                       const tune_adamw_coeffs *c);
+
+/* ---- Gradient clipping, as torch.nn.utils.clip_grad_norm_ ------------- */
+
+/* One tensor inside a flat buffer. */
+typedef struct tune_span {
+    size_t offset, size;
+} tune_span;
+
+/* The global L2 norm over the tensors (each tensor's norm first, then the
+ * norm of those norms, sums in a fixed order). When max_norm > 0 every
+ * gradient is multiplied by min(1, max_norm / (norm + 1e-6)). Returns the
+ * norm before clipping. grads: the flat buffer the spans index. */
+float tune_clip_grad_norm(float *grads, const tune_span *tensors, int n_tensors, float max_norm);
+
+/* ---- Micro-batch sources ----------------------------------------------- */
+
+/* Where micro-batches come from (the data module's batcher, or a test
+ * replaying stored batches). The count and micro-batch `index` of epoch
+ * `epoch` must depend only on (epoch, index) and the source's own seed,
+ * never on earlier calls: a resumed run asks for batches from the middle of
+ * an epoch. With sample packing the count may differ between epochs. */
+typedef struct tune_batch_source {
+    void *ctx;
+    int max_B, max_T; /* no micro-batch is larger (sizes the workspace) */
+    /* Micro-batches in `epoch` (at least 1), or -1 with err filled. */
+    long (*count)(void *ctx, int epoch, tune_error *err);
+    /* Fills *batch; its arrays stay valid until the next call on this source. */
+    tune_status (*get)(void *ctx, int epoch, long index, tune_batch *batch, tune_error *err);
+} tune_batch_source;
+
+/* ---- The training loop ------------------------------------------------- */
+
+typedef enum {
+    TUNE_EVENT_START,  /* before the first step (step = the step it resumes from) */
+    TUNE_EVENT_STEP,   /* after every optimizer step */
+    TUNE_EVENT_LOG,    /* every logging_steps: mean loss since the last log, lr, grad norm, tokens/s */
+    TUNE_EVENT_EVAL,   /* after an evaluation */
+    TUNE_EVENT_SAVE,   /* after a checkpoint was written (path) */
+    TUNE_EVENT_END,    /* the final adapter was written (path = output_dir) */
+} tune_train_event_kind;
+
+typedef struct tune_train_event {
+    tune_train_event_kind kind;
+    long step;        /* optimizer steps done */
+    long total_steps;
+    long first_step;  /* the step this process started from (> 0 when resumed) */
+    double epoch;     /* fractional, as Transformers logs it */
+    double loss;      /* STEP: this step's loss; LOG: mean over the steps since the last log */
+    double lr;        /* the learning rate of the last step */
+    double grad_norm; /* before clipping, of the last step */
+    double tokens_per_s;
+    double eval_loss; /* EVAL */
+    double elapsed_s; /* since this process started training */
+    const char *path; /* SAVE: the checkpoint folder; END: output_dir */
+    int stopped_early; /* END: early_stopping_patience ended the run */
+} tune_train_event;
+
+/* Plain values from the plan; the loop never reads the config. */
+typedef struct tune_train_options {
+    const char *output_dir;
+    long total_steps;              /* optimizer steps of the whole run */
+    const double *lr;              /* (total_steps): learning rate of each step, from the schedule */
+    int gradient_accumulation_steps;
+    double adam_beta1, adam_beta2, adam_epsilon, weight_decay;
+    double max_grad_norm;          /* <= 0: no clipping (the norm is still logged) */
+    uint64_t seed;                 /* LoRA dropout masks */
+    double loss_watchdog_threshold; /* > 0: stop when the step loss stays above it ... */
+    long loss_watchdog_patience;    /* ... for this many consecutive steps */
+    long logging_steps;            /* 0: never */
+    long eval_steps;               /* 0: never (an eval source still gives a final eval) */
+    long early_stopping_patience;  /* > 0: end the run (normally, with its adapter) after this many
+                                      evaluations in a row that do not improve on the best eval loss */
+    long save_steps;               /* 0: never */
+    int save_total_limit;          /* 0: keep every checkpoint */
+    const char *resume_from_checkpoint; /* a checkpoint folder, or NULL */
+    int auto_resume;               /* resume from the newest complete checkpoint in output_dir */
+    /* Recorded in adapter_config.json and run_manifest.json. */
+    const char *base_model_name_or_path;
+    const char *tune_version;
+    const char *config_path;       /* NULL when none */
+    const char *const *data_files;
+    int n_data_files;
+    const char *const *model_files;
+    int n_model_files;
+    /* Progress reports (may be NULL); the library itself never prints. */
+    void (*on_event)(void *ctx, const tune_train_event *ev);
+    void *event_ctx;
+} tune_train_options;
+
+/* Trains lora (already initialised) on `train`; evaluates on `eval` (may be
+ * NULL) every eval_steps and at the end, stopping early when
+ * early_stopping_patience says so. Writes into output_dir:
+ * checkpoint-N/ every save_steps (adapter, optimizer.safetensors,
+ * trainer_state.json; built as checkpoint-N.tmp and renamed),
+ * training_log.jsonl, loss.svg, and at the end adapter_model.safetensors,
+ * adapter_config.json, trainer_state.json and run_manifest.json. A NaN or
+ * infinite loss or gradient, or a loss the watchdog catches, stops the run
+ * with TUNE_ERR_RUN, leaving the checkpoints already written. */
+tune_status tune_train_run(const tune_train_options *opts, const tune_batch_source *train,
+                           const tune_batch_source *eval, const tune_model *model, tune_lora *lora,
+                           tune_error *err);
+
+/* One line describing an event: a progress bar for a terminal (tty != 0,
+ * meant to be drawn after a carriage return) or a plain log line. Writes ""
+ * for events that have no line in that mode. */
+void tune_train_format_event(const tune_train_event *ev, int tty, char *buf, size_t size);
+
+/* The newest complete checkpoint-N folder in output_dir into path; returns
+ * 0 when there is none. */
+int tune_train_latest_checkpoint(const char *output_dir, char *path, size_t size);
+
+#endif

@@ -1,0 +1,590 @@
+/* The training loop: gradient accumulation over micro-batches, clipping,
+ * AdamW, logging, evaluation, checkpoints and resume.
+ *
+ * Everything a step does depends only on (seed, step, micro-batch index) and
+ * the state restored from a checkpoint, never on the process's history, so
+ * an interrupted run resumed from a checkpoint ends with the same bytes as
+ * an uninterrupted one. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+/* The micro-batches of one optimizer step, copied out of the source so all
+ * can be counted before the first backward pass. */
+typedef struct step_batches {
+    int n;              /* micro-batches in this step */
+    size_t cap;         /* max_B · max_T: elements per micro-batch */
+    int32_t *ids;       /* (accum, cap) */
+    int32_t *labels;    /* (accum, cap) */
+    int32_t *positions; /* (accum, cap) */
+    int32_t *segments;  /* (accum, cap) */
+    tune_batch *mb;     /* (accum) */
+    long *targets;      /* (accum): trained targets of each */
+} step_batches;
+
+typedef struct run {
+    const tune_train_options *o;
+    const tune_batch_source *train, *eval;
+    const tune_model *model;
+    tune_lora *lora;
+    train_state st;
+    float *exp_avg, *exp_avg_sq; /* (n_params) each */
+    tune_span *tensors;          /* (2 · n_modules): every A and B, for the norm */
+    tune_workspace *ws;
+    step_batches sb;
+    long *epoch_first;           /* (n_epochs + 1): first step of each epoch the run reaches, then total_steps */
+    long *epoch_mb;              /* (n_epochs): its micro-batches */
+    int n_epochs;
+    long first_step;             /* where this process started */
+    char last_checkpoint[4096];  /* "" when none */
+    double t0;                   /* monotonic seconds at the start */
+    double log_busy;             /* seconds spent in training steps since the last log */
+    double busy;                 /* ... since the start of this process */
+    long log_tokens;             /* tokens since the last log */
+    long tokens;                 /* tokens since the start of this process */
+} run;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Trained targets of a micro-batch, by the rule of tune_llama_forward:
+ * logits[b, t] is scored against labels[b, t + 1] unless that label is
+ * ignored or t and t + 1 lie in different packed segments. */
+static long count_targets(const tune_batch *b)
+{
+    long n = 0;
+    for (int r = 0; r < b->B; r++)
+        for (int t = 0; t + 1 < b->T; t++) {
+            const size_t i = (size_t)r * b->T + t;
+            if (b->labels[i + 1] == TUNE_IGNORE_INDEX) continue;
+            if (b->segment_ids && b->segment_ids[i] != b->segment_ids[i + 1]) continue;
+            n++;
+        }
+    return n;
+}
+
+static tune_status step_batches_init(step_batches *sb, int accum, int max_B, int max_T, tune_error *err)
+{
+    memset(sb, 0, sizeof *sb);
+    sb->cap = (size_t)max_B * (size_t)max_T;
+    const size_t n = (size_t)accum * sb->cap;
+    sb->ids = malloc(n * sizeof(int32_t));
+    sb->labels = malloc(n * sizeof(int32_t));
+    sb->positions = malloc(n * sizeof(int32_t));
+    sb->segments = malloc(n * sizeof(int32_t));
+    sb->mb = calloc((size_t)accum, sizeof *sb->mb);
+    sb->targets = calloc((size_t)accum, sizeof *sb->targets);
+    if (!sb->ids || !sb->labels || !sb->positions || !sb->segments || !sb->mb || !sb->targets)
+        return tune_fail_run(err, NULL, "out of memory for %d micro-batches of %d x %d tokens", accum, max_B,
+                             max_T);
+    return TUNE_OK;
+}
+
+static void step_batches_free(step_batches *sb)
+{
+    free(sb->ids);
+    free(sb->labels);
+    free(sb->positions);
+    free(sb->segments);
+    free(sb->mb);
+    free(sb->targets);
+}
+
+/* Fetches micro-batch `index` of `epoch` and checks it against the source's
+ * declared limits. */
+static tune_status get_batch(const tune_batch_source *src, const char *what, int epoch, long index,
+                             tune_batch *b, tune_error *err)
+{
+    tune_status st = src->get(src->ctx, epoch, index, b, err);
+    if (st) return st;
+    if (b->B < 1 || b->T < 1 || b->B > src->max_B || b->T > src->max_T || !b->input_ids || !b->labels)
+        return tune_fail_run(err, NULL, "%s micro-batch %ld of epoch %d is %d x %d, outside 1..%d x 1..%d", what,
+                             index, epoch, b->B, b->T, src->max_B, src->max_T);
+    return TUNE_OK;
+}
+
+/* Copies micro-batches [first, first + n) of `epoch` into sb. */
+static tune_status fetch_step(run *R, int epoch, long first, int n, tune_error *err)
+{
+    step_batches *sb = &R->sb;
+    sb->n = n;
+    for (int j = 0; j < n; j++) {
+        tune_batch b;
+        tune_status st = get_batch(R->train, "training", epoch, first + j, &b, err);
+        if (st) return st;
+        const size_t len = (size_t)b.B * b.T, off = (size_t)j * sb->cap;
+        tune_batch *c = &sb->mb[j];
+        *c = (tune_batch){.B = b.B, .T = b.T};
+        memcpy(sb->ids + off, b.input_ids, len * sizeof(int32_t));
+        memcpy(sb->labels + off, b.labels, len * sizeof(int32_t));
+        c->input_ids = sb->ids + off;
+        c->labels = sb->labels + off;
+        if (b.position_ids) {
+            memcpy(sb->positions + off, b.position_ids, len * sizeof(int32_t));
+            c->position_ids = sb->positions + off;
+        }
+        if (b.segment_ids) {
+            memcpy(sb->segments + off, b.segment_ids, len * sizeof(int32_t));
+            c->segment_ids = sb->segments + off;
+        }
+        sb->targets[j] = count_targets(c);
+    }
+    return TUNE_OK;
+}
+
+static void emit(run *R, tune_train_event ev)
+{
+    if (!R->o->on_event) return;
+    ev.step = R->st.global_step;
+    ev.total_steps = R->st.total_steps;
+    ev.first_step = R->first_step;
+    ev.epoch = R->st.epoch;
+    ev.elapsed_s = now_s() - R->t0;
+    R->o->on_event(R->o->event_ctx, &ev);
+}
+
+/* The error that stops a run: the reason, and where to resume from. */
+static tune_status stop_run(const run *R, tune_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static tune_status stop_run(const run *R, tune_error *err, const char *fmt, ...)
+{
+    char reason[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    return tune_fail_run(err, NULL, "training stopped: %s; %s%s", reason,
+                         R->last_checkpoint[0] ? "the last good checkpoint is " : "no checkpoint was written yet",
+                         R->last_checkpoint);
+}
+
+/* A NaN or infinite value at `where`. */
+static tune_status nonfinite(const run *R, const char *what, double x, const char *where, tune_error *err)
+{
+    return stop_run(R, err, "the %s is %s at %s (lower the learning rate or check the data)", what,
+                    isnan(x) ? "NaN" : "infinite", where);
+}
+
+/* Mean token cross-entropy over the whole evaluation set, without dropout. */
+static tune_status evaluate(run *R, double *loss, tune_error *err)
+{
+    double sum = 0.0;
+    long n = 0;
+    const long n_mb = R->eval->count(R->eval->ctx, 0, err);
+    if (n_mb < 0) return err ? err->code : TUNE_ERR_RUN;
+    if (n_mb == 0) return tune_fail_input(err, NULL, "the evaluation set is empty");
+    for (long i = 0; i < n_mb; i++) {
+        tune_batch b;
+        tune_status st = get_batch(R->eval, "evaluation", 0, i, &b, err);
+        double ls;
+        long nt;
+        if (!st) st = tune_llama_forward(R->model, R->lora, &b, NULL, R->ws, &ls, &nt, err);
+        if (st) return st;
+        sum += ls;
+        n += nt;
+    }
+    if (n == 0) return tune_fail_input(err, NULL, "the evaluation set has no trained tokens");
+    *loss = sum / (double)n;
+    return TUNE_OK;
+}
+
+static tune_status log_entry_add(run *R, cJSON *entry, tune_error *err)
+{
+    if (!entry) return tune_fail_run(err, NULL, "out of memory for the training log");
+    if (!cJSON_AddItemToArray(R->st.log_history, entry)) {
+        cJSON_Delete(entry);
+        return tune_fail_run(err, NULL, "out of memory for the training log");
+    }
+    return report_log_append(R->o->output_dir, entry, err);
+}
+
+static cJSON *log_entry_new(const train_state *st)
+{
+    cJSON *e = cJSON_CreateObject();
+    if (e) {
+        cJSON_AddNumberToObject(e, "step", (double)st->global_step);
+        cJSON_AddNumberToObject(e, "epoch", st->epoch);
+    }
+    return e;
+}
+
+static tune_status do_eval(run *R, tune_error *err)
+{
+    double loss;
+    tune_status st = evaluate(R, &loss, err);
+    if (st) return st;
+    if (!isfinite(loss)) {
+        char where[64];
+        snprintf(where, sizeof where, "step %ld", R->st.global_step);
+        return nonfinite(R, "evaluation loss", loss, where, err);
+    }
+    R->st.last_eval = loss;
+    R->st.last_eval_step = R->st.global_step;
+    if (R->st.best_step == 0 || loss < R->st.best_eval) {
+        R->st.best_eval = loss;
+        R->st.best_step = R->st.global_step;
+        R->st.evals_not_improved = 0;
+    } else {
+        R->st.evals_not_improved++;
+    }
+    cJSON *e = log_entry_new(&R->st);
+    if (e) cJSON_AddNumberToObject(e, "eval_loss", loss);
+    st = log_entry_add(R, e, err);
+    if (st) return st;
+    emit(R, (tune_train_event){.kind = TUNE_EVENT_EVAL, .eval_loss = loss});
+    return TUNE_OK;
+}
+
+static tune_status do_log(run *R, double lr, double grad_norm, tune_error *err)
+{
+    const double mean = R->st.log_loss_sum / (double)R->st.log_n;
+    /* Throughput of the training steps alone (not evaluation or saving). */
+    const double tps = R->log_busy > 0 ? (double)R->log_tokens / R->log_busy : 0.0;
+    cJSON *e = log_entry_new(&R->st);
+    if (e) {
+        cJSON_AddNumberToObject(e, "loss", mean);
+        cJSON_AddNumberToObject(e, "learning_rate", lr);
+        cJSON_AddNumberToObject(e, "grad_norm", grad_norm);
+        cJSON_AddNumberToObject(e, "tokens_per_second", round(tps));
+    }
+    tune_status st = log_entry_add(R, e, err);
+    if (st) return st;
+    emit(R, (tune_train_event){.kind = TUNE_EVENT_LOG, .loss = mean, .lr = lr, .grad_norm = grad_norm,
+                               .tokens_per_s = tps});
+    R->st.log_loss_sum = 0.0;
+    R->st.log_n = 0;
+    R->log_busy = 0.0;
+    R->log_tokens = 0;
+    return TUNE_OK;
+}
+
+static tune_status do_save(run *R, tune_error *err)
+{
+    const tune_train_options *o = R->o;
+    char path[4096];
+    tune_status st = checkpoint_write(o->output_dir, &R->st, R->lora, R->exp_avg, R->exp_avg_sq,
+                                      o->base_model_name_or_path, path, sizeof path, err);
+    if (!st) st = report_loss_svg(o->output_dir, &R->st, err);
+    if (!st && o->save_total_limit > 0) st = checkpoint_prune(o->output_dir, o->save_total_limit, err);
+    if (st) return st;
+    snprintf(R->last_checkpoint, sizeof R->last_checkpoint, "%s", path);
+    emit(R, (tune_train_event){.kind = TUNE_EVENT_SAVE, .path = path});
+    return TUNE_OK;
+}
+
+/* The gradient of step s (0-based) into lora->grads: every micro-batch
+ * forward and backward with grad_scale = 1 / (trained targets of the whole
+ * step). *loss is the step's mean token loss. The micro-batches are already
+ * in R->sb. */
+static tune_status accumulate(run *R, long s, int epoch, long first, double *loss, tune_error *err)
+{
+    long n_targets = 0;
+    for (int j = 0; j < R->sb.n; j++) n_targets += R->sb.targets[j];
+    if (n_targets == 0)
+        return tune_fail_input(err, NULL, "step %ld (epoch %d, micro-batches %ld-%ld) has no trained tokens: "
+                                          "every label is -100",
+                               s + 1, epoch, first, first + R->sb.n - 1);
+    memset(R->lora->grads, 0, R->lora->n_params * sizeof(float));
+    const float grad_scale = (float)(1.0 / (double)n_targets);
+    double loss_sum = 0.0;
+    for (int j = 0; j < R->sb.n; j++) {
+        const tune_batch *b = &R->sb.mb[j];
+        const tune_dropout drop = {.p = R->lora->cfg.dropout, .seed = R->st.seed,
+                                   .micro_batch = (uint64_t)s * (uint64_t)R->st.accum + (uint64_t)j};
+        double ls;
+        long nt;
+        tune_status st = tune_llama_forward(R->model, R->lora, b, &drop, R->ws, &ls, &nt, err);
+        if (st) return st;
+        if (nt != R->sb.targets[j])
+            return tune_fail_run(err, NULL, "internal error: the forward pass scored %ld targets in micro-batch %ld "
+                                            "of epoch %d, the loop counted %ld",
+                                 nt, first + j, epoch, R->sb.targets[j]);
+        loss_sum += ls;
+        st = tune_llama_backward(R->model, R->lora, b, &drop, R->ws, grad_scale, err);
+        if (st) return st;
+    }
+    *loss = loss_sum / (double)n_targets;
+    return TUNE_OK;
+}
+
+/* One optimizer step: its micro-batches, the accumulated gradient, clipping,
+ * AdamW; then logging, evaluation and saving when they are due. */
+static tune_status train_step(run *R, tune_error *err)
+{
+    const tune_train_options *o = R->o;
+    train_state *S = &R->st;
+    const long s = S->global_step;
+    int epoch = 0;
+    while (R->epoch_first[epoch + 1] <= s) epoch++;
+    const long k = s - R->epoch_first[epoch]; /* step within the epoch */
+    const long first = k * S->accum;
+    long n_mb = R->epoch_mb[epoch] - first;
+    if (n_mb > S->accum) n_mb = S->accum; /* the last step of an epoch may be short */
+
+    const double t_start = now_s();
+    double loss = 0.0;
+    tune_status st = fetch_step(R, epoch, first, (int)n_mb, err);
+    if (!st) st = accumulate(R, s, epoch, first, &loss, err);
+    if (st) return st;
+    long tokens = 0;
+    for (int j = 0; j < R->sb.n; j++) tokens += (long)R->sb.mb[j].B * R->sb.mb[j].T;
+    const float grad_norm =
+        tune_clip_grad_norm(R->lora->grads, R->tensors, 2 * R->lora->n_modules, (float)o->max_grad_norm);
+    if (!isfinite(loss) || !isfinite(grad_norm)) {
+        char where[128];
+        snprintf(where, sizeof where, "step %ld (epoch %d, micro-batches %ld-%ld)", s + 1, epoch, first,
+                 first + n_mb - 1);
+        return isfinite(loss) ? nonfinite(R, "gradient norm", grad_norm, where, err)
+                              : nonfinite(R, "training loss", loss, where, err);
+    }
+
+    /* Axolotl's loss watchdog: too many steps in a row above the threshold. */
+    if (o->loss_watchdog_threshold > 0) {
+        S->watchdog_count = loss > o->loss_watchdog_threshold ? S->watchdog_count + 1 : 0;
+        if (S->watchdog_count >= o->loss_watchdog_patience)
+            return stop_run(R, err, "the loss (%.4f at step %ld) stayed above loss_watchdog_threshold %g for %ld steps",
+                            loss, s + 1, o->loss_watchdog_threshold, S->watchdog_count);
+    }
+
+    const double lr = o->lr[s];
+    const tune_adamw_coeffs c = tune_adamw_coeffs_make(lr, o->adam_beta1, o->adam_beta2, o->adam_epsilon,
+                                                       o->weight_decay, s + 1);
+    tune_adamw_update(R->lora->params, R->exp_avg, R->exp_avg_sq, R->lora->grads, R->lora->n_params, &c);
+
+    S->global_step = s + 1;
+    const long epoch_steps = (R->epoch_mb[epoch] + S->accum - 1) / S->accum;
+    S->epoch = epoch + (double)(k + 1) / (double)epoch_steps;
+    S->data_epoch = k + 1 < epoch_steps ? epoch : epoch + 1;
+    S->data_index = k + 1 < epoch_steps ? first + n_mb : 0;
+    S->last_loss = loss;
+    S->loss_sum += loss;
+    S->log_loss_sum += loss;
+    S->log_n++;
+    const double took = now_s() - t_start;
+    R->tokens += tokens;
+    R->log_tokens += tokens;
+    R->busy += took;
+    R->log_busy += took;
+    emit(R, (tune_train_event){.kind = TUNE_EVENT_STEP, .loss = loss, .lr = lr, .grad_norm = grad_norm,
+                               .tokens_per_s = R->busy > 0 ? (double)R->tokens / R->busy : 0.0});
+
+    if (o->logging_steps > 0 && S->global_step % o->logging_steps == 0) {
+        st = do_log(R, lr, grad_norm, err);
+        if (st) return st;
+    }
+    if (R->eval && o->eval_steps > 0 && S->global_step % o->eval_steps == 0) {
+        st = do_eval(R, err);
+        if (st) return st;
+    }
+    if (o->save_steps > 0 && S->global_step % o->save_steps == 0) {
+        st = do_save(R, err);
+        if (st) return st;
+    }
+    return TUNE_OK;
+}
+
+static tune_status check_options(const tune_train_options *o, const tune_batch_source *train,
+                                 const tune_batch_source *eval, const tune_lora *lora, tune_error *err)
+{
+    if (!o->output_dir || !o->output_dir[0]) return tune_fail_input(err, NULL, "output_dir is empty");
+    if (o->total_steps < 1) return tune_fail_input(err, NULL, "the run has no optimizer steps");
+    if (!o->lr) return tune_fail_input(err, NULL, "no learning-rate schedule was given");
+    for (long s = 0; s < o->total_steps; s++)
+        if (!isfinite(o->lr[s]) || o->lr[s] < 0)
+            return tune_fail_input(err, NULL, "the learning rate of step %ld is %g", s + 1, o->lr[s]);
+    if (o->gradient_accumulation_steps < 1)
+        return tune_fail_input(err, NULL, "gradient_accumulation_steps must be at least 1");
+    if (o->loss_watchdog_threshold > 0 && o->loss_watchdog_patience < 1)
+        return tune_fail_input(err, NULL, "loss_watchdog_patience must be at least 1");
+    if (o->logging_steps < 0 || o->eval_steps < 0 || o->save_steps < 0 || o->save_total_limit < 0 ||
+        o->early_stopping_patience < 0)
+        return tune_fail_input(err, NULL, "logging_steps, eval_steps, save_steps, save_total_limit and "
+                                          "early_stopping_patience must not be negative");
+    if (!(o->adam_beta1 >= 0 && o->adam_beta1 < 1 && o->adam_beta2 >= 0 && o->adam_beta2 < 1 &&
+          o->adam_epsilon > 0 && o->weight_decay >= 0))
+        return tune_fail_input(err, NULL, "AdamW needs 0 <= beta1, beta2 < 1, epsilon > 0, weight_decay >= 0");
+    const tune_batch_source *srcs[2] = {train, eval};
+    for (int i = 0; i < 2; i++)
+        if (srcs[i] && (srcs[i]->max_B < 1 || srcs[i]->max_T < 2 || !srcs[i]->get || !srcs[i]->count))
+            return tune_fail_input(err, NULL, "the %s batch source is incomplete", i ? "evaluation" : "training");
+    if (lora->n_modules < 1 || lora->n_params < 1) return tune_fail_input(err, NULL, "the adapter has no modules");
+    return TUNE_OK;
+}
+
+/* Refuses a checkpoint whose step layout differs from this run's: the data
+ * position and the dropout masks of the remaining steps would change. */
+static tune_status check_resumed(const run *R, const char *dir, tune_error *err)
+{
+    const train_state *S = &R->st;
+    const tune_train_options *o = R->o;
+    if (S->accum != o->gradient_accumulation_steps || S->seed != o->seed || S->total_steps != o->total_steps)
+        return tune_fail_input(err, dir,
+                               "this checkpoint comes from a run with %ld steps, gradient_accumulation_steps %d "
+                               "and seed %llu; this run has %ld, %d and %llu: resuming needs the same data, batch "
+                               "settings and seed",
+                               S->total_steps, S->accum, (unsigned long long)S->seed, o->total_steps,
+                               o->gradient_accumulation_steps, (unsigned long long)o->seed);
+    if (S->global_step > S->total_steps)
+        return tune_fail_input(err, dir, "global_step %ld is past the run's %ld steps", S->global_step,
+                               S->total_steps);
+    return TUNE_OK;
+}
+
+/* The epochs the run reaches: their micro-batch counts and first steps. */
+static tune_status epoch_table(run *R, tune_error *err)
+{
+    const long total = R->o->total_steps, accum = R->o->gradient_accumulation_steps;
+    int cap = 0;
+    long start = 0;
+    while (start < total) {
+        if (R->n_epochs + 1 >= cap) {
+            cap = cap ? 2 * cap : 8;
+            long *f = realloc(R->epoch_first, (size_t)cap * sizeof *f);
+            if (f) R->epoch_first = f;
+            long *m = realloc(R->epoch_mb, (size_t)cap * sizeof *m);
+            if (m) R->epoch_mb = m;
+            if (!f || !m) return tune_fail_run(err, NULL, "out of memory");
+        }
+        const long n = R->train->count(R->train->ctx, R->n_epochs, err);
+        if (n < 0) return err ? err->code : TUNE_ERR_RUN;
+        if (n == 0) return tune_fail_input(err, NULL, "epoch %d of the training set has no micro-batches", R->n_epochs);
+        R->epoch_first[R->n_epochs] = start;
+        R->epoch_mb[R->n_epochs] = n;
+        R->n_epochs++;
+        start += (n + accum - 1) / accum;
+    }
+    R->epoch_first[R->n_epochs] = total;
+    return TUNE_OK;
+}
+
+static void state_init(train_state *S, const run *R)
+{
+    const tune_train_options *o = R->o;
+    memset(S, 0, sizeof *S);
+    S->total_steps = o->total_steps;
+    S->accum = o->gradient_accumulation_steps;
+    S->epoch_mb = R->epoch_mb;
+    S->n_epochs = R->n_epochs;
+    S->seed = o->seed;
+    S->logging_steps = o->logging_steps;
+    S->eval_steps = o->eval_steps;
+    S->save_steps = o->save_steps;
+}
+
+static tune_status start(run *R, tune_error *err)
+{
+    const tune_train_options *o = R->o;
+    tune_lora *lora = R->lora;
+    tune_status st = tune_mkdir_p(o->output_dir, err);
+    if (!st) st = epoch_table(R, err);
+    if (st) return st;
+    state_init(&R->st, R);
+    R->exp_avg = calloc(lora->n_params, sizeof(float));
+    R->exp_avg_sq = calloc(lora->n_params, sizeof(float));
+    R->tensors = calloc(2 * (size_t)lora->n_modules, sizeof *R->tensors);
+    if (!R->exp_avg || !R->exp_avg_sq || !R->tensors)
+        return tune_fail_run(err, NULL, "out of memory for the optimizer state (%zu parameters)", lora->n_params);
+    /* PEFT's parameter order: layer by layer, module by module, A then B. */
+    for (int i = 0; i < lora->n_modules; i++) {
+        const tune_lora_module *m = &lora->modules[i];
+        R->tensors[2 * i] = (tune_span){m->a_offset, (size_t)lora->cfg.r * m->in};
+        R->tensors[2 * i + 1] = (tune_span){m->b_offset, (size_t)m->out * lora->cfg.r};
+    }
+
+    char resume[4096] = "";
+    if (o->resume_from_checkpoint && o->resume_from_checkpoint[0])
+        snprintf(resume, sizeof resume, "%s", o->resume_from_checkpoint);
+    else if (o->auto_resume)
+        tune_train_latest_checkpoint(o->output_dir, resume, sizeof resume);
+    if (resume[0]) {
+        train_state fresh = R->st;
+        st = checkpoint_read(resume, &R->model->cfg, &R->st, lora, R->exp_avg, R->exp_avg_sq, err);
+        if (!st) st = check_resumed(R, resume, err);
+        if (st) return st;
+        /* Step settings may change between runs; the data layout may not. */
+        R->st.logging_steps = fresh.logging_steps;
+        R->st.eval_steps = fresh.eval_steps;
+        R->st.save_steps = fresh.save_steps;
+        snprintf(R->last_checkpoint, sizeof R->last_checkpoint, "%s", resume);
+    } else {
+        R->st.log_history = cJSON_CreateArray();
+        if (!R->st.log_history) return tune_fail_run(err, NULL, "out of memory");
+    }
+    st = report_log_rewrite(o->output_dir, &R->st, err);
+    if (!st) st = checkpoint_remove_partial(o->output_dir, err);
+    if (st) return st;
+
+    int max_B = R->train->max_B, max_T = R->train->max_T;
+    if (R->eval) {
+        if (R->eval->max_B > max_B) max_B = R->eval->max_B;
+        if (R->eval->max_T > max_T) max_T = R->eval->max_T;
+    }
+    st = tune_workspace_create(&R->model->cfg, lora, max_B, max_T, &R->ws, err);
+    if (!st) st = step_batches_init(&R->sb, R->st.accum, R->train->max_B, R->train->max_T, err);
+    R->first_step = R->st.global_step;
+    return st;
+}
+
+/* Transformers' EarlyStoppingCallback on eval_loss. */
+static int stopped_early(const run *R)
+{
+    return R->o->early_stopping_patience > 0 && R->st.evals_not_improved >= R->o->early_stopping_patience;
+}
+
+static tune_status finish(run *R, tune_error *err)
+{
+    const tune_train_options *o = R->o;
+    tune_status st = TUNE_OK;
+    if (R->eval && R->st.last_eval_step != R->st.global_step) st = do_eval(R, err);
+    if (st) return st;
+    cJSON *e = log_entry_new(&R->st);
+    if (e) cJSON_AddNumberToObject(e, "train_loss", R->st.loss_sum / (double)R->st.global_step);
+    if (e && stopped_early(R)) cJSON_AddTrueToObject(e, "stopped_early");
+    st = log_entry_add(R, e, err);
+    if (!st) st = tune_lora_save_peft(R->lora, o->output_dir, o->base_model_name_or_path, err);
+    if (st) return st;
+    tune_strbuf json = {0};
+    char path[4096];
+    st = train_state_json(&R->st, &json, err);
+    if (!st) st = train_path(path, sizeof path, o->output_dir, "trainer_state.json", err);
+    if (!st) st = tune_write_file_atomic(path, json.data, json.len, err);
+    tune_strbuf_free(&json);
+    if (!st) st = report_loss_svg(o->output_dir, &R->st, err);
+    if (!st) st = report_manifest(o, &R->st, err);
+    if (st) return st;
+    emit(R, (tune_train_event){.kind = TUNE_EVENT_END, .loss = R->st.last_loss, .path = o->output_dir,
+                               .eval_loss = R->eval ? R->st.last_eval : NAN, .stopped_early = stopped_early(R)});
+    return TUNE_OK;
+}
+
+tune_status tune_train_run(const tune_train_options *opts, const tune_batch_source *train,
+                           const tune_batch_source *eval, const tune_model *model, tune_lora *lora,
+                           tune_error *err)
+{
+    tune_status st = check_options(opts, train, eval, lora, err);
+    if (st) return st;
+    run R = {.o = opts, .train = train, .eval = eval, .model = model, .lora = lora};
+    R.t0 = now_s();
+    st = start(&R, err);
+    if (!st) emit(&R, (tune_train_event){.kind = TUNE_EVENT_START});
+    while (!st && R.st.global_step < R.st.total_steps && !stopped_early(&R)) st = train_step(&R, err);
+    if (!st) st = finish(&R, err);
+    step_batches_free(&R.sb);
+    free(R.epoch_first);
+    free(R.epoch_mb);
+    tune_workspace_free(R.ws);
+    cJSON_Delete(R.st.log_history);
+    free(R.exp_avg);
+    free(R.exp_avg_sq);
+    free(R.tensors);
+    return st;
+}

@@ -1,0 +1,909 @@
+#include <cJSON.h>
+#include <dirent.h>
+#include <math.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "tune/plan.h"
+#include "tune/safetensors.h"
+#include "tune/train.h"
+#include "tune/util.h"
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static cJSON *load_json(const char *rel)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", test_data_dir(), rel);
+    char *text;
+    size_t len;
+    tune_error err;
+    ck_assert_msg(tune_read_file(path, &text, &len, &err) == TUNE_OK, "%s", err.message);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    ck_assert_ptr_nonnull(root);
+    return root;
+}
+
+/* A JSON array of numbers as floats; *n receives the count. */
+static float *json_floats(const cJSON *arr, size_t *n)
+{
+    ck_assert(cJSON_IsArray(arr));
+    *n = (size_t)cJSON_GetArraySize(arr);
+    float *out = malloc(*n * sizeof *out + 1);
+    ck_assert_ptr_nonnull(out);
+    size_t i = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, arr) out[i++] = (float)x->valuedouble;
+    return out;
+}
+
+static double json_num(const cJSON *obj, const char *key)
+{
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(obj, key);
+    ck_assert_msg(cJSON_IsNumber(x), "missing number %s", key);
+    return x->valuedouble;
+}
+
+/* |got - want| <= rel · max(|want|, floor): relative, with a floor so values
+ * near zero are judged on the scale of the tensor. */
+static void assert_close(const float *got, const float *want, size_t n, double rel, double floor,
+                         const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        const double scale = fmax(fabs((double)want[i]), floor);
+        ck_assert_msg(fabs((double)got[i] - want[i]) <= rel * scale, "%s[%zu]: got %.9g want %.9g", what,
+                      i, got[i], want[i]);
+    }
+}
+
+static double max_abs(const float *x, size_t n)
+{
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)x[i]));
+    return m;
+}
+
+/* The golden file's tensors, laid out one after another. */
+static int golden_spans(const cJSON *root, tune_span *spans, int cap)
+{
+    const cJSON *shape;
+    int n = 0;
+    size_t off = 0;
+    cJSON_ArrayForEach(shape, cJSON_GetObjectItemCaseSensitive(root, "shapes"))
+    {
+        ck_assert_int_lt(n, cap);
+        size_t size = 1;
+        const cJSON *d;
+        cJSON_ArrayForEach(d, shape) size *= (size_t)d->valueint;
+        spans[n].offset = off;
+        spans[n].size = size;
+        off += size;
+        n++;
+    }
+    return n;
+}
+
+/* ---- AdamW and clipping against torch --------------------------------- */
+
+START_TEST(adamw_matches_torch)
+{
+    cJSON *root = load_json("train/optimizer_golden.json");
+    const cJSON *c;
+    int n_cases = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "adamw"))
+    {
+        size_t n;
+        float *p = json_floats(cJSON_GetObjectItemCaseSensitive(c, "init"), &n);
+        float *m = calloc(n, sizeof *m), *v = calloc(n, sizeof *v);
+        ck_assert(m && v);
+        long step = 0;
+        const cJSON *s;
+        cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(c, "steps"))
+        {
+            step++;
+            size_t ng, np, nm, nv;
+            float *g = json_floats(cJSON_GetObjectItemCaseSensitive(s, "grad"), &ng);
+            float *wp = json_floats(cJSON_GetObjectItemCaseSensitive(s, "param"), &np);
+            float *wm = json_floats(cJSON_GetObjectItemCaseSensitive(s, "exp_avg"), &nm);
+            float *wv = json_floats(cJSON_GetObjectItemCaseSensitive(s, "exp_avg_sq"), &nv);
+            ck_assert(ng == n && np == n && nm == n && nv == n);
+            const tune_adamw_coeffs k =
+                tune_adamw_coeffs_make(json_num(c, "lr"), json_num(c, "beta1"), json_num(c, "beta2"),
+                                       json_num(c, "eps"), json_num(c, "weight_decay"), step);
+            tune_adamw_update(p, m, v, g, n, &k);
+            /* torch's vectorised sqrt is not always correctly rounded, so the
+             * moments and weights agree to a few ulps, not bit for bit. */
+            assert_close(p, wp, n, 1e-6, 0.0, "param");
+            assert_close(m, wm, n, 1e-6, 1e-3 * max_abs(wm, n), "exp_avg");
+            assert_close(v, wv, n, 1e-6, 1e-3 * max_abs(wv, n), "exp_avg_sq");
+            free(g);
+            free(wp);
+            free(wm);
+            free(wv);
+        }
+        ck_assert_int_eq(step, 5);
+        free(p);
+        free(m);
+        free(v);
+        n_cases++;
+    }
+    ck_assert_int_eq(n_cases, 4);
+    cJSON_Delete(root);
+}
+END_TEST
+
+START_TEST(clip_grad_norm_matches_torch)
+{
+    cJSON *root = load_json("train/optimizer_golden.json");
+    tune_span spans[8];
+    const int n_spans = golden_spans(root, spans, 8);
+    const cJSON *c;
+    int n_cases = 0, n_clipped = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "clip"))
+    {
+        size_t n, nw;
+        float *g = json_floats(cJSON_GetObjectItemCaseSensitive(c, "grad"), &n);
+        float *want = json_floats(cJSON_GetObjectItemCaseSensitive(c, "clipped"), &nw);
+        ck_assert(n == nw && n == spans[n_spans - 1].offset + spans[n_spans - 1].size);
+        const float max_norm = (float)json_num(c, "max_norm");
+        const float norm = tune_clip_grad_norm(g, spans, n_spans, max_norm);
+        const float want_norm = (float)json_num(c, "norm");
+        ck_assert_msg(fabs(norm - want_norm) <= 1e-6 * want_norm, "norm %.9g want %.9g", norm, want_norm);
+        assert_close(g, want, n, 1e-6, 0.0, "clipped grad");
+        n_clipped += norm > max_norm;
+        free(g);
+        free(want);
+        n_cases++;
+    }
+    ck_assert_int_eq(n_cases, 4);
+    ck_assert_int_ge(n_clipped, 2); /* the golden exercises both sides of max_norm */
+    cJSON_Delete(root);
+}
+END_TEST
+
+START_TEST(clip_disabled_leaves_gradients)
+{
+    float g[5] = {3, 4, 0, 0, 12};
+    const tune_span spans[2] = {{0, 2}, {2, 3}};
+    ck_assert_float_eq(tune_clip_grad_norm(g, spans, 2, 0.0f), 13.0f);
+    ck_assert_float_eq(g[0], 3.0f);
+    ck_assert_float_eq(g[4], 12.0f);
+}
+END_TEST
+
+
+/* ---- the training loop on the tiny gqa model ---------------------------- */
+
+#define GOLDEN_STEPS 6
+#define GOLDEN_ACCUM 2
+
+/* The tiny model, its adapter at the golden's starting weights, and the
+ * golden file (its micro-batches and final weights). */
+typedef struct fixture {
+    tune_model model;
+    tune_lora *lora;
+    tune_st_file *golden;
+    cJSON *json;
+    double lr[GOLDEN_STEPS];
+    char dir[64]; /* a fresh temporary folder */
+} fixture;
+
+static void tiny_path(char *buf, size_t size, const char *rel)
+{
+    snprintf(buf, size, "%s/tiny/%s", test_data_dir(), rel);
+}
+
+/* Copies the golden tensors "<prefix>NAME" into lora's params. */
+static void load_prefixed(tune_lora *lora, const tune_st_file *f, const char *prefix)
+{
+    tune_error err;
+    for (int i = 0; i < lora->n_modules; i++) {
+        const tune_lora_module *m = &lora->modules[i];
+        for (int ab = 0; ab < 2; ab++) {
+            char path[128], name[256];
+            tune_linear_module_path(m->layer, m->kind, path, sizeof path);
+            snprintf(name, sizeof name, "%sbase_model.model.%s.lora_%c.weight", prefix, path, ab ? 'B' : 'A');
+            const tune_st_tensor *t = tune_st_find(f, name);
+            ck_assert_msg(t != NULL, "golden tensor %s missing", name);
+            ck_assert_uint_eq(t->numel, (size_t)lora->cfg.r * (ab ? m->out : m->in));
+            ck_assert_int_eq(tune_st_read_f32(t, lora->params + (ab ? m->b_offset : m->a_offset), &err), TUNE_OK);
+        }
+    }
+}
+
+static void fixture_init(fixture *fx, float dropout)
+{
+    memset(fx, 0, sizeof *fx);
+    tune_error err;
+    char path[1024];
+    tiny_path(path, sizeof path, "gqa");
+    ck_assert_msg(tune_model_load(path, &fx->model, &err) == TUNE_OK, "%s", err.message);
+    const tune_lora_config lc = {.r = 4, .alpha = 8.0f, .dropout = dropout, .target_mask = (1u << TUNE_N_LINEAR) - 1};
+    ck_assert_int_eq(tune_lora_create(&fx->model.cfg, &lc, NULL, 7, &fx->lora, &err), TUNE_OK);
+    tiny_path(path, sizeof path, "gqa/train_golden.safetensors");
+    ck_assert_msg(tune_st_open(path, &fx->golden, &err) == TUNE_OK, "%s", err.message);
+    load_prefixed(fx->lora, fx->golden, "init.");
+    fx->json = load_json("tiny/gqa/train_golden.json");
+    /* The learning rates come from the plan's schedule, as in a real run:
+     * cosine with 2 warmup steps of 6. */
+    const tune_schedule sched = {.kind = TUNE_LR_COSINE, .lr = 1e-2, .warmup_steps = 2, .total_steps = GOLDEN_STEPS};
+    for (int s = 0; s < GOLDEN_STEPS; s++) fx->lr[s] = tune_schedule_lr(&sched, s);
+    snprintf(fx->dir, sizeof fx->dir, "%s/tune-train-XXXXXX", P_tmpdir);
+    ck_assert_ptr_nonnull(mkdtemp(fx->dir));
+}
+
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char p[2048];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (tune_is_dir(p)) remove_tree(p);
+        else unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static void fixture_free(fixture *fx)
+{
+    remove_tree(fx->dir);
+    cJSON_Delete(fx->json);
+    tune_st_close(fx->golden);
+    tune_lora_free(fx->lora);
+    tune_model_free(&fx->model);
+}
+
+/* Replays the golden's micro-batches: index i is step i/2, micro-batch i%2.
+ * merge: one (4, T) micro-batch per step instead (accumulation 1).
+ * fail_at: the get() of this index of epoch fail_epoch fails (an
+ * interrupted run), -1 never. */
+typedef struct replay {
+    const tune_st_file *golden;
+    int merge;
+    long fail_at;
+    int fail_epoch;
+    long n_mb; /* micro-batches per epoch; 0: all 12 (6 merged) */
+    int vary;  /* odd epochs have 10 micro-batches, as packing can give */
+    int32_t ids[4 * 12], labels[4 * 12];
+} replay;
+
+static void read_ids(const tune_st_file *f, const char *name, int32_t *dst)
+{
+    tune_error err;
+    const tune_st_tensor *t = tune_st_find(f, name);
+    ck_assert_msg(t != NULL, "%s missing", name);
+    ck_assert_uint_eq(t->numel, 24);
+    ck_assert_int_eq(tune_st_read_i32(t, dst, &err), TUNE_OK);
+}
+
+static tune_status replay_get(void *ctx, int epoch, long index, tune_batch *b, tune_error *err)
+{
+    replay *r = ctx;
+    if (index == r->fail_at && epoch == r->fail_epoch) return tune_fail_run(err, NULL, "simulated interruption at micro-batch %ld", index);
+    const long step = (epoch * (r->merge ? 6 : 12) + index) / (r->merge ? 1 : 2);
+    const int n = r->merge ? 2 : 1;
+    for (int j = 0; j < n; j++) {
+        const long mb = r->merge ? j : index % 2;
+        char name[64];
+        snprintf(name, sizeof name, "step%ld.mb%ld.input_ids", step % GOLDEN_STEPS, mb);
+        read_ids(r->golden, name, r->ids + 24 * j);
+        snprintf(name, sizeof name, "step%ld.mb%ld.labels", step % GOLDEN_STEPS, mb);
+        read_ids(r->golden, name, r->labels + 24 * j);
+    }
+    *b = (tune_batch){.B = 2 * n, .T = 12, .input_ids = r->ids, .labels = r->labels};
+    return TUNE_OK;
+}
+
+static long replay_count(void *ctx, int epoch, tune_error *err)
+{
+    (void)epoch;
+    (void)err;
+    const replay *r = ctx;
+    if (r->vary && epoch % 2) return 10;
+    return r->n_mb ? r->n_mb : r->merge ? 6 : 12;
+}
+
+static tune_batch_source replay_source(replay *r)
+{
+    return (tune_batch_source){.ctx = r, .max_B = r->merge ? 4 : 2, .max_T = 12, .count = replay_count,
+                               .get = replay_get};
+}
+
+/* Records every step's loss, lr and grad norm. */
+typedef struct recorder {
+    double loss[64], lr[64], grad_norm[64];
+    int n_steps, n_saves, n_evals;
+    double eval_loss;
+} recorder;
+
+static void record(void *ctx, const tune_train_event *ev)
+{
+    recorder *r = ctx;
+    char line[512];
+    tune_train_format_event(ev, ev->kind == TUNE_EVENT_STEP, line, sizeof line);
+    if (ev->kind == TUNE_EVENT_STEP && r->n_steps < 64) {
+        ck_assert_ptr_nonnull(strstr(line, "loss"));
+        r->loss[r->n_steps] = ev->loss;
+        r->lr[r->n_steps] = ev->lr;
+        r->grad_norm[r->n_steps] = ev->grad_norm;
+        r->n_steps++;
+    }
+    if (ev->kind == TUNE_EVENT_SAVE) r->n_saves++;
+    if (ev->kind == TUNE_EVENT_EVAL) {
+        r->n_evals++;
+        r->eval_loss = ev->eval_loss;
+    }
+}
+
+static tune_train_options golden_options(fixture *fx, const char *out, int accum, recorder *rec)
+{
+    return (tune_train_options){
+        .output_dir = out, .total_steps = GOLDEN_STEPS, .lr = fx->lr, .gradient_accumulation_steps = accum,
+        .adam_beta1 = 0.9, .adam_beta2 = 0.999, .adam_epsilon = 1e-8, .weight_decay = 0.01,
+        .max_grad_norm = json_num(fx->json, "max_grad_norm"), .seed = 42, .logging_steps = 1,
+        .base_model_name_or_path = "tests/data/tiny/gqa", .tune_version = "test",
+        .on_event = rec ? record : NULL, .event_ctx = rec};
+}
+
+static void subdir(char *buf, size_t size, const char *dir, const char *name)
+{
+    ck_assert_int_lt(snprintf(buf, size, "%s/%s", dir, name), (int)size);
+}
+
+static void assert_params_match(const tune_lora *lora, const tune_st_file *golden, const char *prefix, double tol)
+{
+    float *want = malloc(lora->n_params * sizeof *want);
+    ck_assert_ptr_nonnull(want);
+    tune_lora copy = *lora;
+    copy.params = want;
+    load_prefixed(&copy, golden, prefix);
+    double worst = 0.0;
+    for (size_t i = 0; i < lora->n_params; i++) worst = fmax(worst, fabs((double)lora->params[i] - want[i]));
+    ck_assert_msg(worst <= tol, "%sweights differ by %g (tolerance %g)", prefix, worst, tol);
+    free(want);
+}
+
+static int files_equal(const char *a, const char *b)
+{
+    char *x, *y;
+    size_t nx, ny;
+    tune_error err;
+    ck_assert_msg(tune_read_file(a, &x, &nx, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_msg(tune_read_file(b, &y, &ny, &err) == TUNE_OK, "%s", err.message);
+    const int same = nx == ny && memcmp(x, y, nx) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+START_TEST(trajectory_matches_transformers)
+{
+    fixture fx;
+    fixture_init(&fx, 0.0f);
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    const tune_batch_source src = replay_source(&r);
+    recorder rec = {0};
+    char out[128];
+    subdir(out, sizeof out, fx.dir, "run");
+    const tune_train_options o = golden_options(&fx, out, GOLDEN_ACCUM, &rec);
+    tune_error err;
+    ck_assert_msg(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(rec.n_steps, GOLDEN_STEPS);
+    const cJSON *st;
+    int s = 0;
+    cJSON_ArrayForEach(st, cJSON_GetObjectItemCaseSensitive(fx.json, "steps"))
+    {
+        ck_assert_msg(fabs(rec.loss[s] - json_num(st, "loss")) <= 1e-5 * json_num(st, "loss"),
+                      "step %d loss %.9g want %.9g", s, rec.loss[s], json_num(st, "loss"));
+        ck_assert_msg(fabs(rec.grad_norm[s] - json_num(st, "grad_norm")) <= 1e-5 * json_num(st, "grad_norm"),
+                      "step %d grad norm %.9g want %.9g", s, rec.grad_norm[s], json_num(st, "grad_norm"));
+        ck_assert_msg(fabs(rec.lr[s] - json_num(st, "lr")) <= 1e-15, "step %d lr %.17g want %.17g", s, rec.lr[s],
+                      json_num(st, "lr"));
+        s++;
+    }
+    assert_params_match(fx.lora, fx.golden, "final.", 1e-5);
+
+    /* The final adapter on disk holds the same weights. */
+    char path[256];
+    subdir(path, sizeof path, out, "adapter_model.safetensors");
+    tune_st_file *f;
+    ck_assert_msg(tune_st_open(path, &f, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(f->n_tensors, 2 * fx.lora->n_modules);
+    ck_assert_str_eq(tune_st_metadata(f, "format"), "pt");
+    tune_st_close(f);
+    const char *outputs[] = {"adapter_config.json", "trainer_state.json", "run_manifest.json", "loss.svg",
+                             "training_log.jsonl"};
+    for (size_t i = 0; i < sizeof outputs / sizeof *outputs; i++) {
+        subdir(path, sizeof path, out, outputs[i]);
+        ck_assert_msg(tune_path_exists(path), "%s missing", outputs[i]);
+    }
+    fixture_free(&fx);
+}
+END_TEST
+
+/* One micro-batch of 4 rows per step gives the same run as 2 x 2. */
+START_TEST(one_batch_of_four_equals_two_of_two)
+{
+    fixture fx;
+    fixture_init(&fx, 0.0f);
+    replay r = {.golden = fx.golden, .merge = 1, .fail_at = -1};
+    const tune_batch_source src = replay_source(&r);
+    recorder rec = {0};
+    char out[128];
+    subdir(out, sizeof out, fx.dir, "run");
+    const tune_train_options o = golden_options(&fx, out, 1, &rec);
+    tune_error err;
+    ck_assert_msg(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(rec.n_steps, GOLDEN_STEPS);
+    assert_params_match(fx.lora, fx.golden, "final.", 1e-5);
+    fixture_free(&fx);
+}
+END_TEST
+
+/* Runs the golden's 6 steps with dropout into fx->dir/<name>; returns the status. */
+static tune_status run_into(fixture *fx, const char *name, replay *r, long save_steps, int limit,
+                            const char *resume, int auto_resume, const tune_batch_source *eval, recorder *rec,
+                            tune_error *err)
+{
+    const tune_batch_source src = replay_source(r);
+    char out[128];
+    subdir(out, sizeof out, fx->dir, name);
+    tune_train_options o = golden_options(fx, out, GOLDEN_ACCUM, rec);
+    o.save_steps = save_steps;
+    o.save_total_limit = limit;
+    o.resume_from_checkpoint = resume;
+    o.auto_resume = auto_resume;
+    o.eval_steps = eval ? 2 : 0;
+    return tune_train_run(&o, &src, eval, &fx->model, fx->lora, err);
+}
+
+/* Same inputs, same bytes: two runs, and a run interrupted after a
+ * checkpoint and resumed, end with identical adapters. Dropout is on, so
+ * the masks must depend on the step, not on the process's history. */
+START_TEST(rerun_and_resume_are_byte_identical)
+{
+    fixture fx;
+    fixture_init(&fx, 0.1f);
+    float *init = malloc(fx.lora->n_params * sizeof *init);
+    ck_assert_ptr_nonnull(init);
+    memcpy(init, fx.lora->params, fx.lora->n_params * sizeof *init);
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    tune_error err;
+    ck_assert_msg(run_into(&fx, "a", &r, 2, 0, NULL, 0, NULL, NULL, &err) == TUNE_OK, "%s", err.message);
+
+    memcpy(fx.lora->params, init, fx.lora->n_params * sizeof *init);
+    ck_assert_msg(run_into(&fx, "b", &r, 2, 0, NULL, 0, NULL, NULL, &err) == TUNE_OK, "%s", err.message);
+
+    /* Interrupted while fetching step 4 (micro-batch 6): checkpoint-2 exists. */
+    memcpy(fx.lora->params, init, fx.lora->n_params * sizeof *init);
+    r.fail_at = 6;
+    ck_assert_int_eq(run_into(&fx, "c", &r, 2, 0, NULL, 0, NULL, NULL, &err), TUNE_ERR_RUN);
+    ck_assert_ptr_nonnull(strstr(err.message, "simulated interruption"));
+    char path[256], other[256];
+    subdir(path, sizeof path, fx.dir, "c/checkpoint-2/trainer_state.json");
+    ck_assert(tune_path_exists(path));
+    subdir(path, sizeof path, fx.dir, "c/adapter_model.safetensors");
+    ck_assert(!tune_path_exists(path));
+    /* A fresh process would start from a re-initialised adapter; scramble it. */
+    for (size_t i = 0; i < fx.lora->n_params; i++) fx.lora->params[i] = 0.5f;
+    r.fail_at = -1;
+    recorder rec = {0};
+    ck_assert_msg(run_into(&fx, "c", &r, 2, 0, NULL, 1, NULL, &rec, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(rec.n_steps, 4); /* steps 3..6 only */
+
+    const char *files[] = {"adapter_model.safetensors", "adapter_config.json", "checkpoint-6/optimizer.safetensors",
+                           "checkpoint-4/adapter_model.safetensors"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char a[256];
+        snprintf(a, sizeof a, "a/%s", files[i]);
+        subdir(path, sizeof path, fx.dir, a);
+        snprintf(a, sizeof a, "b/%s", files[i]);
+        subdir(other, sizeof other, fx.dir, a);
+        ck_assert_msg(files_equal(path, other), "rerun differs: %s", files[i]);
+        snprintf(a, sizeof a, "c/%s", files[i]);
+        subdir(other, sizeof other, fx.dir, a);
+        ck_assert_msg(files_equal(path, other), "resumed run differs: %s", files[i]);
+    }
+    /* The resumed run's log has each step once. */
+    subdir(path, sizeof path, fx.dir, "c/training_log.jsonl");
+    char *log;
+    size_t len;
+    ck_assert_int_eq(tune_read_file(path, &log, &len, &err), TUNE_OK);
+    int lines = 0;
+    for (size_t i = 0; i < len; i++) lines += log[i] == '\n';
+    ck_assert_int_eq(lines, GOLDEN_STEPS + 1); /* one per step, and the final train_loss */
+    free(log);
+
+    /* Explicit resume from an older checkpoint replaces the later ones. */
+    for (size_t i = 0; i < fx.lora->n_params; i++) fx.lora->params[i] = 0.0f;
+    subdir(path, sizeof path, fx.dir, "c/checkpoint-2");
+    ck_assert_msg(run_into(&fx, "c", &r, 2, 0, path, 0, NULL, NULL, &err) == TUNE_OK, "%s", err.message);
+    subdir(path, sizeof path, fx.dir, "a/adapter_model.safetensors");
+    subdir(other, sizeof other, fx.dir, "c/adapter_model.safetensors");
+    ck_assert(files_equal(path, other));
+    free(init);
+    fixture_free(&fx);
+}
+END_TEST
+
+
+/* Kills its own process (SIGKILL: no cleanup runs) once step `ctx` is done. */
+static void kill_after(void *ctx, const tune_train_event *ev)
+{
+    if (ev->kind == TUNE_EVENT_STEP && ev->step == *(const long *)ctx) raise(SIGKILL);
+}
+
+/* Run by the process the SIGKILL test starts (this binary again, so no
+ * OpenMP state crosses a fork): trains into $TUNE_TEST_KILLED_RUN with
+ * dropout, saving every 2 steps, and kills itself after step 3. */
+START_TEST(killed_child)
+{
+    const char *out = getenv("TUNE_TEST_KILLED_RUN");
+    fixture fx;
+    fixture_init(&fx, 0.1f);
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    const tune_batch_source src = replay_source(&r);
+    long kill_step = 3;
+    tune_train_options o = golden_options(&fx, out, GOLDEN_ACCUM, NULL);
+    o.save_steps = 2;
+    o.on_event = kill_after;
+    o.event_ctx = &kill_step;
+    tune_error err;
+    tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err);
+    ck_abort_msg("the run was not killed: %s", err.message);
+}
+END_TEST
+
+/* A process killed with SIGKILL between checkpoints, with a half-written
+ * checkpoint folder lying around, resumes to the uninterrupted bytes. */
+START_TEST(sigkill_mid_run_resumes_identically)
+{
+    fixture fx;
+    fixture_init(&fx, 0.1f);
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    tune_error err;
+    char out[128], path[256], other[256];
+    subdir(out, sizeof out, fx.dir, "k");
+    /* The same environment (thread count, data folder) plus where to train. */
+    ck_assert_int_eq(setenv("TUNE_TEST_KILLED_RUN", out, 1), 0);
+    ck_assert_int_eq(setenv("CK_FORK", "no", 1), 0);
+    char *const argv[] = {"test_train", NULL};
+    const pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    unsetenv("TUNE_TEST_KILLED_RUN");
+    unsetenv("CK_FORK");
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child status %d", status);
+    subdir(path, sizeof path, out, "checkpoint-2/trainer_state.json");
+    ck_assert(tune_path_exists(path));
+    subdir(path, sizeof path, out, "adapter_model.safetensors");
+    ck_assert(!tune_path_exists(path));
+    /* A crash while writing checkpoint-4 would leave checkpoint-4.tmp. */
+    subdir(path, sizeof path, out, "checkpoint-4.tmp");
+    ck_assert_int_eq(mkdir(path, 0755), 0);
+    subdir(path, sizeof path, out, "checkpoint-4.tmp/trainer_state.json");
+    ck_assert_int_eq(tune_write_file_atomic(path, "{", 1, &err), TUNE_OK);
+    char latest[256];
+    ck_assert(tune_train_latest_checkpoint(out, latest, sizeof latest));
+    ck_assert_ptr_nonnull(strstr(latest, "checkpoint-2"));
+
+    /* The uninterrupted run, then the resumed one from a scrambled adapter. */
+    ck_assert_msg(run_into(&fx, "a", &r, 2, 0, NULL, 0, NULL, NULL, &err) == TUNE_OK, "%s", err.message);
+    for (size_t i = 0; i < fx.lora->n_params; i++) fx.lora->params[i] = -1.0f;
+    recorder rec = {0};
+    ck_assert_msg(run_into(&fx, "k", &r, 2, 0, NULL, 1, NULL, &rec, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(rec.n_steps, 4);
+    subdir(path, sizeof path, fx.dir, "a/adapter_model.safetensors");
+    subdir(other, sizeof other, out, "adapter_model.safetensors");
+    ck_assert(files_equal(path, other));
+    subdir(path, sizeof path, out, "checkpoint-4.tmp");
+    ck_assert(!tune_path_exists(path));
+    fixture_free(&fx);
+}
+END_TEST
+
+/* Epochs of different lengths (12 then 10 micro-batches, accumulation 2):
+ * 11 steps cross into the second epoch at step 7; a run resumed in the
+ * middle of it ends with the same bytes. */
+START_TEST(epochs_of_different_lengths)
+{
+    fixture fx;
+    fixture_init(&fx, 0.1f);
+    float *init = malloc(fx.lora->n_params * sizeof *init);
+    ck_assert_ptr_nonnull(init);
+    memcpy(init, fx.lora->params, fx.lora->n_params * sizeof *init);
+    double lr[11];
+    for (int s = 0; s < 11; s++) lr[s] = 1e-3;
+    replay r = {.golden = fx.golden, .fail_at = -1, .vary = 1};
+    const tune_batch_source src = replay_source(&r);
+    char out[128], path[256], other[256];
+    subdir(out, sizeof out, fx.dir, "a");
+    tune_train_options o = golden_options(&fx, out, GOLDEN_ACCUM, NULL);
+    o.total_steps = 11;
+    o.lr = lr;
+    o.save_steps = 4;
+    tune_error err;
+    ck_assert_msg(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
+    subdir(path, sizeof path, out, "checkpoint-8/trainer_state.json");
+    size_t len;
+    char *text;
+    ck_assert_int_eq(tune_read_file(path, &text, &len, &err), TUNE_OK);
+    cJSON *state = cJSON_Parse(text);
+    free(text);
+    ck_assert_ptr_nonnull(state);
+    /* After step 8: epoch 1 + 2 of its 5 steps; the next micro-batch is 4. */
+    ck_assert_double_eq_tol(json_num(state, "epoch"), 1.4, 1e-12);
+    const cJSON *pos = cJSON_GetObjectItemCaseSensitive(state, "data_position");
+    ck_assert_double_eq(json_num(pos, "epoch"), 1);
+    ck_assert_double_eq(json_num(pos, "micro_batch"), 4);
+    cJSON_Delete(state);
+
+    memcpy(fx.lora->params, init, fx.lora->n_params * sizeof *init);
+    subdir(out, sizeof out, fx.dir, "b");
+    o.output_dir = out;
+    r.fail_epoch = 1;
+    r.fail_at = 6; /* epoch 1, step 10 (after checkpoint-8) */
+    ck_assert_int_eq(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err), TUNE_ERR_RUN);
+    r.fail_at = -1;
+    o.auto_resume = 1;
+    recorder rec = {0};
+    o.on_event = record;
+    o.event_ctx = &rec;
+    ck_assert_msg(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(rec.n_steps, 3); /* 9, 10, 11 */
+    subdir(path, sizeof path, fx.dir, "a/adapter_model.safetensors");
+    subdir(other, sizeof other, fx.dir, "b/adapter_model.safetensors");
+    ck_assert(files_equal(path, other));
+    free(init);
+    fixture_free(&fx);
+}
+END_TEST
+
+static int count_checkpoints(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) n += strncmp(e->d_name, "checkpoint-", 11) == 0;
+    closedir(d);
+    return n;
+}
+
+START_TEST(save_total_limit_keeps_the_newest)
+{
+    fixture fx;
+    fixture_init(&fx, 0.0f);
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    recorder rec = {0};
+    tune_error err;
+    ck_assert_msg(run_into(&fx, "run", &r, 1, 2, NULL, 0, NULL, &rec, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(rec.n_saves, GOLDEN_STEPS);
+    char out[128], path[256], latest[256];
+    subdir(out, sizeof out, fx.dir, "run");
+    ck_assert_int_eq(count_checkpoints(out), 2);
+    subdir(path, sizeof path, out, "checkpoint-5");
+    ck_assert(tune_is_dir(path));
+    subdir(path, sizeof path, out, "checkpoint-6");
+    ck_assert(tune_is_dir(path));
+    ck_assert(tune_train_latest_checkpoint(out, latest, sizeof latest));
+    ck_assert_str_eq(latest, path);
+    fixture_free(&fx);
+}
+END_TEST
+
+/* Evaluation: the mean token loss over the whole eval set, logged every
+ * eval_steps and at the end, equal to a direct forward pass. */
+START_TEST(eval_loss_is_mean_over_eval_set)
+{
+    fixture fx;
+    fixture_init(&fx, 0.0f);
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    replay er = {.golden = fx.golden, .fail_at = -1, .n_mb = 3};
+    tune_batch_source eval = replay_source(&er);
+    recorder rec = {0};
+    tune_error err;
+    ck_assert_msg(run_into(&fx, "run", &r, 0, 0, NULL, 0, &eval, &rec, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(rec.n_evals, 3); /* steps 2, 4, 6 */
+    tune_workspace *ws;
+    ck_assert_int_eq(tune_workspace_create(&fx.model.cfg, fx.lora, 2, 12, &ws, &err), TUNE_OK);
+    double sum = 0.0;
+    long n = 0;
+    for (long i = 0; i < 3; i++) {
+        tune_batch b;
+        double ls;
+        long nt;
+        ck_assert_int_eq(replay_get(&er, 0, i, &b, &err), TUNE_OK);
+        ck_assert_int_eq(tune_llama_forward(&fx.model, fx.lora, &b, NULL, ws, &ls, &nt, &err), TUNE_OK);
+        sum += ls;
+        n += nt;
+    }
+    tune_workspace_free(ws);
+    ck_assert_double_eq_tol(rec.eval_loss, sum / (double)n, 1e-12);
+    /* The loss curve shows both series. */
+    char path[256];
+    subdir(path, sizeof path, fx.dir, "run/loss.svg");
+    char *svg;
+    size_t len;
+    ck_assert_int_eq(tune_read_file(path, &svg, &len, &err), TUNE_OK);
+    ck_assert_ptr_nonnull(strstr(svg, "<svg"));
+    ck_assert_ptr_nonnull(strstr(svg, "validation loss"));
+    ck_assert_int_ge(strstr(svg, "#ff7f0e\" stroke-width=\"2\" points") != NULL, 1);
+    free(svg);
+    fixture_free(&fx);
+}
+END_TEST
+
+/* A learning rate that blows the weights up: the run stops with a clear
+ * error at the first non-finite loss, keeping the last good checkpoint. */
+START_TEST(nan_loss_stops_and_keeps_checkpoint)
+{
+    fixture fx;
+    fixture_init(&fx, 0.0f);
+    fx.lr[2] = 1e38;
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    tune_error err;
+    ck_assert_int_eq(run_into(&fx, "run", &r, 2, 0, NULL, 0, NULL, NULL, &err), TUNE_ERR_RUN);
+    ck_assert_msg(strstr(err.message, "at step 4") != NULL, "%s", err.message);
+    ck_assert_msg(strstr(err.message, "checkpoint-2") != NULL, "%s", err.message);
+    char path[256];
+    subdir(path, sizeof path, fx.dir, "run/checkpoint-2/adapter_model.safetensors");
+    ck_assert(tune_path_exists(path));
+    subdir(path, sizeof path, fx.dir, "run/adapter_model.safetensors");
+    ck_assert(!tune_path_exists(path));
+    fixture_free(&fx);
+}
+END_TEST
+
+/* Axolotl's loss watchdog: the losses are 6.39, 6.19, 6.23, ...: above 6.0
+ * twice in a row stops at step 2; above 6.2 never twice in a row. */
+START_TEST(loss_watchdog_stops_a_diverging_run)
+{
+    fixture fx;
+    fixture_init(&fx, 0.0f);
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    const tune_batch_source src = replay_source(&r);
+    char out[128];
+    subdir(out, sizeof out, fx.dir, "run");
+    tune_train_options o = golden_options(&fx, out, GOLDEN_ACCUM, NULL);
+    o.loss_watchdog_threshold = 6.2;
+    o.loss_watchdog_patience = 2;
+    tune_error err;
+    ck_assert_msg(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
+    load_prefixed(fx.lora, fx.golden, "init.");
+    o.loss_watchdog_threshold = 6.0;
+    ck_assert_int_eq(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err), TUNE_ERR_RUN);
+    ck_assert_msg(strstr(err.message, "at step 2) stayed above loss_watchdog_threshold 6 for 2 steps") != NULL, "%s",
+                  err.message);
+    fixture_free(&fx);
+}
+END_TEST
+
+/* Early stopping: with lr 0 after step 2 the eval loss cannot improve, so
+ * patience 1 ends the run normally at the second evaluation (step 4). */
+START_TEST(early_stopping_ends_the_run)
+{
+    fixture fx;
+    fixture_init(&fx, 0.0f);
+    for (int s = 2; s < GOLDEN_STEPS; s++) fx.lr[s] = 0.0;
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    replay er = {.golden = fx.golden, .fail_at = -1, .n_mb = 2};
+    const tune_batch_source src = replay_source(&r), eval = replay_source(&er);
+    char out[128], path[256];
+    subdir(out, sizeof out, fx.dir, "run");
+    recorder rec = {0};
+    tune_train_options o = golden_options(&fx, out, GOLDEN_ACCUM, &rec);
+    o.eval_steps = 2;
+    o.early_stopping_patience = 1;
+    tune_error err;
+    ck_assert_msg(tune_train_run(&o, &src, &eval, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(rec.n_steps, 4);
+    ck_assert_int_eq(rec.n_evals, 2);
+    subdir(path, sizeof path, out, "adapter_model.safetensors");
+    ck_assert(tune_path_exists(path));
+    subdir(path, sizeof path, out, "training_log.jsonl");
+    char *log;
+    size_t len;
+    ck_assert_int_eq(tune_read_file(path, &log, &len, &err), TUNE_OK);
+    ck_assert_ptr_nonnull(strstr(log, "\"stopped_early\":true"));
+    free(log);
+    fixture_free(&fx);
+}
+END_TEST
+
+START_TEST(resume_refuses_other_batch_layout)
+{
+    fixture fx;
+    fixture_init(&fx, 0.0f);
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    tune_error err;
+    ck_assert_msg(run_into(&fx, "run", &r, 3, 0, NULL, 0, NULL, NULL, &err) == TUNE_OK, "%s", err.message);
+    replay m = {.golden = fx.golden, .merge = 1, .fail_at = -1};
+    const tune_batch_source src = replay_source(&m);
+    char out[128];
+    subdir(out, sizeof out, fx.dir, "run");
+    tune_train_options o = golden_options(&fx, out, 1, NULL);
+    o.auto_resume = 1;
+    ck_assert_int_eq(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err), TUNE_ERR_INPUT);
+    ck_assert_msg(strstr(err.message, "resuming needs the same data") != NULL, "%s", err.message);
+    ck_assert_ptr_nonnull(strstr(err.file, "checkpoint-6"));
+    fixture_free(&fx);
+}
+END_TEST
+
+/* Progress lines: a bar on a terminal, plain log lines otherwise. */
+START_TEST(progress_lines)
+{
+    char line[512];
+    tune_train_event ev = {.kind = TUNE_EVENT_STEP, .step = 3, .total_steps = 6, .first_step = 1, .epoch = 0.5,
+                           .loss = 1.23456, .lr = 1e-4, .grad_norm = 0.5, .elapsed_s = 4.0};
+    tune_train_format_event(&ev, 1, line, sizeof line);
+    ck_assert_msg(strstr(line, " 50%|") == line && strstr(line, "| 3/6 [00:04<00:06, 2.00 s/step] loss 1.2346") != NULL,
+                  "%s", line);
+    tune_train_format_event(&ev, 0, line, sizeof line);
+    ck_assert_str_eq(line, "");
+    ev.kind = TUNE_EVENT_LOG;
+    ev.tokens_per_s = 1234.4;
+    tune_train_format_event(&ev, 0, line, sizeof line);
+    ck_assert_str_eq(line, "step 3/6 epoch 0.50 loss 1.2346 lr 0.0001 grad_norm 0.5000 tokens/s 1234");
+    ev.kind = TUNE_EVENT_EVAL;
+    ev.eval_loss = 2.5;
+    tune_train_format_event(&ev, 1, line, sizeof line);
+    ck_assert_str_eq(line, "step 3/6 eval_loss 2.5000");
+}
+END_TEST
+
+static Suite *train_suite(void)
+{
+    Suite *s = suite_create("train");
+    TCase *opt = tcase_create("optimizer");
+    tcase_add_test(opt, adamw_matches_torch);
+    tcase_add_test(opt, clip_grad_norm_matches_torch);
+    tcase_add_test(opt, clip_disabled_leaves_gradients);
+    tcase_add_test(opt, progress_lines);
+    suite_add_tcase(s, opt);
+    TCase *loop = tcase_create("loop");
+    tcase_add_test(loop, trajectory_matches_transformers);
+    tcase_add_test(loop, one_batch_of_four_equals_two_of_two);
+    tcase_add_test(loop, rerun_and_resume_are_byte_identical);
+    tcase_add_test(loop, sigkill_mid_run_resumes_identically);
+    tcase_add_test(loop, epochs_of_different_lengths);
+    tcase_add_test(loop, save_total_limit_keeps_the_newest);
+    tcase_add_test(loop, eval_loss_is_mean_over_eval_set);
+    tcase_add_test(loop, nan_loss_stops_and_keeps_checkpoint);
+    tcase_add_test(loop, loss_watchdog_stops_a_diverging_run);
+    tcase_add_test(loop, early_stopping_ends_the_run);
+    tcase_add_test(loop, resume_refuses_other_batch_layout);
+    suite_add_tcase(s, loop);
+    return s;
+}
+
+int main(void)
+{
+    if (getenv("TUNE_TEST_KILLED_RUN")) { /* the child of sigkill_mid_run_resumes_identically */
+        /* Selections the parent ran under would skip the child's case. */
+        const char *const selections[] = {"CK_RUN_SUITE", "CK_RUN_CASE", "CK_INCLUDE_TAGS", "CK_EXCLUDE_TAGS"};
+        for (size_t i = 0; i < sizeof selections / sizeof *selections; i++) unsetenv(selections[i]);
+        Suite *s = suite_create("killed");
+        TCase *tc = tcase_create("killed");
+        tcase_add_test(tc, killed_child);
+        suite_add_tcase(s, tc);
+        return run_suite(s);
+    }
+    return run_suite(train_suite());
+}
