@@ -401,6 +401,52 @@ START_TEST(incremental_decoding_equals_full_forward)
 }
 END_TEST
 
+/* The decoder on merged weights against the training forward with the same
+ * adapter applied unmerged (y = Wx + s·B·A·x), every position. */
+START_TEST(merged_decoding_equals_unmerged_forward)
+{
+    tune_model base, merged;
+    load_model("gqa", &base);
+    load_model("gqa", &merged);
+    merge_golden_adapter(&merged);
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/tiny/peft_adapter", test_data_dir());
+    const tune_model_config *mc = &base.cfg;
+    unsigned char selected[2 * TUNE_N_LINEAR];
+    tune_lora_config lc;
+    tune_lora *lora;
+    tune_error err;
+    ck_assert_int_eq(tune_lora_read_peft_config(dir, mc, &lc, selected, &err), TUNE_OK);
+    ck_assert_int_eq(tune_lora_create(mc, &lc, selected, 0, &lora, &err), TUNE_OK);
+    ck_assert_int_eq(tune_lora_load_peft(lora, mc, dir, &err), TUNE_OK);
+    const int T = 40, V = mc->vocab_size;
+    int32_t ids[40], labels[40];
+    for (int t = 0; t < T; t++) {
+        ids[t] = (int32_t)((t * 61 + 5) % V);
+        labels[t] = TUNE_IGNORE_INDEX;
+    }
+    tune_workspace *ws;
+    ck_assert_int_eq(tune_workspace_create(mc, lora, 1, T, &ws, &err), TUNE_OK);
+    const tune_batch b = {1, T, ids, labels, NULL, NULL};
+    double loss;
+    long n;
+    ck_assert_int_eq(tune_llama_forward(&base, lora, &b, NULL, ws, &loss, &n, &err), TUNE_OK);
+    float *inc = malloc((size_t)T * V * sizeof *inc);
+    tune_decoder *d;
+    ck_assert_int_eq(tune_decoder_create(&merged, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_feed(d, ids, 9, inc, 1, &err), TUNE_OK);
+    for (int t = 9; t < T; t++) ck_assert_int_eq(tune_decoder_feed(d, ids + t, 1, inc + (size_t)t * V, 1, &err), TUNE_OK);
+    const float diff = max_abs_diff(tune_workspace_logits(ws), inc, (size_t)T * V);
+    ck_assert_msg(diff <= 1e-5f, "merged decoding vs unmerged forward: %g", diff);
+    tune_decoder_free(d);
+    tune_workspace_free(ws);
+    tune_lora_free(lora);
+    free(inc);
+    tune_model_free(&base);
+    tune_model_free(&merged);
+}
+END_TEST
+
 /* A prompt longer than the decoder's prefill chunk (128) is fed in chunks. */
 START_TEST(long_prefill_is_chunked_exactly)
 {
@@ -632,6 +678,7 @@ static Suite *generate_suite(void)
     tc = tcase_create("decode");
     tcase_add_test(tc, incremental_decoding_equals_full_forward);
     tcase_add_test(tc, long_prefill_is_chunked_exactly);
+    tcase_add_test(tc, merged_decoding_equals_unmerged_forward);
     tcase_add_test(tc, greedy_decoding_matches_transformers);
     tcase_add_test(tc, adapter_decoding_matches_peft);
     tcase_add_test(tc, repetition_penalty_decoding_matches_transformers);

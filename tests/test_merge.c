@@ -198,7 +198,8 @@ START_TEST(merge_bf16_keeps_ties_and_rslora_scaling)
     /* llama3rope: tied embeddings, rslora (alpha 8 / sqrt(4) = 4), q/v/down only */
     const char *cfg = "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"use_rslora\": true, "
                       "\"bias\": \"none\", \"use_dora\": false, \"fan_in_fan_out\": false, "
-                      "\"rank_pattern\": {}, \"alpha_pattern\": {}, \"modules_to_save\": null}";
+                      "\"rank_pattern\": {}, \"alpha_pattern\": {}, \"modules_to_save\": null, "
+                      "\"target_modules\": [\"q_proj\", \"v_proj\", \"down_proj\"]}";
     const char *adapter = make_adapter("rope_adapter", "llama3rope", cfg, 0);
     tune_model base, merged, reread;
     tune_error err;
@@ -244,15 +245,18 @@ START_TEST(merge_refuses_what_it_cannot_represent)
     tune_model m;
     tune_error err;
     load(data_path("tiny/gqa"), &m);
-    const char *plain = "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8}";
-    const char *dora = "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"use_dora\": true}";
-    const char *pattern = "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"rank_pattern\": {\"q_proj\": 8}}";
-    const char *prefix = "{\"peft_type\": \"PREFIX_TUNING\", \"r\": 4, \"lora_alpha\": 8}";
+#define TARGETS "\"target_modules\": [\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"gate_proj\", \"up_proj\", \"down_proj\"]"
+    const char *plain = "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, " TARGETS "}";
+    const char *dora = "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"use_dora\": true, " TARGETS "}";
+    const char *pattern = "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"rank_pattern\": {\"q_proj\": 8}, "
+                          TARGETS "}";
+    const char *prefix = "{\"peft_type\": \"PREFIX_TUNING\", \"r\": 4, \"lora_alpha\": 8, " TARGETS "}";
+#undef TARGETS
     struct { const char *name, *cfg; int drop; const char *want; } cases[] = {
-        {"dora", dora, 0, "'use_dora' is set"},
-        {"pattern", pattern, 0, "'rank_pattern' is set"},
+        {"dora", dora, 0, "use_dora"},
+        {"pattern", pattern, 0, "rank_pattern"},
         {"prefix", prefix, 0, "peft_type"},
-        {"half", plain, 1, "has lora_A but not lora_B"},
+        {"half", plain, 1, "layers.1.mlp.up_proj.lora_B"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *dir = make_adapter(cases[i].name, "gqa", cases[i].cfg, cases[i].drop);

@@ -4,16 +4,18 @@
 #define TUNE_MERGE_H
 
 #include "tune/error.h"
+#include "tune/lora.h"
 #include "tune/model.h"
 #include "tune/safetensors.h"
 #include "tune/util.h"
 
-/* Reads a PEFT LoRA adapter folder (adapter_config.json +
- * adapter_model.safetensors) and adds scaling · B·A to every adapted linear
- * weight of model, in fp32, in place — what PEFT's merge_and_unload does.
- * Refuses what a plain LoRA merge cannot represent (DoRA, fan_in_fan_out,
- * per-module rank/alpha patterns, modules_to_save, biases) and tensors that
- * name no linear layer of the model. */
+/* W += scaling · B·A for every module of lora, in fp32, in place: what
+ * PEFT's merge_and_unload does. lora was created for this model. */
+void tune_lora_merge(tune_model *model, const tune_lora *lora);
+
+/* Loads a PEFT LoRA adapter folder with tune_lora_load_peft (lora.h, which
+ * refuses what plain LoRA weights cannot represent: DoRA, rank patterns,
+ * modules_to_save, ...) and merges it into model. */
 tune_status tune_merge_peft_adapter(tune_model *model, const char *adapter_dir, tune_error *err);
 
 /* Writes model as a Hugging Face folder out_dir: config.json (the base

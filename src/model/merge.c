@@ -5,140 +5,39 @@
 #include <cJSON.h>
 #include <cblas.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define PEFT_PREFIX "base_model.model."
-
 /* ------------------------------------------------------------ the adapter */
 
-typedef struct {
-    int r;
-    float scaling;
-} peft_settings;
-
-/* A key of adapter_config.json that must be absent, null, false, empty or equal to ok. */
-static int json_is_off(const cJSON *v, const char *ok)
+void tune_lora_merge(tune_model *model, const tune_lora *lora)
 {
-    if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v)) return 1;
-    if (cJSON_IsString(v)) return ok && !strcmp(v->valuestring, ok);
-    if (cJSON_IsObject(v) || cJSON_IsArray(v)) return cJSON_GetArraySize(v) == 0;
-    return 0;
-}
-
-static tune_status read_adapter_config(const char *path, peft_settings *ps, tune_error *err)
-{
-    char *text;
-    size_t len;
-    tune_status st = tune_read_file(path, &text, &len, err);
-    if (st != TUNE_OK) return st;
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return tune_fail_input(err, path, "not a JSON object");
+    const int r = lora->cfg.r;
+    for (int i = 0; i < lora->n_modules; i++) {
+        const tune_lora_module *m = &lora->modules[i];
+        float *w = model->layers[m->layer].w[m->kind]; /* (out, in) */
+        /* W += scaling · B (out, r) · A (r, in) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m->out, m->in, r, lora->scaling,
+                    lora->params + m->b_offset, r, lora->params + m->a_offset, m->in, 1.0f, w, m->in);
     }
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "peft_type");
-    const cJSON *r = cJSON_GetObjectItemCaseSensitive(root, "r");
-    const cJSON *alpha = cJSON_GetObjectItemCaseSensitive(root, "lora_alpha");
-    const cJSON *rslora = cJSON_GetObjectItemCaseSensitive(root, "use_rslora");
-    /* what a merge of plain LoRA weights cannot represent: key, value that is fine */
-    static const char *const refused[][2] = {
-        {"use_dora", NULL},      {"fan_in_fan_out", NULL}, {"rank_pattern", NULL}, {"alpha_pattern", NULL},
-        {"modules_to_save", NULL}, {"bias", "none"},       {"lora_bias", NULL},
-    };
-    if (!cJSON_IsString(type) || strcmp(type->valuestring, "LORA"))
-        st = tune_fail_input(err, path, "'peft_type' must be \"LORA\"");
-    else if (!cJSON_IsNumber(r) || r->valuedouble < 1 || r->valuedouble > 65536 ||
-             r->valuedouble != floor(r->valuedouble))
-        st = tune_fail_input(err, path, "'r' must be a positive integer");
-    else if (!cJSON_IsNumber(alpha) || !isfinite(alpha->valuedouble))
-        st = tune_fail_input(err, path, "'lora_alpha' must be a number");
-    else if (rslora && !cJSON_IsBool(rslora))
-        st = tune_fail_input(err, path, "'use_rslora' must be true or false");
-    for (size_t i = 0; st == TUNE_OK && i < sizeof refused / sizeof refused[0]; i++)
-        if (!json_is_off(cJSON_GetObjectItemCaseSensitive(root, refused[i][0]), refused[i][1]))
-            st = tune_fail_input(err, path, "'%s' is set: only plain LoRA adapters can be merged", refused[i][0]);
-    if (st == TUNE_OK) {
-        ps->r = (int)r->valuedouble;
-        ps->scaling = (float)(cJSON_IsTrue(rslora) ? alpha->valuedouble / sqrt(ps->r) : alpha->valuedouble / ps->r);
-    }
-    cJSON_Delete(root);
-    return st;
-}
-
-/* W (out, in) += scaling · B (out, r) · A (r, in) for one module, A and B read from the file. */
-static tune_status merge_module(float *w, const tune_st_tensor *a, const tune_st_tensor *b, int out, int in,
-                                const peft_settings *ps, tune_error *err)
-{
-    const int64_t a_shape[2] = {ps->r, in}, b_shape[2] = {out, ps->r};
-    tune_status st = tune_st_expect_shape(a, 2, a_shape, err);
-    if (st == TUNE_OK) st = tune_st_expect_shape(b, 2, b_shape, err);
-    if (st != TUNE_OK) return st;
-    float *A = malloc(a->numel * sizeof *A), *B = malloc(b->numel * sizeof *B);
-    if (!A || !B) st = tune_fail_run(err, a->file->path, "out of memory");
-    if (st == TUNE_OK) st = tune_st_read_f32(a, A, err);
-    if (st == TUNE_OK) st = tune_st_read_f32(b, B, err);
-    if (st == TUNE_OK)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, ps->r, ps->scaling, B, ps->r, A, in, 1.0f,
-                    w, in);
-    free(A);
-    free(B);
-    return st;
 }
 
 tune_status tune_merge_peft_adapter(tune_model *model, const char *adapter_dir, tune_error *err)
 {
-    char cfg_path[4096], st_path[4096];
-    if (snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", adapter_dir) >= (int)sizeof cfg_path ||
-        snprintf(st_path, sizeof st_path, "%s/adapter_model.safetensors", adapter_dir) >= (int)sizeof st_path)
-        return tune_fail_input(err, adapter_dir, "path too long");
+    const tune_model_config *mc = &model->cfg;
     if (!tune_is_dir(adapter_dir)) return tune_fail_input(err, adapter_dir, "adapter folder does not exist");
-    peft_settings ps = {0, 0.0f};
-    tune_status st = read_adapter_config(cfg_path, &ps, err);
-    if (st != TUNE_OK) return st;
-    tune_st_file *f;
-    if ((st = tune_st_open(st_path, &f, err)) != TUNE_OK) return st;
-    int used = 0;
-    char module[96], name[160];
-    for (int l = 0; l < model->cfg.num_hidden_layers && st == TUNE_OK; l++)
-        for (int k = 0; k < TUNE_N_LINEAR && st == TUNE_OK; k++) {
-            tune_linear_module_path(l, (tune_linear_kind)k, module, sizeof module);
-            snprintf(name, sizeof name, PEFT_PREFIX "%s.lora_A.weight", module);
-            const tune_st_tensor *a = tune_st_find(f, name);
-            snprintf(name, sizeof name, PEFT_PREFIX "%s.lora_B.weight", module);
-            const tune_st_tensor *b = tune_st_find(f, name);
-            if (!a && !b) continue;
-            if (!a || !b) {
-                st = tune_fail_input(err, st_path, "module '%s' has lora_%s but not lora_%s", module, a ? "A" : "B",
-                                     a ? "B" : "A");
-                break;
-            }
-            int out, in;
-            tune_linear_shape(&model->cfg, (tune_linear_kind)k, &out, &in);
-            st = merge_module(model->layers[l].w[k], a, b, out, in, &ps, err);
-            used += 2;
-        }
-    if (st == TUNE_OK && used == 0)
-        st = tune_fail_input(err, st_path, "no LoRA weights for any linear layer of the model");
-    /* Anything else (embedding LoRA, layers the model lacks, other names) would be silently lost. */
-    for (int i = 0; st == TUNE_OK && used < f->n_tensors && i < f->n_tensors; i++) {
-        const char *n = f->tensors[i].name;
-        int known = 0;
-        for (int l = 0; !known && l < model->cfg.num_hidden_layers; l++)
-            for (int k = 0; !known && k < TUNE_N_LINEAR; k++) {
-                tune_linear_module_path(l, (tune_linear_kind)k, module, sizeof module);
-                snprintf(name, sizeof name, PEFT_PREFIX "%s.lora_A.weight", module);
-                known = !strcmp(n, name);
-                snprintf(name, sizeof name, PEFT_PREFIX "%s.lora_B.weight", module);
-                known = known || !strcmp(n, name);
-            }
-        if (!known) st = tune_fail_input(err, st_path, "tensor '%s' is not a LoRA weight of a linear layer of this model", n);
-    }
-    tune_st_close(f);
+    unsigned char *selected = calloc((size_t)mc->num_hidden_layers * TUNE_N_LINEAR, 1);
+    if (!selected) return tune_fail_run(err, adapter_dir, "out of memory");
+    tune_lora_config lc;
+    tune_lora *lora = NULL;
+    tune_status st = tune_lora_read_peft_config(adapter_dir, mc, &lc, selected, err);
+    if (st == TUNE_OK) st = tune_lora_create(mc, &lc, selected, 0, &lora, err);
+    if (st == TUNE_OK) st = tune_lora_load_peft(lora, mc, adapter_dir, err);
+    if (st == TUNE_OK) tune_lora_merge(model, lora);
+    tune_lora_free(lora);
+    free(selected);
     return st;
 }
 
