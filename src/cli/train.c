@@ -193,6 +193,7 @@ static int train(const tune_config *cfg, tune_plan *plan, const char *config_pat
         .seed = (uint64_t)plan->seed,
         .loss_watchdog_threshold = cfg->loss_watchdog_threshold,
         .loss_watchdog_patience = cfg->loss_watchdog_patience,
+        .early_stopping_patience = cfg->early_stopping_patience > 0 ? cfg->early_stopping_patience : 0,
         .logging_steps = plan->logging_steps,
         .eval_steps = plan->eval_every,
         .save_steps = plan->save_every,

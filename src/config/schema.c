@@ -331,7 +331,7 @@ const key_spec tune_config_keys[] = {
      .doc = "Resume from this checkpoint folder."},
     {.name = "auto_resume_from_checkpoints", .type = K_BOOL, .off = CF(auto_resume_from_checkpoints), .def = "false",
      YES, .section = S_OUT, .doc = "Resume from the newest checkpoint in output_dir when there is one."},
-    {.name = "early_stopping_patience", .type = K_INT, .off = CF(early_stopping_patience), GE(1), NOT_YET,
+    {.name = "early_stopping_patience", .type = K_INT, .off = CF(early_stopping_patience), GE(1), YES,
      .section = S_OUT, .doc = "Stop after this many evaluations without improvement."},
     {.name = "loss_watchdog_threshold", .type = K_FLOAT, .off = CF(loss_watchdog_threshold), .def = "0.0", GE(0), YES,
      .section = S_OUT, .doc = "Stop when the loss stays above this (0: off)."},

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `make bench`: tune against its peer (Transformers + PEFT) on this machine, in
+# one run, reported as ratios. Timings never decide a test; this prints figures.
+#   1. LoRA training on the default model (SmolLM2-135M-Instruct, r 16 on all
+#      seven linear layers, micro-batch BATCH x SEQ tokens, STEPS steps after
+#      one warm-up step): tokens/s and peak memory of each.
+#   2. Tokenizer encode throughput (tools/bench/tokenizer_bench.sh).
+# Needs `make model`, and a Python with torch, transformers, peft, gguf and
+# tokenizers (PYTHON names it; without them only tune's figures are printed).
+# usage: tools/bench/run.sh BUILD/tune
+set -euo pipefail
+TUNE=${1:-build/tune}
+PYTHON=${PYTHON:-python3}
+MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+BATCH=${BATCH:-4}
+SEQ=${SEQ:-256}
+STEPS=${STEPS:-4}
+THREADS=${THREADS:-$(nproc)}
+[ -f "$MODEL" ] || { echo "bench: $MODEL is missing (run: make model)" >&2; exit 2; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cat > "$work/bench.yml" <<YML
+base_model: $MODEL
+datasets:
+  - path: datasets/excel_expert/train.jsonl
+    type: alpaca
+adapter: lora
+lora_r: 16
+lora_alpha: 32
+lora_dropout: 0.0
+lora_target_linear: true
+sequence_len: $SEQ
+excess_length_strategy: truncate
+sample_packing: true
+pad_to_sequence_len: true
+micro_batch_size: $BATCH
+gradient_accumulation_steps: 1
+max_steps: $((STEPS + 1))
+learning_rate: 1.0e-4
+lr_scheduler: constant
+logging_steps: 1
+save_steps: 1000
+threads: $THREADS
+output_dir: $work/out
+seed: 1
+YML
+echo "== LoRA training: $MODEL, micro-batch $BATCH x $SEQ, $STEPS timed steps, $THREADS threads"
+/usr/bin/time -f '%M' -o "$work/tune.rss" "$TUNE" "$work/bench.yml" > /dev/null 2> "$work/tune.err" ||
+    { cat "$work/tune.err" >&2; exit 1; }
+tune_tps=$("$PYTHON" - "$work/out/training_log.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_second"' in l]
+timed = [r["tokens_per_second"] for r in rows[1:]]  # the first step warms up
+print(sum(timed) / len(timed))
+PY
+)
+tune_rss=$(( $(cat "$work/tune.rss") / 1024 ))
+printf '%-22s %12.1f tokens/s  peak %6d MiB\n' tune "$tune_tps" "$tune_rss"
+if peer=$("$PYTHON" tools/bench/peer_lora_train.py "$MODEL" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" \
+          --threads "$THREADS" 2> "$work/peer.err"); then
+    read -r peer_tps peer_rss < <("$PYTHON" -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["tokens_per_s"], int(d["peak_rss_mib"]))' "$peer")
+    printf '%-22s %12.1f tokens/s  peak %6d MiB\n' transformers+peft "$peer_tps" "$peer_rss"
+    "$PYTHON" -c 'import sys; t,p,tr,pr=map(float,sys.argv[1:]); print(f"ratio (tune / peer): speed {t/p:.2f}x, memory {tr/pr:.2f}x")' \
+        "$tune_tps" "$peer_tps" "$tune_rss" "$peer_rss"
+else
+    echo "peer: not run ($(tail -1 "$work/peer.err"))"
+fi
+
+echo
+echo "== Tokenizer encode throughput (single thread)"
+PYTHON="$PYTHON" bash tools/bench/tokenizer_bench.sh || echo "tokenizer bench: not run"
