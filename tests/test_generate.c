@@ -1,6 +1,7 @@
 #include <cJSON.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "tune/generate.h"
@@ -658,6 +659,108 @@ START_TEST(session_streams_transformers_text_and_knows_eos)
 }
 END_TEST
 
+/* The default model: the decoder's greedy continuations of the four prompts
+ * of tests/data/smollm2 equal Transformers' (EOS not stopping; the first 16
+ * of its 32 tokens, to keep the suite short). */
+static void smollm2_greedy(const tune_model *m)
+{
+    char path[600], *json;
+    size_t len;
+    tune_error err;
+    snprintf(path, sizeof path, "%s/smollm2/golden.json", test_data_dir());
+    ck_assert_int_eq(tune_read_file(path, &json, &len, &err), TUNE_OK);
+    cJSON *g = cJSON_Parse(json);
+    free(json);
+    tune_decoder *d;
+    tune_sampler *sm;
+    const tune_sampling greedy = tune_sampling_greedy();
+    ck_assert_int_eq(tune_decoder_create(m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_sampler_create(&greedy, m->cfg.vocab_size, &sm, &err), TUNE_OK);
+    const cJSON *p;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItem(g, "prompts"))
+    {
+        const cJSON *in = cJSON_GetObjectItem(p, "input_ids"), *want = cJSON_GetObjectItem(p, "greedy_ids");
+        const int n = cJSON_GetArraySize(in), n_new = cJSON_GetArraySize(want) < 16 ? cJSON_GetArraySize(want) : 16;
+        int32_t prompt[256], out[64];
+        ck_assert(n <= 256 && n_new <= 64);
+        for (int i = 0; i < n; i++) prompt[i] = cJSON_GetArrayItem(in, i)->valueint;
+        int n_out, hit_eos;
+        const tune_generate_opts opts = {n_new, NULL, 0, 0};
+        ck_assert_int_eq(tune_generate(d, sm, prompt, n, &opts, NULL, NULL, out, &n_out, &hit_eos, &err), TUNE_OK);
+        ck_assert_int_eq(n_out, n_new);
+        for (int i = 0; i < n_new; i++)
+            ck_assert_msg(out[i] == cJSON_GetArrayItem(want, i)->valueint, "%s token %d: %d, Transformers %d",
+                          cJSON_GetObjectItem(p, "name")->valuestring, i, out[i],
+                          cJSON_GetArrayItem(want, i)->valueint);
+    }
+    tune_sampler_free(sm);
+    tune_decoder_free(d);
+    cJSON_Delete(g);
+}
+
+/* The adapter tune trained on the default model (tests/data/smollm2/adapter),
+ * merged into the weights: the decoder's logits at every prompt position equal
+ * PEFT's (its 20 largest per row, 1e-4 relative, the real-model tolerance). */
+static void smollm2_merged_adapter(tune_model *m)
+{
+    char path[600];
+    tune_error err;
+    snprintf(path, sizeof path, "%s/smollm2/adapter", test_data_dir());
+    ck_assert_int_eq(tune_merge_peft_adapter(m, path, &err), TUNE_OK);
+    tune_st_file *base, *ad;
+    snprintf(path, sizeof path, "%s/smollm2/golden.safetensors", test_data_dir());
+    ck_assert_int_eq(tune_st_open(path, &base, &err), TUNE_OK);
+    snprintf(path, sizeof path, "%s/smollm2/adapter_golden.safetensors", test_data_dir());
+    ck_assert_int_eq(tune_st_open(path, &ad, &err), TUNE_OK);
+    tune_decoder *d;
+    ck_assert_int_eq(tune_decoder_create(m, &d, &err), TUNE_OK);
+    static const char *const prompts[] = {"excel_ko", "excel_en", "english", "code"};
+    const int V = m->cfg.vocab_size;
+    for (int p = 0; p < 4; p++) {
+        char name[64];
+        int n, k;
+        snprintf(name, sizeof name, "%s.input_ids", prompts[p]);
+        int32_t *ids = golden_ids(base, name, &n);
+        snprintf(name, sizeof name, "%s.top_ids", prompts[p]);
+        int32_t *top = golden_ids(ad, name, &k);
+        snprintf(name, sizeof name, "%s.top_logits", prompts[p]);
+        float *want = golden_floats(ad, name), *logits = malloc((size_t)n * V * sizeof *logits);
+        ck_assert_int_eq(k, n * 20);
+        tune_decoder_rewind(d, 0);
+        ck_assert_int_eq(tune_decoder_feed(d, ids, n, logits, 1, &err), TUNE_OK);
+        for (int i = 0; i < k; i++) {
+            const float got = logits[(size_t)(i / 20) * V + top[i]], ref = want[i];
+            ck_assert_msg(fabsf(got - ref) <= 1e-4f * fmaxf(1.0f, fabsf(ref)), "%s row %d: %g, PEFT %g", prompts[p],
+                          i / 20, got, ref);
+        }
+        free(ids);
+        free(top);
+        free(want);
+        free(logits);
+    }
+    tune_decoder_free(d);
+    tune_st_close(base);
+    tune_st_close(ad);
+}
+
+/* The default model (SmolLM2-135M-Instruct Q4_1, `make model`), loaded once
+ * for both checks. Skipped, saying so, without the file. */
+START_TEST(smollm2_decoding_matches_transformers_and_peft)
+{
+    const char *gguf = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    if (access(gguf, R_OK) != 0) {
+        printf("SKIPPED: %s absent (run make model)\n", gguf);
+        return;
+    }
+    tune_error err;
+    tune_model m;
+    ck_assert_int_eq(tune_model_load(gguf, &m, &err), TUNE_OK);
+    smollm2_greedy(&m);
+    smollm2_merged_adapter(&m);
+    tune_model_free(&m);
+}
+END_TEST
+
 static Suite *generate_suite(void)
 {
     Suite *s = suite_create("generate");
@@ -684,6 +787,7 @@ static Suite *generate_suite(void)
     tcase_add_test(tc, repetition_penalty_decoding_matches_transformers);
     tcase_add_test(tc, prefill_reuses_the_cached_prefix);
     tcase_add_test(tc, session_streams_transformers_text_and_knows_eos);
+    tcase_add_test(tc, smollm2_decoding_matches_transformers_and_peft);
     suite_add_tcase(s, tc);
     return s;
 }
