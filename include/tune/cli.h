@@ -23,10 +23,13 @@ int tune_cli_usage_error(const char *verb, const char *fmt, ...) __attribute__((
 int tune_cli_wants_help(int argc, char **argv);
 
 struct tune_config;
+struct tune_plan;
 /* Loads argv[0] (the config file) with argv[1..argc) as overrides, prints
  * every error; returns 0, or the exit code (2 bad input, 1 failure). On
  * success cfg must be freed with tune_config_free. Used by train, plan, config. */
 int tune_cli_load_config(const char *verb, int argc, char **argv, struct tune_config *cfg);
+/* The same, then the config's plan (tune_plan_init); on failure both are freed. */
+int tune_cli_load_plan(const char *verb, int argc, char **argv, struct tune_config *cfg, struct tune_plan *plan);
 
 int tune_cli_train(int argc, char **argv);
 int tune_cli_plan(int argc, char **argv);

@@ -4,6 +4,7 @@
 
 #include "tune/cli.h"
 #include "tune/config.h"
+#include "tune/plan.h"
 
 int tune_cli_load_config(const char *verb, int argc, char **argv, tune_config *cfg)
 {
@@ -16,6 +17,21 @@ int tune_cli_load_config(const char *verb, int argc, char **argv, tune_config *c
         tune_config_free(cfg);
     }
     tune_error_list_free(&errs);
+    return (int)st;
+}
+
+int tune_cli_load_plan(const char *verb, int argc, char **argv, tune_config *cfg, tune_plan *plan)
+{
+    int rc = tune_cli_load_config(verb, argc, argv, cfg);
+    if (rc) return rc;
+    tune_error_list errs = {0};
+    tune_status st = tune_plan_init(plan, cfg, &errs);
+    for (int i = 0; i < errs.count; i++) tune_error_print(stderr, &errs.items[i]);
+    tune_error_list_free(&errs);
+    if (st != TUNE_OK) {
+        tune_plan_free(plan);
+        tune_config_free(cfg);
+    }
     return (int)st;
 }
 

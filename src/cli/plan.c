@@ -6,23 +6,6 @@
 #include "tune/cli.h"
 #include "tune/plan.h"
 
-/* Loads the config (argv[0], overrides after it) and builds its plan; prints
- * every error. Returns 0 or the exit code. */
-static int load_plan(const char *verb, int argc, char **argv, tune_config *cfg, tune_plan *plan)
-{
-    int rc = tune_cli_load_config(verb, argc, argv, cfg);
-    if (rc) return rc;
-    tune_error_list errs = {0};
-    tune_status st = tune_plan_init(plan, cfg, &errs);
-    for (int i = 0; i < errs.count; i++) tune_error_print(stderr, &errs.items[i]);
-    tune_error_list_free(&errs);
-    if (st != TUNE_OK) {
-        tune_plan_free(plan);
-        tune_config_free(cfg);
-    }
-    return (int)st;
-}
-
 int tune_cli_plan(int argc, char **argv)
 {
     if (tune_cli_wants_help(argc, argv)) {
@@ -45,7 +28,7 @@ int tune_cli_plan(int argc, char **argv)
     }
     tune_config cfg;
     tune_plan plan;
-    int rc = load_plan("plan", n, args, &cfg, &plan);
+    int rc = tune_cli_load_plan("plan", n, args, &cfg, &plan);
     free(args);
     if (rc) return rc;
     /* Real counts when the data can be prepared; the plan records why not otherwise. */

@@ -52,19 +52,11 @@ int tune_cli_preprocess(int argc, char **argv)
         }
     }
     tune_config cfg;
-    int rc = tune_cli_load_config("preprocess", n, args, &cfg);
+    tune_plan plan;
+    int rc = tune_cli_load_plan("preprocess", n, args, &cfg, &plan);
     free(args);
     if (rc) return rc;
-    tune_plan plan;
-    tune_error_list errs = {0};
-    tune_status st = tune_plan_init(&plan, &cfg, &errs);
-    for (int i = 0; i < errs.count; i++) tune_error_print(stderr, &errs.items[i]);
-    tune_error_list_free(&errs);
-    if (st) {
-        tune_plan_free(&plan);
-        tune_config_free(&cfg);
-        return (int)st;
-    }
+    tune_status st;
     tune_error err;
     tune_error_clear(&err);
     tune_plan_data data;

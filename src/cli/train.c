@@ -237,19 +237,11 @@ int tune_cli_train(int argc, char **argv)
         return 0;
     }
     tune_config cfg;
-    int rc = tune_cli_load_config("train", argc - 1, argv + 1, &cfg);
-    if (rc) return rc;
     tune_plan plan;
-    tune_error_list errs = {0};
-    tune_status st = tune_plan_init(&plan, &cfg, &errs);
-    for (int i = 0; i < errs.count; i++) tune_error_print(stderr, &errs.items[i]);
-    tune_error_list_free(&errs);
-    if (st == TUNE_OK) {
-        rc = train(&cfg, &plan, argv[1]);
-        tune_plan_free(&plan);
-    } else {
-        rc = (int)st;
-    }
+    int rc = tune_cli_load_plan("train", argc - 1, argv + 1, &cfg, &plan);
+    if (rc) return rc;
+    rc = train(&cfg, &plan, argv[1]);
+    tune_plan_free(&plan);
     tune_config_free(&cfg);
     return rc;
 }
