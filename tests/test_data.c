@@ -427,6 +427,7 @@ START_TEST(test_llama2_text_records)
     const char *files[] = {fixture("llama2.txt")};
     tune_dataset_options d = dataset("llama2", files, 1);
     tune_data_options o = base_options(&d, 1);
+    o.template_options = tune_template_default_options(TUNE_TEMPLATE_LLAMA2); /* a tokenizer with <s> / </s> */
     tune_data_tokenizer tok = tokenizer(&TOY);
     tune_prepared p;
     tune_error err;
@@ -449,6 +450,58 @@ START_TEST(test_llama2_text_records)
     const char *bad = "<s>[INST] Q [/INST] A </s><s>[INST] Q2";
     ck_assert_int_eq(tune_llama2_parse(bad, strlen(bad), &m, &k, &storage, &err), TUNE_ERR_INPUT);
     ck_assert_ptr_nonnull(strstr(err.message, "turn 2"));
+}
+END_TEST
+
+/* Llama-2-chat text for a tokenizer whose EOS is not "</s>" (the tiny
+ * tokenizer: <|im_start|> / <|im_end|>): the record's literal <s> and </s>
+ * are parsed as markers, and every reply ends with the EOS id, trained. */
+START_TEST(test_llama2_text_trains_tokenizer_eos)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/tiny/tokenizer", test_data_dir());
+    tune_tokenizer *tk;
+    tune_data_tokenizer dt;
+    tune_error err;
+    ck_assert_int_eq(tune_tokenizer_load(path, &tk, &err), TUNE_OK);
+    ck_assert_int_eq(tune_data_tokenizer_wrap(tk, path, &dt, &err), TUNE_OK);
+    const tune_special_ids *sp = tune_tokenizer_specials(tk);
+    ck_assert_int_ge(sp->eos, 0);
+    ck_assert_str_eq(tune_tokenizer_id_to_token(tk, sp->eos), "<|im_end|>");
+    tune_dataset_options d = dataset("llama2", NULL, 0);
+    tune_data_options o = base_options(&d, 1);
+    /* as the plan sets them: the tokenizer's BOS/EOS texts */
+    o.template_options.bos = tune_tokenizer_id_to_token(tk, sp->bos);
+    o.template_options.eos = tune_tokenizer_id_to_token(tk, sp->eos);
+    char text[] = "<s>[INST] Sum A1 to A3 [/INST] =SUM(A1:A3) </s><s>[INST] And B? [/INST] =SUM(B1:B3) </s>";
+    tune_record rec = {.text = text, .text_len = strlen(text), .file = "mem", .line = 1};
+    tune_formatted f;
+    ck_assert_int_eq(tune_data_format_record(&rec, &d, &o, &f, &err), TUNE_OK);
+    ck_assert_str_eq(f.text.data, "<|im_start|>[INST] Sum A1 to A3 [/INST] =SUM(A1:A3) <|im_end|>"
+                                  "<|im_start|>[INST] And B? [/INST] =SUM(B1:B3) <|im_end|>");
+    int32_t *ids, *labels;
+    size_t n;
+    int mismatch;
+    ck_assert_int_eq(tune_data_tokenize(&f, &dt, &ids, &labels, &n, &mismatch, &err), TUNE_OK);
+    int eos_trained = 0, eos_seen = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (ids[k] == sp->eos) {
+            eos_seen++;
+            eos_trained += labels[k] == sp->eos;
+        }
+    }
+    ck_assert_int_eq(eos_seen, 2);
+    ck_assert_int_eq(eos_trained, 2);
+    /* the last trained token is the EOS id, and no trained text spells "</s>" */
+    size_t last = n;
+    while (last > 0 && labels[last - 1] == TUNE_IGNORE_INDEX) last--;
+    ck_assert_uint_gt(last, 0);
+    ck_assert_int_eq(labels[last - 1], sp->eos);
+    ck_assert_ptr_null(strstr(f.text.data, "</s>"));
+    free(ids);
+    free(labels);
+    tune_formatted_free(&f);
+    tune_tokenizer_free(tk);
 }
 END_TEST
 
@@ -1168,6 +1221,7 @@ int main(void)
     tcase_add_test(tc, test_chat_llama3_exact_labels);
     tcase_add_test(tc, test_sharegpt_chatml_labels);
     tcase_add_test(tc, test_llama2_text_records);
+    tcase_add_test(tc, test_llama2_text_trains_tokenizer_eos);
     tcase_add_test(tc, test_completion_chunks);
     tcase_add_test(tc, test_pieces_vs_whole_tokenization);
     tcase_add_test(tc, test_excess_length_strategies);

@@ -4,6 +4,8 @@
 #ifndef TUNE_CLI_H
 #define TUNE_CLI_H
 
+#include "tune/generate.h"
+
 typedef int (*tune_verb_fn)(int argc, char **argv);
 
 typedef struct tune_verb {
@@ -31,10 +33,35 @@ int tune_cli_load_plan(const char *verb, int argc, char **argv, struct tune_conf
 
 int tune_cli_train(int argc, char **argv);
 int tune_cli_plan(int argc, char **argv);
+int tune_cli_eval(int argc, char **argv);
 int tune_cli_config(int argc, char **argv);
+int tune_cli_merge(int argc, char **argv);
 int tune_cli_tokenize(int argc, char **argv);
 int tune_cli_tokens(int argc, char **argv);
 int tune_cli_export(int argc, char **argv);
 int tune_cli_preprocess(int argc, char **argv);
+int tune_cli_generate(int argc, char **argv);
+int tune_cli_chat(int argc, char **argv);
+int tune_cli_compare(int argc, char **argv);
+
+/* Sampling and length options shared by generate, chat and compare. */
+#define TUNE_CLI_MAX_STOPS 16
+typedef struct tune_cli_gen_args {
+    tune_sampling sampling;
+    int max_new_tokens;
+    const char *stops[TUNE_CLI_MAX_STOPS]; /* (n_stops) */
+    int n_stops;
+    const char *chat_template; /* --chat_template NAME, or NULL: the model's own */
+} tune_cli_gen_args;
+
+/* Greedy (sample = 0) or chat's sampling defaults; 256 new tokens. */
+void tune_cli_gen_defaults(tune_cli_gen_args *a, int sample);
+/* When argv[*i] is one of the options, consumes it and its value and
+ * returns 1; 0 when it is another argument; -1 after printing a usage error. */
+int tune_cli_gen_option(const char *verb, int argc, char **argv, int *i, tune_cli_gen_args *a);
+/* The options' help lines. */
+const char *tune_cli_gen_help(void);
+/* Opens MODEL (+ adapter) for a verb and applies --chat_template; prints the error. */
+tune_status tune_cli_open_lm(const char *model, const char *adapter, const tune_cli_gen_args *a, tune_lm **out);
 
 #endif

@@ -34,6 +34,11 @@ typedef struct tune_dropout {
     uint64_t micro_batch; /* global index of this micro-batch in the run */
 } tune_dropout;
 
+/* RoPE inverse frequencies as Transformers computes them in fp32, llama3
+ * rescaling included (also used by the incremental decoder).
+ * inv_freq: (head_dim / 2) */
+void tune_rope_inv_freq(const tune_model_config *cfg, float *inv_freq);
+
 /* Activations kept between forward and backward, sized once for batches of
  * up to B rows of up to T tokens: forward and backward allocate nothing.
  * lora: the adapters it will run with (NULL: the base model only); when

@@ -83,6 +83,16 @@ typedef struct tune_batch_source {
     tune_status (*get)(void *ctx, int epoch, long index, tune_batch *batch, tune_error *err);
 } tune_batch_source;
 
+/* ---- Evaluation ---------------------------------------------------------- */
+
+/* Mean token cross-entropy over every micro-batch of epoch 0 of `eval`,
+ * without dropout: *loss = summed loss / *n_targets (trained targets). The
+ * training loop reports this as eval_loss; `tune eval` prints it. lora may
+ * be NULL (the base model); ws must fit eval->max_B x eval->max_T. An empty
+ * set or one without trained targets is TUNE_ERR_INPUT. */
+tune_status tune_evaluate(const tune_model *model, const tune_lora *lora, const tune_batch_source *eval,
+                          tune_workspace *ws, double *loss, long *n_targets, tune_error *err);
+
 /* ---- The training loop ------------------------------------------------- */
 
 typedef enum {

@@ -1,3 +1,4 @@
+#include "tune/backend.h"
 #include "tune/cli.h"
 
 #include <stdarg.h>
@@ -9,7 +10,12 @@
 
 static const tune_verb VERBS[] = {
     {"train", tune_cli_train, "train a LoRA adapter from a YAML experiment (the default verb)"},
+    {"eval", tune_cli_eval, "loss and perplexity on a dataset (a config's validation set, or one file)"},
     {"plan", tune_cli_plan, "resolve a config and print the training plan (--json for scripts)"},
+    {"generate", tune_cli_generate, "continue a prompt with a model (and adapter), streaming the text"},
+    {"chat", tune_cli_chat, "talk with a model (and adapter) on stdin/stdout; /reset, /exit"},
+    {"compare", tune_cli_compare, "answer the same prompts with two models; writes model_comparison_results.csv"},
+    {"merge", tune_cli_merge, "merge a LoRA adapter into its base model and write a Hugging Face folder"},
     {"config", tune_cli_config, "config tools: 'keys' lists every key, 'resolve' prints the resolved config"},
     {"tokenize", tune_cli_tokenize, "encode text with a model's tokenizer: ids, tokens, decoded round trip"},
     {"tokens", tune_cli_tokens, "list added/special tokens with roles; writes special_tokens_analysis.csv"},
@@ -67,7 +73,9 @@ int tune_cli_main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(first, "--version") || !strcmp(first, "version")) {
-        printf("tune %s\n", tune_cli_version());
+        char cuda[256];
+        tune_cuda_probe(cuda, sizeof cuda);
+        printf("tune %s\ncpu: OpenBLAS %s kernels\ncuda: %s\n", tune_cli_version(), tune_cpu_blas_core(), cuda);
         return 0;
     }
     for (int i = 0; i < N_VERBS; i++)

@@ -372,9 +372,12 @@ static tune_status format_llama2(const tune_record *rec, const tune_dataset_opti
         }
         return st;
     }
-    /* The text carries its own <s> / </s>: render with those. */
-    tune_template_options to = tune_template_default_options(TUNE_TEMPLATE_LLAMA2);
-    st = render_pieces(rec, ds, opt, TUNE_TEMPLATE_LLAMA2, &to, msgs, n, f, err);
+    /* The record's <s> / </s> are its format's markers, not token texts:
+     * render with the tokenizer's BOS/EOS texts, as Transformers' Llama-2
+     * template does with bos_token/eos_token, so the trained end of a turn is
+     * the EOS token even where "</s>" is plain text (SmolLM2). Options without
+     * texts fall back to the Llama-2 defaults "<s>" / "</s>". */
+    st = render_pieces(rec, ds, opt, TUNE_TEMPLATE_LLAMA2, &opt->template_options, msgs, n, f, err);
     free(msgs);
     free(storage);
     return st;

@@ -303,7 +303,7 @@ tune_status tune_data_cache_key(const tune_data_options *opt, const tune_data_to
 {
     tune_sha256 h;
     tune_sha256_init(&h);
-    key_str(&h, "tune-data", "1");
+    key_str(&h, "tune-data", "2"); /* 2: llama2 text renders with the tokenizer's BOS/EOS */
     for (int i = 0; i < opt->n_datasets; i++) {
         key_str(&h, "dataset", "train");
         tune_status st = key_dataset(&h, &opt->datasets[i], err);

@@ -66,7 +66,7 @@ const float *tune_workspace_logits(const tune_workspace *ws) { return ws->logits
 
 /* inv_freq as Transformers computes it in fp32, llama3 rescaling included
  * (scalar / tensor is reciprocal() * scalar there). */
-static void rope_inv_freq(const tune_model_config *c, float *inv)
+void tune_rope_inv_freq(const tune_model_config *c, float *inv)
 {
     const int d = c->head_dim;
     for (int i = 0; i < d / 2; i++) {
@@ -182,7 +182,7 @@ tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora 
     ws->start = ws->imem;
     ws->target = ws->imem + N;
     ws->pos = ws->imem + 2 * N;
-    rope_inv_freq(cfg, ws->inv_freq);
+    tune_rope_inv_freq(cfg, ws->inv_freq);
     *out = ws;
     return TUNE_OK;
 }

@@ -62,6 +62,11 @@ tune_status report_log_rewrite(const char *output_dir, const train_state *st, tu
 /* output_dir/run_manifest.json. */
 tune_status report_manifest(const tune_train_options *opts, const train_state *st, tune_error *err);
 
+/* Micro-batch `index` of `epoch` from src, checked against the source's
+ * stated maximum size; `what` names the source in errors. */
+tune_status train_get_batch(const tune_batch_source *src, const char *what, int epoch, long index, tune_batch *b,
+                            tune_error *err);
+
 /* dir/name into buf. */
 tune_status train_path(char *buf, size_t size, const char *dir, const char *name, tune_error *err);
 

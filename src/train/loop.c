@@ -102,17 +102,6 @@ static void step_batches_free(step_batches *sb)
 
 /* Fetches micro-batch `index` of `epoch` and checks it against the source's
  * declared limits. */
-static tune_status get_batch(const tune_batch_source *src, const char *what, int epoch, long index,
-                             tune_batch *b, tune_error *err)
-{
-    tune_status st = src->get(src->ctx, epoch, index, b, err);
-    if (st) return st;
-    if (b->B < 1 || b->T < 1 || b->B > src->max_B || b->T > src->max_T || !b->input_ids || !b->labels)
-        return tune_fail_run(err, NULL, "%s micro-batch %ld of epoch %d is %d x %d, outside 1..%d x 1..%d", what,
-                             index, epoch, b->B, b->T, src->max_B, src->max_T);
-    return TUNE_OK;
-}
-
 /* Copies micro-batches [first, first + n) of `epoch` into sb. */
 static tune_status fetch_step(run *R, int epoch, long first, int n, tune_error *err)
 {
@@ -120,7 +109,7 @@ static tune_status fetch_step(run *R, int epoch, long first, int n, tune_error *
     sb->n = n;
     for (int j = 0; j < n; j++) {
         tune_batch b;
-        tune_status st = get_batch(R->train, "training", epoch, first + j, &b, err);
+        tune_status st = train_get_batch(R->train, "training", epoch, first + j, &b, err);
         if (st) return st;
         const size_t len = (size_t)b.B * b.T, off = (size_t)j * sb->cap;
         tune_batch *c = &sb->mb[j];
@@ -175,29 +164,6 @@ static tune_status nonfinite(const run *R, const char *what, double x, const cha
                     isnan(x) ? "NaN" : "infinite", where);
 }
 
-/* Mean token cross-entropy over the whole evaluation set, without dropout. */
-static tune_status evaluate(run *R, double *loss, tune_error *err)
-{
-    double sum = 0.0;
-    long n = 0;
-    const long n_mb = R->eval->count(R->eval->ctx, 0, err);
-    if (n_mb < 0) return err ? err->code : TUNE_ERR_RUN;
-    if (n_mb == 0) return tune_fail_input(err, NULL, "the evaluation set is empty");
-    for (long i = 0; i < n_mb; i++) {
-        tune_batch b;
-        tune_status st = get_batch(R->eval, "evaluation", 0, i, &b, err);
-        double ls;
-        long nt;
-        if (!st) st = tune_llama_forward(R->model, R->lora, &b, NULL, R->ws, &ls, &nt, err);
-        if (st) return st;
-        sum += ls;
-        n += nt;
-    }
-    if (n == 0) return tune_fail_input(err, NULL, "the evaluation set has no trained tokens");
-    *loss = sum / (double)n;
-    return TUNE_OK;
-}
-
 static tune_status log_entry_add(run *R, cJSON *entry, tune_error *err)
 {
     if (!entry) return tune_fail_run(err, NULL, "out of memory for the training log");
@@ -221,7 +187,8 @@ static cJSON *log_entry_new(const train_state *st)
 static tune_status do_eval(run *R, tune_error *err)
 {
     double loss;
-    tune_status st = evaluate(R, &loss, err);
+    long n_targets;
+    tune_status st = tune_evaluate(R->model, R->lora, R->eval, R->ws, &loss, &n_targets, err);
     if (st) return st;
     if (!isfinite(loss)) {
         char where[64];

@@ -1,0 +1,238 @@
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tune/cli.h"
+
+#define DEFAULT_OUT "model_comparison_results.csv"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: tune compare MODEL_A MODEL_B --prompts FILE [--adapter-a DIR] [--adapter-b DIR]\n"
+            "                    [--out FILE] [--raw] [--system S] [options]\n\n"
+            "Answers the same prompts with two models (base vs instruct, or base vs base + adapter:\n"
+            "MODEL_B may be MODEL_A with --adapter-b) and writes a CSV with the columns prompt,\n"
+            "answer_a, answer_b, tokens_a, tokens_b, seconds_a, seconds_b.\n\n"
+            "  --prompts FILE         one prompt per line, or JSONL with \"prompt\" or \"instruction\"\n"
+            "                         (+ \"input\") per line (.jsonl, or a first line starting with '{')\n"
+            "  --adapter-a/-b DIR     PEFT LoRA adapters, merged into that model's weights at load\n"
+            "  --out FILE             the CSV (default " DEFAULT_OUT ")\n"
+            "  --raw                  feed prompts as they are; by default each model wraps them in its\n"
+            "                         chat template (a model without one gets them raw, with a note)\n"
+            "  --system S             a system message before each prompt\n"
+            "%s\n"
+            "Defaults: greedy (temperature 0), 256 new tokens.\n",
+            tune_cli_gen_help());
+}
+
+typedef struct {
+    char **items; /* (n) */
+    int n, cap;
+} prompt_list;
+
+static void prompts_free(prompt_list *p)
+{
+    for (int i = 0; i < p->n; i++) free(p->items[i]);
+    free(p->items);
+}
+
+static tune_status prompts_add(prompt_list *p, char *s, const char *path, tune_error *err)
+{
+    if (!s) return tune_fail_run(err, path, "out of memory");
+    if (p->n == p->cap) {
+        const int cap = p->cap ? 2 * p->cap : 64;
+        char **items = realloc(p->items, (size_t)cap * sizeof *items);
+        if (!items) {
+            free(s);
+            return tune_fail_run(err, path, "out of memory");
+        }
+        p->items = items;
+        p->cap = cap;
+    }
+    p->items[p->n++] = s;
+    return TUNE_OK;
+}
+
+/* One JSONL record: "prompt", or "instruction" with an optional "input" after a blank line. */
+static tune_status json_prompt(const char *line, size_t len, const char *path, int lineno, prompt_list *p,
+                               tune_error *err)
+{
+    cJSON *o = cJSON_ParseWithLength(line, len);
+    tune_status st = TUNE_OK;
+    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(o, "prompt");
+    const cJSON *ins = cJSON_GetObjectItemCaseSensitive(o, "instruction");
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(o, "input");
+    if (!cJSON_IsObject(o)) {
+        st = tune_error_set(err, TUNE_ERR_INPUT, path, lineno, 0, "not a JSON object");
+    } else if (cJSON_IsString(pr)) {
+        st = prompts_add(p, strdup(pr->valuestring), path, err);
+    } else if (cJSON_IsString(ins)) {
+        tune_strbuf sb = {0};
+        tune_strbuf_puts(&sb, ins->valuestring);
+        if (cJSON_IsString(in) && in->valuestring[0]) tune_strbuf_printf(&sb, "\n\n%s", in->valuestring);
+        st = prompts_add(p, sb.oom ? NULL : sb.data, path, err);
+        if (sb.oom) tune_strbuf_free(&sb);
+    } else {
+        st = tune_error_set(err, TUNE_ERR_INPUT, path, lineno, 0,
+                            "expected a string \"prompt\" or \"instruction\" field");
+    }
+    cJSON_Delete(o);
+    return st;
+}
+
+static tune_status read_prompts(const char *path, prompt_list *p, tune_error *err)
+{
+    char *data;
+    size_t len;
+    tune_status st = tune_read_file(path, &data, &len, err);
+    if (st != TUNE_OK) return st;
+    size_t first = 0;
+    while (first < len && (data[first] == ' ' || data[first] == '\t' || data[first] == '\r' || data[first] == '\n'))
+        first++;
+    const size_t plen = strlen(path);
+    const int jsonl = (plen > 6 && !strcmp(path + plen - 6, ".jsonl")) || (first < len && data[first] == '{');
+    int lineno = 0;
+    for (size_t at = 0; at < len && st == TUNE_OK;) {
+        const char *nl = memchr(data + at, '\n', len - at);
+        size_t end = nl ? (size_t)(nl - data) : len, next = nl ? end + 1 : len;
+        lineno++;
+        if (end > at && data[end - 1] == '\r') end--;
+        size_t a = at;
+        while (a < end && (data[a] == ' ' || data[a] == '\t')) a++;
+        if (a < end) {
+            if (jsonl) st = json_prompt(data + at, end - at, path, lineno, p, err);
+            else st = prompts_add(p, strndup(data + at, end - at), path, err);
+        }
+        at = next;
+    }
+    free(data);
+    if (st == TUNE_OK && p->n == 0) st = tune_fail_input(err, path, "no prompts in the file");
+    return st;
+}
+
+/* A CSV field in double quotes, quotes doubled (RFC 4180). */
+static void csv_text(tune_strbuf *sb, const char *s, size_t n)
+{
+    tune_strbuf_puts(sb, "\"");
+    for (const char *q; n && (q = memchr(s, '"', n));) {
+        tune_strbuf_append(sb, s, (size_t)(q - s) + 1);
+        tune_strbuf_puts(sb, "\"");
+        n -= (size_t)(q - s) + 1;
+        s = q + 1;
+    }
+    tune_strbuf_append(sb, s, n);
+    tune_strbuf_puts(sb, "\"");
+}
+
+typedef struct {
+    tune_lm *lm;
+    const char *name;
+    int raw;
+} side;
+
+static tune_status answer(side *sd, const char *system, const char *prompt, const tune_cli_gen_args *g,
+                          tune_strbuf *reply, tune_reply_stats *stats, tune_error *err)
+{
+    tune_chat_message msgs[2];
+    int n = 0;
+    if (system && !sd->raw) msgs[n++] = (tune_chat_message){"system", system};
+    msgs[n++] = (tune_chat_message){"user", prompt};
+    tune_ids ids = {0};
+    tune_status st = tune_lm_prompt(sd->lm, msgs, n, sd->raw, &ids, err);
+    if (st == TUNE_OK) {
+        const tune_reply_opts o = {g->sampling, g->max_new_tokens, g->stops, g->n_stops, 0};
+        st = tune_lm_generate(sd->lm, ids.ids, (int)ids.n, &o, NULL, NULL, reply, stats, err);
+    }
+    tune_ids_free(&ids);
+    return st;
+}
+
+int tune_cli_compare(int argc, char **argv)
+{
+    if (tune_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    const char *models[2] = {NULL, NULL}, *adapters[2] = {NULL, NULL};
+    const char *prompts_path = NULL, *out = DEFAULT_OUT, *system = NULL;
+    int raw = 0, n_models = 0;
+    tune_cli_gen_args g;
+    tune_cli_gen_defaults(&g, 0);
+    for (int i = 1; i < argc; i++) {
+        const int r = tune_cli_gen_option("compare", argc, argv, &i, &g);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        const char **value = !strcmp(argv[i], "--prompts")     ? &prompts_path
+                             : !strcmp(argv[i], "--adapter-a") ? &adapters[0]
+                             : !strcmp(argv[i], "--adapter-b") ? &adapters[1]
+                             : !strcmp(argv[i], "--out")       ? &out
+                             : !strcmp(argv[i], "--system")    ? &system
+                                                               : NULL;
+        if (value) {
+            if (i + 1 >= argc) return tune_cli_usage_error("compare", "%s needs a value", argv[i]);
+            *value = argv[++i];
+        } else if (!strcmp(argv[i], "--raw")) {
+            raw = 1;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return tune_cli_usage_error("compare", "unknown option '%s' (try 'tune compare --help')", argv[i]);
+        } else if (n_models < 2) {
+            models[n_models++] = argv[i];
+        } else {
+            return tune_cli_usage_error("compare", "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (n_models < 2) return tune_cli_usage_error("compare", "expected MODEL_A MODEL_B (try 'tune compare --help')");
+    if (!prompts_path) return tune_cli_usage_error("compare", "--prompts FILE is required");
+
+    tune_error err;
+    prompt_list prompts = {0};
+    side sides[2] = {{NULL, "A", raw}, {NULL, "B", raw}};
+    tune_status st = read_prompts(prompts_path, &prompts, &err);
+    if (st != TUNE_OK) tune_error_print(stderr, &err);
+    for (int s = 0; s < 2 && st == TUNE_OK; s++) {
+        st = tune_cli_open_lm(models[s], adapters[s], &g, &sides[s].lm);
+        if (st == TUNE_OK && !raw && tune_lm_template_missing(sides[s].lm)) {
+            sides[s].raw = 1;
+            fprintf(stderr, "tune compare: note: model %s (%s): %s; its prompts are fed raw\n", sides[s].name,
+                    models[s], tune_lm_template_missing(sides[s].lm));
+        }
+    }
+    tune_strbuf csv = {0};
+    tune_strbuf_puts(&csv, "prompt,answer_a,answer_b,tokens_a,tokens_b,seconds_a,seconds_b\r\n");
+    double total[2] = {0, 0};
+    for (int i = 0; i < prompts.n && st == TUNE_OK; i++) {
+        tune_strbuf reply[2] = {{0}, {0}};
+        tune_reply_stats stats[2];
+        for (int s = 0; s < 2 && st == TUNE_OK; s++) {
+            st = answer(&sides[s], system, prompts.items[i], &g, &reply[s], &stats[s], &err);
+            if (st == TUNE_OK) total[s] += stats[s].seconds;
+        }
+        if (st == TUNE_OK) {
+            csv_text(&csv, prompts.items[i], strlen(prompts.items[i]));
+            for (int s = 0; s < 2; s++) {
+                tune_strbuf_puts(&csv, ",");
+                csv_text(&csv, reply[s].data ? reply[s].data : "", reply[s].len);
+            }
+            tune_strbuf_printf(&csv, ",%d,%d,%.3f,%.3f\r\n", stats[0].new_tokens, stats[1].new_tokens,
+                               stats[0].seconds, stats[1].seconds);
+            fprintf(stderr, "tune compare: %d/%d  A %d tokens %.2f s  B %d tokens %.2f s\n", i + 1, prompts.n,
+                    stats[0].new_tokens, stats[0].seconds, stats[1].new_tokens, stats[1].seconds);
+        }
+        tune_strbuf_free(&reply[0]);
+        tune_strbuf_free(&reply[1]);
+    }
+    if (st == TUNE_OK && csv.oom) st = tune_fail_run(&err, out, "out of memory");
+    if (st == TUNE_OK) st = tune_write_file_atomic(out, csv.data, csv.len, &err);
+    if (st == TUNE_OK)
+        fprintf(stderr, "tune compare: wrote %s (%d prompts; A %.2f s, B %.2f s)\n", out, prompts.n, total[0],
+                total[1]);
+    else if (sides[0].lm && sides[1].lm)
+        tune_error_print(stderr, &err);
+    tune_strbuf_free(&csv);
+    tune_lm_close(sides[0].lm);
+    tune_lm_close(sides[1].lm);
+    prompts_free(&prompts);
+    return st;
+}

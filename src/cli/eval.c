@@ -1,0 +1,314 @@
+/* tune eval CONFIG.yml | MODEL --data FILE: loss and perplexity of a model
+ * (optionally with a PEFT adapter) on a dataset, formatted and masked as
+ * training does, through the same tune_evaluate the trainer logs as eval_loss. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tune/cli.h"
+#include "tune/config.h"
+#include "tune/data.h"
+#include "tune/lora.h"
+#include "tune/model.h"
+#include "tune/plan.h"
+#include "tune/train.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: tune eval CONFIG.yml [--adapter DIR] [--json] [--out DIR] [--key value ...]\n"
+            "       tune eval MODEL --data FILE [--type alpaca|sharegpt|chat_template|llama2|completion]\n"
+            "                 [--chat_template NAME] [--adapter DIR] [--sequence_len N]\n"
+            "                 [--batch_size N] [--json] [--out DIR]\n\n"
+            "Mean token loss and perplexity on a dataset, with the formatting and masking of\n"
+            "training. With a config: its validation set (test_datasets or the val_set_size\n"
+            "split), the figure the trainer logs as eval_loss. With a model (folder or GGUF):\n"
+            "every record of FILE (default type alpaca, batch 1, sequence_len 2048 or the\n"
+            "model's context length when shorter); longer examples are truncated and counted.\n\n"
+            "--adapter DIR evaluates with a PEFT LoRA adapter (adapter_config.json +\n"
+            "adapter_model.safetensors). Prints a summary, or with --json one line\n"
+            "{\"loss\", \"perplexity\", \"tokens\", \"examples\"}. Writes eval_summary.csv\n"
+            "(model, adapter, data, examples, tokens, loss, perplexity) into --out (default:\n"
+            "the current directory).\n");
+}
+
+typedef struct eval_args {
+    const char *target;   /* CONFIG.yml or MODEL */
+    const char *adapter, *out, *data, *type, *chat_template, *sequence_len, *batch_size;
+    int json;
+    char **config_argv;   /* the config form: CONFIG.yml, then the config overrides */
+    int config_argc;
+} eval_args;
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+static int is_config(const char *path) { return ends_with(path, ".yml") || ends_with(path, ".yaml"); }
+
+/* argv[0] is "eval". Returns 0 or exit code 2. */
+static int parse_args(int argc, char **argv, eval_args *a)
+{
+    if (argc < 2) return tune_cli_usage_error("eval", "expected CONFIG.yml or MODEL (see tune eval --help)");
+    a->target = argv[1];
+    if (a->target[0] == '-') return tune_cli_usage_error("eval", "expected CONFIG.yml or MODEL before '%s'", a->target);
+    a->config_argv = malloc((size_t)argc * sizeof *a->config_argv);
+    if (!a->config_argv) return tune_cli_usage_error("eval", "out of memory");
+    a->config_argv[a->config_argc++] = argv[1];
+    const int config = is_config(a->target);
+    for (int i = 2; i < argc; i++) {
+        const char *s = argv[i];
+        const char **slot = !strcmp(s, "--adapter")         ? &a->adapter
+                            : !strcmp(s, "--out")           ? &a->out
+                            : config                        ? NULL
+                            : !strcmp(s, "--data")          ? &a->data
+                            : !strcmp(s, "--type")          ? &a->type
+                            : !strcmp(s, "--chat_template") ? &a->chat_template
+                            : !strcmp(s, "--sequence_len")  ? &a->sequence_len
+                            : !strcmp(s, "--batch_size")    ? &a->batch_size
+                                                            : NULL;
+        if (!strcmp(s, "--json")) {
+            a->json = 1;
+        } else if (slot) {
+            if (i + 1 >= argc) return tune_cli_usage_error("eval", "%s needs a value", s);
+            *slot = argv[++i];
+        } else if (config) {
+            a->config_argv[a->config_argc++] = argv[i]; /* checked by the config loader */
+        } else {
+            return tune_cli_usage_error("eval", "unknown argument '%s' (see tune eval --help)", s);
+        }
+    }
+    if (!config && !a->data) return tune_cli_usage_error("eval", "MODEL needs --data FILE (or give a CONFIG.yml)");
+    return 0;
+}
+
+static int report(const tune_error *err)
+{
+    tune_error_print(stderr, err);
+    return err->code ? (int)err->code : 1;
+}
+
+static int print_errors(tune_error_list *errs, tune_status st)
+{
+    for (int i = 0; i < errs->count; i++) tune_error_print(stderr, &errs->items[i]);
+    tune_error_list_free(errs);
+    return (int)st;
+}
+
+/* The MODEL form as a config: FILE is the test set (so all of it is
+ * evaluated). The plan wants a complete training config, so FILE is the
+ * training set too and learning_rate and the LoRA targets get values that
+ * evaluation never reads. */
+static int model_config(const eval_args *a, tune_config *cfg)
+{
+    tune_error err;
+    tune_error_clear(&err);
+    if (tune_config_init(cfg, &err)) return report(&err);
+    const char *type = a->type ? a->type : "alpaca";
+    const struct {
+        const char *key, *value, *flag;
+    } sets[] = {
+        {"base_model", a->target, "MODEL"},
+        {"datasets.0.path", a->data, "--data"},
+        {"datasets.0.type", type, "--type"},
+        {"test_datasets.0.path", a->data, "--data"},
+        {"test_datasets.0.type", type, "--type"},
+        {"excess_length_strategy", "truncate", NULL},
+        {"sample_packing", "false", NULL},
+        {"sequence_len", a->sequence_len ? a->sequence_len : "2048", "--sequence_len"},
+        {"micro_batch_size", a->batch_size ? a->batch_size : "1", "--batch_size"},
+        {"eval_batch_size", a->batch_size ? a->batch_size : "1", "--batch_size"},
+        {"chat_template", a->chat_template, "--chat_template"},
+        {"learning_rate", "1e-4", NULL},
+        {"lora_target_linear", "true", NULL},
+    };
+    tune_error_list errs = {0};
+    tune_status st = TUNE_OK;
+    for (size_t i = 0; !st && i < sizeof sets / sizeof sets[0]; i++)
+        if (sets[i].value) st = tune_config_set(cfg, sets[i].key, sets[i].value, sets[i].flag, &errs);
+    if (!st) st = tune_config_validate(cfg, &errs);
+    if (st) tune_config_free(cfg);
+    return print_errors(&errs, st);
+}
+
+/* The adapter in dir, for the model. */
+static tune_status load_adapter(const char *dir, const tune_model *model, tune_lora **lora, tune_error *err)
+{
+    const tune_model_config *mc = &model->cfg;
+    tune_lora_config lc;
+    unsigned char *selected = calloc((size_t)mc->num_hidden_layers * TUNE_N_LINEAR, 1);
+    if (!selected) return tune_fail_run(err, NULL, "out of memory");
+    tune_status st = tune_lora_read_peft_config(dir, mc, &lc, selected, err);
+    if (!st) st = tune_lora_create(mc, &lc, selected, 0, lora, err);
+    if (!st) st = tune_lora_load_peft(*lora, mc, dir, err);
+    free(selected);
+    return st;
+}
+
+static void csv_field(tune_strbuf *sb, const char *s)
+{
+    tune_strbuf_append(sb, "\"", 1);
+    for (; *s; s++) {
+        if (*s == '"') tune_strbuf_append(sb, "\"", 1);
+        tune_strbuf_append(sb, s, 1);
+    }
+    tune_strbuf_append(sb, "\"", 1);
+}
+
+typedef struct eval_result {
+    const char *model, *adapter, *data;
+    long examples, tokens, truncated;
+    double loss, perplexity;
+} eval_result;
+
+static tune_status write_csv(const char *dir, const eval_result *r, tune_error *err)
+{
+    tune_strbuf csv = {0};
+    tune_strbuf_puts(&csv, "model,adapter,data,examples,tokens,loss,perplexity\n");
+    csv_field(&csv, r->model);
+    tune_strbuf_puts(&csv, ",");
+    csv_field(&csv, r->adapter ? r->adapter : "");
+    tune_strbuf_puts(&csv, ",");
+    csv_field(&csv, r->data);
+    tune_strbuf_printf(&csv, ",%ld,%ld,%.17g,%.17g\n", r->examples, r->tokens, r->loss, r->perplexity);
+    char path[4200];
+    tune_status st = csv.oom ? tune_fail_run(err, NULL, "out of memory") : tune_mkdir_p(dir, err);
+    if (!st && snprintf(path, sizeof path, "%s/eval_summary.csv", dir) >= (int)sizeof path)
+        st = tune_fail_input(err, NULL, "--out path too long");
+    if (!st) st = tune_write_file_atomic(path, csv.data, csv.len, err);
+    tune_strbuf_free(&csv);
+    return st;
+}
+
+/* The validation files of the plan's data, comma-separated, for the summary. */
+static void data_names(const tune_plan_data *d, char *buf, size_t size)
+{
+    const tune_data_options *o = &d->setup.opt;
+    buf[0] = 0;
+    size_t used = 0;
+    const tune_dataset_options *sets = o->n_test_datasets ? o->test_datasets : o->datasets;
+    const int n = o->n_test_datasets ? o->n_test_datasets : o->n_datasets;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < sets[i].n_files && used < size; k++)
+            used += (size_t)snprintf(buf + used, size - used, "%s%s", used ? "," : "", sets[i].files[k]);
+}
+
+static long batcher_count(void *ctx, int epoch, tune_error *err) { return tune_batcher_count(ctx, epoch, err); }
+
+static tune_status batcher_get(void *ctx, int epoch, long index, tune_batch *batch, tune_error *err)
+{
+    return tune_batcher_get(ctx, epoch, index, batch, err);
+}
+
+static int evaluate(const tune_config *cfg, tune_plan *plan, const eval_args *a)
+{
+    tune_error err;
+    tune_error_clear(&err);
+    tune_plan_data data;
+    tune_status st = tune_plan_prepare_data(plan, cfg, 0, &data, &err);
+    tune_model model = {0};
+    tune_lora *lora = NULL;
+    tune_batcher *eval_b = NULL;
+    tune_workspace *ws = NULL;
+    int rc = 0;
+    if (st) goto fail;
+    for (int i = 0; i < plan->warnings.count; i++) {
+        char buf[2048];
+        tune_error_format(&plan->warnings.items[i], buf, sizeof buf);
+        fprintf(stderr, "tune: warning: %s\n", buf);
+    }
+    if (data.prep.val.count == 0) {
+        tune_error_set(&err, TUNE_ERR_INPUT, is_config(a->target) ? a->target : a->data, 0, 0,
+                       "there is no validation set to evaluate (set test_datasets or val_set_size)");
+        goto fail;
+    }
+    /* The trainer's evaluation batches: its batching without shuffle, eval_batch_size rows. */
+    tune_batch_options eval_opt = data.batch;
+    eval_opt.micro_batch_size = (int)plan->eval_batch_size;
+    eval_opt.shuffle = 0;
+    omp_set_num_threads(plan->threads);
+    fprintf(stderr, "tune: evaluating %ld examples; loading %s\n", (long)data.prep.val.count, plan->base_model);
+    if ((st = tune_batcher_create(&data.prep.val, &eval_opt, &eval_b, &err)) ||
+        (st = tune_model_load(plan->base_model, &model, &err)) ||
+        (a->adapter && (st = load_adapter(a->adapter, &model, &lora, &err))) ||
+        (st = tune_workspace_create(&model.cfg, lora, eval_opt.micro_batch_size, eval_opt.sequence_len, &ws, &err)))
+        goto fail;
+    const tune_batch_source src = {.ctx = eval_b,
+                                   .max_B = eval_opt.micro_batch_size,
+                                   .max_T = eval_opt.sequence_len,
+                                   .count = batcher_count,
+                                   .get = batcher_get};
+    eval_result r = {.model = plan->base_model, .adapter = a->adapter, .examples = (long)data.prep.val.count};
+    if ((st = tune_evaluate(&model, lora, &src, ws, &r.loss, &r.tokens, &err))) goto fail;
+    r.perplexity = exp(r.loss);
+    const tune_data_report *rep = &data.prep.report;
+    for (int i = data.setup.n_datasets; i < rep->n_datasets; i++) r.truncated += rep->datasets[i].truncated;
+    char names[4096];
+    data_names(&data, names, sizeof names);
+    r.data = names;
+    if ((st = write_csv(a->out ? a->out : ".", &r, &err))) goto fail;
+    if (!is_config(a->target) && r.truncated > 0)
+        fprintf(stderr, "tune: %ld examples longer than sequence_len %ld were truncated\n", r.truncated,
+                plan->sequence_len);
+    if (a->json) {
+        printf("{\"loss\": %.17g, \"perplexity\": %.17g, \"tokens\": %ld, \"examples\": %ld}\n", r.loss, r.perplexity,
+               r.tokens, r.examples);
+    } else {
+        printf("model       %s\nadapter     %s\ndata        %s\nexamples    %ld\ntokens      %ld (trained targets)\n"
+               "loss        %.6f\nperplexity  %.4f\n",
+               r.model, a->adapter ? a->adapter : "(none)", names, r.examples, r.tokens, r.loss, r.perplexity);
+    }
+    goto done;
+fail:
+    rc = report(&err);
+done:
+    tune_workspace_free(ws);
+    tune_batcher_free(eval_b);
+    tune_lora_free(lora);
+    tune_model_free(&model);
+    tune_plan_data_free(&data);
+    return rc;
+}
+
+int tune_cli_eval(int argc, char **argv)
+{
+    if (tune_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    eval_args a = {0};
+    int rc = parse_args(argc, argv, &a);
+    tune_config cfg;
+    const int config = rc == 0 && is_config(a.target);
+    if (!rc) rc = config ? tune_cli_load_config("eval", a.config_argc, a.config_argv, &cfg) : model_config(&a, &cfg);
+    free(a.config_argv);
+    if (rc) return rc;
+    tune_plan plan;
+    tune_error_list errs = {0};
+    tune_status st = tune_plan_init(&plan, &cfg, &errs);
+    if (!st && !config && !a.sequence_len && plan.have_model && plan.model.max_position_embeddings > 0 &&
+        plan.model.max_position_embeddings < plan.sequence_len) {
+        /* The default sequence_len is capped at the model's context length. */
+        char len[32];
+        snprintf(len, sizeof len, "%d", plan.model.max_position_embeddings);
+        tune_plan_free(&plan);
+        st = tune_config_set(&cfg, "sequence_len", len, NULL, &errs);
+        if (!st) st = tune_plan_init(&plan, &cfg, &errs);
+    }
+    rc = print_errors(&errs, st);
+    if (!rc) {
+        if (!config) {
+            /* One file looked at once: no prepared-data cache next to an output_dir. */
+            free(plan.prepared_dir);
+            plan.prepared_dir = NULL;
+        }
+        rc = evaluate(&cfg, &plan, &a);
+    }
+    tune_plan_free(&plan); /* also after a failed init */
+    tune_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,125 @@
+/* Options shared by the inference verbs (generate, chat, compare). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tune/cli.h"
+
+void tune_cli_gen_defaults(tune_cli_gen_args *a, int sample)
+{
+    memset(a, 0, sizeof *a);
+    a->sampling = tune_sampling_greedy();
+    if (sample) {
+        a->sampling.temperature = 0.7f;
+        a->sampling.top_k = 50;
+        a->sampling.top_p = 0.9f;
+        a->sampling.repetition_penalty = 1.1f;
+    }
+    a->max_new_tokens = 256;
+}
+
+static int parse_float(const char *s, float *out)
+{
+    char *end;
+    errno = 0;
+    const double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return 0;
+    *out = (float)v;
+    return 1;
+}
+
+static int parse_long(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    const long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+/* "--top-k" and "--top_k" are the same option. */
+static int opt_is(const char *arg, const char *name)
+{
+    if (strncmp(arg, "--", 2)) return 0;
+    arg += 2;
+    for (; *arg && *name; arg++, name++)
+        if (*arg != *name && !(*arg == '-' && *name == '_')) return 0;
+    return !*arg && !*name;
+}
+
+int tune_cli_gen_option(const char *verb, int argc, char **argv, int *i, tune_cli_gen_args *a)
+{
+    static const char *const names[] = {"temperature", "top_k", "top_p", "repetition_penalty",
+                                        "seed", "max_new_tokens", "chat_template", "stop"};
+    int which = -1;
+    for (int k = 0; k < (int)(sizeof names / sizeof names[0]); k++)
+        if (opt_is(argv[*i], names[k])) which = k;
+    if (which < 0) return 0;
+    if (*i + 1 >= argc) {
+        tune_cli_usage_error(verb, "--%s needs a value", names[which]);
+        return -1;
+    }
+    const char *v = argv[++*i];
+    long long n;
+    int ok = 1;
+    switch (which) {
+    case 0: ok = parse_float(v, &a->sampling.temperature); break;
+    case 1: ok = parse_long(v, 0, 1 << 30, &n); a->sampling.top_k = (int)n; break;
+    case 2: ok = parse_float(v, &a->sampling.top_p); break;
+    case 3: ok = parse_float(v, &a->sampling.repetition_penalty); break;
+    case 4: ok = parse_long(v, 0, INT64_MAX, &n); a->sampling.seed = (uint64_t)n; break;
+    case 5: ok = parse_long(v, 0, 1 << 24, &n); a->max_new_tokens = (int)n; break;
+    case 6: a->chat_template = v; break;
+    default:
+        if (!*v) {
+            tune_cli_usage_error(verb, "--stop needs a non-empty string");
+            return -1;
+        }
+        if (a->n_stops == TUNE_CLI_MAX_STOPS) {
+            tune_cli_usage_error(verb, "at most %d --stop strings", TUNE_CLI_MAX_STOPS);
+            return -1;
+        }
+        a->stops[a->n_stops++] = v;
+    }
+    if (!ok) {
+        tune_cli_usage_error(verb, "--%s: '%s' is not a valid value", names[which], v);
+        return -1;
+    }
+    tune_error err;
+    if (tune_sampling_check(&a->sampling, &err) != TUNE_OK) {
+        tune_cli_usage_error(verb, "%s", err.message);
+        return -1;
+    }
+    return 1;
+}
+
+const char *tune_cli_gen_help(void)
+{
+    return "  --temperature T        0 is greedy (deterministic); > 0 samples\n"
+           "  --top_k K              keep the K most likely tokens (0: off)\n"
+           "  --top_p P              keep the smallest set of tokens with mass > P (1: off)\n"
+           "  --repetition_penalty R divide positive / multiply negative logits of tokens\n"
+           "                         already in the prompt or the reply (1: off)\n"
+           "  --seed S               sampling seed (the same seed gives the same text)\n"
+           "  --max_new_tokens N     at most N new tokens\n"
+           "  --stop STR             end the reply before STR (repeatable; STR is not printed)\n"
+           "  --chat_template NAME   render prompts with this built-in template instead of the\n"
+           "                         model's own, as a config's chat_template: llama3, llama3_1,\n"
+           "                         llama2, chatml, smollm2, vicuna_v1.1, zephyr, alpaca,\n"
+           "                         tokenizer_default_fallback_NAME\n";
+}
+
+tune_status tune_cli_open_lm(const char *model, const char *adapter, const tune_cli_gen_args *a, tune_lm **out)
+{
+    tune_error err;
+    tune_status st = tune_lm_open(model, adapter, out, &err);
+    if (st == TUNE_OK && a->chat_template && (st = tune_lm_set_template(*out, a->chat_template, &err)) != TUNE_OK) {
+        tune_lm_close(*out);
+        *out = NULL;
+    }
+    if (st != TUNE_OK) tune_error_print(stderr, &err);
+    return st;
+}

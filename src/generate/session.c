@@ -1,0 +1,194 @@
+/* A model ready to answer: weights (with an adapter merged in), tokenizer,
+ * chat template, EOS ids and a decoder whose cache survives between
+ * generations, so a conversation only computes what is new. */
+#include "tune/generate.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tune/merge.h"
+
+struct tune_lm {
+    tune_model model;
+    tune_tokenizer *tok;
+    int has_template;
+    char no_template[sizeof(((tune_error *)0)->message)]; /* why there is none */
+    tune_template_id tpl;
+    tune_template_options tpl_opt;
+    int32_t eos[TUNE_MAX_EOS + 8]; /* (n_eos) */
+    int n_eos;
+    tune_decoder *dec;
+};
+
+/* Ends of a turn or a document, whatever the model's config lists. */
+static const char *const EOS_TOKENS[] = {"<|eot_id|>", "<|im_end|>", "<|end_of_text|>", "<|eom_id|>",
+                                         "<|endoftext|>", "</s>"};
+
+static void add_eos(tune_lm *lm, int32_t id)
+{
+    if (id < 0 || id >= lm->model.cfg.vocab_size) return;
+    for (int i = 0; i < lm->n_eos; i++)
+        if (lm->eos[i] == id) return;
+    if (lm->n_eos < (int)(sizeof lm->eos / sizeof lm->eos[0])) lm->eos[lm->n_eos++] = id;
+}
+
+/* The template's BOS/EOS texts are the tokenizer's own where it has them. */
+static void set_template_options(tune_lm *lm)
+{
+    const tune_special_ids *sp = tune_tokenizer_specials(lm->tok);
+    lm->tpl_opt = tune_template_default_options(lm->tpl);
+    const char *bos = tune_tokenizer_id_to_token(lm->tok, sp->bos), *eos = tune_tokenizer_id_to_token(lm->tok, sp->eos);
+    if (bos) lm->tpl_opt.bos = bos;
+    if (eos) lm->tpl_opt.eos = eos;
+}
+
+tune_status tune_lm_open(const char *model_path, const char *adapter_dir, tune_lm **out, tune_error *err)
+{
+    *out = NULL;
+    tune_lm *lm = calloc(1, sizeof *lm);
+    if (!lm) return tune_fail_run(err, NULL, "out of memory");
+    tune_status st = tune_model_load(model_path, &lm->model, err);
+    if (st == TUNE_OK && adapter_dir) st = tune_merge_peft_adapter(&lm->model, adapter_dir, err);
+    if (st == TUNE_OK) st = tune_tokenizer_load(model_path, &lm->tok, err);
+    if (st == TUNE_OK && tune_tokenizer_vocab_size(lm->tok) > lm->model.cfg.vocab_size)
+        st = tune_fail_input(err, model_path, "the tokenizer has %d ids but the model only %d",
+                             (int)tune_tokenizer_vocab_size(lm->tok), lm->model.cfg.vocab_size);
+    if (st == TUNE_OK) st = tune_decoder_create(&lm->model, &lm->dec, err);
+    if (st != TUNE_OK) {
+        tune_lm_close(lm);
+        return st;
+    }
+    const char *src = tune_tokenizer_chat_template(lm->tok);
+    tune_error why;
+    lm->has_template = src && tune_template_resolve(NULL, src, &lm->tpl, &why) == TUNE_OK;
+    if (!src) snprintf(lm->no_template, sizeof lm->no_template, "the model has no chat template");
+    else if (!lm->has_template) snprintf(lm->no_template, sizeof lm->no_template, "%s", why.message);
+    if (lm->has_template) set_template_options(lm);
+    for (int i = 0; i < lm->model.cfg.n_eos_token_ids; i++) add_eos(lm, lm->model.cfg.eos_token_ids[i]);
+    add_eos(lm, tune_tokenizer_specials(lm->tok)->eos);
+    for (size_t i = 0; i < sizeof EOS_TOKENS / sizeof EOS_TOKENS[0]; i++)
+        add_eos(lm, tune_tokenizer_token_to_id(lm->tok, EOS_TOKENS[i]));
+    *out = lm;
+    return TUNE_OK;
+}
+
+void tune_lm_close(tune_lm *lm)
+{
+    if (!lm) return;
+    tune_decoder_free(lm->dec);
+    tune_tokenizer_free(lm->tok);
+    tune_model_free(&lm->model);
+    free(lm);
+}
+
+const char *tune_lm_template_missing(const tune_lm *lm) { return lm->has_template ? NULL : lm->no_template; }
+
+tune_status tune_lm_set_template(tune_lm *lm, const char *name, tune_error *err)
+{
+    tune_template_id id;
+    const tune_status st = tune_template_resolve(name, tune_tokenizer_chat_template(lm->tok), &id, err);
+    if (st != TUNE_OK) return st;
+    lm->tpl = id;
+    lm->has_template = 1;
+    set_template_options(lm);
+    return TUNE_OK;
+}
+
+int tune_lm_eos_ids(const tune_lm *lm, const int32_t **ids)
+{
+    *ids = lm->eos;
+    return lm->n_eos;
+}
+
+tune_status tune_lm_prompt(tune_lm *lm, const tune_chat_message *msgs, int n, int raw, tune_ids *ids,
+                           tune_error *err)
+{
+    if (raw) {
+        const char *text = n > 0 ? msgs[n - 1].content : "";
+        return tune_tokenizer_encode(lm->tok, text, strlen(text), 1, ids, err);
+    }
+    if (!lm->has_template)
+        return tune_fail_input(err, NULL, "%s; use --raw to feed the prompt as it is", lm->no_template);
+    tune_strbuf text = {0};
+    /* Rendered templates already hold BOS: no special tokens are added again. */
+    tune_status st = tune_template_render(lm->tpl, &lm->tpl_opt, msgs, n, 1, &text, NULL, err);
+    if (st == TUNE_OK && text.oom) st = tune_fail_run(err, NULL, "out of memory");
+    if (st == TUNE_OK) st = tune_tokenizer_encode(lm->tok, text.data, text.len, 0, ids, err);
+    tune_strbuf_free(&text);
+    return st;
+}
+
+/* Per-token state of a reply: the generated ids, their decoding streamed out. */
+typedef struct {
+    tune_lm *lm;
+    int32_t *ids; /* (n) */
+    int n;
+    tune_text_stream ts;
+    tune_strbuf *reply;
+    tune_text_fn write;
+    void *ctx;
+    tune_status st;
+    tune_error *err;
+} reply_state;
+
+static void emit(reply_state *r, int final)
+{
+    char *text;
+    size_t len;
+    r->st = tune_tokenizer_decode(r->lm->tok, r->ids, (size_t)r->n, 1, &text, &len, r->err);
+    if (r->st != TUNE_OK) return;
+    const size_t before = r->reply->len;
+    tune_text_stream_push(&r->ts, text, len, final, r->reply);
+    free(text);
+    if (r->reply->oom) r->st = tune_fail_run(r->err, NULL, "out of memory");
+    else if (r->write && r->reply->len > before) r->write(r->ctx, r->reply->data + before, r->reply->len - before);
+}
+
+static int on_token(void *ctx, int32_t id)
+{
+    reply_state *r = ctx;
+    r->ids[r->n++] = id;
+    emit(r, 0);
+    return r->st != TUNE_OK || r->ts.stopped;
+}
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+tune_status tune_lm_generate(tune_lm *lm, const int32_t *prompt, int n_prompt, const tune_reply_opts *o,
+                             tune_text_fn write, void *ctx, tune_strbuf *reply, tune_reply_stats *stats,
+                             tune_error *err)
+{
+    memset(stats, 0, sizeof *stats);
+    if (o->max_new_tokens < 0) return tune_fail_input(err, NULL, "max_new_tokens must be >= 0");
+    tune_sampler *sm;
+    tune_status st = tune_sampler_create(&o->sampling, lm->model.cfg.vocab_size, &sm, err);
+    if (st != TUNE_OK) return st;
+    reply_state r = {lm, malloc(((size_t)o->max_new_tokens + 1) * sizeof(int32_t)), 0, {0}, reply, write, ctx,
+                     TUNE_OK, err};
+    int32_t *out = malloc(((size_t)o->max_new_tokens + 1) * sizeof *out);
+    if (!r.ids || !out) st = tune_fail_run(err, NULL, "out of memory");
+    tune_text_stream_init(&r.ts, o->stops, o->n_stops);
+    const double t0 = now();
+    int n_out = 0, hit_eos = 0;
+    if (st == TUNE_OK) {
+        const tune_generate_opts g = {o->max_new_tokens, lm->eos, lm->n_eos, o->first_step};
+        st = tune_generate(lm->dec, sm, prompt, n_prompt, &g, on_token, &r, out, &n_out, &hit_eos, err);
+    }
+    if (st == TUNE_OK) st = r.st;
+    if (st == TUNE_OK) emit(&r, 1);
+    if (st == TUNE_OK) st = r.st;
+    stats->prompt_tokens = n_prompt;
+    stats->new_tokens = n_out;
+    stats->seconds = now() - t0;
+    stats->stop = hit_eos ? TUNE_STOP_EOS : r.ts.stopped ? TUNE_STOP_STRING : TUNE_STOP_LENGTH;
+    free(r.ids);
+    free(out);
+    tune_sampler_free(sm);
+    return st;
+}

@@ -1,0 +1,38 @@
+/* Evaluation: the mean loss over a batch source, shared by the training
+ * loop (eval_loss) and `tune eval`, so both report the same figure. */
+#include "internal.h"
+
+tune_status train_get_batch(const tune_batch_source *src, const char *what, int epoch, long index, tune_batch *b,
+                            tune_error *err)
+{
+    tune_status st = src->get(src->ctx, epoch, index, b, err);
+    if (st) return st;
+    if (b->B < 1 || b->T < 1 || b->B > src->max_B || b->T > src->max_T || !b->input_ids || !b->labels)
+        return tune_fail_run(err, NULL, "%s micro-batch %ld of epoch %d is %d x %d, outside 1..%d x 1..%d", what,
+                             index, epoch, b->B, b->T, src->max_B, src->max_T);
+    return TUNE_OK;
+}
+
+tune_status tune_evaluate(const tune_model *model, const tune_lora *lora, const tune_batch_source *eval,
+                          tune_workspace *ws, double *loss, long *n_targets, tune_error *err)
+{
+    double sum = 0.0;
+    long n = 0;
+    const long n_mb = eval->count(eval->ctx, 0, err);
+    if (n_mb < 0) return err ? err->code : TUNE_ERR_RUN;
+    if (n_mb == 0) return tune_fail_input(err, NULL, "the evaluation set is empty");
+    for (long i = 0; i < n_mb; i++) {
+        tune_batch b;
+        tune_status st = train_get_batch(eval, "evaluation", 0, i, &b, err);
+        double ls;
+        long nt;
+        if (!st) st = tune_llama_forward(model, lora, &b, NULL, ws, &ls, &nt, err);
+        if (st) return st;
+        sum += ls;
+        n += nt;
+    }
+    if (n == 0) return tune_fail_input(err, NULL, "the evaluation set has no trained tokens");
+    *loss = sum / (double)n;
+    *n_targets = n;
+    return TUNE_OK;
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole path on the tiny model: tune trains an adapter, tune generate
+# answers with it (the text it learned, ended by EOS), tune merge folds it into
+# the weights, and the merged folder answers the same; tune compare sets base
+# and adapter side by side.
+set -euo pipefail
+TUNE=$(cd "$(dirname "${TUNE:-build/tune}")" && pwd)/$(basename "${TUNE:-build/tune}")
+M=$(pwd)/tests/data/tiny/gqa
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+for i in $(seq 0 39); do
+    printf '{"text": "=SUM(A%d:A%d) adds cells %d to %d."}\n' "$i" $((i + 3)) "$i" $((i + 3))
+done >data.jsonl
+cat >tiny.yml <<YML
+base_model: $M
+datasets:
+  - path: data.jsonl
+    type: completion
+adapter: lora
+lora_r: 4
+lora_alpha: 8
+lora_target_linear: true
+sequence_len: 64
+micro_batch_size: 4
+gradient_accumulation_steps: 1
+max_steps: 150
+learning_rate: 1.0e-2
+output_dir: out
+YML
+"$TUNE" tiny.yml >train.log 2>&1 || { echo "training failed"; tail train.log; exit 1; }
+
+base=$("$TUNE" generate "$M" --raw --prompt "=SUM(A5:A8)" --max_new_tokens 16 2>/dev/null)
+tuned=$("$TUNE" generate "$M" --adapter out --raw --prompt "=SUM(A5:A8)" --max_new_tokens 16 2>gen.log)
+case "$tuned" in " adds cells "*) ;; *) echo "the adapter did not teach the pattern: '$tuned'"; exit 1 ;; esac
+[ "$tuned" != "$base" ]
+grep -q "stopped at end of sequence" gen.log
+
+"$TUNE" merge "$M" out merged --dtype f32 2>/dev/null
+[ "$("$TUNE" generate merged --raw --prompt "=SUM(A5:A8)" --max_new_tokens 16 2>/dev/null)" = "$tuned" ]
+
+printf '=SUM(A5:A8)\n=SUM(A1:A4)\n' >prompts.txt
+"$TUNE" compare "$M" "$M" --adapter-b out --prompts prompts.txt --max_new_tokens 16 2>/dev/null
+[ -s model_comparison_results.csv ]
+grep -q '^"=SUM(A5:A8)",.*," adds cells ' model_comparison_results.csv
+echo "generate_trained: ok"
