@@ -143,6 +143,8 @@ static tune_status load_adapter(const char *dir, const tune_model *model, tune_l
     unsigned char *selected = calloc((size_t)mc->num_hidden_layers * TUNE_N_LINEAR, 1);
     if (!selected) return tune_fail_run(err, NULL, "out of memory");
     tune_status st = tune_lora_read_peft_config(dir, mc, &lc, selected, err);
+    if (!st && lc.modules_to_save) /* needs the grown model and the adapter's tokenizer */
+        st = tune_fail_input(err, dir, "evaluating adapters with modules_to_save (added tokens) is not supported yet");
     if (!st) st = tune_lora_create(mc, &lc, selected, 0, lora, err);
     if (!st) st = tune_lora_load_peft(*lora, mc, dir, err);
     free(selected);

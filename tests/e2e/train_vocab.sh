@@ -71,6 +71,12 @@ rm -rf runs/r/checkpoint-4
 cmp -s runs/a/adapter_model.safetensors runs/r/adapter_model.safetensors ||
     fail "the resumed run's adapter differs from the uninterrupted one"
 
+# tune eval does not take such adapters yet, and says so
+"$TUNE" eval "$SRC/tests/data/tiny/gqa" --data data.jsonl --type completion --adapter runs/a >out.txt 2>err.txt
+rc=$?
+[ "$rc" = 2 ] && grep -q "modules_to_save (added tokens) is not supported yet" err.txt ||
+    fail "eval of a modules_to_save adapter: exit $rc"
+
 # new tokens need trained embeddings
 sed -e '/lora_modules_to_save/d' -e 's#runs/a#runs/b#' tiny.yml >bad.yml
 "$TUNE" train bad.yml >out.txt 2>err.txt
