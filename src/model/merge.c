@@ -33,6 +33,9 @@ tune_status tune_merge_peft_adapter(tune_model *model, const char *adapter_dir, 
     tune_lora_config lc;
     tune_lora *lora = NULL;
     tune_status st = tune_lora_read_peft_config(adapter_dir, mc, &lc, selected, err);
+    if (st == TUNE_OK && lc.modules_to_save) /* needs the grown model and the adapter's tokenizer */
+        st = tune_fail_input(err, adapter_dir, "adapters with modules_to_save (added tokens) cannot be merged or "
+                             "generated with yet");
     if (st == TUNE_OK) st = tune_lora_create(mc, &lc, selected, 0, &lora, err);
     if (st == TUNE_OK) st = tune_lora_load_peft(lora, mc, adapter_dir, err);
     if (st == TUNE_OK) tune_lora_merge(model, lora);

@@ -77,6 +77,11 @@ rc=$?
 [ "$rc" = 2 ] && grep -q "modules_to_save (added tokens) is not supported yet" err.txt ||
     fail "eval of a modules_to_save adapter: exit $rc"
 
+"$TUNE" merge "$SRC/tests/data/tiny/gqa" runs/a merged >out.txt 2>err.txt
+rc=$?
+[ "$rc" = 2 ] && grep -q "modules_to_save (added tokens) cannot be merged" err.txt ||
+    fail "merge of a modules_to_save adapter: exit $rc"
+
 # new tokens need trained embeddings
 sed -e '/lora_modules_to_save/d' -e 's#runs/a#runs/b#' tiny.yml >bad.yml
 "$TUNE" train bad.yml >out.txt 2>err.txt
