@@ -30,6 +30,8 @@ struct tune_plan;
 int tune_cli_load_config(const char *verb, int argc, char **argv, struct tune_config *cfg);
 /* The same, then the config's plan (tune_plan_init); on failure both are freed. */
 int tune_cli_load_plan(const char *verb, int argc, char **argv, struct tune_config *cfg, struct tune_plan *plan);
+/* "tune: warning: ..." on stderr for each of the plan's warnings. */
+void tune_cli_print_warnings(const struct tune_plan *plan);
 
 int tune_cli_train(int argc, char **argv);
 int tune_cli_plan(int argc, char **argv);

@@ -35,6 +35,15 @@ int tune_cli_load_plan(const char *verb, int argc, char **argv, tune_config *cfg
     return (int)st;
 }
 
+void tune_cli_print_warnings(const tune_plan *plan)
+{
+    for (int i = 0; i < plan->warnings.count; i++) {
+        char line[2048];
+        tune_error_format(&plan->warnings.items[i], line, sizeof line);
+        fprintf(stderr, "tune: warning: %s\n", line);
+    }
+}
+
 static void usage(FILE *out)
 {
     fprintf(out, "usage: tune config keys [--markdown]\n"

@@ -218,11 +218,7 @@ static int evaluate(const tune_config *cfg, tune_plan *plan, const eval_args *a)
     tune_workspace *ws = NULL;
     int rc = 0;
     if (st) goto fail;
-    for (int i = 0; i < plan->warnings.count; i++) {
-        char buf[2048];
-        tune_error_format(&plan->warnings.items[i], buf, sizeof buf);
-        fprintf(stderr, "tune: warning: %s\n", buf);
-    }
+    tune_cli_print_warnings(plan);
     if (data.prep.val.count == 0) {
         tune_error_set(&err, TUNE_ERR_INPUT, is_config(a->target) ? a->target : a->data, 0, 0,
                        "there is no validation set to evaluate (set test_datasets or val_set_size)");

@@ -76,11 +76,7 @@ int tune_cli_preprocess(int argc, char **argv)
         rc = fail(&err);
         goto done;
     }
-    for (int i = 0; i < plan.warnings.count; i++) {
-        char line[2048];
-        tune_error_format(&plan.warnings.items[i], line, sizeof line);
-        fprintf(stderr, "tune: warning: %s\n", line);
-    }
+    tune_cli_print_warnings(&plan);
     tune_strbuf sb = {0};
     tune_data_report_text(prep, &sb);
     int color = isatty(STDOUT_FILENO);

@@ -130,11 +130,7 @@ static int train(const tune_config *cfg, tune_plan *plan, const char *config_pat
         rc = report(&err);
         goto done;
     }
-    for (int i = 0; i < plan->warnings.count; i++) {
-        char buf[2048];
-        tune_error_format(&plan->warnings.items[i], buf, sizeof buf);
-        fprintf(stderr, "tune: warning: %s\n", buf);
-    }
+    tune_cli_print_warnings(plan);
     if (plan->total_steps <= 0) {
         tune_error_set(&err, TUNE_ERR_INPUT, config_path, 0, 0, "the plan has no training steps (no examples?)");
         rc = report(&err);
