@@ -2,33 +2,7 @@
 # CLI exit codes and messages for the config, plan and train verbs.
 # Needs $TUNE (the binary). Runs in a scratch folder.
 set -u
-TUNE=$(cd "$(dirname "$TUNE")" && pwd)/$(basename "$TUNE")
-SRC=$(pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-fails=0
-
-# expect CODE CMD... : runs CMD, checks its exit status, keeps stdout/stderr in out/err.
-expect() {
-    local want=$1
-    shift
-    "$@" >out 2>err
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: '$*' exited $got, expected $want"
-        sed 's/^/  stderr: /' err | head -5
-        fails=$((fails + 1))
-    fi
-}
-# has FILE TEXT: FILE contains TEXT (fixed string).
-has() {
-    if ! grep -qF -- "$2" "$1"; then
-        echo "FAIL: $1 lacks '$2'"
-        sed 's/^/  | /' "$1" | head -8
-        fails=$((fails + 1))
-    fi
-}
+source "$(dirname "$0")/lib.bash"
 
 mkdir -p models/smol data
 cp "$SRC/tests/data/plan/smollm2-135m/config.json" models/smol/
@@ -137,8 +111,4 @@ has err "no tokenizer.json"
 expect 2 "$TUNE" train
 has err "expected a config file"
 
-if [ "$fails" -ne 0 ]; then
-    echo "cli_config: $fails failures"
-    exit 1
-fi
-echo "cli_config: all passed"
+finish cli_config

@@ -2,37 +2,7 @@
 # tune export: round trips between alpaca, sharegpt and llama2, the product
 # filters, and argument errors. Needs $TUNE (the binary). Runs in a scratch folder.
 set -u
-TUNE=$(cd "$(dirname "$TUNE")" && pwd)/$(basename "$TUNE")
-SRC=$(pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-fails=0
-
-expect() {
-    local want=$1
-    shift
-    "$@" >out 2>err
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: '$*' exited $got, expected $want"
-        sed 's/^/  stderr: /' err | head -5
-        fails=$((fails + 1))
-    fi
-}
-has() {
-    if ! grep -qF -- "$2" "$1"; then
-        echo "FAIL: $1 lacks '$2'"
-        sed 's/^/  | /' "$1" | head -8
-        fails=$((fails + 1))
-    fi
-}
-lacks() {
-    if grep -qF -- "$2" "$1"; then
-        echo "FAIL: $1 has '$2'"
-        fails=$((fails + 1))
-    fi
-}
+source "$(dirname "$0")/lib.bash"
 same() {
     if ! cmp -s "$1" "$2"; then
         echo "FAIL: $1 and $2 differ"
@@ -94,8 +64,4 @@ has err "bad.jsonl:2"
 expect 0 "$TUNE" export --help
 has out "usage: tune export"
 
-if [ "$fails" -ne 0 ]; then
-    echo "data_export: $fails failure(s)"
-    exit 1
-fi
-echo "data_export: all passed"
+finish data_export

@@ -4,33 +4,7 @@
 # skip_bad_records, and a plan that explains data it cannot prepare.
 # Needs $TUNE (the binary). Runs in a scratch folder.
 set -u
-TUNE=$(cd "$(dirname "$TUNE")" && pwd)/$(basename "$TUNE")
-SRC=$(pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-fails=0
-
-# expect CODE CMD... : runs CMD, checks its exit status, keeps stdout/stderr in out/err.
-expect() {
-    local want=$1
-    shift
-    "$@" >out 2>err
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: '$*' exited $got, expected $want"
-        sed 's/^/  stderr: /' err | head -5
-        fails=$((fails + 1))
-    fi
-}
-# has FILE TEXT: FILE contains TEXT (fixed string).
-has() {
-    if ! grep -qF -- "$2" "$1"; then
-        echo "FAIL: $1 lacks '$2'"
-        sed 's/^/  | /' "$1" | head -8
-        fails=$((fails + 1))
-    fi
-}
+source "$(dirname "$0")/lib.bash"
 lacks() {
     if grep -qF -- "$2" "$1"; then
         echo "FAIL: $1 has '$2'"
@@ -123,8 +97,4 @@ expect 2 "$TUNE" preprocess
 expect 0 "$TUNE" preprocess --help
 has out "usage: tune preprocess"
 
-if [ "$fails" -ne 0 ]; then
-    echo "data_preprocess: $fails failure(s)"
-    exit 1
-fi
-echo "data_preprocess: all passed"
+finish data_preprocess
