@@ -5,12 +5,6 @@
 # Needs $TUNE (the binary). Runs in a scratch folder.
 set -u
 source "$(dirname "$0")/lib.bash"
-lacks() {
-    if grep -qF -- "$2" "$1"; then
-        echo "FAIL: $1 has '$2'"
-        fails=$((fails + 1))
-    fi
-}
 
 D=$SRC/tests/data/data
 cat > good.yml <<YML
