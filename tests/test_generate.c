@@ -761,6 +761,57 @@ START_TEST(smollm2_decoding_matches_transformers_and_peft)
 }
 END_TEST
 
+/* ---- chrF ---- */
+
+START_TEST(chrf_matches_sacrebleu)
+{
+    char path[512], *json;
+    size_t len;
+    tune_error err;
+    snprintf(path, sizeof path, "%s/chrf/golden.json", test_data_dir());
+    ck_assert_int_eq(tune_read_file(path, &json, &len, &err), TUNE_OK);
+    cJSON *g = cJSON_Parse(json);
+    ck_assert_ptr_nonnull(g);
+    tune_chrf_stats corpus;
+    memset(&corpus, 0, sizeof corpus);
+    int n = 0;
+    const cJSON *pair;
+    cJSON_ArrayForEach(pair, cJSON_GetObjectItem(g, "pairs"))
+    {
+        const char *hyp = cJSON_GetObjectItem(pair, "hyp")->valuestring;
+        const char *ref = cJSON_GetObjectItem(pair, "ref")->valuestring;
+        tune_chrf_stats one;
+        memset(&one, 0, sizeof one);
+        ck_assert_int_eq(tune_chrf_add(&one, hyp, ref, &err), TUNE_OK);
+        ck_assert_int_eq(tune_chrf_add(&corpus, hyp, ref, &err), TUNE_OK);
+        const double want = cJSON_GetObjectItem(pair, "chrf")->valuedouble;
+        ck_assert_msg(fabs(tune_chrf_score(&one) - want) < 1e-9, "pair %d (%s | %s): %.12f, sacreBLEU %.12f", n, hyp,
+                      ref, tune_chrf_score(&one), want);
+        n++;
+    }
+    ck_assert_int_ge(n, 30);
+    ck_assert_double_eq_tol(tune_chrf_score(&corpus), cJSON_GetObjectItem(g, "corpus_chrf")->valuedouble, 1e-9);
+    cJSON_Delete(g);
+    free(json);
+}
+END_TEST
+
+START_TEST(chrf_counts_clipped_matches_of_invalid_bytes_as_fffd)
+{
+    /* "a\xff" is a, U+FFFD: unigrams a and U+FFFD match, the bigram matches too. */
+    tune_chrf_stats s;
+    tune_error err;
+    memset(&s, 0, sizeof s);
+    ck_assert_int_eq(tune_chrf_add(&s, "a\xff b", "a\xef\xbf\xbd\xef\xbf\xbd" "b", &err), TUNE_OK);
+    ck_assert_int_eq(s.hyp[0], 3);
+    ck_assert_int_eq(s.ref[0], 4);
+    ck_assert_int_eq(s.match[0], 3); /* a, one U+FFFD (clipped to the hypothesis's one), b */
+    ck_assert_int_eq(s.match[1], 2); /* "a U+FFFD", "U+FFFD b" */
+    ck_assert_int_eq(s.hyp[3], 0);   /* no 4-grams in the hypothesis... */
+    ck_assert_int_eq(s.ref[3], 1);   /* ...one in the reference */
+}
+END_TEST
+
 static Suite *generate_suite(void)
 {
     Suite *s = suite_create("generate");
@@ -788,6 +839,10 @@ static Suite *generate_suite(void)
     tcase_add_test(tc, prefill_reuses_the_cached_prefix);
     tcase_add_test(tc, session_streams_transformers_text_and_knows_eos);
     tcase_add_test(tc, smollm2_decoding_matches_transformers_and_peft);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("chrf");
+    tcase_add_test(tc, chrf_matches_sacrebleu);
+    tcase_add_test(tc, chrf_counts_clipped_matches_of_invalid_bytes_as_fffd);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -173,4 +173,23 @@ tune_status tune_lm_generate(tune_lm *lm, const int32_t *prompt, int n_prompt, c
                              tune_text_fn write, void *ctx, tune_strbuf *reply, tune_reply_stats *stats,
                              tune_error *err);
 
+/* ---- Scoring answers against references ------------------------------- */
+
+/* chrF as sacreBLEU's default CHRF() computes it (character n-grams of
+ * orders 1–6, whitespace removed, beta 2). Statistics add up over
+ * sentences: one sentence's give its sentence score, all of them the
+ * corpus score. */
+#define TUNE_CHRF_ORDER 6
+
+typedef struct tune_chrf_stats {
+    long hyp[TUNE_CHRF_ORDER], ref[TUNE_CHRF_ORDER], match[TUNE_CHRF_ORDER]; /* n-gram counts per order */
+} tune_chrf_stats;
+
+/* Adds the n-gram counts of hyp against ref (UTF-8; invalid bytes count as
+ * U+FFFD). Like sacreBLEU, an order the reference has no n-grams of adds no
+ * hypothesis n-grams either. */
+tune_status tune_chrf_add(tune_chrf_stats *acc, const char *hyp, const char *ref, tune_error *err);
+/* 0–100. */
+double tune_chrf_score(const tune_chrf_stats *s);
+
 #endif

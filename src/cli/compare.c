@@ -14,9 +14,14 @@ static void usage(FILE *out)
             "                    [--out FILE] [--raw] [--system S] [options]\n\n"
             "Answers the same prompts with two models (base vs instruct, or base vs base + adapter:\n"
             "MODEL_B may be MODEL_A with --adapter-b) and writes a CSV with the columns prompt,\n"
-            "answer_a, answer_b, tokens_a, tokens_b, seconds_a, seconds_b.\n\n"
+            "answer_a, answer_b, tokens_a, tokens_b, seconds_a, seconds_b. When prompts come with\n"
+            "reference answers, three more columns (reference, chrf_a, chrf_b) score each answer\n"
+            "against its reference with chrF (sacreBLEU's default, 0-100), and the corpus chrF of both\n"
+            "models is printed at the end.\n\n"
             "  --prompts FILE         one prompt per line, or JSONL with \"prompt\" or \"instruction\"\n"
-            "                         (+ \"input\") per line (.jsonl, or a first line starting with '{')\n"
+            "                         (+ \"input\") per line (.jsonl, or a first line starting with '{');\n"
+            "                         \"reference\" or \"output\" is the reference answer (so an Alpaca\n"
+            "                         eval file works as it is)\n"
             "  --adapter-a/-b DIR     PEFT LoRA adapters, merged into that model's weights at load\n"
             "  --out FILE             the CSV (default " DEFAULT_OUT ")\n"
             "  --raw                  feed prompts as they are; by default each model wraps them in its\n"
@@ -28,34 +33,45 @@ static void usage(FILE *out)
 }
 
 typedef struct {
-    char **items; /* (n) */
-    int n, cap;
+    char **items, **refs; /* (n); refs[i] is the reference answer or NULL */
+    int n, cap, n_refs;
 } prompt_list;
 
 static void prompts_free(prompt_list *p)
 {
-    for (int i = 0; i < p->n; i++) free(p->items[i]);
+    for (int i = 0; i < p->n; i++) {
+        free(p->items[i]);
+        free(p->refs[i]);
+    }
     free(p->items);
+    free(p->refs);
 }
 
-static tune_status prompts_add(prompt_list *p, char *s, const char *path, tune_error *err)
+/* Takes s and ref (ref may be NULL). */
+static tune_status prompts_add(prompt_list *p, char *s, const char *ref, const char *path, tune_error *err)
 {
-    if (!s) return tune_fail_run(err, path, "out of memory");
+    char *r = ref ? strdup(ref) : NULL;
     if (p->n == p->cap) {
         const int cap = p->cap ? 2 * p->cap : 64;
         char **items = realloc(p->items, (size_t)cap * sizeof *items);
-        if (!items) {
-            free(s);
-            return tune_fail_run(err, path, "out of memory");
-        }
-        p->items = items;
-        p->cap = cap;
+        if (items) p->items = items;
+        char **refs = realloc(p->refs, (size_t)cap * sizeof *refs);
+        if (refs) p->refs = refs;
+        if (items && refs) p->cap = cap;
     }
-    p->items[p->n++] = s;
+    if (!s || (ref && !r) || p->n == p->cap) {
+        free(s);
+        free(r);
+        return tune_fail_run(err, path, "out of memory");
+    }
+    p->items[p->n] = s;
+    p->refs[p->n++] = r;
+    p->n_refs += r != NULL;
     return TUNE_OK;
 }
 
-/* One JSONL record: "prompt", or "instruction" with an optional "input" after a blank line. */
+/* One JSONL record: "prompt", or "instruction" with an optional "input" after a blank line;
+ * the reference answer from "reference" or else "output" (an Alpaca record), when there is one. */
 static tune_status json_prompt(const char *line, size_t len, const char *path, int lineno, prompt_list *p,
                                tune_error *err)
 {
@@ -64,15 +80,20 @@ static tune_status json_prompt(const char *line, size_t len, const char *path, i
     const cJSON *pr = cJSON_GetObjectItemCaseSensitive(o, "prompt");
     const cJSON *ins = cJSON_GetObjectItemCaseSensitive(o, "instruction");
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(o, "input");
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(o, "reference");
+    if (!ref) ref = cJSON_GetObjectItemCaseSensitive(o, "output");
+    const char *reference = cJSON_IsString(ref) ? ref->valuestring : NULL;
     if (!cJSON_IsObject(o)) {
         st = tune_error_set(err, TUNE_ERR_INPUT, path, lineno, 0, "not a JSON object");
+    } else if (ref && !reference) {
+        st = tune_error_set(err, TUNE_ERR_INPUT, path, lineno, 0, "\"%s\" must be a string", ref->string);
     } else if (cJSON_IsString(pr)) {
-        st = prompts_add(p, strdup(pr->valuestring), path, err);
+        st = prompts_add(p, strdup(pr->valuestring), reference, path, err);
     } else if (cJSON_IsString(ins)) {
         tune_strbuf sb = {0};
         tune_strbuf_puts(&sb, ins->valuestring);
         if (cJSON_IsString(in) && in->valuestring[0]) tune_strbuf_printf(&sb, "\n\n%s", in->valuestring);
-        st = prompts_add(p, sb.oom ? NULL : sb.data, path, err);
+        st = prompts_add(p, sb.oom ? NULL : sb.data, reference, path, err);
         if (sb.oom) tune_strbuf_free(&sb);
     } else {
         st = tune_error_set(err, TUNE_ERR_INPUT, path, lineno, 0,
@@ -103,7 +124,7 @@ static tune_status read_prompts(const char *path, prompt_list *p, tune_error *er
         while (a < end && (data[a] == ' ' || data[a] == '\t')) a++;
         if (a < end) {
             if (jsonl) st = json_prompt(data + at, end - at, path, lineno, p, err);
-            else st = prompts_add(p, strndup(data + at, end - at), path, err);
+            else st = prompts_add(p, strndup(data + at, end - at), NULL, path, err);
         }
         at = next;
     }
@@ -147,6 +168,27 @@ static tune_status answer(side *sd, const char *system, const char *prompt, cons
     }
     tune_ids_free(&ids);
     return st;
+}
+
+/* The reference and each answer's sentence chrF as CSV columns; adds to the corpus statistics
+ * and counts which answer is closer. reply: (2) */
+static tune_status score_answers(tune_strbuf *csv, const tune_strbuf *reply, const char *ref,
+                                 tune_chrf_stats *corpus, int *closer, tune_error *err)
+{
+    double score[2];
+    for (int s = 0; s < 2; s++) {
+        tune_chrf_stats one;
+        memset(&one, 0, sizeof one);
+        const char *hyp = reply[s].data ? reply[s].data : "";
+        if (tune_chrf_add(&one, hyp, ref, err) != TUNE_OK || tune_chrf_add(&corpus[s], hyp, ref, err) != TUNE_OK)
+            return TUNE_ERR_RUN;
+        score[s] = tune_chrf_score(&one);
+    }
+    if (score[0] != score[1]) closer[score[1] > score[0]]++;
+    tune_strbuf_puts(csv, ",");
+    csv_text(csv, ref, strlen(ref));
+    tune_strbuf_printf(csv, ",%.2f,%.2f", score[0], score[1]);
+    return TUNE_OK;
 }
 
 int tune_cli_compare(int argc, char **argv)
@@ -200,8 +242,12 @@ int tune_cli_compare(int argc, char **argv)
         }
     }
     tune_strbuf csv = {0};
-    tune_strbuf_puts(&csv, "prompt,answer_a,answer_b,tokens_a,tokens_b,seconds_a,seconds_b\r\n");
+    tune_strbuf_puts(&csv, "prompt,answer_a,answer_b,tokens_a,tokens_b,seconds_a,seconds_b");
+    tune_strbuf_puts(&csv, prompts.n_refs ? ",reference,chrf_a,chrf_b\r\n" : "\r\n");
     double total[2] = {0, 0};
+    tune_chrf_stats corpus[2];
+    memset(corpus, 0, sizeof corpus);
+    int closer[2] = {0, 0};
     for (int i = 0; i < prompts.n && st == TUNE_OK; i++) {
         tune_strbuf reply[2] = {{0}, {0}};
         tune_reply_stats stats[2];
@@ -215,8 +261,11 @@ int tune_cli_compare(int argc, char **argv)
                 tune_strbuf_puts(&csv, ",");
                 csv_text(&csv, reply[s].data ? reply[s].data : "", reply[s].len);
             }
-            tune_strbuf_printf(&csv, ",%d,%d,%.3f,%.3f\r\n", stats[0].new_tokens, stats[1].new_tokens,
+            tune_strbuf_printf(&csv, ",%d,%d,%.3f,%.3f", stats[0].new_tokens, stats[1].new_tokens,
                                stats[0].seconds, stats[1].seconds);
+            if (prompts.refs[i]) st = score_answers(&csv, reply, prompts.refs[i], corpus, closer, &err);
+            else if (prompts.n_refs) tune_strbuf_puts(&csv, ",,,");
+            tune_strbuf_puts(&csv, "\r\n");
             fprintf(stderr, "tune compare: %d/%d  A %d tokens %.2f s  B %d tokens %.2f s\n", i + 1, prompts.n,
                     stats[0].new_tokens, stats[0].seconds, stats[1].new_tokens, stats[1].seconds);
         }
@@ -225,6 +274,12 @@ int tune_cli_compare(int argc, char **argv)
     }
     if (st == TUNE_OK && csv.oom) st = tune_fail_run(&err, out, "out of memory");
     if (st == TUNE_OK) st = tune_write_file_atomic(out, csv.data, csv.len, &err);
+    if (st == TUNE_OK && prompts.n_refs)
+        fprintf(stderr,
+                "tune compare: chrF against the %d references: A %.2f, B %.2f; closer: A on %d, B on %d, "
+                "tied on %d\n",
+                prompts.n_refs, tune_chrf_score(&corpus[0]), tune_chrf_score(&corpus[1]), closer[0], closer[1],
+                prompts.n_refs - closer[0] - closer[1]);
     if (st == TUNE_OK)
         fprintf(stderr, "tune compare: wrote %s (%d prompts; A %.2f s, B %.2f s)\n", out, prompts.n, total[0],
                 total[1]);

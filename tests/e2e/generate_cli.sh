@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tune generate / chat / compare on the tiny model: the greedy text equals
 # Transformers' (tests/data/generate/golden.json), stop strings cut the text,
-# the chat template path and chat on piped stdin give it too, compare writes a proper CSV; bad arguments exit 2.
+# the chat template path and chat on piped stdin give it too, compare writes a proper CSV
+# (with chrF columns when the prompts carry references); bad arguments exit 2.
 set -euo pipefail
 : "${TUNE:=build/tune}"
 M=tests/data/tiny/gqa
@@ -46,6 +47,27 @@ grep -q '^"say ""hi"", please",' "$work/cmp.csv"
 printf '{"instruction": "=SUM(A1:A10)", "input": ""}\n{"prompt": "x"}\n' >"$work/prompts.jsonl"
 "$TUNE" compare "$M" "$M" --prompts "$work/prompts.jsonl" --out "$work/cmp2.csv" --max_new_tokens 3 2>/dev/null
 grep -q '^"=SUM(A1:A10)",' "$work/cmp2.csv"
+
+# compare with reference answers ("output" as in an Alpaca file, or "reference"): chrF columns,
+# 100 for an answer equal to its reference, empty cells for a prompt without one, a summary line.
+python3 - "$G" "$work/refs.jsonl" <<'PY'
+import json, sys
+g = json.load(open(sys.argv[1]))
+with open(sys.argv[2], "w") as f:
+    f.write(json.dumps({"prompt": g["prompt"], "output": g["runs"]["base"]["text"]}) + "\n")
+    f.write(json.dumps({"prompt": "x"}) + "\n")
+    f.write(json.dumps({"prompt": g["prompt"], "reference": "unrelated words"}) + "\n")
+PY
+"$TUNE" compare "$M" "$M" --adapter-b "$A" --raw --prompts "$work/refs.jsonl" --out "$work/cmp3.csv" --max_new_tokens 16 2>"$work/log"
+python3 - "$work/cmp3.csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1], newline="")))
+assert list(rows[0])[-3:] == ["reference", "chrf_a", "chrf_b"], list(rows[0])
+assert float(rows[0]["chrf_a"]) == 100.0 and float(rows[0]["chrf_b"]) < 100.0, rows[0]
+assert rows[1]["reference"] == rows[1]["chrf_a"] == rows[1]["chrf_b"] == "", rows[1]
+assert rows[2]["reference"] == "unrelated words" and float(rows[2]["chrf_a"]) < 30, rows[2]
+PY
+grep -q "chrF against the 2 references: A [0-9.]*, B [0-9.]*; closer: A on 2, B on 0, tied on 0" "$work/log"
 
 # The same model with the common ChatML template source (one tune recognises; it renders
 # exactly as the tiny model's own): the default prompt path gives Transformers' text too.
@@ -102,4 +124,8 @@ expect_rc 2 generate "$M" --chat_template nope --prompt hi
 printf '{"text": 1}\n' >"$work/bad.jsonl"
 expect_rc 2 compare "$M" "$M" --prompts "$work/bad.jsonl" --out "$work/x.csv"
 grep -q "bad.jsonl:1" "$work/err"
+printf '{"prompt": "x"}\n{"prompt": "y", "output": 5}\n' >"$work/bad.jsonl"
+expect_rc 2 compare "$M" "$M" --prompts "$work/bad.jsonl" --out "$work/x.csv"
+grep -q 'bad.jsonl:2.*"output" must be a string' "$work/err"
+[ ! -e "$work/x.csv" ]
 echo "generate_cli: ok"
