@@ -503,6 +503,53 @@ START_TEST(gguf_vocab_matches_hf)
 }
 END_TEST
 
+/* A GGUF vocabulary written as tokenizer.json + tokenizer_config.json (what
+ * tune merge puts next to a merged GGUF base) reads back to the same
+ * tokenizer, and the document has the fields tokenizers' deserialiser
+ * requires (HF tokenizers itself loads these files to the same ids:
+ * tools/reference/README.md). */
+START_TEST(gguf_vocab_saves_as_hf_folder)
+{
+    const char *names[] = {"bpe_llama3", "spm"};
+    char rel[128], prefix[128], dir[] = "/tmp/tune_tok_XXXXXX", path[256];
+    snprintf(rel, sizeof rel, "gguf/%s.gguf", names[_i]);
+    snprintf(prefix, sizeof prefix, "gguf/%s.", names[_i]);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    tune_tokenizer *tok = load(rel), *back = NULL;
+    tune_error err;
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    ck_assert_int_eq(tune_tokenizer_save_json(tok, path, &err), TUNE_OK);
+    char *json;
+    size_t len;
+    ck_assert_int_eq(tune_read_file(path, &json, &len, &err), TUNE_OK);
+    cJSON *doc = cJSON_Parse(json);
+    const cJSON *model = cJSON_GetObjectItem(doc, "model");
+    ck_assert_str_eq(cJSON_GetObjectItem(doc, "version")->valuestring, "1.0");
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItem(doc, "truncation")) && cJSON_IsNull(cJSON_GetObjectItem(doc, "padding")));
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItem(model, "dropout")));
+    ck_assert(cJSON_GetObjectItem(model, "continuing_subword_prefix") && cJSON_GetObjectItem(model, "end_of_word_suffix"));
+    if (_i == 1) ck_assert_str_eq(cJSON_GetObjectItem(model, "unk_token")->valuestring, "<unk>");
+    cJSON_Delete(doc);
+    free(json);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    ck_assert_int_eq(tune_tokenizer_save_config(tok, path, &err), TUNE_OK);
+    ck_assert_msg(tune_tokenizer_load(dir, &back, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(check_goldens(back, prefix), 0);
+    const tune_special_ids *a = tune_tokenizer_specials(tok), *b = tune_tokenizer_specials(back);
+    ck_assert_int_eq(a->bos, b->bos);
+    ck_assert_int_eq(a->eos, b->eos);
+    ck_assert_int_eq(a->unk, b->unk);
+    ck_assert_int_eq(a->add_bos, b->add_bos);
+    ck_assert_int_eq(tune_tokenizer_vocab_size(tok), tune_tokenizer_vocab_size(back));
+    tune_tokenizer_free(tok);
+    tune_tokenizer_free(back);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 /* The real SmolLM2 GGUF (models/, fetched by `make model`) reads to the
  * same tokenizer as smollm2/tokenizer.json, over the whole corpus. */
 START_TEST(smollm2_gguf_agrees_with_json)
@@ -579,6 +626,7 @@ int main(void)
     tcase_add_loop_test(tc, unsupported_components_refused, 0, (int)(sizeof REFUSED / sizeof REFUSED[0]));
     tcase_add_test(tc, missing_paths_and_refused_gguf);
     tcase_add_loop_test(tc, gguf_vocab_matches_hf, 0, 2);
+    tcase_add_loop_test(tc, gguf_vocab_saves_as_hf_folder, 0, 2);
     tcase_add_test(tc, smollm2_gguf_agrees_with_json);
     tcase_add_loop_test(tc, random_bytes_and_ids_are_safe, 0, 4);
     suite_add_tcase(s, tc);

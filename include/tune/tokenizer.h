@@ -107,9 +107,14 @@ int tune_tokenizer_is_special(const tune_tokenizer *tok, int32_t id);
 tune_status tune_tokenizer_add_tokens(tune_tokenizer *tok, const char *const *tokens, size_t n, int special,
                                       size_t *n_new, tune_error *err);
 
-/* Writes tokenizer.json: the loaded document with the added_tokens list
- * brought up to date (tokenizers loaded from GGUF cannot be written). */
+/* Writes tokenizer.json: the loaded document (for a GGUF file, the one built
+ * from its metadata, every field tokenizers requires spelled out) with the
+ * added_tokens list brought up to date. */
 tune_status tune_tokenizer_save_json(const tune_tokenizer *tok, const char *path, tune_error *err);
+/* Writes a tokenizer_config.json that makes Transformers' AutoTokenizer use
+ * tokenizer.json as it is (PreTrainedTokenizerFast): the bos/eos/pad/unk
+ * tokens, add_bos/add_eos when known, and the chat template. */
+tune_status tune_tokenizer_save_config(const tune_tokenizer *tok, const char *path, tune_error *err);
 
 /* Decodes one JSON string literal (s[0..n) starting with '"') into a
  * malloc'd buffer that may hold U+0000 (JSONL text inputs: cJSON stops at

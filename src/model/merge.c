@@ -1,6 +1,7 @@
 /* LoRA merge (W' = W + scaling·B·A, as PEFT's merge_and_unload) and the
  * merged model written as a Hugging Face folder that Transformers loads. */
 #include "tune/merge.h"
+#include "tune/tokenizer.h"
 
 #include <cJSON.h>
 #include <cblas.h>
@@ -237,6 +238,21 @@ static const char *const TOKENIZER_FILES[] = {
 /* Everything this module may put into the folder (to clean a stale OUT.tmp). */
 static const char *const OUTPUT_FILES[] = {"config.json", "model.safetensors", "generation_config.json"};
 
+/* A GGUF base's vocabulary as tokenizer.json + tokenizer_config.json. */
+static tune_status write_gguf_tokenizer(const char *gguf, const char *tmp, tune_error *err)
+{
+    char dst[4096];
+    tune_tokenizer *tok;
+    tune_status st = tune_tokenizer_load(gguf, &tok, err);
+    if (st != TUNE_OK) return st;
+    join(dst, sizeof dst, tmp, "tokenizer.json");
+    st = tune_tokenizer_save_json(tok, dst, err);
+    join(dst, sizeof dst, tmp, "tokenizer_config.json");
+    if (st == TUNE_OK) st = tune_tokenizer_save_config(tok, dst, err);
+    tune_tokenizer_free(tok);
+    return st;
+}
+
 static tune_status write_side_files(const tune_model *m, const char *base, int base_is_dir, const char *tmp,
                                     tune_strbuf *notes, tune_error *err)
 {
@@ -264,11 +280,7 @@ static tune_status write_side_files(const tune_model *m, const char *base, int b
     }
     if (st == TUNE_OK && base_is_dir && !copied)
         tune_strbuf_printf(notes, "no tokenizer files in %s: the merged folder has none\n", base);
-    if (st == TUNE_OK && !base_is_dir)
-        tune_strbuf_printf(notes,
-                           "tokenizer not written: the base is a GGUF file and tune cannot yet write its "
-                           "vocabulary as tokenizer.json; copy the tokenizer files of the original Hugging Face "
-                           "model into the merged folder\n");
+    if (st == TUNE_OK && !base_is_dir) st = write_gguf_tokenizer(base, tmp, err);
     return st;
 }
 

@@ -180,11 +180,16 @@ static int opt_bool(const tune_gguf *g, const char *key, int dflt)
     return v;
 }
 
-/* The pipeline parts (everything but model and added_tokens) as JSON text. */
+/* The ByteLevel decoder as tokenizers serialises it (its options do not change decoding). */
+#define HF_HEADER "\"version\":\"1.0\",\"truncation\":null,\"padding\":null,"
+#define BYTE_LEVEL_DECODER "{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"trim_offsets\":true,\"use_regex\":true}"
+
+/* The pipeline parts (everything but model and added_tokens) as JSON text, every field
+ * that tokenizers' deserialiser requires spelled out, so the document is a tokenizer.json. */
 static const char *pipeline_json(int spm, const char *pre)
 {
     if (spm)
-        return "{\"normalizer\":null,"
+        return "{" HF_HEADER "\"normalizer\":null,"
                "\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"\\u2581\",\"prepend_scheme\":\"first\",\"split\":false},"
                "\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Replace\",\"pattern\":{\"String\":\"\\u2581\"},"
                "\"content\":\" \"},{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"},"
@@ -192,18 +197,18 @@ static const char *pipeline_json(int spm, const char *pre)
     static const char *llama3[] = {"llama-bpe", "llama3", "llama-v3"};
     for (size_t i = 0; i < sizeof llama3 / sizeof *llama3; i++)
         if (!strcmp(pre, llama3[i]))
-            return "{\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
+            return "{" HF_HEADER "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
                    "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"LLAMA3\"},\"behavior\":\"Isolated\",\"invert\":false},"
-                   "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]},"
-                   "\"decoder\":{\"type\":\"ByteLevel\"}}";
+                   "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":false}]},"
+                   "\"decoder\":" BYTE_LEVEL_DECODER "}";
     if (!strcmp(pre, "smollm"))
-        return "{\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
+        return "{" HF_HEADER "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
                "{\"type\":\"Digits\",\"individual_digits\":true},"
-               "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}]},"
-               "\"decoder\":{\"type\":\"ByteLevel\"}}";
+               "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}]},"
+               "\"decoder\":" BYTE_LEVEL_DECODER "}";
     if (!strcmp(pre, "gpt2") || !strcmp(pre, "default"))
-        return "{\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true},"
-               "\"decoder\":{\"type\":\"ByteLevel\"}}";
+        return "{" HF_HEADER "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true},"
+               "\"decoder\":" BYTE_LEVEL_DECODER "}";
     return NULL;
 }
 
@@ -340,7 +345,12 @@ static tune_status build_doc(const tune_gguf *g, cJSON **out, tk_gguf_meta *meta
     }
     tune_strbuf_free(&tp);
     if (st == TUNE_OK) {
-        int ok = cJSON_AddStringToObject(model, "type", "BPE") && cJSON_AddBoolToObject(model, "fuse_unk", spm) &&
+        const int unk = spm && meta->unk >= 0;
+        int ok = cJSON_AddStringToObject(model, "type", "BPE") && cJSON_AddNullToObject(model, "dropout") &&
+                 (unk ? cJSON_AddStringToObject(model, "unk_token", orig[meta->unk]) != NULL
+                      : cJSON_AddNullToObject(model, "unk_token") != NULL) &&
+                 cJSON_AddNullToObject(model, "continuing_subword_prefix") &&
+                 cJSON_AddNullToObject(model, "end_of_word_suffix") && cJSON_AddBoolToObject(model, "fuse_unk", spm) &&
                  cJSON_AddBoolToObject(model, "byte_fallback", spm) &&
                  cJSON_AddBoolToObject(model, "ignore_merges", strstr(pipe, "Split") != NULL) &&
                  cJSON_AddItemToObject(model, "vocab", vocab);

@@ -19,7 +19,7 @@ typedef struct match_set {
 
 struct tune_tokenizer {
     char *name;  /* file named in errors */
-    cJSON *doc;  /* tokenizer.json document; NULL when loaded from GGUF */
+    cJSON *doc;  /* tokenizer.json document (built from the metadata for a GGUF file) */
     tk_bpe *bpe;
     tk_normalizer *norm;
     tk_pretok *pre;
@@ -796,5 +796,30 @@ tune_status tune_tokenizer_save_json(const tune_tokenizer *tok, const char *path
     if (!s) return tune_fail_run(err, path, "out of memory");
     tune_status st = tune_write_file_atomic(path, s, strlen(s), err);
     free(s);
+    return st;
+}
+
+tune_status tune_tokenizer_save_config(const tune_tokenizer *tok, const char *path, tune_error *err)
+{
+    cJSON *c = cJSON_CreateObject();
+    int ok = c && cJSON_AddStringToObject(c, "tokenizer_class", "PreTrainedTokenizerFast") &&
+             cJSON_AddBoolToObject(c, "clean_up_tokenization_spaces", 0);
+    const tune_special_ids *r = &tok->roles;
+    const struct {
+        const char *key;
+        int32_t id;
+    } roles[] = {{"bos_token", r->bos}, {"eos_token", r->eos}, {"pad_token", r->pad}, {"unk_token", r->unk}};
+    for (size_t i = 0; ok && i < sizeof roles / sizeof roles[0]; i++) {
+        const char *content = roles[i].id >= 0 ? tune_tokenizer_id_to_token(tok, roles[i].id) : NULL;
+        if (content) ok = cJSON_AddStringToObject(c, roles[i].key, content) != NULL;
+    }
+    if (ok && r->add_bos >= 0) ok = cJSON_AddBoolToObject(c, "add_bos_token", r->add_bos) != NULL;
+    if (ok && r->add_eos >= 0) ok = cJSON_AddBoolToObject(c, "add_eos_token", r->add_eos) != NULL;
+    if (ok && tok->chat_template) ok = cJSON_AddStringToObject(c, "chat_template", tok->chat_template) != NULL;
+    char *text = ok ? cJSON_Print(c) : NULL;
+    cJSON_Delete(c);
+    if (!text) return tune_fail_run(err, path, "out of memory");
+    tune_status st = tune_write_file_atomic(path, text, strlen(text), err);
+    free(text);
     return st;
 }
