@@ -146,13 +146,16 @@ static int train(const tune_config *cfg, tune_plan *plan, const char *config_pat
     fprintf(stderr, "tune: %ld steps (%ld per epoch), %ld training sequences, %ld eval; loading %s\n",
             plan->total_steps, plan->steps_per_epoch, plan->n_train_examples, plan->n_eval_examples,
             plan->base_model);
-    /* Added tokens: the tokenizer that knows them goes next to the adapter
+    /* Added tokens: the tokenizer that knows them goes next to the adapter, as
+     * tokenizer.json + tokenizer_config.json that AutoTokenizer loads
      * (written before training, so a tokenizer that cannot be written stops
      * the run at once), and the model grows to the new vocabulary. */
     if (cfg->tokens_count > 0 || data.n_new_tokens > 0) {
-        char tok_path[4200];
+        char tok_path[4200], config_path[4200];
         snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", plan->output_dir);
-        if ((st = tune_tokenizer_save_json(data.tok, tok_path, &err))) {
+        snprintf(config_path, sizeof config_path, "%s/tokenizer_config.json", plan->output_dir);
+        if ((st = tune_tokenizer_save_json(data.tok, tok_path, &err)) ||
+            (st = tune_tokenizer_save_config(data.tok, config_path, &err))) {
             rc = report(&err);
             goto done;
         }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training with added tokens on the tiny model: `tokens:` grow the vocabulary,
 # embed_tokens and lm_head train as PEFT modules_to_save, the extended
-# tokenizer.json lands next to the adapter; new tokens without
+# tokenizer.json (+ tokenizer_config.json) lands next to the adapter; new tokens without
 # lora_modules_to_save are a config error. Needs $TUNE. Runs in a scratch folder.
 set -u
 TUNE=$(cd "$(dirname "$TUNE")" && pwd)/$(basename "$TUNE")
@@ -42,7 +42,7 @@ if ! "$TUNE" train tiny.yml >out.txt 2>err.txt; then
     fail "training exited $?"
     sed 's/^/  | /' err.txt | tail -5
 fi
-for f in adapter_model.safetensors adapter_config.json tokenizer.json; do
+for f in adapter_model.safetensors adapter_config.json tokenizer.json tokenizer_config.json; do
     [ -e "runs/a/$f" ] || fail "runs/a/$f missing"
 done
 V=$(grep -o '"vocab_size": *[0-9]*' "$SRC/tests/data/tiny/gqa/config.json" | grep -o '[0-9]*$')
