@@ -152,7 +152,7 @@ START_TEST(merged_model_gives_peft_logits)
     ck_assert_float_le(golden_logits_diff(&merged, "logits"), 1e-5f);
     const char *out = scratch("gqa_logits");
     tune_strbuf notes = {0};
-    ck_assert_int_eq(tune_merge_save_hf(&merged, data_path("tiny/gqa"), out, TUNE_DT_F32, &notes, &err), TUNE_OK);
+    ck_assert_int_eq(tune_merge_save_hf(&merged, data_path("tiny/gqa"), NULL, out, TUNE_DT_F32, &notes, &err), TUNE_OK);
     load(out, &reread);
     ck_assert_float_le(golden_logits_diff(&reread, "logits"), 1e-5f);
     tune_model_free(&merged);
@@ -170,7 +170,7 @@ START_TEST(merge_adds_scaled_product_and_round_trips_f32)
     check_merged_weights(&base, &merged, data_path("tiny/peft_adapter/adapter_model.safetensors"), 2.0f, 1e-6);
     const char *out = scratch("gqa_f32");
     tune_strbuf notes = {0};
-    ck_assert_int_eq(tune_merge_save_hf(&merged, data_path("tiny/gqa"), out, TUNE_DT_F32, &notes, &err), TUNE_OK);
+    ck_assert_int_eq(tune_merge_save_hf(&merged, data_path("tiny/gqa"), NULL, out, TUNE_DT_F32, &notes, &err), TUNE_OK);
     ck_assert_uint_eq(notes.len, 0);
     load(out, &reread);
     ck_assert_uint_eq(reread.n_floats, merged.n_floats);
@@ -184,7 +184,7 @@ START_TEST(merge_adds_scaled_product_and_round_trips_f32)
     snprintf(path, sizeof path, "%s.tmp", out);
     ck_assert(!tune_path_exists(path));
     /* the folder exists now: a second merge into it is refused and leaves it alone */
-    ck_assert_int_eq(tune_merge_save_hf(&merged, data_path("tiny/gqa"), out, TUNE_DT_F32, &notes, &err),
+    ck_assert_int_eq(tune_merge_save_hf(&merged, data_path("tiny/gqa"), NULL, out, TUNE_DT_F32, &notes, &err),
                      TUNE_ERR_INPUT);
     ck_assert_ptr_nonnull(strstr(err.message, "already exists"));
     tune_model_free(&base);
@@ -211,7 +211,7 @@ START_TEST(merge_bf16_keeps_ties_and_rslora_scaling)
     check_merged_weights(&base, &merged, file, 4.0f, 1e-6);
     const char *out = scratch("rope_bf16");
     tune_strbuf notes = {0};
-    ck_assert_int_eq(tune_merge_save_hf(&merged, data_path("tiny/llama3rope"), out, TUNE_DT_BF16, &notes, &err),
+    ck_assert_int_eq(tune_merge_save_hf(&merged, data_path("tiny/llama3rope"), NULL, out, TUNE_DT_BF16, &notes, &err),
                      TUNE_OK);
     load(out, &reread);
     ck_assert_int_eq(reread.cfg.tie_word_embeddings, 1);
@@ -290,7 +290,7 @@ START_TEST(merge_cleans_a_stale_tmp_folder)
     snprintf(junk, sizeof junk, "%s/model.safetensors.tmp", tmp);
     ck_assert_int_eq(tune_write_file_atomic(junk, "half", 4, &err), TUNE_OK);
     tune_strbuf notes = {0};
-    ck_assert_int_eq(tune_merge_save_hf(&m, data_path("tiny/gqa"), out, TUNE_DT_F32, &notes, &err), TUNE_OK);
+    ck_assert_int_eq(tune_merge_save_hf(&m, data_path("tiny/gqa"), NULL, out, TUNE_DT_F32, &notes, &err), TUNE_OK);
     ck_assert(tune_is_dir(out) && !tune_path_exists(tmp));
     /* a tmp folder with files of someone else's is not deleted */
     const char *out2 = scratch("foreign");
@@ -298,7 +298,7 @@ START_TEST(merge_cleans_a_stale_tmp_folder)
     ck_assert_int_eq(tune_mkdir_p(tmp, &err), TUNE_OK);
     snprintf(junk, sizeof junk, "%s/notes.txt", tmp);
     ck_assert_int_eq(tune_write_file_atomic(junk, "mine", 4, &err), TUNE_OK);
-    ck_assert_int_eq(tune_merge_save_hf(&m, data_path("tiny/gqa"), out2, TUNE_DT_F32, &notes, &err), TUNE_ERR_INPUT);
+    ck_assert_int_eq(tune_merge_save_hf(&m, data_path("tiny/gqa"), NULL, out2, TUNE_DT_F32, &notes, &err), TUNE_ERR_INPUT);
     ck_assert(tune_path_exists(junk) && !tune_path_exists(out2));
     tune_model_free(&m);
 }

@@ -8,6 +8,7 @@
 
 #include "testutil.h"
 #include "tune/llama.h"
+#include "tune/merge.h"
 #include "tune/rng.h"
 #include "tune/safetensors.h"
 #include "tune/util.h"
@@ -250,6 +251,97 @@ START_TEST(saved_modules_round_trip)
 }
 END_TEST
 
+/* Logits of ids (2, 10) under model (+ lora). out: (2 * 10, vocab) */
+static void forward_logits(const tune_model *m, const tune_lora *lora, const int32_t *ids, float *out)
+{
+    const int B = 2, T = 10;
+    int32_t labels[2 * 10];
+    for (int i = 0; i < B * T; i++) labels[i] = ids[i];
+    const tune_batch batch = {.B = B, .T = T, .input_ids = ids, .labels = labels};
+    tune_workspace *ws;
+    tune_error err;
+    double loss;
+    long n;
+    ck_assert_int_eq(tune_workspace_create(&m->cfg, lora, B, T, &ws, &err), TUNE_OK);
+    ck_assert_msg(tune_llama_forward(m, lora, &batch, NULL, ws, &loss, &n, &err) == TUNE_OK, "%s", err.message);
+    memcpy(out, tune_workspace_logits(ws), (size_t)B * T * m->cfg.vocab_size * sizeof *out);
+    tune_workspace_free(ws);
+}
+
+/* An adapter with modules_to_save merged into the plain base (which grows
+ * and, when tied, unties) gives the logits of the grown model with the
+ * adapter unmerged, for every set of saved modules, and so does the
+ * Hugging Face folder tune merge writes from it. */
+static void check_merged_saved(const char *name, unsigned saved)
+{
+    tune_model m;
+    load_tiny(name, &m);
+    tune_error err;
+    const int V0 = m.cfg.vocab_size;
+    ck_assert_int_eq(tune_model_resize_vocab(&m, V0 + ADDED, &err), TUNE_OK);
+    tune_lora *lora = grown_lora(&m, saved);
+    for (size_t i = 0; i < lora->n_params; i++) lora->params[i] += 0.2f * (tune_rng_uniform(9, 0, i) - 0.5f);
+    char dir[256], out[300], path[400];
+    snprintf(dir, sizeof dir, "%s/tune-vocab-XXXXXX", P_tmpdir); /* removed below */
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_int_eq(tune_lora_save_peft(lora, dir, NULL, &err), TUNE_OK);
+    const int V = V0 + ADDED;
+    int32_t ids[20];
+    for (int i = 0; i < 20; i++) ids[i] = (i % 4 == 0) ? V0 + i % ADDED : (int32_t)((i * 37) % V0);
+    float *want = malloc((size_t)20 * V * sizeof *want), *got = malloc((size_t)20 * V * sizeof *got);
+    ck_assert(want && got);
+    forward_logits(&m, lora, ids, want);
+
+    tune_model merged;
+    load_tiny(name, &merged);
+    ck_assert_msg(tune_merge_peft_adapter(&merged, dir, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(merged.cfg.vocab_size, V);
+    ck_assert_int_eq(merged.cfg.tie_word_embeddings, 0); /* PEFT's copies are separate */
+    forward_logits(&merged, NULL, ids, got);
+    assert_close(got, want, (size_t)20 * V, 1e-5f, 1e-4f, "merged logits");
+
+    snprintf(out, sizeof out, "%s/merged", dir);
+    snprintf(path, sizeof path, "%s/tiny/%s", test_data_dir(), name);
+    tune_strbuf notes = {0};
+    ck_assert_msg(tune_merge_save_hf(&merged, path, dir, out, TUNE_DT_F32, &notes, &err) == TUNE_OK, "%s",
+                  err.message);
+    tune_model reloaded;
+    ck_assert_msg(tune_model_load(out, &reloaded, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(reloaded.cfg.vocab_size, V);
+    ck_assert_int_eq(reloaded.cfg.tie_word_embeddings, 0);
+    forward_logits(&reloaded, NULL, ids, got);
+    assert_close(got, want, (size_t)20 * V, 1e-5f, 1e-4f, "reloaded merged logits");
+    tune_model_free(&reloaded);
+    tune_strbuf_free(&notes);
+    const char *files[] = {"merged/model.safetensors", "merged/config.json", "merged/generation_config.json",
+                           "merged/tokenizer.json", "merged/tokenizer_config.json", "merged/special_tokens_map.json",
+                           "merged", "adapter_model.safetensors", "adapter_config.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        remove(path);
+    }
+    ck_assert_int_eq(rmdir(dir), 0);
+    free(want);
+    free(got);
+    tune_model_free(&merged);
+    tune_lora_free(lora);
+    tune_model_free(&m);
+}
+
+START_TEST(merged_saved_modules_untied)
+{
+    const unsigned sets[] = {TUNE_SAVE_EMBED | TUNE_SAVE_LM_HEAD, TUNE_SAVE_EMBED, TUNE_SAVE_LM_HEAD};
+    check_merged_saved("gqa", sets[_i]);
+}
+END_TEST
+
+START_TEST(merged_saved_modules_tied)
+{
+    const unsigned sets[] = {TUNE_SAVE_EMBED | TUNE_SAVE_LM_HEAD, TUNE_SAVE_EMBED, TUNE_SAVE_LM_HEAD};
+    check_merged_saved("tied", sets[_i]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("vocab");
@@ -259,6 +351,8 @@ int main(void)
     tcase_add_test(tc, saved_gradients_untied);
     tcase_add_test(tc, saved_gradients_tied);
     tcase_add_test(tc, saved_modules_round_trip);
+    tcase_add_loop_test(tc, merged_saved_modules_untied, 0, 3);
+    tcase_add_loop_test(tc, merged_saved_modules_tied, 0, 3);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

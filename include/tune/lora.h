@@ -114,4 +114,15 @@ tune_status tune_lora_read_peft_config(const char *dir, const tune_model_config 
 tune_status tune_lora_load_peft(tune_lora *lora, const tune_model_config *mcfg, const char *dir,
                                 tune_error *err);
 
+/* The PEFT adapter in dir, ready for model: read_peft_config, create, and
+ * load_peft in one. An adapter with modules_to_save first grows the model's
+ * vocabulary to its copies' rows and unties a tied lm_head (PEFT's copies
+ * replace embed_tokens and lm_head separately); its tokenizer is the one
+ * written next to it. */
+tune_status tune_lora_open_peft(tune_model *model, const char *dir, tune_lora **out, tune_error *err);
+/* Where an adapter's tokenizer comes from: adapter_dir when it holds a
+ * tokenizer.json (tune writes one next to adapters that added tokens, as
+ * Axolotl saves the tokenizer with the adapter), else fallback (the base). */
+const char *tune_lora_tokenizer_source(const char *adapter_dir, const char *fallback);
+
 #endif

@@ -72,6 +72,9 @@ void tune_model_free(tune_model *model);
  * untied lm_head get new rows equal to the mean of their old rows (a tied
  * matrix grows once); cfg.vocab_size follows. Shrinking is an input error. */
 tune_status tune_model_resize_vocab(tune_model *model, int new_vocab, tune_error *err);
+/* Gives a tied lm_head its own matrix (a copy of the embedding), so the two
+ * can differ; cfg.tie_word_embeddings becomes 0. Untied models are left alone. */
+tune_status tune_model_untie_embeddings(tune_model *model, tune_error *err);
 /* The files a model is made of, sorted, as malloc'd paths (free each and the
  * array): the .gguf file itself, or a folder's config.json, safetensors
  * files and shard index. For the run manifest's checksums. */

@@ -113,6 +113,7 @@ static int model_config(const eval_args *a, tune_config *cfg)
         const char *key, *value, *flag;
     } sets[] = {
         {"base_model", a->target, "MODEL"},
+        {"tokenizer_config", tune_lora_tokenizer_source(a->adapter, NULL), "--adapter"}, /* its added tokens */
         {"datasets.0.path", a->data, "--data"},
         {"datasets.0.type", type, "--type"},
         {"test_datasets.0.path", a->data, "--data"},
@@ -133,22 +134,6 @@ static int model_config(const eval_args *a, tune_config *cfg)
     if (!st) st = tune_config_validate(cfg, &errs);
     if (st) tune_config_free(cfg);
     return print_errors(&errs, st);
-}
-
-/* The adapter in dir, for the model. */
-static tune_status load_adapter(const char *dir, const tune_model *model, tune_lora **lora, tune_error *err)
-{
-    const tune_model_config *mc = &model->cfg;
-    tune_lora_config lc;
-    unsigned char *selected = calloc((size_t)mc->num_hidden_layers * TUNE_N_LINEAR, 1);
-    if (!selected) return tune_fail_run(err, NULL, "out of memory");
-    tune_status st = tune_lora_read_peft_config(dir, mc, &lc, selected, err);
-    if (!st && lc.modules_to_save) /* needs the grown model and the adapter's tokenizer */
-        st = tune_fail_input(err, dir, "evaluating adapters with modules_to_save (added tokens) is not supported yet");
-    if (!st) st = tune_lora_create(mc, &lc, selected, 0, lora, err);
-    if (!st) st = tune_lora_load_peft(*lora, mc, dir, err);
-    free(selected);
-    return st;
 }
 
 static void csv_field(tune_strbuf *sb, const char *s)
@@ -232,7 +217,7 @@ static int evaluate(const tune_config *cfg, tune_plan *plan, const eval_args *a)
     fprintf(stderr, "tune: evaluating %ld examples; loading %s\n", (long)data.prep.val.count, plan->base_model);
     if ((st = tune_batcher_create(&data.prep.val, &eval_opt, &eval_b, &err)) ||
         (st = tune_model_load(plan->base_model, &model, &err)) ||
-        (a->adapter && (st = load_adapter(a->adapter, &model, &lora, &err))) ||
+        (a->adapter && (st = tune_lora_open_peft(&model, a->adapter, &lora, &err))) ||
         (st = tune_workspace_create(&model.cfg, lora, eval_opt.micro_batch_size, eval_opt.sequence_len, &ws, &err)))
         goto fail;
     const tune_batch_source src = {.ctx = eval_b,

@@ -47,7 +47,7 @@ int tune_cli_merge(int argc, char **argv)
     tune_status st = tune_model_load(pos[0], &model, &err);
     if (st == TUNE_OK) {
         st = tune_merge_peft_adapter(&model, pos[1], &err);
-        if (st == TUNE_OK) st = tune_merge_save_hf(&model, pos[0], pos[2], dtype, &notes, &err);
+        if (st == TUNE_OK) st = tune_merge_save_hf(&model, pos[0], pos[1], pos[2], dtype, &notes, &err);
         tune_model_free(&model);
     }
     if (st != TUNE_OK) {

@@ -50,9 +50,10 @@ tune_status tune_lm_open(const char *model_path, const char *adapter_dir, tune_l
     if (!lm) return tune_fail_run(err, NULL, "out of memory");
     tune_status st = tune_model_load(model_path, &lm->model, err);
     if (st == TUNE_OK && adapter_dir) st = tune_merge_peft_adapter(&lm->model, adapter_dir, err);
-    if (st == TUNE_OK) st = tune_tokenizer_load(model_path, &lm->tok, err);
+    const char *tok_path = tune_lora_tokenizer_source(adapter_dir, model_path);
+    if (st == TUNE_OK) st = tune_tokenizer_load(tok_path, &lm->tok, err);
     if (st == TUNE_OK && tune_tokenizer_vocab_size(lm->tok) > lm->model.cfg.vocab_size)
-        st = tune_fail_input(err, model_path, "the tokenizer has %d ids but the model only %d",
+        st = tune_fail_input(err, tok_path, "the tokenizer has %d ids but the model only %d",
                              (int)tune_tokenizer_vocab_size(lm->tok), lm->model.cfg.vocab_size);
     if (st == TUNE_OK) st = tune_decoder_create(&lm->model, &lm->dec, err);
     if (st != TUNE_OK) {

@@ -423,3 +423,61 @@ tune_status tune_lora_load_peft(tune_lora *lora, const tune_model_config *mcfg, 
     tune_st_close(f);
     return st;
 }
+
+/* Rows of the saved copies in dir's adapter_model.safetensors (the vocabulary it was trained with). */
+static tune_status saved_vocab(const char *dir, unsigned saved, int *vocab, tune_error *err)
+{
+    char path[4096];
+    tune_st_file *f;
+    tune_status st = join_path(path, sizeof path, dir, "adapter_model.safetensors", err);
+    if (!st) st = tune_st_open(path, &f, err);
+    if (st) return st;
+    const tune_st_tensor *t = NULL;
+    for (int i = 0; i < 2 && !t; i++)
+        if (saved & saved_modules[i].bit) t = tune_st_find(f, saved_modules[i].tensor);
+    if (!t || t->ndim != 2 || t->shape[0] <= 0 || t->shape[0] > INT32_MAX)
+        st = tune_fail_input(err, path, "modules_to_save: no (vocab, hidden) tensor %s", saved_modules[0].tensor);
+    else
+        *vocab = (int)t->shape[0];
+    tune_st_close(f);
+    return st;
+}
+
+tune_status tune_lora_open_peft(tune_model *model, const char *dir, tune_lora **out, tune_error *err)
+{
+    const tune_model_config *mc = &model->cfg;
+    *out = NULL;
+    if (!tune_is_dir(dir)) return tune_fail_input(err, dir, "adapter folder does not exist");
+    unsigned char *selected = calloc((size_t)mc->num_hidden_layers * TUNE_N_LINEAR, 1);
+    if (!selected) return tune_fail_run(err, dir, "out of memory");
+    tune_lora_config lc;
+    int vocab = 0;
+    tune_status st = tune_lora_read_peft_config(dir, mc, &lc, selected, err);
+    if (!st && lc.modules_to_save) {
+        st = saved_vocab(dir, lc.modules_to_save, &vocab, err);
+        if (!st && vocab < mc->vocab_size)
+            st = tune_fail_input(err, dir, "modules_to_save hold %d rows, fewer than the model's vocabulary of %d",
+                                 vocab, mc->vocab_size);
+        if (!st) st = tune_model_resize_vocab(model, vocab, err);
+        if (!st) st = tune_model_untie_embeddings(model, err);
+    }
+    if (!st) st = tune_lora_create(mc, &lc, selected, 0, out, err);
+    if (!st && lc.modules_to_save) st = tune_lora_add_saved(*out, model, lc.modules_to_save, err);
+    if (!st) st = tune_lora_load_peft(*out, mc, dir, err);
+    free(selected);
+    if (st) {
+        tune_lora_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+const char *tune_lora_tokenizer_source(const char *adapter_dir, const char *fallback)
+{
+    char path[4096];
+    tune_error ignore;
+    if (adapter_dir && join_path(path, sizeof path, adapter_dir, "tokenizer.json", &ignore) == TUNE_OK &&
+        tune_path_exists(path))
+        return adapter_dir;
+    return fallback;
+}

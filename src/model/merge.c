@@ -23,25 +23,20 @@ void tune_lora_merge(tune_model *model, const tune_lora *lora)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m->out, m->in, r, lora->scaling,
                     lora->params + m->b_offset, r, lora->params + m->a_offset, m->in, 1.0f, w, m->in);
     }
+    /* modules_to_save: the trained copies replace the matrices (the model has their shape:
+     * tune_lora_open_peft grew and untied it). */
+    const size_t VC = (size_t)lora->vocab * (size_t)lora->hidden;
+    if (lora->saved & TUNE_SAVE_EMBED) memcpy(model->embed, lora->params + lora->embed_offset, VC * sizeof(float));
+    if (lora->saved & TUNE_SAVE_LM_HEAD)
+        memcpy(model->lm_head, lora->params + lora->head_offset, VC * sizeof(float));
 }
 
 tune_status tune_merge_peft_adapter(tune_model *model, const char *adapter_dir, tune_error *err)
 {
-    const tune_model_config *mc = &model->cfg;
-    if (!tune_is_dir(adapter_dir)) return tune_fail_input(err, adapter_dir, "adapter folder does not exist");
-    unsigned char *selected = calloc((size_t)mc->num_hidden_layers * TUNE_N_LINEAR, 1);
-    if (!selected) return tune_fail_run(err, adapter_dir, "out of memory");
-    tune_lora_config lc;
-    tune_lora *lora = NULL;
-    tune_status st = tune_lora_read_peft_config(adapter_dir, mc, &lc, selected, err);
-    if (st == TUNE_OK && lc.modules_to_save) /* needs the grown model and the adapter's tokenizer */
-        st = tune_fail_input(err, adapter_dir, "adapters with modules_to_save (added tokens) cannot be merged or "
-                             "generated with yet");
-    if (st == TUNE_OK) st = tune_lora_create(mc, &lc, selected, 0, &lora, err);
-    if (st == TUNE_OK) st = tune_lora_load_peft(lora, mc, adapter_dir, err);
+    tune_lora *lora;
+    tune_status st = tune_lora_open_peft(model, adapter_dir, &lora, err);
     if (st == TUNE_OK) tune_lora_merge(model, lora);
     tune_lora_free(lora);
-    free(selected);
     return st;
 }
 
@@ -211,6 +206,11 @@ static tune_status write_config(const tune_model *m, const char *base, int base_
                 had = 1;
             }
         if (!had) cJSON_AddStringToObject(root, "dtype", dtype_torch_name(dt));
+        /* An adapter with modules_to_save may have grown the vocabulary and untied lm_head. */
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "vocab_size");
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "tie_word_embeddings");
+        cJSON_AddNumberToObject(root, "vocab_size", m->cfg.vocab_size);
+        cJSON_AddBoolToObject(root, "tie_word_embeddings", m->cfg.tie_word_embeddings);
     } else {
         root = config_from_hparams(&m->cfg, dt);
     }
@@ -253,8 +253,10 @@ static tune_status write_gguf_tokenizer(const char *gguf, const char *tmp, tune_
     return st;
 }
 
-static tune_status write_side_files(const tune_model *m, const char *base, int base_is_dir, const char *tmp,
-                                    tune_strbuf *notes, tune_error *err)
+/* generation_config.json, and the tokenizer: the adapter's own when it has one (added tokens),
+ * else the base folder's files or a GGUF base's vocabulary. */
+static tune_status write_side_files(const tune_model *m, const char *base, int base_is_dir, const char *adapter_dir,
+                                    const char *tmp, tune_strbuf *notes, tune_error *err)
 {
     char src[4096], dst[4096];
     tune_status st = TUNE_OK;
@@ -270,17 +272,20 @@ static tune_status write_side_files(const tune_model *m, const char *base, int b
         st = write_json(dst, g, err);
         cJSON_Delete(g);
     }
+    const int adapter_tokenizer = adapter_dir && join(src, sizeof src, adapter_dir, "tokenizer.json") &&
+                                  tune_path_exists(src);
+    const char *tok_dir = adapter_tokenizer ? adapter_dir : base_is_dir ? base : NULL;
     int copied = 0;
-    for (int i = 0; base_is_dir && st == TUNE_OK && i < N_TOKENIZER_FILES; i++) {
-        join(src, sizeof src, base, TOKENIZER_FILES[i]);
+    for (int i = 0; tok_dir && st == TUNE_OK && i < N_TOKENIZER_FILES; i++) {
+        join(src, sizeof src, tok_dir, TOKENIZER_FILES[i]);
         join(dst, sizeof dst, tmp, TOKENIZER_FILES[i]);
         if (!tune_path_exists(src)) continue;
         st = copy_file(src, dst, err);
         copied++;
     }
-    if (st == TUNE_OK && base_is_dir && !copied)
+    if (st == TUNE_OK && tok_dir && !copied)
         tune_strbuf_printf(notes, "no tokenizer files in %s: the merged folder has none\n", base);
-    if (st == TUNE_OK && !base_is_dir) st = write_gguf_tokenizer(base, tmp, err);
+    if (st == TUNE_OK && !tok_dir) st = write_gguf_tokenizer(base, tmp, err);
     return st;
 }
 
@@ -300,8 +305,8 @@ static tune_status remove_stale(const char *tmp, tune_error *err)
     return TUNE_OK;
 }
 
-tune_status tune_merge_save_hf(const tune_model *model, const char *base_path, const char *out_dir,
-                               tune_dtype dtype, tune_strbuf *notes, tune_error *err)
+tune_status tune_merge_save_hf(const tune_model *model, const char *base_path, const char *adapter_dir,
+                               const char *out_dir, tune_dtype dtype, tune_strbuf *notes, tune_error *err)
 {
     if (dtype != TUNE_DT_BF16 && dtype != TUNE_DT_F32)
         return tune_fail_input(err, NULL, "merged weights are written as bf16 or f32");
@@ -317,7 +322,7 @@ tune_status tune_merge_save_hf(const tune_model *model, const char *base_path, c
     st = write_weights(model, path, dtype, err);
     join(path, sizeof path, tmp, "config.json");
     if (st == TUNE_OK) st = write_config(model, base_path, base_is_dir, path, dtype, err);
-    if (st == TUNE_OK) st = write_side_files(model, base_path, base_is_dir, tmp, notes, err);
+    if (st == TUNE_OK) st = write_side_files(model, base_path, base_is_dir, adapter_dir, tmp, notes, err);
     if (st == TUNE_OK && rename(tmp, out_dir) != 0)
         st = tune_fail_run(err, out_dir, "cannot rename %s to it: %s", tmp, strerror(errno));
     if (st != TUNE_OK) remove_stale(tmp, NULL);

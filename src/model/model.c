@@ -485,22 +485,23 @@ static void grow_rows(float *dst, const float *src, int64_t V, int64_t new_V, in
     }
 }
 
-tune_status tune_model_resize_vocab(tune_model *m, int new_vocab, tune_error *err)
+/* Moves the weights into a new allocation with new_vocab rows (new ones from
+ * grow_rows) and, with untie set, an lm_head of its own (a copy of the
+ * embedding) where it was tied. */
+static tune_status relayout(tune_model *m, int new_vocab, int untie, tune_error *err)
 {
     const int64_t V = m->cfg.vocab_size, C = m->cfg.hidden_size;
-    if (new_vocab < V)
-        return tune_fail_input(err, NULL, "vocabulary of %d tokens cannot shrink to %d", (int)V, new_vocab);
-    if (new_vocab == V) return TUNE_OK;
+    const int tied = m->cfg.tie_word_embeddings, split = tied && untie;
     const int max = 3 + 9 * m->cfg.num_hidden_layers;
     weight_spec *specs = malloc((size_t)max * sizeof *specs);
     if (!specs) return tune_fail_run(err, NULL, "out of memory resizing the vocabulary");
     const int n = weight_specs(m, specs);
-    const size_t grown = (size_t)((new_vocab - V) * C) * (m->cfg.tie_word_embeddings ? 1 : 2);
+    const size_t extra = (size_t)((new_vocab - V) * C) * (tied ? 1 : 2) + (split ? (size_t)(new_vocab * C) : 0);
     float *storage;
-    if (posix_memalign((void **)&storage, 64, (m->n_floats + grown) * sizeof(float)) != 0) {
+    if (posix_memalign((void **)&storage, 64, (m->n_floats + extra) * sizeof(float)) != 0) {
         free(specs);
         return tune_fail_run(err, NULL, "out of memory: %zu MB of weights after resizing the vocabulary",
-                             (m->n_floats + grown) * sizeof(float) >> 20);
+                             (m->n_floats + extra) * sizeof(float) >> 20);
     }
     float *p = storage;
     for (int i = 0; i < n; i++) {
@@ -516,11 +517,26 @@ tune_status tune_model_resize_vocab(tune_model *m, int new_vocab, tune_error *er
             p += numel;
         }
     }
-    if (m->cfg.tie_word_embeddings) m->lm_head = m->embed;
+    if (split) memcpy(p, m->embed, (size_t)(new_vocab * C) * sizeof *p);
+    m->lm_head = split ? p : tied ? m->embed : m->lm_head;
     free(specs);
     free(m->storage);
     m->storage = storage;
-    m->n_floats += grown;
+    m->n_floats += extra;
     m->cfg.vocab_size = new_vocab;
+    m->cfg.tie_word_embeddings = tied && !untie;
     return TUNE_OK;
+}
+
+tune_status tune_model_resize_vocab(tune_model *m, int new_vocab, tune_error *err)
+{
+    if (new_vocab < m->cfg.vocab_size)
+        return tune_fail_input(err, NULL, "vocabulary of %d tokens cannot shrink to %d", m->cfg.vocab_size,
+                               new_vocab);
+    return new_vocab == m->cfg.vocab_size ? TUNE_OK : relayout(m, new_vocab, 0, err);
+}
+
+tune_status tune_model_untie_embeddings(tune_model *m, tune_error *err)
+{
+    return m->cfg.tie_word_embeddings ? relayout(m, m->cfg.vocab_size, 1, err) : TUNE_OK;
 }
