@@ -118,6 +118,7 @@ typedef struct tune_train_event {
     double elapsed_s; /* since this process started training */
     const char *path; /* SAVE: the checkpoint folder; END: output_dir */
     int stopped_early; /* END: early_stopping_patience ended the run */
+    int stopped_by_watchdog; /* END: the loss watchdog ended the run */
 } tune_train_event;
 
 /* Plain values from the plan; the loop never reads the config. */
@@ -129,8 +130,8 @@ typedef struct tune_train_options {
     double adam_beta1, adam_beta2, adam_epsilon, weight_decay;
     double max_grad_norm;          /* <= 0: no clipping (the norm is still logged) */
     uint64_t seed;                 /* LoRA dropout masks */
-    double loss_watchdog_threshold; /* > 0: stop when the step loss stays above it ... */
-    long loss_watchdog_patience;    /* ... for this many consecutive steps */
+    double loss_watchdog_threshold; /* > 0: end the run (as Axolotl, after that step's update, */
+    long loss_watchdog_patience;    /* adapter written) when the step loss stays above it this many steps */
     long logging_steps;            /* 0: never */
     long eval_steps;               /* 0: never (an eval source still gives a final eval) */
     long early_stopping_patience;  /* > 0: end the run (normally, with its adapter) after this many
@@ -159,8 +160,9 @@ typedef struct tune_train_options {
  * trainer_state.json; built as checkpoint-N.tmp and renamed),
  * training_log.jsonl, loss.svg, and at the end adapter_model.safetensors,
  * adapter_config.json, trainer_state.json and run_manifest.json. A NaN or
- * infinite loss or gradient, or a loss the watchdog catches, stops the run
- * with TUNE_ERR_RUN, leaving the checkpoints already written. */
+ * infinite loss or gradient stops the run with TUNE_ERR_RUN, leaving the
+ * checkpoints already written; early stopping and the loss watchdog end it
+ * normally. */
 tune_status tune_train_run(const tune_train_options *opts, const tune_batch_source *train,
                            const tune_batch_source *eval, const tune_model *model, tune_lora *lora,
                            tune_error *err);

@@ -337,7 +337,7 @@ const key_spec tune_config_keys[] = {
     {.name = "early_stopping_patience", .type = K_INT, .off = CF(early_stopping_patience), GE(1), YES,
      .section = S_OUT, .doc = "Stop after this many evaluations without improvement."},
     {.name = "loss_watchdog_threshold", .type = K_FLOAT, .off = CF(loss_watchdog_threshold), .def = "0.0", GE(0), YES,
-     .section = S_OUT, .doc = "Stop when the loss stays above this (0: off)."},
+     .section = S_OUT, .doc = "End the run (adapter written) when the loss stays above this (0: off)."},
     {.name = "loss_watchdog_patience", .type = K_INT, .off = CF(loss_watchdog_patience), .def = "3", GE(1), YES,
      .section = S_OUT, .doc = "Steps above loss_watchdog_threshold before stopping."},
 

@@ -315,13 +315,9 @@ static tune_status train_step(run *R, tune_error *err)
                               : nonfinite(R, "training loss", loss, where, err);
     }
 
-    /* Axolotl's loss watchdog: too many steps in a row above the threshold. */
-    if (o->loss_watchdog_threshold > 0) {
+    /* Axolotl's loss watchdog counts steps in a row above the threshold; the run ends after this step. */
+    if (o->loss_watchdog_threshold > 0)
         S->watchdog_count = loss > o->loss_watchdog_threshold ? S->watchdog_count + 1 : 0;
-        if (S->watchdog_count >= o->loss_watchdog_patience)
-            return stop_run(R, err, "the loss (%.4f at step %ld) stayed above loss_watchdog_threshold %g for %ld steps",
-                            loss, s + 1, o->loss_watchdog_threshold, S->watchdog_count);
-    }
 
     const double lr = o->lr[s];
     const tune_adamw_coeffs c = tune_adamw_coeffs_make(lr, o->adam_beta1, o->adam_beta2, o->adam_epsilon,
@@ -512,6 +508,12 @@ static int stopped_early(const run *R)
     return R->o->early_stopping_patience > 0 && R->st.evals_not_improved >= R->o->early_stopping_patience;
 }
 
+/* Axolotl's LossWatchDogCallback: too many steps in a row above the threshold. */
+static int stopped_by_watchdog(const run *R)
+{
+    return R->o->loss_watchdog_threshold > 0 && R->st.watchdog_count >= R->o->loss_watchdog_patience;
+}
+
 static tune_status finish(run *R, tune_error *err)
 {
     const tune_train_options *o = R->o;
@@ -521,6 +523,7 @@ static tune_status finish(run *R, tune_error *err)
     cJSON *e = log_entry_new(&R->st);
     if (e) cJSON_AddNumberToObject(e, "train_loss", R->st.loss_sum / (double)R->st.global_step);
     if (e && stopped_early(R)) cJSON_AddTrueToObject(e, "stopped_early");
+    if (e && stopped_by_watchdog(R)) cJSON_AddTrueToObject(e, "stopped_by_loss_watchdog");
     st = log_entry_add(R, e, err);
     if (!st) st = tune_lora_save_peft(R->lora, o->output_dir, o->base_model_name_or_path, err);
     if (st) return st;
@@ -534,7 +537,8 @@ static tune_status finish(run *R, tune_error *err)
     if (!st) st = report_manifest(o, &R->st, err);
     if (st) return st;
     emit(R, (tune_train_event){.kind = TUNE_EVENT_END, .loss = R->st.last_loss, .path = o->output_dir,
-                               .eval_loss = R->eval ? R->st.last_eval : NAN, .stopped_early = stopped_early(R)});
+                               .eval_loss = R->eval ? R->st.last_eval : NAN, .stopped_early = stopped_early(R),
+                               .stopped_by_watchdog = stopped_by_watchdog(R)});
     return TUNE_OK;
 }
 
@@ -548,7 +552,8 @@ tune_status tune_train_run(const tune_train_options *opts, const tune_batch_sour
     R.t0 = now_s();
     st = start(&R, err);
     if (!st) emit(&R, (tune_train_event){.kind = TUNE_EVENT_START});
-    while (!st && R.st.global_step < R.st.total_steps && !stopped_early(&R)) st = train_step(&R, err);
+    while (!st && R.st.global_step < R.st.total_steps && !stopped_early(&R) && !stopped_by_watchdog(&R))
+        st = train_step(&R, err);
     if (!st) st = finish(&R, err);
     step_batches_free(&R.sb);
     free(R.epoch_first);

@@ -339,7 +339,11 @@ void tune_train_format_event(const tune_train_event *ev, int tty, char *buf, siz
         break;
     case TUNE_EVENT_END:
         snprintf(buf, size, "done: %ld steps%s, last loss %.4f, adapter in %s", ev->step,
-                 ev->stopped_early ? " (stopped early: the eval loss stopped improving)" : "", ev->loss, ev->path);
+                 ev->stopped_by_watchdog ? " (stopped by the loss watchdog: the loss stayed above "
+                                           "loss_watchdog_threshold for loss_watchdog_patience steps)"
+                 : ev->stopped_early    ? " (stopped early: the eval loss stopped improving)"
+                                        : "",
+                 ev->loss, ev->path);
         break;
     }
 }
