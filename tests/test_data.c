@@ -1123,14 +1123,9 @@ END_TEST
  * tools/reference/make_template_golden.py --ids). */
 START_TEST(test_ids_match_transformers)
 {
-    char path[512], *text;
-    size_t len;
+    char path[512];
     tune_error err;
-    snprintf(path, sizeof path, "%s/data/template_ids_golden.json", test_data_dir());
-    ck_assert_int_eq(tune_read_file(path, &text, &len, &err), TUNE_OK);
-    cJSON *g = cJSON_ParseWithLength(text, len);
-    free(text);
-    ck_assert_ptr_nonnull(g);
+    cJSON *g = test_read_json("data/template_ids_golden.json");
     const char *names[2] = {"llama3", "smollm2"};
     tune_tokenizer *toks[2];
     tune_data_tokenizer dt[2];

@@ -606,13 +606,9 @@ static void collect(void *ctx, const char *s, size_t n)
 
 START_TEST(session_streams_transformers_text_and_knows_eos)
 {
-    char path[600], *json;
-    size_t len;
+    char path[600];
     tune_error err;
-    snprintf(path, sizeof path, "%s/generate/golden.json", test_data_dir());
-    ck_assert_int_eq(tune_read_file(path, &json, &len, &err), TUNE_OK);
-    cJSON *g = cJSON_Parse(json);
-    free(json);
+    cJSON *g = test_read_json("generate/golden.json");
     const char *prompt = cJSON_GetObjectItem(g, "prompt")->valuestring;
     const char *want = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(g, "runs"), "base"), "text")->valuestring;
     const cJSON *want_ids = cJSON_GetObjectItem(g, "prompt_ids");
@@ -664,13 +660,8 @@ END_TEST
  * of its 32 tokens, to keep the suite short). */
 static void smollm2_greedy(const tune_model *m)
 {
-    char path[600], *json;
-    size_t len;
     tune_error err;
-    snprintf(path, sizeof path, "%s/smollm2/golden.json", test_data_dir());
-    ck_assert_int_eq(tune_read_file(path, &json, &len, &err), TUNE_OK);
-    cJSON *g = cJSON_Parse(json);
-    free(json);
+    cJSON *g = test_read_json("smollm2/golden.json");
     tune_decoder *d;
     tune_sampler *sm;
     const tune_sampling greedy = tune_sampling_greedy();
@@ -765,13 +756,8 @@ END_TEST
 
 START_TEST(chrf_matches_sacrebleu)
 {
-    char path[512], *json;
-    size_t len;
     tune_error err;
-    snprintf(path, sizeof path, "%s/chrf/golden.json", test_data_dir());
-    ck_assert_int_eq(tune_read_file(path, &json, &len, &err), TUNE_OK);
-    cJSON *g = cJSON_Parse(json);
-    ck_assert_ptr_nonnull(g);
+    cJSON *g = test_read_json("chrf/golden.json");
     tune_chrf_stats corpus;
     memset(&corpus, 0, sizeof corpus);
     int n = 0;
@@ -792,7 +778,6 @@ START_TEST(chrf_matches_sacrebleu)
     ck_assert_int_ge(n, 30);
     ck_assert_double_eq_tol(tune_chrf_score(&corpus), cJSON_GetObjectItem(g, "corpus_chrf")->valuedouble, 1e-9);
     cJSON_Delete(g);
-    free(json);
 }
 END_TEST
 

@@ -770,6 +770,20 @@ START_TEST(nan_loss_stops_and_keeps_checkpoint)
 }
 END_TEST
 
+/* The run in out ended normally: its adapter is there and its log's last entry says `mark`. */
+static void assert_run_ended(const char *out, const char *mark)
+{
+    char path[256], *log;
+    size_t len;
+    tune_error err;
+    subdir(path, sizeof path, out, "adapter_model.safetensors");
+    ck_assert(tune_path_exists(path));
+    subdir(path, sizeof path, out, "training_log.jsonl");
+    ck_assert_int_eq(tune_read_file(path, &log, &len, &err), TUNE_OK);
+    ck_assert_msg(strstr(log, mark) != NULL, "the training log lacks %s", mark);
+    free(log);
+}
+
 /* Axolotl's loss watchdog: the losses are 6.39, 6.19, 6.23, ...: above 6.2
  * never twice in a row, so all 6 steps run; above 6.0 twice in a row ends
  * the run normally after step 2 (its update applied, as Axolotl's callback
@@ -780,7 +794,7 @@ START_TEST(loss_watchdog_ends_a_diverging_run)
     fixture_init(&fx, 0.0f);
     replay r = {.golden = fx.golden, .fail_at = -1};
     const tune_batch_source src = replay_source(&r);
-    char out[128], path[256];
+    char out[128];
     subdir(out, sizeof out, fx.dir, "run");
     recorder rec = {0};
     tune_train_options o = golden_options(&fx, out, GOLDEN_ACCUM, &rec);
@@ -796,15 +810,7 @@ START_TEST(loss_watchdog_ends_a_diverging_run)
     o.loss_watchdog_threshold = 6.0;
     ck_assert_msg(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
     ck_assert_int_eq(rec.n_steps, 2);
-    subdir(path, sizeof path, out, "adapter_model.safetensors");
-    ck_assert(tune_path_exists(path));
-    subdir(path, sizeof path, out, "training_log.jsonl");
-    char *log;
-    size_t len;
-    ck_assert_int_eq(tune_read_file(path, &log, &len, &err), TUNE_OK);
-    ck_assert_ptr_nonnull(strstr(log, "\"stopped_by_loss_watchdog\":true"));
-    ck_assert_ptr_null(strstr(log, "\"stopped_early\""));
-    free(log);
+    assert_run_ended(out, "\"stopped_by_loss_watchdog\":true");
     fixture_free(&fx);
 }
 END_TEST
@@ -819,7 +825,7 @@ START_TEST(early_stopping_ends_the_run)
     replay r = {.golden = fx.golden, .fail_at = -1};
     replay er = {.golden = fx.golden, .fail_at = -1, .n_mb = 2};
     const tune_batch_source src = replay_source(&r), eval = replay_source(&er);
-    char out[128], path[256];
+    char out[128];
     subdir(out, sizeof out, fx.dir, "run");
     recorder rec = {0};
     tune_train_options o = golden_options(&fx, out, GOLDEN_ACCUM, &rec);
@@ -829,14 +835,7 @@ START_TEST(early_stopping_ends_the_run)
     ck_assert_msg(tune_train_run(&o, &src, &eval, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
     ck_assert_int_eq(rec.n_steps, 4);
     ck_assert_int_eq(rec.n_evals, 2);
-    subdir(path, sizeof path, out, "adapter_model.safetensors");
-    ck_assert(tune_path_exists(path));
-    subdir(path, sizeof path, out, "training_log.jsonl");
-    char *log;
-    size_t len;
-    ck_assert_int_eq(tune_read_file(path, &log, &len, &err), TUNE_OK);
-    ck_assert_ptr_nonnull(strstr(log, "\"stopped_early\":true"));
-    free(log);
+    assert_run_ended(out, "\"stopped_early\":true");
     fixture_free(&fx);
 }
 END_TEST
