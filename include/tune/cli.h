@@ -66,4 +66,24 @@ const char *tune_cli_gen_help(void);
 /* Opens MODEL (+ adapter) for a verb and applies --chat_template; prints the error. */
 tune_status tune_cli_open_lm(const char *model, const char *adapter, const tune_cli_gen_args *a, tune_lm **out);
 
+/* How prompts are rendered for one model. */
+typedef enum {
+    TUNE_CLI_PROMPT_CHAT,   /* a user message (after the system one) in the chat template */
+    TUNE_CLI_PROMPT_RAW,    /* the text as it is */
+    TUNE_CLI_PROMPT_ALPACA, /* the prompt `type: alpaca` data is trained with */
+} tune_cli_prompt_format;
+
+/* The format for a model opened with adapter (may be NULL): --raw or
+ * --alpaca when given; else alpaca when the adapter's run trained on alpaca
+ * data only (its config_resolved.yml says so) and no --chat_template was
+ * given, with a note on stderr ("tune VERB: note: WHO: ..."); else the chat
+ * template. */
+tune_cli_prompt_format tune_cli_pick_prompt_format(const char *verb, const char *who, int raw, int alpaca,
+                                                   const tune_cli_gen_args *a, const char *adapter);
+/* Prompt ids in format f: the alpaca prompt of instruction and input, or
+ * the text instruction (+ a blank line and input when input is non-empty)
+ * raw or as the user message after system (may be NULL; chat format only). */
+tune_status tune_cli_prompt_ids(tune_lm *lm, tune_cli_prompt_format f, const char *system, const char *instruction,
+                                const char *input, tune_ids *ids, tune_error *err);
+
 #endif

@@ -151,6 +151,10 @@ typedef struct tune_formatted {
 
 /* Formats one record. Errors (TUNE_ERR_INPUT) name the record's file, line,
  * record index and the field. */
+/* Appends the prompt an alpaca record is trained with (Axolotl's alpaca
+ * prompter: the preamble, "### Instruction:", "### Input:" when input is
+ * non-empty, "### Response:\n"); the answer follows it. input may be NULL. */
+void tune_data_alpaca_prompt(const char *instruction, const char *input, tune_strbuf *out);
 tune_status tune_data_format_record(const tune_record *rec, const tune_dataset_options *ds,
                                     const tune_data_options *opt, tune_formatted *out, tune_error *err);
 void tune_formatted_free(tune_formatted *f);

@@ -11,7 +11,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: tune compare MODEL_A MODEL_B --prompts FILE [--adapter-a DIR] [--adapter-b DIR]\n"
-            "                    [--out FILE] [--raw] [--system S] [options]\n\n"
+            "                    [--out FILE] [--raw | --alpaca] [--system S] [options]\n\n"
             "Answers the same prompts with two models (base vs instruct, or base vs base + adapter:\n"
             "MODEL_B may be MODEL_A with --adapter-b) and writes a CSV with the columns prompt,\n"
             "answer_a, answer_b, tokens_a, tokens_b, seconds_a, seconds_b. When prompts come with\n"
@@ -26,47 +26,56 @@ static void usage(FILE *out)
             "  --out FILE             the CSV (default " DEFAULT_OUT ")\n"
             "  --raw                  feed prompts as they are; by default each model wraps them in its\n"
             "                         chat template (a model without one gets them raw, with a note)\n"
-            "  --system S             a system message before each prompt\n"
+            "  --alpaca               render prompts as `type: alpaca` training does (preamble,\n"
+            "                         ### Instruction:, ### Input:, ### Response:); a model whose adapter\n"
+            "                         was trained on alpaca data (config_resolved.yml next to it) gets\n"
+            "                         this by default\n"
+            "  --system S             a system message before each prompt (chat template only)\n"
             "%s\n"
             "Defaults: greedy (temperature 0), 256 new tokens.\n",
             tune_cli_gen_help());
 }
 
+/* One prompt: the instruction, its input and the reference answer (both may be NULL). */
 typedef struct {
-    char **items, **refs; /* (n); refs[i] is the reference answer or NULL */
+    char *instruction, *input, *ref;
+} prompt_item;
+
+typedef struct {
+    prompt_item *items; /* (n) */
     int n, cap, n_refs;
 } prompt_list;
 
 static void prompts_free(prompt_list *p)
 {
     for (int i = 0; i < p->n; i++) {
-        free(p->items[i]);
-        free(p->refs[i]);
+        free(p->items[i].instruction);
+        free(p->items[i].input);
+        free(p->items[i].ref);
     }
     free(p->items);
-    free(p->refs);
 }
 
-/* Takes s and ref (ref may be NULL). */
-static tune_status prompts_add(prompt_list *p, char *s, const char *ref, const char *path, tune_error *err)
+/* Copies the three strings (input and ref may be NULL). */
+static tune_status prompts_add(prompt_list *p, const char *instruction, size_t len, const char *input,
+                               const char *ref, const char *path, tune_error *err)
 {
-    char *r = ref ? strdup(ref) : NULL;
     if (p->n == p->cap) {
         const int cap = p->cap ? 2 * p->cap : 64;
-        char **items = realloc(p->items, (size_t)cap * sizeof *items);
-        if (items) p->items = items;
-        char **refs = realloc(p->refs, (size_t)cap * sizeof *refs);
-        if (refs) p->refs = refs;
-        if (items && refs) p->cap = cap;
+        prompt_item *items = realloc(p->items, (size_t)cap * sizeof *items);
+        if (!items) return tune_fail_run(err, path, "out of memory");
+        p->items = items;
+        p->cap = cap;
     }
-    if (!s || (ref && !r) || p->n == p->cap) {
-        free(s);
-        free(r);
+    prompt_item it = {strndup(instruction, len), input ? strdup(input) : NULL, ref ? strdup(ref) : NULL};
+    if (!it.instruction || (input && !it.input) || (ref && !it.ref)) {
+        free(it.instruction);
+        free(it.input);
+        free(it.ref);
         return tune_fail_run(err, path, "out of memory");
     }
-    p->items[p->n] = s;
-    p->refs[p->n++] = r;
-    p->n_refs += r != NULL;
+    p->items[p->n++] = it;
+    p->n_refs += ref != NULL;
     return TUNE_OK;
 }
 
@@ -88,13 +97,10 @@ static tune_status json_prompt(const char *line, size_t len, const char *path, i
     } else if (ref && !reference) {
         st = tune_error_set(err, TUNE_ERR_INPUT, path, lineno, 0, "\"%s\" must be a string", ref->string);
     } else if (cJSON_IsString(pr)) {
-        st = prompts_add(p, strdup(pr->valuestring), reference, path, err);
+        st = prompts_add(p, pr->valuestring, strlen(pr->valuestring), NULL, reference, path, err);
     } else if (cJSON_IsString(ins)) {
-        tune_strbuf sb = {0};
-        tune_strbuf_puts(&sb, ins->valuestring);
-        if (cJSON_IsString(in) && in->valuestring[0]) tune_strbuf_printf(&sb, "\n\n%s", in->valuestring);
-        st = prompts_add(p, sb.oom ? NULL : sb.data, reference, path, err);
-        if (sb.oom) tune_strbuf_free(&sb);
+        const char *input = cJSON_IsString(in) && in->valuestring[0] ? in->valuestring : NULL;
+        st = prompts_add(p, ins->valuestring, strlen(ins->valuestring), input, reference, path, err);
     } else {
         st = tune_error_set(err, TUNE_ERR_INPUT, path, lineno, 0,
                             "expected a string \"prompt\" or \"instruction\" field");
@@ -124,7 +130,7 @@ static tune_status read_prompts(const char *path, prompt_list *p, tune_error *er
         while (a < end && (data[a] == ' ' || data[a] == '\t')) a++;
         if (a < end) {
             if (jsonl) st = json_prompt(data + at, end - at, path, lineno, p, err);
-            else st = prompts_add(p, strndup(data + at, end - at), NULL, path, err);
+            else st = prompts_add(p, data + at, end - at, NULL, NULL, path, err);
         }
         at = next;
     }
@@ -150,18 +156,14 @@ static void csv_text(tune_strbuf *sb, const char *s, size_t n)
 typedef struct {
     tune_lm *lm;
     const char *name;
-    int raw;
+    tune_cli_prompt_format format;
 } side;
 
-static tune_status answer(side *sd, const char *system, const char *prompt, const tune_cli_gen_args *g,
+static tune_status answer(side *sd, const char *system, const prompt_item *p, const tune_cli_gen_args *g,
                           tune_strbuf *reply, tune_reply_stats *stats, tune_error *err)
 {
-    tune_chat_message msgs[2];
-    int n = 0;
-    if (system && !sd->raw) msgs[n++] = (tune_chat_message){"system", system};
-    msgs[n++] = (tune_chat_message){"user", prompt};
     tune_ids ids = {0};
-    tune_status st = tune_lm_prompt(sd->lm, msgs, n, sd->raw, &ids, err);
+    tune_status st = tune_cli_prompt_ids(sd->lm, sd->format, system, p->instruction, p->input, &ids, err);
     if (st == TUNE_OK) {
         const tune_reply_opts o = {g->sampling, g->max_new_tokens, g->stops, g->n_stops, 0};
         st = tune_lm_generate(sd->lm, ids.ids, (int)ids.n, &o, NULL, NULL, reply, stats, err);
@@ -199,7 +201,7 @@ int tune_cli_compare(int argc, char **argv)
     }
     const char *models[2] = {NULL, NULL}, *adapters[2] = {NULL, NULL};
     const char *prompts_path = NULL, *out = DEFAULT_OUT, *system = NULL;
-    int raw = 0, n_models = 0;
+    int raw = 0, alpaca = 0, n_models = 0;
     tune_cli_gen_args g;
     tune_cli_gen_defaults(&g, 0);
     for (int i = 1; i < argc; i++) {
@@ -217,6 +219,8 @@ int tune_cli_compare(int argc, char **argv)
             *value = argv[++i];
         } else if (!strcmp(argv[i], "--raw")) {
             raw = 1;
+        } else if (!strcmp(argv[i], "--alpaca")) {
+            alpaca = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return tune_cli_usage_error("compare", "unknown option '%s' (try 'tune compare --help')", argv[i]);
         } else if (n_models < 2) {
@@ -227,18 +231,26 @@ int tune_cli_compare(int argc, char **argv)
     }
     if (n_models < 2) return tune_cli_usage_error("compare", "expected MODEL_A MODEL_B (try 'tune compare --help')");
     if (!prompts_path) return tune_cli_usage_error("compare", "--prompts FILE is required");
+    if (raw + alpaca + (g.chat_template != NULL) > 1)
+        return tune_cli_usage_error("compare", "--raw, --alpaca and --chat_template exclude each other");
 
     tune_error err;
     prompt_list prompts = {0};
-    side sides[2] = {{NULL, "A", raw}, {NULL, "B", raw}};
+    side sides[2] = {{NULL, "model A", TUNE_CLI_PROMPT_CHAT}, {NULL, "model B", TUNE_CLI_PROMPT_CHAT}};
     tune_status st = read_prompts(prompts_path, &prompts, &err);
     if (st != TUNE_OK) tune_error_print(stderr, &err);
     for (int s = 0; s < 2 && st == TUNE_OK; s++) {
         st = tune_cli_open_lm(models[s], adapters[s], &g, &sides[s].lm);
-        if (st == TUNE_OK && !raw && tune_lm_template_missing(sides[s].lm)) {
-            sides[s].raw = 1;
-            fprintf(stderr, "tune compare: note: model %s (%s): %s; its prompts are fed raw\n", sides[s].name,
-                    models[s], tune_lm_template_missing(sides[s].lm));
+        if (st != TUNE_OK) break;
+        sides[s].format = tune_cli_pick_prompt_format("compare", sides[s].name, raw, alpaca, &g, adapters[s]);
+        if (sides[s].format == TUNE_CLI_PROMPT_ALPACA && system) {
+            fprintf(stderr, "tune compare: note: %s: the alpaca prompt has no system message; --system is not "
+                            "used for it\n", sides[s].name);
+        }
+        if (sides[s].format == TUNE_CLI_PROMPT_CHAT && tune_lm_template_missing(sides[s].lm)) {
+            sides[s].format = TUNE_CLI_PROMPT_RAW;
+            fprintf(stderr, "tune compare: note: %s (%s): %s; its prompts are fed raw\n", sides[s].name, models[s],
+                    tune_lm_template_missing(sides[s].lm));
         }
     }
     tune_strbuf csv = {0};
@@ -252,18 +264,23 @@ int tune_cli_compare(int argc, char **argv)
         tune_strbuf reply[2] = {{0}, {0}};
         tune_reply_stats stats[2];
         for (int s = 0; s < 2 && st == TUNE_OK; s++) {
-            st = answer(&sides[s], system, prompts.items[i], &g, &reply[s], &stats[s], &err);
+            st = answer(&sides[s], system, &prompts.items[i], &g, &reply[s], &stats[s], &err);
             if (st == TUNE_OK) total[s] += stats[s].seconds;
         }
         if (st == TUNE_OK) {
-            csv_text(&csv, prompts.items[i], strlen(prompts.items[i]));
+            const prompt_item *p = &prompts.items[i];
+            tune_strbuf shown = {0}; /* the prompt column: instruction, then input after a blank line */
+            tune_strbuf_puts(&shown, p->instruction);
+            if (p->input) tune_strbuf_printf(&shown, "\n\n%s", p->input);
+            csv_text(&csv, shown.data ? shown.data : "", shown.len);
+            tune_strbuf_free(&shown);
             for (int s = 0; s < 2; s++) {
                 tune_strbuf_puts(&csv, ",");
                 csv_text(&csv, reply[s].data ? reply[s].data : "", reply[s].len);
             }
             tune_strbuf_printf(&csv, ",%d,%d,%.3f,%.3f", stats[0].new_tokens, stats[1].new_tokens,
                                stats[0].seconds, stats[1].seconds);
-            if (prompts.refs[i]) st = score_answers(&csv, reply, prompts.refs[i], corpus, closer, &err);
+            if (p->ref) st = score_answers(&csv, reply, p->ref, corpus, closer, &err);
             else if (prompts.n_refs) tune_strbuf_puts(&csv, ",,,");
             tune_strbuf_puts(&csv, "\r\n");
             fprintf(stderr, "tune compare: %d/%d  A %d tokens %.2f s  B %d tokens %.2f s\n", i + 1, prompts.n,

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "tune/cli.h"
+#include "tune/config.h"
+#include "tune/data.h"
 
 void tune_cli_gen_defaults(tune_cli_gen_args *a, int sample)
 {
@@ -121,5 +123,58 @@ tune_status tune_cli_open_lm(const char *model, const char *adapter, const tune_
         *out = NULL;
     }
     if (st != TUNE_OK) tune_error_print(stderr, &err);
+    return st;
+}
+
+/* Whether the run that wrote adapter (its config_resolved.yml) trained on alpaca datasets only. */
+static int trained_on_alpaca(const char *adapter)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config_resolved.yml", adapter);
+    if (!tune_path_exists(path)) return 0;
+    tune_config cfg;
+    tune_error err;
+    tune_error_list errs = {0};
+    if (tune_config_init(&cfg, &err) != TUNE_OK) return 0;
+    int alpaca = tune_config_parse_file(&cfg, path, &errs) == TUNE_OK && cfg.datasets_count > 0;
+    for (int i = 0; alpaca && i < cfg.datasets_count; i++) alpaca = cfg.datasets[i].type == TUNE_DS_ALPACA;
+    tune_error_list_free(&errs);
+    tune_config_free(&cfg);
+    return alpaca;
+}
+
+tune_cli_prompt_format tune_cli_pick_prompt_format(const char *verb, const char *who, int raw, int alpaca,
+                                                   const tune_cli_gen_args *a, const char *adapter)
+{
+    if (raw) return TUNE_CLI_PROMPT_RAW;
+    if (alpaca) return TUNE_CLI_PROMPT_ALPACA;
+    if (!a->chat_template && adapter && trained_on_alpaca(adapter)) {
+        fprintf(stderr,
+                "tune %s: note: %s: the adapter was trained on alpaca data (%s/config_resolved.yml), so its "
+                "prompts use the alpaca prompt (--chat_template NAME or --raw choose otherwise)\n",
+                verb, who, adapter);
+        return TUNE_CLI_PROMPT_ALPACA;
+    }
+    return TUNE_CLI_PROMPT_CHAT;
+}
+
+tune_status tune_cli_prompt_ids(tune_lm *lm, tune_cli_prompt_format f, const char *system, const char *instruction,
+                                const char *input, tune_ids *ids, tune_error *err)
+{
+    tune_strbuf text = {0};
+    if (f == TUNE_CLI_PROMPT_ALPACA) {
+        tune_data_alpaca_prompt(instruction, input, &text);
+    } else {
+        tune_strbuf_puts(&text, instruction);
+        if (input && *input) tune_strbuf_printf(&text, "\n\n%s", input);
+    }
+    if (!text.data) tune_strbuf_append(&text, "", 0);
+    tune_status st = text.oom ? tune_fail_run(err, NULL, "out of memory") : TUNE_OK;
+    tune_chat_message msgs[2];
+    int n = 0;
+    if (system && f == TUNE_CLI_PROMPT_CHAT) msgs[n++] = (tune_chat_message){"system", system};
+    msgs[n++] = (tune_chat_message){"user", text.data};
+    if (st == TUNE_OK) st = tune_lm_prompt(lm, msgs, n, f != TUNE_CLI_PROMPT_CHAT, ids, err);
+    tune_strbuf_free(&text);
     return st;
 }

@@ -7,15 +7,21 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: tune generate MODEL --prompt TEXT [--adapter DIR] [--raw] [--system S] [options]\n\n"
+            "usage: tune generate MODEL --prompt TEXT [--input TEXT] [--adapter DIR] [--raw | --alpaca]\n"
+            "                     [--system S] [options]\n\n"
             "Continues a prompt and writes only the generated text to stdout, token by token\n"
             "(timing and diagnostics go to stderr). By default the prompt is a user message in\n"
             "the model's chat template, followed by the assistant's generation prompt.\n\n"
             "  MODEL                  Hugging Face folder or .gguf file\n"
-            "  --prompt TEXT          the prompt\n"
+            "  --prompt TEXT          the prompt (with --alpaca: the instruction)\n"
+            "  --input TEXT           context after the prompt (alpaca's ### Input:; otherwise after a\n"
+            "                         blank line)\n"
             "  --adapter DIR          a PEFT LoRA adapter, merged into the weights at load\n"
             "  --raw                  feed the prompt as it is (no chat template)\n"
-            "  --system S             a system message before the prompt\n"
+            "  --alpaca               render the prompt as `type: alpaca` training does (preamble,\n"
+            "                         ### Instruction:, ### Input:, ### Response:); the default for an\n"
+            "                         adapter trained on alpaca data (config_resolved.yml next to it)\n"
+            "  --system S             a system message before the prompt (chat template only)\n"
             "%s\n"
             "Defaults: greedy (temperature 0), 256 new tokens, seed 0; generation also ends at\n"
             "any EOS token of the model.\n",
@@ -40,21 +46,26 @@ int tune_cli_generate(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    const char *model = NULL, *adapter = NULL, *prompt = NULL, *system = NULL;
-    int raw = 0;
+    const char *model = NULL, *adapter = NULL, *prompt = NULL, *input = NULL, *system = NULL;
+    int raw = 0, alpaca = 0;
     tune_cli_gen_args g;
     tune_cli_gen_defaults(&g, 0);
     for (int i = 1; i < argc; i++) {
         const int r = tune_cli_gen_option("generate", argc, argv, &i, &g);
         if (r < 0) return 2;
         if (r > 0) continue;
-        const char **value = !strcmp(argv[i], "--prompt") ? &prompt : !strcmp(argv[i], "--adapter") ? &adapter
-                             : !strcmp(argv[i], "--system") ? &system : NULL;
+        const char **value = !strcmp(argv[i], "--prompt")    ? &prompt
+                             : !strcmp(argv[i], "--input")   ? &input
+                             : !strcmp(argv[i], "--adapter") ? &adapter
+                             : !strcmp(argv[i], "--system")  ? &system
+                                                             : NULL;
         if (value) {
             if (i + 1 >= argc) return tune_cli_usage_error("generate", "%s needs a value", argv[i]);
             *value = argv[++i];
         } else if (!strcmp(argv[i], "--raw")) {
             raw = 1;
+        } else if (!strcmp(argv[i], "--alpaca")) {
+            alpaca = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return tune_cli_usage_error("generate", "unknown option '%s' (try 'tune generate --help')", argv[i]);
         } else if (!model) {
@@ -65,20 +76,25 @@ int tune_cli_generate(int argc, char **argv)
     }
     if (!model) return tune_cli_usage_error("generate", "expected MODEL (try 'tune generate --help')");
     if (!prompt) return tune_cli_usage_error("generate", "--prompt is required");
-    if (raw && system) return tune_cli_usage_error("generate", "--system needs the chat template; drop --raw");
+    if (raw + alpaca + (g.chat_template != NULL) > 1)
+        return tune_cli_usage_error("generate", "--raw, --alpaca and --chat_template exclude each other");
+    if ((raw || alpaca) && system)
+        return tune_cli_usage_error("generate", "--system needs the chat template; drop --raw / --alpaca");
 
     tune_error err;
     tune_lm *lm;
     tune_status st = tune_cli_open_lm(model, adapter, &g, &lm);
     if (st != TUNE_OK) return st;
-    tune_chat_message msgs[2];
-    int n = 0;
-    if (system) msgs[n++] = (tune_chat_message){"system", system};
-    msgs[n++] = (tune_chat_message){"user", prompt};
+    const tune_cli_prompt_format format = tune_cli_pick_prompt_format("generate", "the model", raw, alpaca, &g, adapter);
+    if (format == TUNE_CLI_PROMPT_ALPACA && system) {
+        tune_lm_close(lm);
+        return tune_cli_usage_error("generate", "the alpaca prompt has no system message: drop --system, or "
+                                                "choose a chat template with --chat_template NAME");
+    }
     tune_ids ids = {0};
     tune_strbuf reply = {0};
     tune_reply_stats stats;
-    st = tune_lm_prompt(lm, msgs, n, raw, &ids, &err);
+    st = tune_cli_prompt_ids(lm, format, system, prompt, input, &ids, &err);
     if (st == TUNE_OK) {
         const tune_reply_opts o = {g.sampling, g.max_new_tokens, g.stops, g.n_stops, 0};
         st = tune_lm_generate(lm, ids.ids, (int)ids.n, &o, write_stdout, NULL, &reply, &stats, &err);

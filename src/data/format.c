@@ -93,6 +93,14 @@ static tune_status add_piece(tune_formatted *f, tune_piece_kind kind, size_t sta
     return TUNE_OK;
 }
 
+void tune_data_alpaca_prompt(const char *instruction, const char *input, tune_strbuf *out)
+{
+    if (input && *input)
+        tune_strbuf_printf(out, ALPACA_WITH_INPUT, instruction, input);
+    else
+        tune_strbuf_printf(out, ALPACA_NO_INPUT, instruction);
+}
+
 static tune_status format_alpaca(const tune_record *rec, const tune_dataset_options *ds,
                                  const tune_data_options *opt, tune_formatted *f, tune_error *err)
 {
@@ -103,10 +111,7 @@ static tune_status format_alpaca(const tune_record *rec, const tune_dataset_opti
         (st = get_string(rec, rec->json, ds->field_input, 1, &input, err)) ||
         (st = get_string(rec, rec->json, ds->field_output, 0, &output, err)))
         return st;
-    if (input && *input)
-        tune_strbuf_printf(&f->text, ALPACA_WITH_INPUT, ins, input);
-    else
-        tune_strbuf_printf(&f->text, ALPACA_NO_INPUT, ins);
+    tune_data_alpaca_prompt(ins, input, &f->text);
     size_t prompt_end = f->text.len;
     tune_strbuf_puts(&f->text, output);
     if (f->text.oom) return tune_fail_run(err, NULL, "out of memory");
