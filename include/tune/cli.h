@@ -73,6 +73,9 @@ typedef enum {
     TUNE_CLI_PROMPT_ALPACA, /* the prompt `type: alpaca` data is trained with */
 } tune_cli_prompt_format;
 
+/* Whether the run that wrote the adapter folder (its config_resolved.yml)
+ * trained on alpaca datasets only. */
+int tune_cli_trained_on_alpaca(const char *adapter);
 /* The format for a model opened with adapter (may be NULL): --raw or
  * --alpaca when given; else alpaca when the adapter's run trained on alpaca
  * data only (its config_resolved.yml says so) and no --chat_template was

@@ -95,6 +95,11 @@ int tune_cli_chat(int argc, char **argv)
         tune_lm_close(lm);
         return 2;
     }
+    if (adapter && !g.chat_template && tune_cli_trained_on_alpaca(adapter))
+        fprintf(stderr, "tune chat: note: the adapter was trained on alpaca prompts (%s/config_resolved.yml), "
+                        "not on this chat template; 'tune generate MODEL --adapter %s --prompt ...' asks it the "
+                        "way it was trained\n",
+                adapter, adapter);
     const int interactive = isatty(STDIN_FILENO);
     if (interactive) fprintf(stderr, "tune chat: /reset starts over, /exit or Ctrl-D ends\n");
     conversation c = {0};

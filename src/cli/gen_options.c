@@ -126,8 +126,7 @@ tune_status tune_cli_open_lm(const char *model, const char *adapter, const tune_
     return st;
 }
 
-/* Whether the run that wrote adapter (its config_resolved.yml) trained on alpaca datasets only. */
-static int trained_on_alpaca(const char *adapter)
+int tune_cli_trained_on_alpaca(const char *adapter)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/config_resolved.yml", adapter);
@@ -148,7 +147,7 @@ tune_cli_prompt_format tune_cli_pick_prompt_format(const char *verb, const char 
 {
     if (raw) return TUNE_CLI_PROMPT_RAW;
     if (alpaca) return TUNE_CLI_PROMPT_ALPACA;
-    if (!a->chat_template && adapter && trained_on_alpaca(adapter)) {
+    if (!a->chat_template && adapter && tune_cli_trained_on_alpaca(adapter)) {
         fprintf(stderr,
                 "tune %s: note: %s: the adapter was trained on alpaca data (%s/config_resolved.yml), so its "
                 "prompts use the alpaca prompt (--chat_template NAME or --raw choose otherwise)\n",

@@ -2,7 +2,8 @@
 # An adapter trained on alpaca data answers through the prompt it was trained
 # with: tune generate and tune compare pick the alpaca prompt from the run's
 # config_resolved.yml (saying so), --alpaca gives the same prompt explicitly,
-# it equals the alpaca text fed raw, and compare answers as generate does and
+# it equals the alpaca text fed raw, chat says it uses the chat template instead,
+# and compare answers as generate does and
 # scores the answers against the "output" references with chrF. On the default
 # model (the alpaca preamble alone passes the tiny models' 64 positions):
 # skipped when it is absent.
@@ -65,6 +66,10 @@ import csv
 rows = list(csv.DictReader(open("model_comparison_results.csv", newline="")))
 assert float(rows[0]["chrf_b"]) == 100.0, rows[0]  # B's answer is generate's, its own reference
 PY
+
+# chat keeps the chat template and says how to ask the adapter its own way
+printf 'hi\n/exit\n' | "$TUNE" chat "$M" --adapter out --max_new_tokens 4 >/dev/null 2>chat.log
+grep -q "note: the adapter was trained on alpaca prompts" chat.log
 
 # bad combinations are usage errors
 set +e
