@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training end to end on the tiny model: outputs, byte-identical reruns,
 # a run killed with SIGKILL and resumed, resume from an explicit checkpoint,
-# save_total_limit, and a run the loss watchdog stops with exit 1.
+# save_total_limit, and a run the loss watchdog ends (adapter written, exit 0).
 # Needs $TUNE (the binary). Runs in a scratch folder.
 set -u
 TUNE=$(cd "$(dirname "$TUNE")" && pwd)/$(basename "$TUNE")
@@ -88,14 +88,15 @@ train --output_dir runs/d --resume_from_checkpoint runs/a/checkpoint-110 || fail
 cmp -s runs/a/adapter_model.safetensors runs/d/adapter_model.safetensors || fail "resume_from_checkpoint differs"
 grep -q "resuming at step 110" err.txt out.txt || fail "no 'resuming at step 110' line"
 
-# The loss watchdog (the loss never gets below 0.1): stops after 12 steps
-# with exit 1, naming the last good checkpoint; no final adapter.
+# The loss watchdog (the loss never gets below 0.1): ends the run after 12
+# steps as Axolotl does, with exit 0, the reason, and the final adapter.
 train --output_dir runs/e --loss_watchdog_threshold 0.1 --loss_watchdog_patience 12
 status=$?
-[ "$status" = 1 ] || fail "watchdog run exited $status, expected 1"
-grep -q "training stopped: .*at step 12.*the last good checkpoint is .*runs/e/checkpoint-10" err.txt ||
+[ "$status" = 0 ] || fail "watchdog run exited $status, expected 0"
+grep -q "done: 12 steps (stopped by the loss watchdog" err.txt out.txt ||
     fail "no clear watchdog message: $(tail -1 err.txt)"
-[ -e runs/e/adapter_model.safetensors ] && fail "stopped run wrote a final adapter"
+[ -e runs/e/adapter_model.safetensors ] || fail "the watchdog-stopped run wrote no adapter"
+grep -q '"stopped_by_loss_watchdog":true' runs/e/training_log.jsonl || fail "training_log.jsonl lacks the reason"
 
 [ "$fails" = 0 ] && echo "train_resume: ok"
 exit $((fails > 0))
