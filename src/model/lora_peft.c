@@ -436,7 +436,8 @@ static tune_status saved_vocab(const char *dir, unsigned saved, int *vocab, tune
     for (int i = 0; i < 2 && !t; i++)
         if (saved & saved_modules[i].bit) t = tune_st_find(f, saved_modules[i].tensor);
     if (!t || t->ndim != 2 || t->shape[0] <= 0 || t->shape[0] > INT32_MAX)
-        st = tune_fail_input(err, path, "modules_to_save: no (vocab, hidden) tensor %s", saved_modules[0].tensor);
+        st = tune_fail_input(err, path, "modules_to_save: the saved embed_tokens / lm_head tensor is missing or "
+                                        "not (vocab, hidden)");
     else
         *vocab = (int)t->shape[0];
     tune_st_close(f);
