@@ -31,6 +31,8 @@ void tune_strbuf_append(tune_strbuf *sb, const char *s, size_t n);
 void tune_strbuf_puts(tune_strbuf *sb, const char *s);
 void tune_strbuf_printf(tune_strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tune_strbuf_free(tune_strbuf *sb);
+/* Appends s[0, n) as one CSV field: in double quotes, quotes doubled (RFC 4180). */
+void tune_strbuf_csv_field(tune_strbuf *sb, const char *s, size_t n);
 
 /* SHA-256 (FIPS 180-4). */
 typedef struct tune_sha256 {

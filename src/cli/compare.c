@@ -139,20 +139,6 @@ static tune_status read_prompts(const char *path, prompt_list *p, tune_error *er
     return st;
 }
 
-/* A CSV field in double quotes, quotes doubled (RFC 4180). */
-static void csv_text(tune_strbuf *sb, const char *s, size_t n)
-{
-    tune_strbuf_puts(sb, "\"");
-    for (const char *q; n && (q = memchr(s, '"', n));) {
-        tune_strbuf_append(sb, s, (size_t)(q - s) + 1);
-        tune_strbuf_puts(sb, "\"");
-        n -= (size_t)(q - s) + 1;
-        s = q + 1;
-    }
-    tune_strbuf_append(sb, s, n);
-    tune_strbuf_puts(sb, "\"");
-}
-
 typedef struct {
     tune_lm *lm;
     const char *name;
@@ -188,7 +174,7 @@ static tune_status score_answers(tune_strbuf *csv, const tune_strbuf *reply, con
     }
     if (score[0] != score[1]) closer[score[1] > score[0]]++;
     tune_strbuf_puts(csv, ",");
-    csv_text(csv, ref, strlen(ref));
+    tune_strbuf_csv_field(csv, ref, strlen(ref));
     tune_strbuf_printf(csv, ",%.2f,%.2f", score[0], score[1]);
     return TUNE_OK;
 }
@@ -272,11 +258,11 @@ int tune_cli_compare(int argc, char **argv)
             tune_strbuf shown = {0}; /* the prompt column: instruction, then input after a blank line */
             tune_strbuf_puts(&shown, p->instruction);
             if (p->input) tune_strbuf_printf(&shown, "\n\n%s", p->input);
-            csv_text(&csv, shown.data ? shown.data : "", shown.len);
+            tune_strbuf_csv_field(&csv, shown.data ? shown.data : "", shown.len);
             tune_strbuf_free(&shown);
             for (int s = 0; s < 2; s++) {
                 tune_strbuf_puts(&csv, ",");
-                csv_text(&csv, reply[s].data ? reply[s].data : "", reply[s].len);
+                tune_strbuf_csv_field(&csv, reply[s].data ? reply[s].data : "", reply[s].len);
             }
             tune_strbuf_printf(&csv, ",%d,%d,%.3f,%.3f", stats[0].new_tokens, stats[1].new_tokens,
                                stats[0].seconds, stats[1].seconds);

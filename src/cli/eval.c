@@ -136,16 +136,6 @@ static int model_config(const eval_args *a, tune_config *cfg)
     return print_errors(&errs, st);
 }
 
-static void csv_field(tune_strbuf *sb, const char *s)
-{
-    tune_strbuf_append(sb, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"') tune_strbuf_append(sb, "\"", 1);
-        tune_strbuf_append(sb, s, 1);
-    }
-    tune_strbuf_append(sb, "\"", 1);
-}
-
 typedef struct eval_result {
     const char *model, *adapter, *data;
     long examples, tokens, truncated;
@@ -156,11 +146,12 @@ static tune_status write_csv(const char *dir, const eval_result *r, tune_error *
 {
     tune_strbuf csv = {0};
     tune_strbuf_puts(&csv, "model,adapter,data,examples,tokens,loss,perplexity\n");
-    csv_field(&csv, r->model);
+    tune_strbuf_csv_field(&csv, r->model, strlen(r->model));
     tune_strbuf_puts(&csv, ",");
-    csv_field(&csv, r->adapter ? r->adapter : "");
+    const char *adapter = r->adapter ? r->adapter : "";
+    tune_strbuf_csv_field(&csv, adapter, strlen(adapter));
     tune_strbuf_puts(&csv, ",");
-    csv_field(&csv, r->data);
+    tune_strbuf_csv_field(&csv, r->data, strlen(r->data));
     tune_strbuf_printf(&csv, ",%ld,%ld,%.17g,%.17g\n", r->examples, r->tokens, r->loss, r->perplexity);
     char path[4200];
     tune_status st = csv.oom ? tune_fail_run(err, NULL, "out of memory") : tune_mkdir_p(dir, err);
@@ -182,13 +173,6 @@ static void data_names(const tune_plan_data *d, char *buf, size_t size)
     for (int i = 0; i < n; i++)
         for (int k = 0; k < sets[i].n_files && used < size; k++)
             used += (size_t)snprintf(buf + used, size - used, "%s%s", used ? "," : "", sets[i].files[k]);
-}
-
-static long batcher_count(void *ctx, int epoch, tune_error *err) { return tune_batcher_count(ctx, epoch, err); }
-
-static tune_status batcher_get(void *ctx, int epoch, long index, tune_batch *batch, tune_error *err)
-{
-    return tune_batcher_get(ctx, epoch, index, batch, err);
 }
 
 static int evaluate(const tune_config *cfg, tune_plan *plan, const eval_args *a)
@@ -220,11 +204,8 @@ static int evaluate(const tune_config *cfg, tune_plan *plan, const eval_args *a)
         (a->adapter && (st = tune_lora_open_peft(&model, a->adapter, &lora, &err))) ||
         (st = tune_workspace_create(&model.cfg, lora, eval_opt.micro_batch_size, eval_opt.sequence_len, &ws, &err)))
         goto fail;
-    const tune_batch_source src = {.ctx = eval_b,
-                                   .max_B = eval_opt.micro_batch_size,
-                                   .max_T = eval_opt.sequence_len,
-                                   .count = batcher_count,
-                                   .get = batcher_get};
+    const tune_batch_source src =
+        tune_cli_batcher_source(eval_b, eval_opt.micro_batch_size, eval_opt.sequence_len);
     eval_result r = {.model = plan->base_model, .adapter = a->adapter, .examples = (long)data.prep.val.count};
     if ((st = tune_evaluate(&model, lora, &src, ws, &r.loss, &r.tokens, &err))) goto fail;
     r.perplexity = exp(r.loss);

@@ -45,16 +45,6 @@ static void role_of(const tune_tokenizer *tok, const row *r, const char *tmpl, c
     if (!*out) snprintf(out, n, "%s", r->added && r->added->special ? "special" : "added");
 }
 
-static void csv_field(tune_strbuf *sb, const char *s)
-{
-    tune_strbuf_append(sb, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"') tune_strbuf_append(sb, "\"", 1);
-        tune_strbuf_append(sb, s, 1);
-    }
-    tune_strbuf_append(sb, "\"", 1);
-}
-
 /* The token text with control characters shown as escapes, for the table. */
 static void printable(const char *s, char *out, size_t n)
 {
@@ -128,7 +118,7 @@ int tune_cli_tokens(int argc, char **argv)
                a ? yn[a->normalized] : "-", a ? yn[a->lstrip] : "-", a ? yn[a->rstrip] : "-",
                a ? yn[a->single_word] : "-", role, tmpl ? yn[used] : "(no template)");
         tune_strbuf_printf(&csv, "%d,", r->id);
-        csv_field(&csv, r->text);
+        tune_strbuf_csv_field(&csv, r->text, strlen(r->text));
         tune_strbuf_printf(&csv, ",%s,%s,%s,%s,%s,%s,%s\n", a ? yn[a->special] : "", a ? yn[a->normalized] : "",
                            a ? yn[a->lstrip] : "", a ? yn[a->rstrip] : "", a ? yn[a->single_word] : "", role,
                            tmpl ? yn[used] : "");

@@ -31,19 +31,6 @@ static void usage(FILE *out)
             "auto_resume_from_checkpoints continue an interrupted run to the same adapter.\n");
 }
 
-/* The data module's batcher as the trainer's micro-batch source. */
-static long batcher_count(void *ctx, int epoch, tune_error *err) { return tune_batcher_count(ctx, epoch, err); }
-
-static tune_status batcher_get(void *ctx, int epoch, long index, tune_batch *batch, tune_error *err)
-{
-    return tune_batcher_get(ctx, epoch, index, batch, err);
-}
-
-static tune_batch_source batcher_source(tune_batcher *b, int max_B, int max_T)
-{
-    return (tune_batch_source){.ctx = b, .max_B = max_B, .max_T = max_T, .count = batcher_count, .get = batcher_get};
-}
-
 /* Progress on stderr: a bar redrawn in place on a terminal, log lines otherwise. */
 typedef struct progress {
     int tty;
@@ -188,8 +175,8 @@ static int train(const tune_config *cfg, tune_plan *plan, const char *config_pat
     }
     for (long s = 0; s < plan->total_steps; s++) lr[s] = tune_schedule_lr(&plan->schedule, s);
 
-    const tune_batch_source train_src = batcher_source(train_b, data.batch.micro_batch_size, data.batch.sequence_len);
-    const tune_batch_source eval_src = batcher_source(eval_b, eval_opt.micro_batch_size, eval_opt.sequence_len);
+    const tune_batch_source train_src = tune_cli_batcher_source(train_b, data.batch.micro_batch_size, data.batch.sequence_len);
+    const tune_batch_source eval_src = tune_cli_batcher_source(eval_b, eval_opt.micro_batch_size, eval_opt.sequence_len);
     char **model_files = NULL;
     int n_model_files = 0;
     if ((st = tune_model_files(plan->base_model, &model_files, &n_model_files, &err))) {

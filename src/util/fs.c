@@ -134,6 +134,19 @@ void tune_strbuf_append(tune_strbuf *sb, const char *s, size_t n)
 
 void tune_strbuf_puts(tune_strbuf *sb, const char *s) { tune_strbuf_append(sb, s, strlen(s)); }
 
+void tune_strbuf_csv_field(tune_strbuf *sb, const char *s, size_t n)
+{
+    tune_strbuf_puts(sb, "\"");
+    for (const char *q; n && (q = memchr(s, '"', n));) {
+        tune_strbuf_append(sb, s, (size_t)(q - s) + 1);
+        tune_strbuf_puts(sb, "\"");
+        n -= (size_t)(q - s) + 1;
+        s = q + 1;
+    }
+    tune_strbuf_append(sb, s, n);
+    tune_strbuf_puts(sb, "\"");
+}
+
 void tune_strbuf_printf(tune_strbuf *sb, const char *fmt, ...)
 {
     char small[512];
