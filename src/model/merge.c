@@ -272,9 +272,7 @@ static tune_status write_side_files(const tune_model *m, const char *base, int b
         st = write_json(dst, g, err);
         cJSON_Delete(g);
     }
-    const int adapter_tokenizer = adapter_dir && join(src, sizeof src, adapter_dir, "tokenizer.json") &&
-                                  tune_path_exists(src);
-    const char *tok_dir = adapter_tokenizer ? adapter_dir : base_is_dir ? base : NULL;
+    const char *tok_dir = tune_lora_tokenizer_source(adapter_dir, base_is_dir ? base : NULL);
     int copied = 0;
     for (int i = 0; tok_dir && st == TUNE_OK && i < N_TOKENIZER_FILES; i++) {
         join(src, sizeof src, tok_dir, TOKENIZER_FILES[i]);
