@@ -8,15 +8,13 @@
 # model (the alpaca preamble alone passes the tiny models' 64 positions):
 # skipped when it is absent.
 set -euo pipefail
-TUNE=$(cd "$(dirname "${TUNE:-build/tune}")" && pwd)/$(basename "${TUNE:-build/tune}")
+: "${TUNE:=build/tune}"
 M=$(pwd)/models/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ ! -f "$M" ]; then
     echo "generate_alpaca: skipped ($M is absent; 'make model' fetches it)"
     exit 0
 fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+source "$(dirname "$0")/lib.bash"
 for i in $(seq 0 7); do
     printf '{"instruction": "Add up A%d to A%d.", "input": "", "output": "=SUM(A%d:A%d)"}\n' "$i" $((i + 3)) "$i" $((i + 3))
 done >train.jsonl

@@ -4,11 +4,9 @@
 # the weights, and the merged folder answers the same; tune compare sets base
 # and adapter side by side.
 set -euo pipefail
-TUNE=$(cd "$(dirname "${TUNE:-build/tune}")" && pwd)/$(basename "${TUNE:-build/tune}")
-M=$(pwd)/tests/data/tiny/gqa
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+: "${TUNE:=build/tune}"
+source "$(dirname "$0")/lib.bash"
+M=$SRC/tests/data/tiny/gqa
 for i in $(seq 0 39); do
     printf '{"text": "=SUM(A%d:A%d) adds cells %d to %d."}\n' "$i" $((i + 3)) "$i" $((i + 3))
 done >data.jsonl

@@ -4,12 +4,7 @@
 # save_total_limit, and a run the loss watchdog ends (adapter written, exit 0).
 # Needs $TUNE (the binary). Runs in a scratch folder.
 set -u
-TUNE=$(cd "$(dirname "$TUNE")" && pwd)/$(basename "$TUNE")
-SRC=$(pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-fails=0
+source "$(dirname "$0")/lib.bash"
 fail() {
     echo "FAIL: $*"
     fails=$((fails + 1))

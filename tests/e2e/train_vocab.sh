@@ -5,12 +5,7 @@
 # merge use such adapters with that tokenizer; new tokens without lora_modules_to_save
 # are a config error. Needs $TUNE. Runs in a scratch folder.
 set -u
-TUNE=$(cd "$(dirname "$TUNE")" && pwd)/$(basename "$TUNE")
-SRC=$(pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-fails=0
+source "$(dirname "$0")/lib.bash"
 fail() {
     echo "FAIL: $*"
     fails=$((fails + 1))
