@@ -75,7 +75,7 @@ START_TEST(defaults_fill_every_key)
     ck_assert_str_eq(cfg.chat_template_date, "26 Jul 2024");
     ck_assert_str_eq(cfg.output_dir, "./model-out");
     ck_assert_int_eq(cfg.skip_bad_records, 0);
-    ck_assert_int_eq(cfg.backend, TUNE_BACKEND_CPU);
+    ck_assert_int_eq(cfg.backend, TUNE_BACKEND_AUTO);
     ck_assert_int_eq(cfg.threads, 0);
     ck_assert_int_eq(cfg.seed, 42);
     ck_assert_int_eq(cfg.shuffle_merged_datasets, 1);
@@ -215,7 +215,7 @@ START_TEST(bad_enum_lists_allowed_values)
 {
     expect_one(MINIMAL "lr_scheduler: cosin\n", 6, 15,
                "bad value 'cosin' for lr_scheduler (allowed: constant, linear, cosine, constant_with_warmup; did you mean 'cosine'?)");
-    expect_one(MINIMAL "backend: tpu\n", 6, 10, "bad value 'tpu' for backend (allowed: cpu, cuda; did you mean 'cpu'?)");
+    expect_one(MINIMAL "backend: tpu\n", 6, 10, "bad value 'tpu' for backend (allowed: auto, cpu, cuda; did you mean 'cpu'?)");
     expect_one(MINIMAL "optimizer: sgd\n", 6, 12,
                "optimizer: sgd is not supported yet (supported: adamw_torch, adamw_hf, adamw_torch_fused)");
     expect_one("base_model: m\ndatasets:\n  - path: d.jsonl\n    type: oasst\nlearning_rate: 1e-4\n"

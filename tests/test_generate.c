@@ -317,7 +317,7 @@ static float *full_forward(const tune_model *m, const int32_t *ids, int T)
 {
     tune_error err;
     tune_workspace *ws;
-    ck_assert_int_eq(tune_workspace_create(&m->cfg, NULL, 1, T, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m->cfg, NULL, 1, T, &ws, &err), TUNE_OK);
     int32_t *labels = malloc((size_t)T * sizeof *labels);
     for (int t = 0; t < T; t++) labels[t] = TUNE_IGNORE_INDEX;
     const tune_batch b = {1, T, ids, labels, NULL, NULL};
@@ -427,7 +427,7 @@ START_TEST(merged_decoding_equals_unmerged_forward)
         labels[t] = TUNE_IGNORE_INDEX;
     }
     tune_workspace *ws;
-    ck_assert_int_eq(tune_workspace_create(mc, lora, 1, T, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), mc, lora, 1, T, &ws, &err), TUNE_OK);
     const tune_batch b = {1, T, ids, labels, NULL, NULL};
     double loss;
     long n;

@@ -339,7 +339,7 @@ static void lora_gradients_match_finite_differences(tune_rope_type rope, int tie
     tune_lora *lora = tiny_lora_on(&m, p, selected);
     tune_workspace *ws;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(&m.cfg, lora, TB, TT, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, &ws, &err), TUNE_OK);
     const tune_batch b = tiny_batch(0, TB);
     const tune_dropout dp = {p, 1234, 17};
     double loss;
@@ -397,7 +397,7 @@ START_TEST(reruns_are_bit_identical)
     tune_lora *lora = tiny_lora(&m, 0.3f);
     tune_workspace *ws;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(&m.cfg, lora, TB, TT, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, &ws, &err), TUNE_OK);
     const tune_batch b = tiny_batch(0, TB);
     const tune_dropout dp = {0.3f, 99, 4};
     float *g1 = malloc(lora->n_params * 4);
@@ -428,7 +428,7 @@ START_TEST(packed_row_equals_separate_sequences)
     tune_lora *lora = tiny_lora(&m, 0.0f);
     tune_workspace *ws;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(&m.cfg, lora, 1, TT, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, 1, TT, &ws, &err), TUNE_OK);
     const tune_batch packed = tiny_batch(1, 1);
     double lp, l1, l2;
     long np, n1, n2;
@@ -461,7 +461,7 @@ START_TEST(accumulated_half_batches_equal_full_batch)
     tune_lora *lora = tiny_lora(&m, 0.0f);
     tune_workspace *ws;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(&m.cfg, lora, TB, TT, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, &ws, &err), TUNE_OK);
     const tune_batch full = tiny_batch(0, TB), h0 = tiny_batch(0, 1), h1 = tiny_batch(1, 1);
     double loss;
     long n;
@@ -493,8 +493,8 @@ START_TEST(fresh_lora_keeps_base_logits)
     tune_workspace *wb, *wl;
     tune_error err;
     ck_assert_int_eq(tune_lora_create(&m.cfg, &lc, NULL, 5, &lora, &err), TUNE_OK);
-    ck_assert_int_eq(tune_workspace_create(&m.cfg, NULL, TB, TT, &wb, &err), TUNE_OK);
-    ck_assert_int_eq(tune_workspace_create(&m.cfg, lora, TB, TT, &wl, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, NULL, TB, TT, &wb, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, &wl, &err), TUNE_OK);
     const tune_batch b = tiny_batch(0, TB);
     const tune_dropout dp = {0.5f, 1, 0};
     const double lb = loss_of(&m, NULL, &b, NULL, wb), ll = loss_of(&m, lora, &b, &dp, wl);
@@ -514,7 +514,7 @@ START_TEST(bad_batches_are_input_errors)
     tune_lora *lora = tiny_lora(&m, 0.1f);
     tune_workspace *ws;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(&m.cfg, lora, 1, TT, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, 1, TT, &ws, &err), TUNE_OK);
     tune_batch b = tiny_batch(0, 1);
     ck_assert_int_eq(tune_llama_backward(&m, lora, &b, NULL, ws, 1.0f, &err), TUNE_ERR_INPUT);
     int32_t ids[TT];
@@ -693,8 +693,8 @@ static void check_golden_model(const char *name)
     const long n_targets = (long)json_num(&g, "n_targets");
     tune_workspace *ws, *wb;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(&g.model.cfg, g.lora, B, T, &ws, &err), TUNE_OK);
-    ck_assert_int_eq(tune_workspace_create(&g.model.cfg, NULL, B, T, &wb, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &g.model.cfg, g.lora, B, T, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &g.model.cfg, NULL, B, T, &wb, &err), TUNE_OK);
     double loss;
     long n;
     /* base model */
@@ -724,7 +724,7 @@ static void check_golden_model(const char *name)
     int32_t *pids = read_i32(&g, "packed_input_ids", P), *plab = read_i32(&g, "packed_labels", P);
     int32_t *ppos = read_i32(&g, "packed_position_ids", P), *pseg = read_i32(&g, "packed_segment_ids", P);
     float *ploss = read_f32(&g, "packed_loss", 1);
-    ck_assert_int_eq(tune_workspace_create(&g.model.cfg, g.lora, 1, 2 * T, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &g.model.cfg, g.lora, 1, 2 * T, &ws, &err), TUNE_OK);
     const tune_batch packed = {1, 2 * T, pids, plab, ppos, pseg};
     memset(g.lora->grads, 0, g.lora->n_params * sizeof(float));
     ck_assert_int_eq(tune_llama_forward(&g.model, g.lora, &packed, NULL, ws, &loss, &n, &err), TUNE_OK);

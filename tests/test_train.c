@@ -116,7 +116,7 @@ START_TEST(adamw_matches_torch)
             const tune_adamw_coeffs k =
                 tune_adamw_coeffs_make(json_num(c, "lr"), json_num(c, "beta1"), json_num(c, "beta2"),
                                        json_num(c, "eps"), json_num(c, "weight_decay"), step);
-            tune_adamw_update(p, m, v, g, n, &k);
+            tune_cpu_adamw_update(p, m, v, g, n, &k);
             /* torch's vectorised sqrt is not always correctly rounded, so the
              * moments and weights agree to a few ulps, not bit for bit. */
             assert_close(p, wp, n, 1e-6, 0.0, "param");
@@ -152,7 +152,7 @@ START_TEST(clip_grad_norm_matches_torch)
         float *want = json_floats(cJSON_GetObjectItemCaseSensitive(c, "clipped"), &nw);
         ck_assert(n == nw && n == spans[n_spans - 1].offset + spans[n_spans - 1].size);
         const float max_norm = (float)json_num(c, "max_norm");
-        const float norm = tune_clip_grad_norm(g, spans, n_spans, max_norm);
+        const float norm = tune_cpu_clip_grad_norm(g, spans, n_spans, max_norm);
         const float want_norm = (float)json_num(c, "norm");
         ck_assert_msg(fabs(norm - want_norm) <= 1e-6 * want_norm, "norm %.9g want %.9g", norm, want_norm);
         assert_close(g, want, n, 1e-6, 0.0, "clipped grad");
@@ -171,7 +171,7 @@ START_TEST(clip_disabled_leaves_gradients)
 {
     float g[5] = {3, 4, 0, 0, 12};
     const tune_span spans[2] = {{0, 2}, {2, 3}};
-    ck_assert_float_eq(tune_clip_grad_norm(g, spans, 2, 0.0f), 13.0f);
+    ck_assert_float_eq(tune_cpu_clip_grad_norm(g, spans, 2, 0.0f), 13.0f);
     ck_assert_float_eq(g[0], 3.0f);
     ck_assert_float_eq(g[4], 12.0f);
 }
@@ -721,7 +721,7 @@ START_TEST(eval_loss_is_mean_over_eval_set)
     ck_assert_msg(run_into(&fx, "run", &r, 0, 0, NULL, 0, &eval, &rec, &err) == TUNE_OK, "%s", err.message);
     ck_assert_int_eq(rec.n_evals, 3); /* steps 2, 4, 6 */
     tune_workspace *ws;
-    ck_assert_int_eq(tune_workspace_create(&fx.model.cfg, fx.lora, 2, 12, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &fx.model.cfg, fx.lora, 2, 12, &ws, &err), TUNE_OK);
     double sum = 0.0;
     long n = 0;
     for (long i = 0; i < 3; i++) {

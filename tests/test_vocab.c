@@ -129,7 +129,7 @@ static void check_saved_gradients(const char *name)
     ck_assert_int_eq(tune_st_read_i32(t, labels, &err), TUNE_OK);
     const tune_batch batch = {.B = B, .T = T, .input_ids = ids, .labels = labels};
     tune_workspace *ws;
-    ck_assert_int_eq(tune_workspace_create(&m.cfg, lora, B, T, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, B, T, &ws, &err), TUNE_OK);
     double loss_sum;
     long n_targets;
     ck_assert_msg(tune_llama_forward(&m, lora, &batch, NULL, ws, &loss_sum, &n_targets, &err) == TUNE_OK, "%s",
@@ -262,7 +262,7 @@ static void forward_logits(const tune_model *m, const tune_lora *lora, const int
     tune_error err;
     double loss;
     long n;
-    ck_assert_int_eq(tune_workspace_create(&m->cfg, lora, B, T, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m->cfg, lora, B, T, &ws, &err), TUNE_OK);
     ck_assert_msg(tune_llama_forward(m, lora, &batch, NULL, ws, &loss, &n, &err) == TUNE_OK, "%s", err.message);
     memcpy(out, tune_workspace_logits(ws), (size_t)B * T * m->cfg.vocab_size * sizeof *out);
     tune_workspace_free(ws);

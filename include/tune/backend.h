@@ -1,10 +1,18 @@
 /* Compute backends: cpu (BLAS + OpenMP) and cuda (cuBLAS + cuRAND + kernels)
- * offer the same small set of operations. */
+ * offer the same small set of operations through one table, tune_backend.
+ * The LLaMA passes, AdamW, clipping, evaluation and decoding call only the
+ * table; every pointer they hand it is a buffer of that backend (host
+ * memory for the CPU, device memory for CUDA). */
 #ifndef TUNE_BACKEND_H
 #define TUNE_BACKEND_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tune/error.h"
+#include "tune/kernels.h"
+#include "tune/lora.h"
+#include "tune/model.h"
 
 /* Debian's OpenBLAS 0.3.21 may run its slower Haswell/Prescott kernels on an
  * AVX-512 CPU (it does not recognise the core, or the environment pins it).
@@ -15,21 +23,98 @@ void tune_cpu_prefer_fast_blas(char **argv);
 /* The OpenBLAS core in use, e.g. "SkylakeX". */
 const char *tune_cpu_blas_core(void);
 
-/* CUDA backend (built with `make CUDA=1`). tune_cuda_probe says whether a
- * usable GPU is present; without one, or in a build without CUDA, it returns
- * 0 and writes the reason into why. */
-int tune_cuda_probe(char *why, unsigned long why_size);
+/* Attention shape: B rows of T tokens, H query heads and Hkv key/value heads of hd. */
+typedef struct tune_attention_shape {
+    int B, T, H, Hkv, hd;
+} tune_attention_shape;
 
-#ifdef TUNE_CUDA
-/* out (M, N) = a (M, K) · b(N, K)ᵀ on the GPU, all pointers in device memory,
- * row-major as everywhere in tune. Returns 0 on success. */
-int tune_cuda_matmul_nt(float *out, const float *a, const float *b, int M, int N, int K);
-/* Inverted-dropout mask from the shared Philox stream: mask[i] is 0 or
- * 1/(1-p), kept exactly where tune_cpu_dropout_mask keeps element base + i
- * of (seed, stream). Device memory. */
-int tune_cuda_dropout_mask(float *mask, long n, float p, unsigned long long seed,
-                           unsigned long long stream, unsigned long long base);
-#endif
+/* ---- The seam ------------------------------------------------------------
+ * Operations are queued in order; a device backend may run them
+ * asynchronously. Errors are sticky: `finish` (and download) report the
+ * first. Every operation has the contract of the tune_cpu_* function of the
+ * same name below, with these differences: cross_entropy_forward adds the
+ * batch's summed loss (rows in order) into *loss_sum, a backend buffer;
+ * attention_backward also takes the forward's output; clip_grad_norm takes
+ * its spans as a backend buffer and returns the norm to the host. */
+typedef struct tune_backend {
+    const char *name; /* "cpu" or "cuda" */
+    int device;       /* 1: buffers are device memory, reached by upload/download */
+
+    /* Buffers: alloc returns NULL when out of memory; upload/download
+     * return 0, or -1 after an error (the reason from finish). */
+    void *(*alloc)(size_t bytes);
+    void (*release)(void *buf);
+    int (*upload)(void *dst, const void *host_src, size_t bytes);
+    int (*download)(void *host_dst, const void *src, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes);
+    void (*zero)(void *dst, size_t bytes);
+    /* Waits for the queued work: 0, or -1 with the first error in why. */
+    int (*finish)(char *why, size_t why_size);
+    /* Free and total bytes of device memory (the CPU backend: 0 and 0). */
+    void (*memory)(size_t *free_bytes, size_t *total_bytes);
+
+    void (*matmul)(float *c, const float *a, const float *b, int M, int N, int K, int trans_a, int trans_b,
+                   float alpha, float beta);
+    void (*embedding)(float *out, const float *table, const int32_t *ids, int N, int C);
+    void (*embedding_backward)(float *dtable, const float *dout, const int32_t *ids, int N, int C);
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps);
+    void (*rmsnorm_backward)(float *dx, const float *dout, const float *x, const float *w, const float *rstd,
+                             int N, int C);
+    void (*rope_tables)(float *cos, float *sin, const int32_t *pos, const float *inv_freq, int N, int half);
+    void (*rope_forward)(float *x, const float *cos, const float *sin, int N, int n_head, int hd);
+    void (*rope_backward)(float *dx, const float *cos, const float *sin, int N, int n_head, int hd);
+    /* Floats of scratch the attention passes need for this shape. */
+    size_t (*attention_scratch)(const tune_attention_shape *s, int n_threads);
+    void (*attention_forward)(float *out, float *lse, const float *q, const float *k, const float *v,
+                              const int32_t *start, const tune_attention_shape *s, float *scratch, int n_threads);
+    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                               const float *v, const float *out, const float *lse, const int32_t *start,
+                               const tune_attention_shape *s, float *scratch, int n_threads);
+    void (*attention_cached)(float *att, const float *q, const float *kc, const float *vc, int p0, int n,
+                             const tune_attention_shape *s, float *scratch, int n_threads);
+    void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t n);
+    void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                            size_t n);
+    void (*cross_entropy_forward)(float *lse, double *loss_sum, const float *logits, const int32_t *target, int N,
+                                  int V);
+    void (*cross_entropy_backward)(float *logits, const float *lse, const int32_t *target, int N, int V,
+                                   float scale);
+    void (*dropout_mask)(uint32_t *bits, size_t n, float p, uint64_t seed, uint64_t stream, uint64_t base);
+    void (*dropout_apply)(float *out, const float *x, const uint32_t *bits, size_t n, float p, int accumulate);
+    void (*adamw_update)(float *params, float *exp_avg, float *exp_avg_sq, const float *grads, size_t n,
+                         const tune_adamw_coeffs *c);
+    float (*clip_grad_norm)(float *grads, const tune_span *tensors, int n_tensors, float max_norm);
+} tune_backend;
+
+/* The CPU table (today's kernels). */
+const tune_backend *tune_backend_cpu(void);
+/* The CUDA table when this build has CUDA and a GPU is usable; otherwise
+ * NULL with the reason in why. On success why names the GPU and its memory. */
+const tune_backend *tune_backend_cuda(char *why, size_t why_size);
+/* The GPU and its memory, or why there is none (for `tune --version`). */
+void tune_backend_cuda_describe(char *buf, size_t size);
+
+/* A host array where the backend computes: the array itself on the CPU
+ * (nothing is copied), a device copy otherwise. NULL when out of memory. */
+void *tune_backend_mirror(const tune_backend *be, void *host, size_t bytes);
+/* Releases what tune_backend_mirror made (nothing on the CPU). */
+void tune_backend_unmirror(const tune_backend *be, void *buf, const void *host);
+/* Copies a mirror back into its host array (nothing on the CPU, where
+ * they are one). 0, or -1 after a backend error. */
+int tune_backend_fetch(const tune_backend *be, void *host, const void *buf, size_t bytes);
+/* Copies a host array into its mirror (nothing on the CPU). */
+int tune_backend_push(const tune_backend *be, void *buf, const void *host, size_t bytes);
+
+/* The model's weights where be computes: a tune_model whose pointers are
+ * backend buffers (on the CPU the model's own). Release with
+ * tune_backend_model_free, never tune_model_free. */
+tune_status tune_backend_model(const tune_backend *be, const tune_model *host, tune_model *view, tune_error *err);
+void tune_backend_model_free(const tune_backend *be, tune_model *view, const tune_model *host);
+/* The adapters where be computes: params mirrored, grads mirrored and
+ * zeroed; modules and index are shared with host. */
+tune_status tune_backend_lora(const tune_backend *be, tune_lora *host, tune_lora *view, tune_error *err);
+void tune_backend_lora_free(const tune_backend *be, tune_lora *view, const tune_lora *host);
+
 /* ---- Operations of the forward and backward passes (CPU: BLAS + OpenMP) ----
  * Row-major fp32 throughout. A backward accumulates (+=) into its gradient
  * unless it says "sets". Each fast kernel with a loop of its own has a plain
@@ -75,9 +160,6 @@ void tune_cpu_rope_backward(float *dx, const float *cos, const float *sin, int N
  * 2·T·T floats, n_threads of them (tune_cpu_attention_scratch).
  * out, q: (B, T, H, hd)   k, v: (B, T, Hkv, hd)   lse: (B, H, T) kept for backward
  * start: (B, T) */
-typedef struct tune_attention_shape {
-    int B, T, H, Hkv, hd;
-} tune_attention_shape;
 size_t tune_cpu_attention_scratch(const tune_attention_shape *s, int n_threads);
 void tune_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                                 const int32_t *start, const tune_attention_shape *s, float *scratch,
@@ -95,6 +177,13 @@ void tune_cpu_attention_backward_ref(float *dq, float *dk, float *dv, const floa
                                      const float *q, const float *k, const float *v,
                                      const int32_t *start, const tune_attention_shape *s);
 
+/* Causal attention of n queries at positions p0.. against a key/value cache
+ * holding positions 0 .. p0 + n − 1 (decoding). scratch: n_threads rows of
+ * s->T floats, s->T the cache's capacity; s->B = 1.
+ * att, q: (n, H, hd)   kc, vc: (capacity, Hkv, hd) */
+void tune_cpu_attention_cached(float *att, const float *q, const float *kc, const float *vc, int p0, int n,
+                               const tune_attention_shape *s, float *scratch, int n_threads);
+
 /* out = silu(gate) · up. out, gate, up: (n) */
 void tune_cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 /* Sets dgate, dup: (n) from dout: (n). */
@@ -110,6 +199,10 @@ double tune_cpu_cross_entropy_forward(float *lse, const float *logits, const int
 void tune_cpu_cross_entropy_backward(float *logits, const float *lse, const int32_t *target, int N,
                                      int V, float scale);
 
+/* dtable[ids[n]] += dout[n], rows added in order n = 0, 1, ...
+ * dtable: (V, C)   dout: (N, C)   ids: (N) */
+void tune_cpu_embedding_backward(float *dtable, const float *dout, const int32_t *ids, int N, int C);
+
 /* Dropout keep-bits: bit e of bits (element e, LSB first in 32-bit words) is
  * set when the Philox word at (seed, stream, base + e) keeps it; the same for
  * any thread count. base must be a multiple of 32. bits: (⌈n/32⌉) */
@@ -117,5 +210,16 @@ void tune_cpu_dropout_mask(uint32_t *bits, size_t n, float p, uint64_t seed, uin
 /* out = x ⊙ mask, or out += x ⊙ mask with accumulate; mask = bit / (1 − p).
  * out, x: (n) */
 void tune_cpu_dropout_apply(float *out, const float *x, const uint32_t *bits, size_t n, float p, int accumulate);
+
+/* AdamW over n elements (tune_adamw_element). params, exp_avg, exp_avg_sq, grads: (n) */
+void tune_cpu_adamw_update(float *params, float *exp_avg, float *exp_avg_sq, const float *grads, size_t n,
+                           const tune_adamw_coeffs *c);
+
+/* Gradient clipping as torch.nn.utils.clip_grad_norm_: the global L2 norm
+ * over the tensors (each tensor's norm first, then the norm of those norms,
+ * sums in a fixed order). When max_norm > 0 every gradient is multiplied by
+ * min(1, max_norm / (norm + 1e-6)). Returns the norm before clipping.
+ * grads: the flat buffer the spans index. */
+float tune_cpu_clip_grad_norm(float *grads, const tune_span *tensors, int n_tensors, float max_norm);
 
 #endif

@@ -96,6 +96,45 @@ TUNE_HD static inline void tune_softmax_row_backward(float *dp, const float *p, 
  * elements are scaled by 1/(1−p) (inverted dropout). */
 TUNE_HD static inline int tune_dropout_keep(float u, float p) { return u > p; }
 
+/* ---- Optimizer (AdamW as torch.optim.AdamW's single-tensor path) -------- */
+
+/* The per-step scalars, computed in double from the hyperparameters and the
+ * step as torch does, then rounded to float as torch's kernels see them. */
+typedef struct tune_adamw_coeffs {
+    float decay;          /* 1 - lr·weight_decay */
+    float lerp_weight;    /* 1 - beta1: m = lerp(m, g, 1 - beta1) */
+    float beta2;
+    float one_minus_beta2;
+    float bc2_sqrt;       /* sqrt(1 - beta2^step) */
+    float neg_step_size;  /* -lr / (1 - beta1^step) */
+    float eps;
+} tune_adamw_coeffs;
+
+/* One element of an AdamW update, in torch's order of operations:
+ * p *= 1 - lr·wd; m = lerp(m, g, 1-β1); v = v·β2 + (1-β2)·g·g;
+ * p += -lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps). */
+TUNE_HD static inline void tune_adamw_element(float *p, float *m, float *v, float g,
+                                              const tune_adamw_coeffs *c)
+{
+    float pv = *p * c->decay;
+    /* torch's lerp: the formula depends on which side of 0.5 the weight is. */
+    const float w = c->lerp_weight;
+    float mv = *m;
+    mv = w < 0.5f ? mv + w * (g - mv) : g - (g - mv) * (1.0f - w);
+    float vv = *v * c->beta2;
+    vv = vv + c->one_minus_beta2 * g * g;
+    const float denom = sqrtf(vv) / c->bc2_sqrt + c->eps;
+    pv = pv + c->neg_step_size * mv / denom;
+    *p = pv;
+    *m = mv;
+    *v = vv;
+}
+
+/* One tensor inside a flat buffer. */
+typedef struct tune_span {
+    size_t offset, size;
+} tune_span;
+
 /* ---- Float formats: fp16 / bf16 <-> fp32 (safetensors, GGUF) ----------
  * Bit-exact with PyTorch's tensor conversions: round to nearest even; NaN
  * becomes 0x7E00 with its sign in fp16 and 0xFFFF in bf16. */

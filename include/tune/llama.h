@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "tune/backend.h"
 #include "tune/error.h"
 #include "tune/lora.h"
 #include "tune/model.h"
@@ -41,21 +42,30 @@ void tune_rope_inv_freq(const tune_model_config *cfg, float *inv_freq);
 
 /* Activations kept between forward and backward, sized once for batches of
  * up to B rows of up to T tokens: forward and backward allocate nothing.
+ * They live where backend be computes, and the passes run there: the model
+ * and adapters handed to them must be be's (tune_backend_model,
+ * tune_backend_lora; on the CPU the host ones are).
  * lora: the adapters it will run with (NULL: the base model only); when
  * lora->cfg.dropout > 0 it also keeps the dropout masks (1 bit per LoRA
  * input element). */
 typedef struct tune_workspace tune_workspace;
 
-tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora *lora, int B, int T,
-                                  tune_workspace **ws, tune_error *err);
+tune_status tune_workspace_create(const tune_backend *be, const tune_model_config *cfg, const tune_lora *lora,
+                                  int B, int T, tune_workspace **ws, tune_error *err);
 void tune_workspace_free(tune_workspace *ws);
-/* Logits of the last forward pass: (batch B, batch T, V). Valid until the
- * backward, which turns the buffer into the gradient of the logits. */
+/* Logits of the last forward pass: (batch B, batch T, V), a backend buffer.
+ * Valid until the backward, which turns it into the gradient of the logits. */
 const float *tune_workspace_logits(const tune_workspace *ws);
+/* The workspace keeps a running sum of the losses of the forward passes
+ * run with loss_sum NULL (on a device it stays there: reading it is the one
+ * download a training step needs). Reset sets it to 0; loss reads it. */
+void tune_workspace_reset_loss(tune_workspace *ws);
+tune_status tune_workspace_loss(const tune_workspace *ws, double *loss_sum, tune_error *err);
 
 /* Forward pass. *loss_sum is the summed cross-entropy over trained targets
- * and *n_targets their count (the mean loss is their quotient). lora and
- * dropout may be NULL. */
+ * and *n_targets their count (the mean loss is their quotient). With
+ * loss_sum NULL the loss is added to the workspace's running sum instead
+ * (tune_workspace_loss). lora and dropout may be NULL. */
 tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, const tune_batch *batch,
                                const tune_dropout *dropout, tune_workspace *ws, double *loss_sum,
                                long *n_targets, tune_error *err);

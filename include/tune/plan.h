@@ -89,7 +89,7 @@ typedef struct tune_plan {
     long long mem_activations;       /* kept for backward, micro_batch_size × sequence_len */
     long long mem_total;
 
-    tune_backend backend;
+    tune_backend_kind backend;
     int threads;                     /* resolved: threads, or all cores when 0 */
     long seed;
 

@@ -1,11 +1,111 @@
+/* What every backend shares: mirrors of host arrays, the model and the
+ * adapters where the backend computes; and the CUDA entry points of a build
+ * without CUDA. */
 #include "tune/backend.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #ifndef TUNE_CUDA
-int tune_cuda_probe(char *why, unsigned long why_size)
+const tune_backend *tune_backend_cuda(char *why, size_t why_size)
 {
     snprintf(why, why_size, "this tune was built without CUDA (rebuild with `make CUDA=1`)");
-    return 0;
+    return NULL;
+}
+
+void tune_backend_cuda_describe(char *buf, size_t size)
+{
+    tune_backend_cuda(buf, size);
 }
 #endif
+
+void *tune_backend_mirror(const tune_backend *be, void *host, size_t bytes)
+{
+    if (!be->device) return host;
+    void *buf = be->alloc(bytes ? bytes : 1);
+    if (buf && be->upload(buf, host, bytes)) {
+        be->release(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+void tune_backend_unmirror(const tune_backend *be, void *buf, const void *host)
+{
+    if (be->device && buf != host) be->release(buf);
+}
+
+int tune_backend_fetch(const tune_backend *be, void *host, const void *buf, size_t bytes)
+{
+    return be->device ? be->download(host, buf, bytes) : 0;
+}
+
+int tune_backend_push(const tune_backend *be, void *buf, const void *host, size_t bytes)
+{
+    return be->device ? be->upload(buf, host, bytes) : 0;
+}
+
+/* p's place in the block that starts at from, moved to the block at to. */
+static float *rebase(float *p, const float *from, float *to) { return p ? to + (p - from) : NULL; }
+
+tune_status tune_backend_model(const tune_backend *be, const tune_model *host, tune_model *view, tune_error *err)
+{
+    *view = *host;
+    if (!be->device) return TUNE_OK;
+    view->layers = NULL;
+    view->storage = tune_backend_mirror(be, host->storage, host->n_floats * sizeof(float));
+    view->layers = malloc((size_t)host->cfg.num_hidden_layers * sizeof *view->layers);
+    if (!view->storage || !view->layers) {
+        tune_backend_model_free(be, view, host);
+        return tune_fail_run(err, NULL, "out of %s memory for the model's %.2f GB of weights", be->name,
+                             (double)host->n_floats * sizeof(float) / 1e9);
+    }
+    const float *from = host->storage;
+    view->embed = rebase(host->embed, from, view->storage);
+    view->final_norm = rebase(host->final_norm, from, view->storage);
+    view->lm_head = rebase(host->lm_head, from, view->storage);
+    for (int l = 0; l < host->cfg.num_hidden_layers; l++) {
+        const tune_layer *h = &host->layers[l];
+        tune_layer *v = &view->layers[l];
+        v->attn_norm = rebase(h->attn_norm, from, view->storage);
+        v->ffn_norm = rebase(h->ffn_norm, from, view->storage);
+        for (int k = 0; k < TUNE_N_LINEAR; k++) v->w[k] = rebase(h->w[k], from, view->storage);
+    }
+    return TUNE_OK;
+}
+
+void tune_backend_model_free(const tune_backend *be, tune_model *view, const tune_model *host)
+{
+    if (!be->device) return;
+    if (view->storage) tune_backend_unmirror(be, view->storage, host->storage);
+    free(view->layers);
+    view->storage = NULL;
+    view->layers = NULL;
+}
+
+tune_status tune_backend_lora(const tune_backend *be, tune_lora *host, tune_lora *view, tune_error *err)
+{
+    *view = *host;
+    const size_t bytes = host->n_params * sizeof(float);
+    if (!be->device) {
+        memset(view->grads, 0, bytes);
+        return TUNE_OK;
+    }
+    view->params = tune_backend_mirror(be, host->params, bytes);
+    view->grads = be->alloc(bytes ? bytes : 1);
+    if (!view->params || !view->grads) {
+        tune_backend_lora_free(be, view, host);
+        return tune_fail_run(err, NULL, "out of %s memory for the adapters' %.2f GB", be->name, 2.0 * bytes / 1e9);
+    }
+    be->zero(view->grads, bytes);
+    return TUNE_OK;
+}
+
+void tune_backend_lora_free(const tune_backend *be, tune_lora *view, const tune_lora *host)
+{
+    if (!be->device) return;
+    if (view->params) tune_backend_unmirror(be, view->params, host->params);
+    if (view->grads) be->release(view->grads);
+    view->params = view->grads = NULL;
+}

@@ -76,7 +76,7 @@ int tune_cli_main(int argc, char **argv)
     }
     if (!strcmp(first, "--version") || !strcmp(first, "version")) {
         char cuda[256];
-        tune_cuda_probe(cuda, sizeof cuda);
+        tune_backend_cuda_describe(cuda, sizeof cuda);
         printf("tune %s\ncpu: OpenBLAS %s kernels\ncuda: %s\n", tune_cli_version(), tune_cpu_blas_core(), cuda);
         return 0;
     }

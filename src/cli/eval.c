@@ -202,7 +202,7 @@ static int evaluate(const tune_config *cfg, tune_plan *plan, const eval_args *a)
     if ((st = tune_batcher_create(&data.prep.val, &eval_opt, &eval_b, &err)) ||
         (st = tune_model_load(plan->base_model, &model, &err)) ||
         (a->adapter && (st = tune_lora_open_peft(&model, a->adapter, &lora, &err))) ||
-        (st = tune_workspace_create(&model.cfg, lora, eval_opt.micro_batch_size, eval_opt.sequence_len, &ws, &err)))
+        (st = tune_workspace_create(tune_backend_cpu(), &model.cfg, lora, eval_opt.micro_batch_size, eval_opt.sequence_len, &ws, &err)))
         goto fail;
     const tune_batch_source src =
         tune_cli_batcher_source(eval_b, eval_opt.micro_batch_size, eval_opt.sequence_len);

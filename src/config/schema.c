@@ -123,6 +123,7 @@ static const enum_value optimizer_values[] = {
 ENUM(optimizer, 0);
 
 static const enum_value backend_values[] = {
+    {"auto", TUNE_BACKEND_AUTO, 1},
     {"cpu", TUNE_BACKEND_CPU, 1},
     {"cuda", TUNE_BACKEND_CUDA, 1},
 };
@@ -342,8 +343,9 @@ const key_spec tune_config_keys[] = {
      .section = S_OUT, .doc = "Steps above loss_watchdog_threshold before stopping."},
 
     /* Machine */
-    {.name = "backend", .type = K_ENUM, .off = CF(backend), .def = "cpu", .en = &backend, YES, .section = S_MACHINE,
-     .doc = "Where to compute: cpu (BLAS + OpenMP) or cuda."},
+    {.name = "backend", .type = K_ENUM, .off = CF(backend), .def = "auto", .en = &backend, YES, .section = S_MACHINE,
+     .doc = "Where to compute: auto (cuda when built with it and a GPU is usable, else cpu), cpu (BLAS + "
+            "OpenMP) or cuda (refused when no GPU is usable)."},
     {.name = "threads", .type = K_INT, .off = CF(threads), .def = "0", GE(0), LE(4096), YES, .section = S_MACHINE,
      .doc = "CPU threads (0: all cores). Results are bit-identical for a given thread count."},
 

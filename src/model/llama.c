@@ -19,6 +19,7 @@
 #include "tune/rng.h"
 
 struct tune_workspace {
+    const tune_backend *be; /* every buffer below, except the host staging ones, is this backend's */
     int B, T;       /* capacity */
     int cur_B, cur_T; /* shape of the last forward; 0 before one and after its backward */
     const tune_lora *cur_lora; /* adapters and dropout of the last forward */
@@ -41,17 +42,21 @@ struct tune_workspace {
     float *logits;    /* (N, V); the backward turns it into d(logits) */
     float *lse_ce;    /* (N) */
     float *cos_t, *sin_t; /* (N, hd/2) */
+    double *loss;     /* (1): summed loss since the last reset */
+    /* The batch as the passes read it; staged on the host in hbatch, same layout, one upload */
+    int32_t *ids;     /* (N): input ids */
     int32_t *start;   /* (N): where each token's segment begins */
     int32_t *target;  /* (N): label of the next token, or TUNE_IGNORE_INDEX */
     int32_t *pos;     /* (N): position ids */
+    int32_t *hbatch;  /* host (4, N): ids, start, target, pos */
+    long n_targets;   /* trained targets of the last forward */
     /* scratch; the backward recomputes the normed inputs and the SwiGLU
      * output where a LoRA module needs them instead of keeping them */
     float *xn;        /* (N, C): normed input of the attention or MLP block */
     float *act;       /* (N, I) */
     float *lora_x;    /* (N, max_in): dropped-out LoRA input, then its gradient */
     float *du;        /* (N, r) */
-    float *attn_scratch; /* tune_cpu_attention_scratch */
-    float *dkv_head;  /* (2, N, H·hd) */
+    float *attn_scratch; /* be->attention_scratch */
     float *dh, *dxn;  /* (N, C) */
     float *dq, *datt; /* (N, H·hd) */
     float *dk, *dv;   /* (N, Hkv·hd) */
@@ -59,7 +64,7 @@ struct tune_workspace {
     uint32_t *drop_bits; /* dropout keep-bits of every module's input; NULL without dropout */
     size_t *bits_off;    /* (n_modules): where module m's bits start in drop_bits */
     float *mem;       /* one allocation holds every float buffer */
-    int32_t *imem;
+    int32_t *imem;    /* (4, N): ids, start, target, pos */
 };
 
 const float *tune_workspace_logits(const tune_workspace *ws) { return ws->logits; }
@@ -87,6 +92,14 @@ void tune_rope_inv_freq(const tune_model_config *c, float *inv)
     }
 }
 
+/* A backend operation failed: its reason, as a run error. */
+static tune_status backend_failed(const tune_backend *be, const char *doing, tune_error *err)
+{
+    char why[512];
+    be->finish(why, sizeof why);
+    return tune_fail_run(err, NULL, "%s backend failed %s: %s", be->name, doing, why[0] ? why : "unknown error");
+}
+
 static tune_status check_config(const tune_model_config *c, tune_error *err)
 {
     if (c->vocab_size < 1 || c->hidden_size < 1 || c->intermediate_size < 1 || c->num_hidden_layers < 1 ||
@@ -98,14 +111,15 @@ static tune_status check_config(const tune_model_config *c, tune_error *err)
     return TUNE_OK;
 }
 
-tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora *lora, int B, int T,
-                                  tune_workspace **out, tune_error *err)
+tune_status tune_workspace_create(const tune_backend *be, const tune_model_config *cfg, const tune_lora *lora,
+                                  int B, int T, tune_workspace **out, tune_error *err)
 {
     *out = NULL;
     if (check_config(cfg, err)) return TUNE_ERR_INPUT;
     if (B < 1 || T < 1) return tune_fail_input(err, NULL, "workspace: batch %d x %d is empty", B, T);
     tune_workspace *ws = calloc(1, sizeof *ws);
     if (!ws) return tune_fail_run(err, NULL, "out of memory creating the workspace");
+    ws->be = be;
     ws->B = B;
     ws->T = T;
     ws->L = cfg->num_hidden_layers;
@@ -128,6 +142,7 @@ tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora 
     ws->NKV = N * ws->kvd;
     ws->NI = N * ws->I;
     const tune_attention_shape as = {B, T, ws->H, ws->Hkv, ws->hd};
+    float *loss_mem;
     struct { float **p; size_t n; } bufs[] = {
         {&ws->inv_freq, (size_t)ws->hd / 2},
         {&ws->resid, (L + 1) * ws->NC}, {&ws->resid2, L * ws->NC},
@@ -143,8 +158,8 @@ tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora 
         {&ws->xn, ws->NC}, {&ws->act, ws->NI},
         {&ws->lora_x, lora ? N * ws->max_in : 0},
         {&ws->du, N * ws->r},
-        {&ws->attn_scratch, tune_cpu_attention_scratch(&as, ws->n_threads)},
-        {&ws->dkv_head, 2 * ws->NQ},
+        {&ws->attn_scratch, be->attention_scratch(&as, ws->n_threads)},
+        {&loss_mem, 2}, /* one double */
         {&ws->dh, ws->NC}, {&ws->dxn, ws->NC},
         {&ws->dq, ws->NQ}, {&ws->datt, ws->NQ},
         {&ws->dk, ws->NKV}, {&ws->dv, ws->NKV},
@@ -153,12 +168,13 @@ tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora 
     const size_t n_bufs = sizeof bufs / sizeof bufs[0];
     size_t total = 0;
     for (size_t i = 0; i < n_bufs; i++) total += (bufs[i].n + 15) & ~(size_t)15; /* 64-byte aligned starts */
-    ws->mem = aligned_alloc(64, total * sizeof(float));
-    ws->imem = malloc(3 * N * sizeof(int32_t));
-    if (!ws->mem || !ws->imem) {
+    ws->mem = be->alloc(total * sizeof(float));
+    ws->imem = be->alloc(4 * N * sizeof(int32_t));
+    ws->hbatch = malloc(4 * N * sizeof(int32_t));
+    if (!ws->mem || !ws->imem || !ws->hbatch) {
         tune_workspace_free(ws);
-        return tune_fail_run(err, NULL, "out of memory: the workspace for batch %d x %d needs %.2f GB", B, T,
-                             (double)total * sizeof(float) / 1e9);
+        return tune_fail_run(err, NULL, "out of %s memory: the workspace for batch %d x %d needs %.2f GB", be->name,
+                             B, T, (double)total * sizeof(float) / 1e9);
     }
     float *p = ws->mem;
     for (size_t i = 0; i < n_bufs; i++) {
@@ -173,16 +189,19 @@ tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora 
             ws->bits_off[m] = words;
             words += (N * lora->modules[m].in + 31) / 32;
         }
-        ws->drop_bits = malloc(words * sizeof *ws->drop_bits);
+        ws->drop_bits = be->alloc(words * sizeof *ws->drop_bits);
         if (!ws->bits_off || !ws->drop_bits) {
             tune_workspace_free(ws);
             return tune_fail_run(err, NULL, "out of memory: dropout masks for batch %d x %d", B, T);
         }
     }
-    ws->start = ws->imem;
-    ws->target = ws->imem + N;
-    ws->pos = ws->imem + 2 * N;
-    tune_rope_inv_freq(cfg, ws->inv_freq);
+    ws->loss = (double *)(void *)loss_mem;
+    float inv_freq[ws->hd / 2];
+    tune_rope_inv_freq(cfg, inv_freq);
+    if (be->upload(ws->inv_freq, inv_freq, sizeof inv_freq)) {
+        tune_workspace_free(ws);
+        return backend_failed(be, "creating the workspace", err);
+    }
     *out = ws;
     return TUNE_OK;
 }
@@ -190,14 +209,24 @@ tune_status tune_workspace_create(const tune_model_config *cfg, const tune_lora 
 void tune_workspace_free(tune_workspace *ws)
 {
     if (!ws) return;
-    free(ws->mem);
-    free(ws->imem);
-    free(ws->drop_bits);
+    if (ws->mem) ws->be->release(ws->mem);
+    if (ws->imem) ws->be->release(ws->imem);
+    if (ws->drop_bits) ws->be->release(ws->drop_bits);
+    free(ws->hbatch);
     free(ws->bits_off);
     free(ws);
 }
 
-/* Checks the batch against the model and workspace; fills start and target. */
+void tune_workspace_reset_loss(tune_workspace *ws) { ws->be->zero(ws->loss, sizeof *ws->loss); }
+
+tune_status tune_workspace_loss(const tune_workspace *ws, double *loss_sum, tune_error *err)
+{
+    if (ws->be->download(loss_sum, ws->loss, sizeof *loss_sum)) return backend_failed(ws->be, "reading the loss", err);
+    return TUNE_OK;
+}
+
+/* Checks the batch against the model and workspace; stages ids, start,
+ * target and positions on the host, counts the targets and uploads the lot. */
 static tune_status prepare_batch(const tune_model_config *cfg, const tune_batch *bt, tune_workspace *ws,
                                  tune_error *err)
 {
@@ -205,6 +234,8 @@ static tune_status prepare_batch(const tune_model_config *cfg, const tune_batch 
         return tune_fail_input(err, NULL, "batch %d x %d does not fit the workspace (%d x %d)", bt->B, bt->T,
                                ws->B, ws->T);
     const int B = bt->B, T = bt->T, V = cfg->vocab_size;
+    const size_t N = (size_t)B * T;
+    int32_t *ids = ws->hbatch, *start = ids + N, *target = ids + 2 * N, *pos = ids + 3 * N;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const size_t n = (size_t)b * T + t;
@@ -219,15 +250,24 @@ static tune_status prepare_batch(const tune_model_config *cfg, const tune_batch 
                 return tune_fail_input(err, NULL, "batch row %d position %d: negative position id %d", b, t,
                                        bt->position_ids[n]);
             const int same_seg = !bt->segment_ids || t == 0 || bt->segment_ids[n] == bt->segment_ids[n - 1];
-            ws->start[n] = t == 0 ? 0 : same_seg ? ws->start[n - 1] : t;
+            start[n] = t == 0 ? 0 : same_seg ? start[n - 1] : t;
         }
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const size_t n = (size_t)b * T + t;
             const int crosses = bt->segment_ids && t + 1 < T && bt->segment_ids[n + 1] != bt->segment_ids[n];
-            ws->target[n] = t + 1 < T && !crosses ? bt->labels[n + 1] : TUNE_IGNORE_INDEX;
-            ws->pos[n] = bt->position_ids ? bt->position_ids[n] : t;
+            target[n] = t + 1 < T && !crosses ? bt->labels[n + 1] : TUNE_IGNORE_INDEX;
+            pos[n] = bt->position_ids ? bt->position_ids[n] : t;
         }
+    memcpy(ids, bt->input_ids, N * sizeof *ids);
+    ws->n_targets = 0;
+    for (size_t n = 0; n < N; n++) ws->n_targets += target[n] != TUNE_IGNORE_INDEX;
+    /* The staged arrays sit at the same offsets as ids, start, target, pos in imem: one upload. */
+    ws->ids = ws->imem;
+    ws->start = ws->imem + N;
+    ws->target = ws->imem + 2 * N;
+    ws->pos = ws->imem + 3 * N;
+    if (ws->be->upload(ws->imem, ws->hbatch, 4 * N * sizeof *ids)) return backend_failed(ws->be, "uploading the batch", err);
     return TUNE_OK;
 }
 
@@ -265,9 +305,9 @@ static const float *lora_input(tune_workspace *ws, const tune_dropout *dp, int m
     if (!dp || dp->p == 0.0f) return x;
     uint32_t *bits = ws->drop_bits + ws->bits_off[mi];
     if (draw)
-        tune_cpu_dropout_mask(bits, N * in, dp->p, dp->seed, TUNE_STREAM_DROPOUT + (dp->micro_batch << 32),
+        ws->be->dropout_mask(bits, N * in, dp->p, dp->seed, TUNE_STREAM_DROPOUT + (dp->micro_batch << 32),
                               (uint64_t)mi << 40);
-    tune_cpu_dropout_apply(ws->lora_x, x, bits, N * in, dp->p, 0);
+    ws->be->dropout_apply(ws->lora_x, x, bits, N * in, dp->p, 0);
     return ws->lora_x;
 }
 
@@ -304,14 +344,14 @@ static void linear_forward(tune_workspace *ws, const tune_model *m, const tune_l
     const int N = ws->cur_B * ws->cur_T;
     int out, in;
     tune_linear_shape(&m->cfg, kind, &out, &in);
-    tune_cpu_matmul(y, x, m->layers[layer].w[kind], N, out, in, 0, 1, 1.0f, beta);
+    ws->be->matmul(y, x, m->layers[layer].w[kind], N, out, in, 0, 1, 1.0f, beta);
     const int mi = module_of(lora, layer, kind);
     if (mi < 0) return;
     const tune_lora_module *mod = &lora->modules[mi];
     const int r = lora->cfg.r;
     float *u = ws->lora_u + (size_t)mi * ws->B * ws->T * r; /* (N, r) */
-    tune_cpu_matmul(u, lora_input(ws, dp, mi, x, N, in, 1), lora->params + mod->a_offset, N, r, in, 0, 1, 1.0f, 0.0f);
-    tune_cpu_matmul(y, u, lora->params + mod->b_offset, N, out, r, 0, 1, lora->scaling, 1.0f);
+    ws->be->matmul(u, lora_input(ws, dp, mi, x, N, in, 1), lora->params + mod->a_offset, N, r, in, 0, 1, 1.0f, 0.0f);
+    ws->be->matmul(y, u, lora->params + mod->b_offset, N, out, r, 0, 1, lora->scaling, 1.0f);
 }
 
 /* dx = beta·dx + dy·W (+ the LoRA path); dA, dB += their gradients.
@@ -323,7 +363,7 @@ static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *
     const int N = ws->cur_B * ws->cur_T;
     int out, in;
     tune_linear_shape(&m->cfg, kind, &out, &in);
-    tune_cpu_matmul(dx, dy, m->layers[layer].w[kind], N, in, out, 0, 0, 1.0f, beta);
+    ws->be->matmul(dx, dy, m->layers[layer].w[kind], N, in, out, 0, 0, 1.0f, beta);
     const int mi = module_of(lora, layer, kind);
     if (mi < 0) return;
     const tune_lora_module *mod = &lora->modules[mi];
@@ -331,17 +371,17 @@ static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *
     const float s = lora->scaling, *A = lora->params + mod->a_offset, *Bm = lora->params + mod->b_offset;
     float *gA = lora->grads + mod->a_offset, *gB = lora->grads + mod->b_offset;
     const float *u = ws->lora_u + (size_t)mi * ws->B * ws->T * r; /* (N, r) */
-    tune_cpu_matmul(gB, dy, u, out, r, N, 1, 0, s, 1.0f);        /* dB += s·dyᵀ·u */
-    tune_cpu_matmul(ws->du, dy, Bm, N, r, out, 0, 0, s, 0.0f);   /* du = s·dy·B */
+    ws->be->matmul(gB, dy, u, out, r, N, 1, 0, s, 1.0f);        /* dB += s·dyᵀ·u */
+    ws->be->matmul(ws->du, dy, Bm, N, r, out, 0, 0, s, 0.0f);   /* du = s·dy·B */
     const float *xd = lora_input(ws, dp, mi, x, N, in, 0);
-    tune_cpu_matmul(gA, ws->du, xd, r, in, N, 1, 0, 1.0f, 1.0f); /* dA += duᵀ·xd */
+    ws->be->matmul(gA, ws->du, xd, r, in, N, 1, 0, 1.0f, 1.0f); /* dA += duᵀ·xd */
     if (!dp || dp->p == 0.0f) {
-        tune_cpu_matmul(dx, ws->du, A, N, in, r, 0, 0, 1.0f, 1.0f); /* dx += du·A */
+        ws->be->matmul(dx, ws->du, A, N, in, r, 0, 0, 1.0f, 1.0f); /* dx += du·A */
         return;
     }
     /* dx += mask ⊙ (du·A) */
-    tune_cpu_matmul(ws->lora_x, ws->du, A, N, in, r, 0, 0, 1.0f, 0.0f);
-    tune_cpu_dropout_apply(dx, ws->lora_x, ws->drop_bits + ws->bits_off[mi], (size_t)N * in, dp->p, 1);
+    ws->be->matmul(ws->lora_x, ws->du, A, N, in, r, 0, 0, 1.0f, 0.0f);
+    ws->be->dropout_apply(dx, ws->lora_x, ws->drop_bits + ws->bits_off[mi], (size_t)N * in, dp->p, 1);
 }
 
 tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, const tune_batch *batch,
@@ -357,42 +397,41 @@ tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, c
     ws->cur_lora = lora;
     ws->cur_dropout = dropout && dropout->p > 0.0f ? *dropout : (tune_dropout){0};
     const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
-    tune_cpu_rope_tables(ws->cos_t, ws->sin_t, ws->pos, ws->inv_freq, N, hd / 2);
-    tune_cpu_embedding(ws->resid, embed_of(model, lora), batch->input_ids, N, C);
+    ws->be->rope_tables(ws->cos_t, ws->sin_t, ws->pos, ws->inv_freq, N, hd / 2);
+    ws->be->embedding(ws->resid, embed_of(model, lora), ws->ids, N, C);
     for (int l = 0; l < ws->L; l++) {
         const tune_layer *ly = &model->layers[l];
         float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + l * ws->NC, *hn = h + ws->NC;
         float *q = ws->q + l * ws->NQ, *k = ws->k + l * ws->NKV, *v = ws->v + l * ws->NKV;
         float *att = ws->att + l * ws->NQ, *gate = ws->gate + l * ws->NI, *up = ws->up + l * ws->NI;
         /* attention block: h2 = h + o(attn(rope(q), rope(k), v)) */
-        tune_cpu_rmsnorm_forward(ws->xn, ws->rstd1 + (size_t)l * ws->B * ws->T, h, ly->attn_norm, N, C,
+        ws->be->rmsnorm_forward(ws->xn, ws->rstd1 + (size_t)l * ws->B * ws->T, h, ly->attn_norm, N, C,
                                  cfg->rms_norm_eps);
         linear_forward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, q, 0.0f);
         linear_forward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, k, 0.0f);
         linear_forward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, v, 0.0f);
-        tune_cpu_rope_forward(q, ws->cos_t, ws->sin_t, N, ws->H, hd);
-        tune_cpu_rope_forward(k, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
-        tune_cpu_attention_forward(att, ws->lse_att + (size_t)l * ws->B * ws->T * ws->H, q, k, v, ws->start, &as,
+        ws->be->rope_forward(q, ws->cos_t, ws->sin_t, N, ws->H, hd);
+        ws->be->rope_forward(k, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
+        ws->be->attention_forward(att, ws->lse_att + (size_t)l * ws->B * ws->T * ws->H, q, k, v, ws->start, &as,
                                    ws->attn_scratch, ws->n_threads);
-        memcpy(h2, h, (size_t)N * C * sizeof *h);
+        ws->be->copy(h2, h, (size_t)N * C * sizeof *h);
         linear_forward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, h2, 1.0f);
         /* MLP block: hn = h2 + down(silu(gate(x)) · up(x)) */
-        tune_cpu_rmsnorm_forward(ws->xn, ws->rstd2 + (size_t)l * ws->B * ws->T, h2, ly->ffn_norm, N, C,
+        ws->be->rmsnorm_forward(ws->xn, ws->rstd2 + (size_t)l * ws->B * ws->T, h2, ly->ffn_norm, N, C,
                                  cfg->rms_norm_eps);
         linear_forward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, gate, 0.0f);
         linear_forward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, up, 0.0f);
-        tune_cpu_swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
-        memcpy(hn, h2, (size_t)N * C * sizeof *h);
+        ws->be->swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
+        ws->be->copy(hn, h2, (size_t)N * C * sizeof *h);
         linear_forward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, hn, 1.0f);
     }
-    tune_cpu_rmsnorm_forward(ws->xf, ws->rstd_f, ws->resid + ws->L * ws->NC, model->final_norm, N, C,
+    ws->be->rmsnorm_forward(ws->xf, ws->rstd_f, ws->resid + ws->L * ws->NC, model->final_norm, N, C,
                              cfg->rms_norm_eps);
-    tune_cpu_matmul(ws->logits, ws->xf, lm_head_of(model, lora), N, ws->V, C, 0, 1, 1.0f, 0.0f);
-    *loss_sum = tune_cpu_cross_entropy_forward(ws->lse_ce, ws->logits, ws->target, N, ws->V);
-    long count = 0;
-    for (int n = 0; n < N; n++) count += ws->target[n] != TUNE_IGNORE_INDEX;
-    *n_targets = count;
-    return TUNE_OK;
+    ws->be->matmul(ws->logits, ws->xf, lm_head_of(model, lora), N, ws->V, C, 0, 1, 1.0f, 0.0f);
+    if (loss_sum) tune_workspace_reset_loss(ws);
+    ws->be->cross_entropy_forward(ws->lse_ce, ws->loss, ws->logits, ws->target, N, ws->V);
+    *n_targets = ws->n_targets;
+    return loss_sum ? tune_workspace_loss(ws, loss_sum, err) : TUNE_OK;
 }
 
 tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const tune_batch *batch,
@@ -409,12 +448,12 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
         return tune_fail_input(err, NULL, "backward: not the adapters or dropout of the last forward pass");
     const int B = ws->cur_B, T = ws->cur_T, N = B * T, C = ws->C, hd = ws->hd;
     const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
-    tune_cpu_cross_entropy_backward(ws->logits, ws->lse_ce, ws->target, N, ws->V, grad_scale);
-    tune_cpu_matmul(ws->dxn, ws->logits, lm_head_of(model, lora), N, C, ws->V, 0, 0, 1.0f, 0.0f);
+    ws->be->cross_entropy_backward(ws->logits, ws->lse_ce, ws->target, N, ws->V, grad_scale);
+    ws->be->matmul(ws->dxn, ws->logits, lm_head_of(model, lora), N, C, ws->V, 0, 0, 1.0f, 0.0f);
     if (lora->saved & TUNE_SAVE_LM_HEAD) /* d(lm_head) += d(logits)ᵀ·xf */
-        tune_cpu_matmul(lora->grads + lora->head_offset, ws->logits, ws->xf, ws->V, C, N, 1, 0, 1.0f, 1.0f);
-    memset(ws->dh, 0, (size_t)N * C * sizeof *ws->dh);
-    tune_cpu_rmsnorm_backward(ws->dh, ws->dxn, ws->resid + ws->L * ws->NC, model->final_norm, ws->rstd_f, N, C);
+        ws->be->matmul(lora->grads + lora->head_offset, ws->logits, ws->xf, ws->V, C, N, 1, 0, 1.0f, 1.0f);
+    ws->be->zero(ws->dh, (size_t)N * C * sizeof *ws->dh);
+    ws->be->rmsnorm_backward(ws->dh, ws->dxn, ws->resid + ws->L * ws->NC, model->final_norm, ws->rstd_f, N, C);
     /* Layers below the lowest adapted one need no gradient, unless the embedding trains. */
     const int lowest = lora->saved & TUNE_SAVE_EMBED ? 0 : lora->modules[0].layer;
     for (int l = ws->L - 1; l >= lowest; l--) {
@@ -423,38 +462,32 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
         const float *q = ws->q + l * ws->NQ, *k = ws->k + l * ws->NKV, *v = ws->v + l * ws->NKV;
         const float *att = ws->att + l * ws->NQ, *gate = ws->gate + l * ws->NI, *up = ws->up + l * ws->NI;
         /* MLP block; ws->dh holds d(hn) and becomes d(h2) */
-        if (has_module(lora, l, TUNE_DOWN_PROJ, TUNE_DOWN_PROJ)) tune_cpu_swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
+        if (has_module(lora, l, TUNE_DOWN_PROJ, TUNE_DOWN_PROJ)) ws->be->swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
         linear_backward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, ws->dh, ws->dact, 0.0f);
-        tune_cpu_swiglu_backward(ws->dgate, ws->dup, ws->dact, gate, up, (size_t)N * ws->I);
+        ws->be->swiglu_backward(ws->dgate, ws->dup, ws->dact, gate, up, (size_t)N * ws->I);
         if (has_module(lora, l, TUNE_GATE_PROJ, TUNE_UP_PROJ)) /* their LoRA input, as the forward made it */
-            tune_cpu_rmsnorm_forward(ws->xn, ws->rstd2 + (size_t)l * ws->B * ws->T, h2, ly->ffn_norm, N, C,
+            ws->be->rmsnorm_forward(ws->xn, ws->rstd2 + (size_t)l * ws->B * ws->T, h2, ly->ffn_norm, N, C,
                                      model->cfg.rms_norm_eps);
         linear_backward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, ws->dgate, ws->dxn, 0.0f);
         linear_backward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, ws->dup, ws->dxn, 1.0f);
-        tune_cpu_rmsnorm_backward(ws->dh, ws->dxn, h2, ly->ffn_norm, ws->rstd2 + (size_t)l * ws->B * ws->T, N, C);
+        ws->be->rmsnorm_backward(ws->dh, ws->dxn, h2, ly->ffn_norm, ws->rstd2 + (size_t)l * ws->B * ws->T, N, C);
         /* attention block; ws->dh becomes d(h) */
         linear_backward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, ws->dh, ws->datt, 0.0f);
-        tune_cpu_attention_backward(ws->dq, ws->dk, ws->dv, ws->datt, q, k, v,
-                                    ws->lse_att + (size_t)l * ws->B * ws->T * ws->H, ws->start, &as,
-                                    ws->attn_scratch, ws->dkv_head, ws->n_threads);
-        tune_cpu_rope_backward(ws->dq, ws->cos_t, ws->sin_t, N, ws->H, hd);
-        tune_cpu_rope_backward(ws->dk, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
+        ws->be->attention_backward(ws->dq, ws->dk, ws->dv, ws->datt, q, k, v, att,
+                                   ws->lse_att + (size_t)l * ws->B * ws->T * ws->H, ws->start, &as,
+                                   ws->attn_scratch, ws->n_threads);
+        ws->be->rope_backward(ws->dq, ws->cos_t, ws->sin_t, N, ws->H, hd);
+        ws->be->rope_backward(ws->dk, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
         if (has_module(lora, l, TUNE_Q_PROJ, TUNE_V_PROJ))
-            tune_cpu_rmsnorm_forward(ws->xn, ws->rstd1 + (size_t)l * ws->B * ws->T, h, ly->attn_norm, N, C,
+            ws->be->rmsnorm_forward(ws->xn, ws->rstd1 + (size_t)l * ws->B * ws->T, h, ly->attn_norm, N, C,
                                      model->cfg.rms_norm_eps);
         linear_backward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, ws->dq, ws->dxn, 0.0f);
         linear_backward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, ws->dk, ws->dxn, 1.0f);
         linear_backward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, ws->dv, ws->dxn, 1.0f);
-        tune_cpu_rmsnorm_backward(ws->dh, ws->dxn, h, ly->attn_norm, ws->rstd1 + (size_t)l * ws->B * ws->T, N, C);
+        ws->be->rmsnorm_backward(ws->dh, ws->dxn, h, ly->attn_norm, ws->rstd1 + (size_t)l * ws->B * ws->T, N, C);
     }
-    if (lora->saved & TUNE_SAVE_EMBED) { /* scatter-add d(h) of the input into the rows of its ids; in order */
-        float *gE = lora->grads + lora->embed_offset;
-        for (int n = 0; n < N; n++) {
-            float *row = gE + (size_t)batch->input_ids[n] * C;
-            const float *d = ws->dh + (size_t)n * C;
-            for (int c = 0; c < C; c++) row[c] += d[c];
-        }
-    }
+    if (lora->saved & TUNE_SAVE_EMBED) /* scatter-add d(h) of the input into the rows of its ids */
+        ws->be->embedding_backward(lora->grads + lora->embed_offset, ws->dh, ws->ids, N, C);
     /* The logits became their gradient: a second backward needs a new forward. */
     ws->cur_B = ws->cur_T = 0;
     return TUNE_OK;

@@ -16,21 +16,22 @@ tune_status train_get_batch(const tune_batch_source *src, const char *what, int 
 tune_status tune_evaluate(const tune_model *model, const tune_lora *lora, const tune_batch_source *eval,
                           tune_workspace *ws, double *loss, long *n_targets, tune_error *err)
 {
-    double sum = 0.0;
     long n = 0;
     const long n_mb = eval->count(eval->ctx, 0, err);
     if (n_mb < 0) return err ? err->code : TUNE_ERR_RUN;
     if (n_mb == 0) return tune_fail_input(err, NULL, "the evaluation set is empty");
+    tune_workspace_reset_loss(ws);
     for (long i = 0; i < n_mb; i++) {
         tune_batch b;
         tune_status st = train_get_batch(eval, "evaluation", 0, i, &b, err);
-        double ls;
         long nt;
-        if (!st) st = tune_llama_forward(model, lora, &b, NULL, ws, &ls, &nt, err);
+        if (!st) st = tune_llama_forward(model, lora, &b, NULL, ws, NULL, &nt, err);
         if (st) return st;
-        sum += ls;
         n += nt;
     }
+    double sum; /* summed in the workspace, micro-batch by micro-batch */
+    tune_status st = tune_workspace_loss(ws, &sum, err);
+    if (st) return st;
     if (n == 0) return tune_fail_input(err, NULL, "the evaluation set has no trained tokens");
     *loss = sum / (double)n;
     *n_targets = n;

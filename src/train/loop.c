@@ -30,11 +30,17 @@ typedef struct step_batches {
 typedef struct run {
     const tune_train_options *o;
     const tune_batch_source *train, *eval;
-    const tune_model *model;
-    tune_lora *lora;
+    const tune_model *model;     /* host: the weights as loaded */
+    tune_lora *lora;             /* host: what checkpoints and the adapter are written from */
+    const tune_backend *be;      /* where the step runs; it owns everything below marked "be" */
+    tune_model dmodel;           /* be: the weights */
+    tune_lora dlora;             /* be: params and grads; modules shared with lora */
+    int have_dmodel, have_dlora;
     train_state st;
-    float *exp_avg, *exp_avg_sq; /* (n_params) each */
+    float *exp_avg, *exp_avg_sq; /* host (n_params) each: the moments as checkpoints hold them */
+    float *d_exp_avg, *d_exp_avg_sq; /* be: the same */
     tune_span *tensors;          /* (n_tensors): every trainable tensor, for the norm */
+    tune_span *d_tensors;        /* be: the same table */
     int n_tensors;
     tune_workspace *ws;
     step_batches sb;
@@ -188,7 +194,7 @@ static tune_status do_eval(run *R, tune_error *err)
 {
     double loss;
     long n_targets;
-    tune_status st = tune_evaluate(R->model, R->lora, R->eval, R->ws, &loss, &n_targets, err);
+    tune_status st = tune_evaluate(&R->dmodel, &R->dlora, R->eval, R->ws, &loss, &n_targets, err);
     if (st) return st;
     if (!isfinite(loss)) {
         char where[64];
@@ -235,11 +241,28 @@ static tune_status do_log(run *R, double lr, double grad_norm, tune_error *err)
     return TUNE_OK;
 }
 
+/* The adapters and moments from the backend into the host arrays that
+ * checkpoints and the adapter are written from. */
+static tune_status fetch_state(run *R, int moments, tune_error *err)
+{
+    const size_t bytes = R->lora->n_params * sizeof(float);
+    if (tune_backend_fetch(R->be, R->lora->params, R->dlora.params, bytes) ||
+        (moments && (tune_backend_fetch(R->be, R->exp_avg, R->d_exp_avg, bytes) ||
+                     tune_backend_fetch(R->be, R->exp_avg_sq, R->d_exp_avg_sq, bytes)))) {
+        char why[512];
+        R->be->finish(why, sizeof why);
+        return stop_run(R, err, "the %s backend failed: %s", R->be->name, why);
+    }
+    return TUNE_OK;
+}
+
 static tune_status do_save(run *R, tune_error *err)
 {
     const tune_train_options *o = R->o;
     char path[4096];
-    tune_status st = checkpoint_write(o->output_dir, &R->st, R->lora, R->exp_avg, R->exp_avg_sq,
+    tune_status st = fetch_state(R, 1, err);
+    if (st) return st;
+    st = checkpoint_write(o->output_dir, &R->st, R->lora, R->exp_avg, R->exp_avg_sq,
                                       o->base_model_name_or_path, path, sizeof path, err);
     if (!st) st = report_loss_svg(o->output_dir, &R->st, err);
     if (!st && o->save_total_limit > 0) st = checkpoint_prune(o->output_dir, o->save_total_limit, err);
@@ -261,25 +284,26 @@ static tune_status accumulate(run *R, long s, int epoch, long first, double *los
         return tune_fail_input(err, NULL, "step %ld (epoch %d, micro-batches %ld-%ld) has no trained tokens: "
                                           "every label is -100",
                                s + 1, epoch, first, first + R->sb.n - 1);
-    memset(R->lora->grads, 0, R->lora->n_params * sizeof(float));
+    R->be->zero(R->dlora.grads, R->lora->n_params * sizeof(float));
+    tune_workspace_reset_loss(R->ws);
     const float grad_scale = (float)(1.0 / (double)n_targets);
-    double loss_sum = 0.0;
     for (int j = 0; j < R->sb.n; j++) {
         const tune_batch *b = &R->sb.mb[j];
         const tune_dropout drop = {.p = R->lora->cfg.dropout, .seed = R->st.seed,
                                    .micro_batch = (uint64_t)s * (uint64_t)R->st.accum + (uint64_t)j};
-        double ls;
         long nt;
-        tune_status st = tune_llama_forward(R->model, R->lora, b, &drop, R->ws, &ls, &nt, err);
+        tune_status st = tune_llama_forward(&R->dmodel, &R->dlora, b, &drop, R->ws, NULL, &nt, err);
         if (st) return st;
         if (nt != R->sb.targets[j])
             return tune_fail_run(err, NULL, "internal error: the forward pass scored %ld targets in micro-batch %ld "
                                             "of epoch %d, the loop counted %ld",
                                  nt, first + j, epoch, R->sb.targets[j]);
-        loss_sum += ls;
-        st = tune_llama_backward(R->model, R->lora, b, &drop, R->ws, grad_scale, err);
+        st = tune_llama_backward(&R->dmodel, &R->dlora, b, &drop, R->ws, grad_scale, err);
         if (st) return st;
     }
+    double loss_sum; /* the step's one download, with the gradient norm */
+    tune_status st = tune_workspace_loss(R->ws, &loss_sum, err);
+    if (st) return st;
     *loss = loss_sum / (double)n_targets;
     return TUNE_OK;
 }
@@ -306,7 +330,7 @@ static tune_status train_step(run *R, tune_error *err)
     long tokens = 0;
     for (int j = 0; j < R->sb.n; j++) tokens += (long)R->sb.mb[j].B * R->sb.mb[j].T;
     const float grad_norm =
-        tune_clip_grad_norm(R->lora->grads, R->tensors, R->n_tensors, (float)o->max_grad_norm);
+        R->be->clip_grad_norm(R->dlora.grads, R->d_tensors, R->n_tensors, (float)o->max_grad_norm);
     if (!isfinite(loss) || !isfinite(grad_norm)) {
         char where[128];
         snprintf(where, sizeof where, "step %ld (epoch %d, micro-batches %ld-%ld)", s + 1, epoch, first,
@@ -322,7 +346,7 @@ static tune_status train_step(run *R, tune_error *err)
     const double lr = o->lr[s];
     const tune_adamw_coeffs c = tune_adamw_coeffs_make(lr, o->adam_beta1, o->adam_beta2, o->adam_epsilon,
                                                        o->weight_decay, s + 1);
-    tune_adamw_update(R->lora->params, R->exp_avg, R->exp_avg_sq, R->lora->grads, R->lora->n_params, &c);
+    R->be->adamw_update(R->dlora.params, R->d_exp_avg, R->d_exp_avg_sq, R->dlora.grads, R->lora->n_params, &c);
 
     S->global_step = s + 1;
     const long epoch_steps = (R->epoch_mb[epoch] + S->accum - 1) / S->accum;
@@ -496,7 +520,19 @@ static tune_status start(run *R, tune_error *err)
         if (R->eval->max_B > max_B) max_B = R->eval->max_B;
         if (R->eval->max_T > max_T) max_T = R->eval->max_T;
     }
-    st = tune_workspace_create(&R->model->cfg, lora, max_B, max_T, &R->ws, err);
+    st = tune_backend_model(R->be, R->model, &R->dmodel, err);
+    R->have_dmodel = !st;
+    if (!st) st = tune_backend_lora(R->be, lora, &R->dlora, err);
+    R->have_dlora = R->have_dmodel && !st;
+    if (st) return st;
+    const size_t bytes = lora->n_params * sizeof(float);
+    R->d_exp_avg = tune_backend_mirror(R->be, R->exp_avg, bytes);
+    R->d_exp_avg_sq = tune_backend_mirror(R->be, R->exp_avg_sq, bytes);
+    R->d_tensors = tune_backend_mirror(R->be, R->tensors, (size_t)R->n_tensors * sizeof *R->tensors);
+    if (!R->d_exp_avg || !R->d_exp_avg_sq || !R->d_tensors)
+        return tune_fail_run(err, NULL, "out of %s memory for the optimizer state (%zu parameters)", R->be->name,
+                             lora->n_params);
+    st = tune_workspace_create(R->be, &R->model->cfg, &R->dlora, max_B, max_T, &R->ws, err);
     if (!st) st = step_batches_init(&R->sb, R->st.accum, R->train->max_B, R->train->max_T, err);
     R->first_step = R->st.global_step;
     return st;
@@ -525,6 +561,7 @@ static tune_status finish(run *R, tune_error *err)
     if (e && stopped_early(R)) cJSON_AddTrueToObject(e, "stopped_early");
     if (e && stopped_by_watchdog(R)) cJSON_AddTrueToObject(e, "stopped_by_loss_watchdog");
     st = log_entry_add(R, e, err);
+    if (!st) st = fetch_state(R, 0, err);
     if (!st) st = tune_lora_save_peft(R->lora, o->output_dir, o->base_model_name_or_path, err);
     if (st) return st;
     tune_strbuf json = {0};
@@ -548,7 +585,8 @@ tune_status tune_train_run(const tune_train_options *opts, const tune_batch_sour
 {
     tune_status st = check_options(opts, train, eval, lora, err);
     if (st) return st;
-    run R = {.o = opts, .train = train, .eval = eval, .model = model, .lora = lora};
+    run R = {.o = opts, .train = train, .eval = eval, .model = model, .lora = lora,
+             .be = opts->backend ? opts->backend : tune_backend_cpu()};
     R.t0 = now_s();
     st = start(&R, err);
     if (!st) emit(&R, (tune_train_event){.kind = TUNE_EVENT_START});
@@ -559,6 +597,11 @@ tune_status tune_train_run(const tune_train_options *opts, const tune_batch_sour
     free(R.epoch_first);
     free(R.epoch_mb);
     tune_workspace_free(R.ws);
+    if (R.d_exp_avg) tune_backend_unmirror(R.be, R.d_exp_avg, R.exp_avg);
+    if (R.d_exp_avg_sq) tune_backend_unmirror(R.be, R.d_exp_avg_sq, R.exp_avg_sq);
+    if (R.d_tensors) tune_backend_unmirror(R.be, R.d_tensors, R.tensors);
+    if (R.have_dlora) tune_backend_lora_free(R.be, &R.dlora, lora);
+    if (R.have_dmodel) tune_backend_model_free(R.be, &R.dmodel, model);
     cJSON_Delete(R.st.log_history);
     free(R.exp_avg);
     free(R.exp_avg_sq);

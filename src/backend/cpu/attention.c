@@ -242,3 +242,35 @@ void tune_cpu_attention_backward_ref(float *dq, float *dk, float *dv, const floa
             }
         }
 }
+
+/* ---- Decoding: queries against a key/value cache ---- */
+
+void tune_cpu_attention_cached(float *att, const float *q, const float *kc, const float *vc, int p0, int n,
+                               const tune_attention_shape *s, float *scratch, int n_threads)
+{
+    const int H = s->H, hd = s->hd, group = s->H / s->Hkv, kvd = s->Hkv * s->hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    /* one thread for a single token: a team's barrier costs more than the work (backend.h) */
+#pragma omp parallel for collapse(2) schedule(static) num_threads(n_threads) \
+    if ((size_t)n * H * (p0 + n) * hd >= TUNE_CPU_PARALLEL_MIN)
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < H; h++) {
+            float *p = scratch + (size_t)omp_get_thread_num() * s->T;
+            const float *qv = q + ((size_t)t * H + h) * hd;
+            const size_t off = (size_t)(h / group) * hd;
+            const int nk = p0 + t + 1; /* keys 0 .. p0 + t */
+            for (int j = 0; j < nk; j++) {
+                const float *kv = kc + (size_t)j * kvd + off;
+                float dot = 0.0f;
+                for (int i = 0; i < hd; i++) dot += qv[i] * kv[i];
+                p[j] = dot * scale;
+            }
+            tune_softmax_row(p, nk);
+            float *o = att + ((size_t)t * H + h) * hd;
+            for (int i = 0; i < hd; i++) o[i] = 0.0f;
+            for (int j = 0; j < nk; j++) {
+                const float *vv = vc + (size_t)j * kvd + off;
+                for (int i = 0; i < hd; i++) o[i] += p[j] * vv[i];
+            }
+        }
+}

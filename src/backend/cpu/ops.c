@@ -66,6 +66,15 @@ void tune_cpu_embedding(float *out, const float *table, const int32_t *ids, int 
     }
 }
 
+void tune_cpu_embedding_backward(float *dtable, const float *dout, const int32_t *ids, int N, int C)
+{
+    for (int n = 0; n < N; n++) { /* in order: repeated ids add up the same way on every run */
+        float *row = dtable + (size_t)ids[n] * C;
+        const float *d = dout + (size_t)n * C;
+        for (int c = 0; c < C; c++) row[c] += d[c];
+    }
+}
+
 void tune_cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C,
                               float eps)
 {
@@ -205,4 +214,35 @@ void tune_cpu_dropout_apply(float *out, const float *x, const uint32_t *bits, si
         else
             apply_word(out + 32 * w, x + 32 * w, bits[w], len, scale, 0);
     }
+}
+
+void tune_cpu_adamw_update(float *params, float *exp_avg, float *exp_avg_sq, const float *grads, size_t n,
+                       const tune_adamw_coeffs *c)
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++)
+        tune_adamw_element(&params[i], &exp_avg[i], &exp_avg_sq[i], grads[i], c);
+}
+
+float tune_cpu_clip_grad_norm(float *grads, const tune_span *tensors, int n_tensors, float max_norm)
+{
+    /* torch: the fp32 norm of each tensor, then the fp32 norm of those. */
+    double total_sq = 0.0;
+    for (int t = 0; t < n_tensors; t++) {
+        const float *g = grads + tensors[t].offset;
+        double sq = 0.0;
+        for (size_t i = 0; i < tensors[t].size; i++) sq += (double)g[i] * g[i];
+        const float norm = (float)sqrt(sq);
+        total_sq += (double)norm * norm;
+    }
+    const float total = (float)sqrt(total_sq);
+    if (max_norm > 0.0f) {
+        float coef = max_norm / (total + 1e-6f);
+        if (coef > 1.0f) coef = 1.0f;
+        for (int t = 0; t < n_tensors; t++) {
+            float *g = grads + tensors[t].offset;
+            for (size_t i = 0; i < tensors[t].size; i++) g[i] *= coef;
+        }
+    }
+    return total;
 }

@@ -1,0 +1,84 @@
+/* The CPU backend's table: host buffers and the tune_cpu_* kernels. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tune/backend.h"
+
+static void *cpu_alloc(size_t bytes) { return aligned_alloc(64, (bytes + 63) & ~(size_t)63); }
+
+static void cpu_release(void *buf) { free(buf); }
+
+/* Host to host: upload and download are copies (nothing when they are one array). */
+static int cpu_upload(void *dst, const void *src, size_t bytes)
+{
+    if (dst != src && bytes) memcpy(dst, src, bytes);
+    return 0;
+}
+
+static void cpu_copy(void *dst, const void *src, size_t bytes) { cpu_upload(dst, src, bytes); }
+
+static void cpu_zero(void *dst, size_t bytes) { memset(dst, 0, bytes); }
+
+static int cpu_finish(char *why, size_t why_size)
+{
+    if (why_size) why[0] = '\0';
+    return 0;
+}
+
+static void cpu_memory(size_t *free_bytes, size_t *total_bytes) { *free_bytes = *total_bytes = 0; }
+
+/* The backward's per-query-head key/value gradients follow the per-thread blocks. */
+static size_t cpu_attention_scratch(const tune_attention_shape *s, int n_threads)
+{
+    return tune_cpu_attention_scratch(s, n_threads) + 2 * (size_t)s->B * s->T * s->H * s->hd;
+}
+
+static void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                   const float *v, const float *out, const float *lse, const int32_t *start,
+                                   const tune_attention_shape *s, float *scratch, int n_threads)
+{
+    (void)out; /* the CPU recomputes each row's Σ p·dp from the probabilities */
+    tune_cpu_attention_backward(dq, dk, dv, dout, q, k, v, lse, start, s, scratch,
+                                scratch + tune_cpu_attention_scratch(s, n_threads), n_threads);
+}
+
+static void cpu_cross_entropy_forward(float *lse, double *loss_sum, const float *logits, const int32_t *target,
+                                      int N, int V)
+{
+    *loss_sum += tune_cpu_cross_entropy_forward(lse, logits, target, N, V);
+}
+
+static const tune_backend cpu = {
+    .name = "cpu",
+    .device = 0,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_upload,
+    .download = cpu_upload,
+    .copy = cpu_copy,
+    .zero = cpu_zero,
+    .finish = cpu_finish,
+    .memory = cpu_memory,
+    .matmul = tune_cpu_matmul,
+    .embedding = tune_cpu_embedding,
+    .embedding_backward = tune_cpu_embedding_backward,
+    .rmsnorm_forward = tune_cpu_rmsnorm_forward,
+    .rmsnorm_backward = tune_cpu_rmsnorm_backward,
+    .rope_tables = tune_cpu_rope_tables,
+    .rope_forward = tune_cpu_rope_forward,
+    .rope_backward = tune_cpu_rope_backward,
+    .attention_scratch = cpu_attention_scratch,
+    .attention_forward = tune_cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .attention_cached = tune_cpu_attention_cached,
+    .swiglu_forward = tune_cpu_swiglu_forward,
+    .swiglu_backward = tune_cpu_swiglu_backward,
+    .cross_entropy_forward = cpu_cross_entropy_forward,
+    .cross_entropy_backward = tune_cpu_cross_entropy_backward,
+    .dropout_mask = tune_cpu_dropout_mask,
+    .dropout_apply = tune_cpu_dropout_apply,
+    .adamw_update = tune_cpu_adamw_update,
+    .clip_grad_norm = tune_cpu_clip_grad_norm,
+};
+
+const tune_backend *tune_backend_cpu(void) { return &cpu; }
