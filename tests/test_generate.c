@@ -371,7 +371,7 @@ static void check_incremental_equals_full(const char *model_name)
     float *inc = malloc((size_t)T * V * sizeof *inc);
     tune_decoder *d;
     tune_error err;
-    ck_assert_int_eq(tune_decoder_create(&m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, &d, &err), TUNE_OK);
     static const int pieces[] = {5, 1, 1, 7, 2, 1, 11, 1, 1, 3, 1, 6}; /* sums to 40 */
     int at = 0;
     for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
@@ -434,7 +434,7 @@ START_TEST(merged_decoding_equals_unmerged_forward)
     ck_assert_int_eq(tune_llama_forward(&base, lora, &b, NULL, ws, &loss, &n, &err), TUNE_OK);
     float *inc = malloc((size_t)T * V * sizeof *inc);
     tune_decoder *d;
-    ck_assert_int_eq(tune_decoder_create(&merged, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &merged, &d, &err), TUNE_OK);
     ck_assert_int_eq(tune_decoder_feed(d, ids, 9, inc, 1, &err), TUNE_OK);
     for (int t = 9; t < T; t++) ck_assert_int_eq(tune_decoder_feed(d, ids + t, 1, inc + (size_t)t * V, 1, &err), TUNE_OK);
     const float diff = max_abs_diff(tune_workspace_logits(ws), inc, (size_t)T * V);
@@ -460,7 +460,7 @@ START_TEST(long_prefill_is_chunked_exactly)
     float *full = full_forward(&m, ids, T), *inc = malloc((size_t)T * V * sizeof *inc), last[384];
     tune_decoder *d;
     tune_error err;
-    ck_assert_int_eq(tune_decoder_create(&m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, &d, &err), TUNE_OK);
     ck_assert_int_eq(tune_decoder_feed(d, ids, T, inc, 1, &err), TUNE_OK);
     ck_assert_float_le(max_abs_diff(full, inc, (size_t)T * V), 1e-5f);
     tune_decoder_rewind(d, 0);
@@ -490,7 +490,7 @@ static void check_golden_run(const char *run, int with_adapter, float penalty)
     const int V = m.cfg.vocab_size;
     tune_error err;
     tune_decoder *d;
-    ck_assert_int_eq(tune_decoder_create(&m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, &d, &err), TUNE_OK);
     /* raw logits of every step, feeding Transformers' tokens */
     float *logits = malloc((size_t)V * sizeof *logits);
     ck_assert_int_eq(tune_decoder_prefill(d, prompt, n_prompt, logits, &err), TUNE_OK);
@@ -567,7 +567,7 @@ START_TEST(prefill_reuses_the_cached_prefix)
     tune_error err;
     tune_decoder *d;
     float logits[384];
-    ck_assert_int_eq(tune_decoder_create(&m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, &d, &err), TUNE_OK);
     ck_assert_int_eq(tune_decoder_prefill(d, a, 20, logits, &err), TUNE_OK);
     ck_assert_int_eq(tune_decoder_prefill(d, b, 24, logits, &err), TUNE_OK);
     ck_assert_int_eq(tune_decoder_length(d), 24);
@@ -614,7 +614,7 @@ START_TEST(session_streams_transformers_text_and_knows_eos)
     const cJSON *want_ids = cJSON_GetObjectItem(g, "prompt_ids");
     snprintf(path, sizeof path, "%s/tiny/gqa", test_data_dir());
     tune_lm *lm;
-    ck_assert_int_eq(tune_lm_open(path, NULL, &lm, &err), TUNE_OK);
+    ck_assert_int_eq(tune_lm_open(tune_backend_cpu(), path, NULL, &lm, &err), TUNE_OK);
     const int32_t *eos;
     const int n_eos = tune_lm_eos_ids(lm, &eos);
     int has2 = 0, has0 = 0; /* <|im_end|> (config) and <|endoftext|> (vocabulary) */
@@ -665,7 +665,7 @@ static void smollm2_greedy(const tune_model *m)
     tune_decoder *d;
     tune_sampler *sm;
     const tune_sampling greedy = tune_sampling_greedy();
-    ck_assert_int_eq(tune_decoder_create(m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), m, &d, &err), TUNE_OK);
     ck_assert_int_eq(tune_sampler_create(&greedy, m->cfg.vocab_size, &sm, &err), TUNE_OK);
     const cJSON *p;
     cJSON_ArrayForEach(p, cJSON_GetObjectItem(g, "prompts"))
@@ -704,7 +704,7 @@ static void smollm2_merged_adapter(tune_model *m)
     snprintf(path, sizeof path, "%s/smollm2/adapter_golden.safetensors", test_data_dir());
     ck_assert_int_eq(tune_st_open(path, &ad, &err), TUNE_OK);
     tune_decoder *d;
-    ck_assert_int_eq(tune_decoder_create(m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), m, &d, &err), TUNE_OK);
     static const char *const prompts[] = {"excel_ko", "excel_en", "english", "code"};
     const int V = m->cfg.vocab_size;
     for (int p = 0; p < 4; p++) {

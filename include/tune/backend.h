@@ -86,6 +86,16 @@ typedef struct tune_backend {
     float (*clip_grad_norm)(float *grads, const tune_span *tensors, int n_tensors, float max_norm);
 } tune_backend;
 
+/* The `backend:` key: auto (CUDA when this build has it and a GPU is usable,
+ * else the CPU), cpu, cuda. */
+typedef enum { TUNE_BACKEND_AUTO = 0, TUNE_BACKEND_CPU, TUNE_BACKEND_CUDA } tune_backend_kind;
+
+/* The table for kind. why receives the choice and its reason ("cuda: NVIDIA
+ * H200 (...)", "cpu: this tune was built without CUDA (...)"). cuda without
+ * a usable GPU is an input error giving the reason; never a silent CPU run. */
+tune_status tune_backend_select(tune_backend_kind kind, const tune_backend **be, char *why, size_t why_size,
+                                tune_error *err);
+
 /* The CPU table (today's kernels). */
 const tune_backend *tune_backend_cpu(void);
 /* The CUDA table when this build has CUDA and a GPU is usable; otherwise

@@ -57,6 +57,7 @@ typedef struct tune_cli_gen_args {
     const char *stops[TUNE_CLI_MAX_STOPS]; /* (n_stops) */
     int n_stops;
     const char *chat_template; /* --chat_template NAME, or NULL: the model's own */
+    tune_backend_kind backend; /* --backend auto|cpu|cuda */
 } tune_cli_gen_args;
 
 /* Greedy (sample = 0) or chat's sampling defaults; 256 new tokens. */

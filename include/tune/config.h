@@ -5,6 +5,7 @@
 #ifndef TUNE_CONFIG_H
 #define TUNE_CONFIG_H
 
+#include "tune/backend.h"
 #include "tune/error.h"
 #include "tune/util.h"
 
@@ -53,7 +54,6 @@ typedef enum {
 /* As Transformers' SchedulerType: constant has no warmup, constant_with_warmup has. */
 typedef enum { TUNE_LR_CONSTANT = 0, TUNE_LR_LINEAR, TUNE_LR_COSINE, TUNE_LR_CONSTANT_WITH_WARMUP } tune_lr_scheduler;
 typedef enum { TUNE_OPTIMIZER_ADAMW = 0 } tune_optimizer; /* adamw_torch (adamw_hf, adamw_torch_fused) */
-typedef enum { TUNE_BACKEND_AUTO = 0, TUNE_BACKEND_CPU, TUNE_BACKEND_CUDA } tune_backend_kind;
 /* sharegpt is chat_template with ShareGPT's defaults (conversations, from/value). */
 typedef enum {
     TUNE_DS_ALPACA = 0, TUNE_DS_CHAT_TEMPLATE, TUNE_DS_LLAMA2, TUNE_DS_COMPLETION, TUNE_DS_SHAREGPT,

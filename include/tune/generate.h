@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tune/backend.h"
 #include "tune/error.h"
 #include "tune/model.h"
 #include "tune/template.h"
@@ -17,12 +18,14 @@
 
 /* ---- Incremental decoding ---------------------------------------------- */
 
-/* A key/value cache over a model (fp32, CPU). An adapter is merged into the
+/* A key/value cache over a model (fp32), on backend be, which holds its own
+ * copy of the weights (on the CPU: the model's). An adapter is merged into the
  * model's weights before (tune_merge_peft_adapter), so the decoder runs the
  * plain LLaMA forward. The model must outlive the decoder. */
 typedef struct tune_decoder tune_decoder;
 
-tune_status tune_decoder_create(const tune_model *model, tune_decoder **out, tune_error *err);
+tune_status tune_decoder_create(const tune_backend *be, const tune_model *model, tune_decoder **out,
+                                tune_error *err);
 void tune_decoder_free(tune_decoder *d);
 /* Tokens held in the cache, and the cache's token ids: (length). */
 int tune_decoder_length(const tune_decoder *d);
@@ -129,7 +132,8 @@ typedef struct tune_lm tune_lm;
  * adapter folder or NULL. EOS ids: the config's, the tokenizer's, and
  * whichever of <|eot_id|>, <|im_end|>, <|end_of_text|>, <|eom_id|>,
  * <|endoftext|>, </s> the vocabulary has. */
-tune_status tune_lm_open(const char *model_path, const char *adapter_dir, tune_lm **out, tune_error *err);
+tune_status tune_lm_open(const tune_backend *be, const char *model_path, const char *adapter_dir, tune_lm **out,
+                         tune_error *err);
 void tune_lm_close(tune_lm *lm);
 /* NULL when prompts can be rendered with a chat template (the model's own
  * is one tune renders, template.h, or one was set); otherwise why not. */

@@ -53,6 +53,11 @@ typedef struct tune_workspace tune_workspace;
 tune_status tune_workspace_create(const tune_backend *be, const tune_model_config *cfg, const tune_lora *lora,
                                   int B, int T, tune_workspace **ws, tune_error *err);
 void tune_workspace_free(tune_workspace *ws);
+/* Bytes of backend memory a workspace for these shapes takes: n_modules
+ * adapters of rank r whose inputs have dropout_in elements per token in all
+ * (0 without dropout). The plan's device estimate comes from here. */
+size_t tune_workspace_bytes(const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
+                            size_t dropout_in, int B, int T);
 /* Logits of the last forward pass: (batch B, batch T, V), a backend buffer.
  * Valid until the backward, which turns it into the gradient of the logits. */
 const float *tune_workspace_logits(const tune_workspace *ws);

@@ -88,8 +88,12 @@ typedef struct tune_plan {
     long long mem_lora;              /* LoRA params + grads + 2 AdamW moments */
     long long mem_activations;       /* kept for backward, micro_batch_size × sequence_len */
     long long mem_total;
+    long long mem_device;            /* on a device backend: weights + LoRA state + the exact workspace; else -1 */
+    long long device_free;           /* free device memory when planned; -1 on the CPU */
 
-    tune_backend_kind backend;
+    tune_backend_kind backend;       /* as asked for (auto, cpu, cuda) */
+    const tune_backend *be;          /* as chosen: where the run computes */
+    char backend_reason[384];        /* which and why, e.g. "cuda: NVIDIA H200 (...)" */
     int threads;                     /* resolved: threads, or all cores when 0 */
     long seed;
 

@@ -49,6 +49,11 @@ typedef struct tune_batch_source {
 tune_status tune_evaluate(const tune_model *model, const tune_lora *lora, const tune_batch_source *eval,
                           tune_workspace *ws, double *loss, long *n_targets, tune_error *err);
 
+/* tune_evaluate on backend be from the host model and adapters (lora may be
+ * NULL): makes their copies there and a workspace for eval's batches. */
+tune_status tune_evaluate_on(const tune_backend *be, const tune_model *model, tune_lora *lora,
+                             const tune_batch_source *eval, double *loss, long *n_targets, tune_error *err);
+
 /* ---- The training loop ------------------------------------------------- */
 
 typedef enum {
@@ -80,6 +85,8 @@ typedef struct tune_train_event {
 /* Plain values from the plan; the loop never reads the config. */
 typedef struct tune_train_options {
     const tune_backend *backend;   /* where the step runs (NULL: the CPU) */
+    long long device_bytes;        /* on a device: the plan's estimate, checked against free memory
+                                      before anything is allocated (<= 0: not checked) */
     const char *output_dir;
     long total_steps;              /* optimizer steps of the whole run */
     const double *lr;              /* (total_steps): learning rate of each step, from the schedule */

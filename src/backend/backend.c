@@ -20,6 +20,27 @@ void tune_backend_cuda_describe(char *buf, size_t size)
 }
 #endif
 
+tune_status tune_backend_select(tune_backend_kind kind, const tune_backend **be, char *why, size_t why_size,
+                                tune_error *err)
+{
+    *be = NULL;
+    char gpu[384];
+    const tune_backend *cuda = kind == TUNE_BACKEND_CPU ? NULL : tune_backend_cuda(gpu, sizeof gpu);
+    if (kind == TUNE_BACKEND_CUDA && !cuda)
+        return tune_fail_input(err, NULL, "backend cuda: %s", gpu);
+    if (cuda) {
+        *be = cuda;
+        snprintf(why, why_size, "cuda: %s", gpu);
+    } else {
+        *be = tune_backend_cpu();
+        if (kind == TUNE_BACKEND_CPU)
+            snprintf(why, why_size, "cpu: asked for");
+        else
+            snprintf(why, why_size, "cpu: %s", gpu);
+    }
+    return TUNE_OK;
+}
+
 void *tune_backend_mirror(const tune_backend *be, void *host, size_t bytes)
 {
     if (!be->device) return host;

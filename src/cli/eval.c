@@ -184,7 +184,6 @@ static int evaluate(const tune_config *cfg, tune_plan *plan, const eval_args *a)
     tune_model model = {0};
     tune_lora *lora = NULL;
     tune_batcher *eval_b = NULL;
-    tune_workspace *ws = NULL;
     int rc = 0;
     if (st) goto fail;
     tune_cli_print_warnings(plan);
@@ -198,16 +197,16 @@ static int evaluate(const tune_config *cfg, tune_plan *plan, const eval_args *a)
     eval_opt.micro_batch_size = (int)plan->eval_batch_size;
     eval_opt.shuffle = 0;
     omp_set_num_threads(plan->threads);
-    fprintf(stderr, "tune: evaluating %ld examples; loading %s\n", (long)data.prep.val.count, plan->base_model);
+    fprintf(stderr, "tune: evaluating %ld examples; loading %s\ntune: backend %s\n", (long)data.prep.val.count,
+            plan->base_model, plan->backend_reason);
     if ((st = tune_batcher_create(&data.prep.val, &eval_opt, &eval_b, &err)) ||
         (st = tune_model_load(plan->base_model, &model, &err)) ||
-        (a->adapter && (st = tune_lora_open_peft(&model, a->adapter, &lora, &err))) ||
-        (st = tune_workspace_create(tune_backend_cpu(), &model.cfg, lora, eval_opt.micro_batch_size, eval_opt.sequence_len, &ws, &err)))
+        (a->adapter && (st = tune_lora_open_peft(&model, a->adapter, &lora, &err))))
         goto fail;
     const tune_batch_source src =
         tune_cli_batcher_source(eval_b, eval_opt.micro_batch_size, eval_opt.sequence_len);
     eval_result r = {.model = plan->base_model, .adapter = a->adapter, .examples = (long)data.prep.val.count};
-    if ((st = tune_evaluate(&model, lora, &src, ws, &r.loss, &r.tokens, &err))) goto fail;
+    if ((st = tune_evaluate_on(plan->be, &model, lora, &src, &r.loss, &r.tokens, &err))) goto fail;
     r.perplexity = exp(r.loss);
     const tune_data_report *rep = &data.prep.report;
     for (int i = data.setup.n_datasets; i < rep->n_datasets; i++) r.truncated += rep->datasets[i].truncated;
@@ -230,7 +229,6 @@ static int evaluate(const tune_config *cfg, tune_plan *plan, const eval_args *a)
 fail:
     rc = report(&err);
 done:
-    tune_workspace_free(ws);
     tune_batcher_free(eval_b);
     tune_lora_free(lora);
     tune_model_free(&model);

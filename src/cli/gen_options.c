@@ -55,7 +55,7 @@ static int opt_is(const char *arg, const char *name)
 int tune_cli_gen_option(const char *verb, int argc, char **argv, int *i, tune_cli_gen_args *a)
 {
     static const char *const names[] = {"temperature", "top_k", "top_p", "repetition_penalty",
-                                        "seed", "max_new_tokens", "chat_template", "stop"};
+                                        "seed", "max_new_tokens", "chat_template", "stop", "backend"};
     int which = -1;
     for (int k = 0; k < (int)(sizeof names / sizeof names[0]); k++)
         if (opt_is(argv[*i], names[k])) which = k;
@@ -75,6 +75,10 @@ int tune_cli_gen_option(const char *verb, int argc, char **argv, int *i, tune_cl
     case 4: ok = parse_long(v, 0, INT64_MAX, &n); a->sampling.seed = (uint64_t)n; break;
     case 5: ok = parse_long(v, 0, 1 << 24, &n); a->max_new_tokens = (int)n; break;
     case 6: a->chat_template = v; break;
+    case 8:
+        ok = !strcmp(v, "auto") || !strcmp(v, "cpu") || !strcmp(v, "cuda");
+        a->backend = !strcmp(v, "cuda") ? TUNE_BACKEND_CUDA : !strcmp(v, "cpu") ? TUNE_BACKEND_CPU : TUNE_BACKEND_AUTO;
+        break;
     default:
         if (!*v) {
             tune_cli_usage_error(verb, "--stop needs a non-empty string");
@@ -108,6 +112,8 @@ const char *tune_cli_gen_help(void)
            "  --seed S               sampling seed (the same seed gives the same text)\n"
            "  --max_new_tokens N     at most N new tokens\n"
            "  --stop STR             end the reply before STR (repeatable; STR is not printed)\n"
+           "  --backend B            auto (the GPU when tune has CUDA and one is usable), cpu\n"
+           "                         or cuda\n"
            "  --chat_template NAME   render prompts with this built-in template instead of the\n"
            "                         model's own, as a config's chat_template: llama3, llama3_1,\n"
            "                         llama2, chatml, smollm2, vicuna_v1.1, zephyr, alpaca,\n"
@@ -117,7 +123,10 @@ const char *tune_cli_gen_help(void)
 tune_status tune_cli_open_lm(const char *model, const char *adapter, const tune_cli_gen_args *a, tune_lm **out)
 {
     tune_error err;
-    tune_status st = tune_lm_open(model, adapter, out, &err);
+    const tune_backend *be;
+    char why[512];
+    tune_status st = tune_backend_select(a->backend, &be, why, sizeof why, &err);
+    if (st == TUNE_OK) st = tune_lm_open(be, model, adapter, out, &err);
     if (st == TUNE_OK && a->chat_template && (st = tune_lm_set_template(*out, a->chat_template, &err)) != TUNE_OK) {
         tune_lm_close(*out);
         *out = NULL;

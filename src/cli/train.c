@@ -130,9 +130,10 @@ static int train(const tune_config *cfg, tune_plan *plan, const char *config_pat
         goto done;
     }
     omp_set_num_threads(plan->threads);
-    fprintf(stderr, "tune: %ld steps (%ld per epoch), %ld training sequences, %ld eval; loading %s\n",
+    fprintf(stderr, "tune: %ld steps (%ld per epoch), %ld training sequences, %ld eval; loading %s\n"
+                    "tune: backend %s\n",
             plan->total_steps, plan->steps_per_epoch, plan->n_train_examples, plan->n_eval_examples,
-            plan->base_model);
+            plan->base_model, plan->backend_reason);
     /* Added tokens: the tokenizer that knows them goes next to the adapter, as
      * tokenizer.json + tokenizer_config.json that AutoTokenizer loads
      * (written before training, so a tokenizer that cannot be written stops
@@ -185,6 +186,8 @@ static int train(const tune_config *cfg, tune_plan *plan, const char *config_pat
     }
     progress prog = {.tty = isatty(STDERR_FILENO)};
     const tune_train_options opts = {
+        .backend = plan->be,
+        .device_bytes = plan->mem_device,
         .output_dir = plan->output_dir,
         .total_steps = plan->total_steps,
         .lr = lr,

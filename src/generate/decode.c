@@ -1,8 +1,8 @@
 /* Incremental LLaMA decoding with a key/value cache: the prompt is fed in
- * chunks (one sgemm per weight per chunk), then one token at a time. Every
- * layer step is the training forward's own CPU operation (backend.h) except
- * attention, which here reads the cache: queries at positions
- * [len, len + n) against keys [0, position]. */
+ * chunks (one product per weight per chunk), then one token at a time.
+ * Every layer step is the training forward's own backend operation, on the
+ * backend the decoder was made for, except attention, which here reads the
+ * cache: queries at positions [len, len + n) against keys [0, position]. */
 #include "tune/generate.h"
 
 #include <math.h>
@@ -22,10 +22,12 @@
 #define STEP_PARALLEL_MIN 16
 
 struct tune_decoder {
-    const tune_model *m;
+    const tune_backend *be; /* the float buffers, pos, dids and the cache are its buffers */
+    tune_model m;      /* the weights where be computes */
+    const tune_model *host;
     int L, C, H, Hkv, hd, I, V, qd, kvd, max_pos;
     int cap, len;      /* positions the cache can hold / holds */
-    int32_t *ids;      /* (cap): the tokens in the cache */
+    int32_t *ids;      /* host (cap): the tokens in the cache */
     float *k, *v;      /* (L, cap, kvd): keys after RoPE, values */
     int n_threads;
     float *inv_freq;   /* (hd/2) */
@@ -36,30 +38,34 @@ struct tune_decoder {
     float *q, *att;    /* (CHUNK, qd) */
     float *gate, *up;  /* (CHUNK, I) */
     float *cos_t, *sin_t; /* (CHUNK, hd/2) */
-    int32_t *pos;      /* (CHUNK) */
-    float *scores;     /* (n_threads, max_pos) attention probabilities */
+    int32_t *pos;      /* (2, CHUNK): positions, then ids of the chunk */
+    float *scores;     /* (n_threads, max_pos) attention probabilities (CPU scratch) */
+    float *logits;     /* (CHUNK, V) on a device; NULL on the CPU, which writes the caller's array */
+    int has_model;
 };
-
-static void free_scratch(tune_decoder *d)
-{
-    float **bufs[] = {&d->inv_freq, &d->x, &d->xn, &d->rstd, &d->q, &d->att, &d->gate, &d->up,
-                      &d->cos_t, &d->sin_t, &d->scores, &d->k, &d->v};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-        free(*bufs[i]);
-        *bufs[i] = NULL;
-    }
-    free(d->pos);
-    free(d->ids);
-}
 
 void tune_decoder_free(tune_decoder *d)
 {
     if (!d) return;
-    free_scratch(d);
+    void *bufs[] = {d->inv_freq, d->x, d->xn, d->rstd, d->q, d->att, d->gate, d->up, d->cos_t, d->sin_t,
+                    d->scores, d->k, d->v, d->pos, d->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) d->be->release(bufs[i]);
+    if (d->has_model) tune_backend_model_free(d->be, &d->m, d->host);
+    free(d->ids);
     free(d);
 }
 
-tune_status tune_decoder_create(const tune_model *model, tune_decoder **out, tune_error *err)
+/* A failed backend operation as a run error. */
+static tune_status backend_failed(const tune_decoder *d, tune_error *err)
+{
+    char why[512];
+    d->be->finish(why, sizeof why);
+    return tune_fail_run(err, NULL, "%s backend failed while decoding: %s", d->be->name, why);
+}
+
+tune_status tune_decoder_create(const tune_backend *be, const tune_model *model, tune_decoder **out,
+                                tune_error *err)
 {
     *out = NULL;
     const tune_model_config *c = &model->cfg;
@@ -67,7 +73,14 @@ tune_status tune_decoder_create(const tune_model *model, tune_decoder **out, tun
         return tune_fail_input(err, NULL, "model config: max_position_embeddings must be positive");
     tune_decoder *d = calloc(1, sizeof *d);
     if (!d) return tune_fail_run(err, NULL, "out of memory creating the decoder");
-    d->m = model;
+    d->be = be;
+    d->host = model;
+    tune_status st = tune_backend_model(be, model, &d->m, err);
+    if (st) {
+        free(d);
+        return st;
+    }
+    d->has_model = 1;
     d->L = c->num_hidden_layers;
     d->C = c->hidden_size;
     d->H = c->num_attention_heads;
@@ -84,16 +97,24 @@ tune_status tune_decoder_create(const tune_model *model, tune_decoder **out, tun
         {&d->inv_freq, (size_t)d->hd / 2}, {&d->x, n * d->C}, {&d->xn, n * d->C}, {&d->rstd, n},
         {&d->q, n * d->qd}, {&d->att, n * d->qd}, {&d->gate, n * d->I}, {&d->up, n * d->I},
         {&d->cos_t, n * (d->hd / 2)}, {&d->sin_t, n * (d->hd / 2)},
-        {&d->scores, (size_t)d->n_threads * d->max_pos},
+        {&d->scores, be->device ? 1 : (size_t)d->n_threads * d->max_pos},
+        {&d->logits, be->device ? n * d->V : 0},
     };
     int ok = 1;
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ok = ok && (*bufs[i].p = malloc(bufs[i].count * sizeof(float)));
-    ok = ok && (d->pos = malloc(n * sizeof *d->pos));
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        ok = ok && (!bufs[i].count || (*bufs[i].p = be->alloc(bufs[i].count * sizeof(float))));
+    ok = ok && (d->pos = be->alloc(2 * n * sizeof *d->pos));
     if (!ok) {
         tune_decoder_free(d);
-        return tune_fail_run(err, NULL, "out of memory creating the decoder");
+        return tune_fail_run(err, NULL, "out of %s memory creating the decoder", be->name);
     }
-    tune_rope_inv_freq(c, d->inv_freq);
+    float inv_freq[d->hd / 2];
+    tune_rope_inv_freq(c, inv_freq);
+    if (be->upload(d->inv_freq, inv_freq, sizeof inv_freq)) {
+        st = backend_failed(d, err);
+        tune_decoder_free(d);
+        return st;
+    }
     *out = d;
     return TUNE_OK;
 }
@@ -120,91 +141,71 @@ static tune_status reserve(tune_decoder *d, int need, tune_error *err)
     while (cap < need) cap = cap > d->max_pos / 2 ? d->max_pos : cap * 2;
     if (cap > d->max_pos) cap = d->max_pos;
     const size_t row = (size_t)d->kvd, layer_new = (size_t)cap * row, layer_old = (size_t)d->cap * row;
-    float *k = malloc((size_t)d->L * layer_new * sizeof *k), *v = malloc((size_t)d->L * layer_new * sizeof *v);
+    float *k = d->be->alloc((size_t)d->L * layer_new * sizeof *k), *v = d->be->alloc((size_t)d->L * layer_new * sizeof *v);
     int32_t *ids = realloc(d->ids, (size_t)cap * sizeof *ids);
     if (ids) d->ids = ids;
     if (!k || !v || !ids) {
-        free(k);
-        free(v);
-        return tune_fail_run(err, NULL, "out of memory: a key/value cache of %d positions", cap);
+        if (k) d->be->release(k);
+        if (v) d->be->release(v);
+        return tune_fail_run(err, NULL, "out of %s memory: a key/value cache of %d positions", d->be->name, cap);
     }
     for (int l = 0; l < d->L && d->len > 0; l++) {
-        memcpy(k + l * layer_new, d->k + l * layer_old, (size_t)d->len * row * sizeof *k);
-        memcpy(v + l * layer_new, d->v + l * layer_old, (size_t)d->len * row * sizeof *v);
+        d->be->copy(k + l * layer_new, d->k + l * layer_old, (size_t)d->len * row * sizeof *k);
+        d->be->copy(v + l * layer_new, d->v + l * layer_old, (size_t)d->len * row * sizeof *v);
     }
-    free(d->k);
-    free(d->v);
+    if (d->k) d->be->release(d->k);
+    if (d->v) d->be->release(d->v);
     d->k = k;
     d->v = v;
     d->cap = cap;
     return TUNE_OK;
 }
 
-/* Causal attention of n queries at positions p0.. against the cached keys.
- * att, q: (n, H, hd)   kc, vc: (cap, Hkv, hd) of one layer */
-static void attend(tune_decoder *d, float *att, const float *q, const float *kc, const float *vc, int p0, int n)
+/* One chunk of n ≤ CHUNK tokens; logits of rows [first_logit, n) into logits (host). */
+static tune_status feed_chunk(tune_decoder *d, const int32_t *ids, int n, float *logits, int first_logit,
+                              tune_error *err)
 {
-    const int H = d->H, hd = d->hd, group = d->H / d->Hkv, kvd = d->kvd;
-    const float scale = 1.0f / sqrtf((float)hd);
-    /* one thread for a single token: a team's barrier costs more than the work (backend.h) */
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)n * H * (p0 + n) * hd >= TUNE_CPU_PARALLEL_MIN)
-    for (int t = 0; t < n; t++)
-        for (int h = 0; h < H; h++) {
-            float *p = d->scores + (size_t)omp_get_thread_num() * d->max_pos;
-            const float *qv = q + ((size_t)t * H + h) * hd;
-            const size_t off = (size_t)(h / group) * hd;
-            const int T = p0 + t + 1; /* keys 0 .. p0 + t */
-            for (int j = 0; j < T; j++) {
-                const float *kv = kc + (size_t)j * kvd + off;
-                float dot = 0.0f;
-                for (int i = 0; i < hd; i++) dot += qv[i] * kv[i];
-                p[j] = dot * scale;
-            }
-            tune_softmax_row(p, T);
-            float *o = att + ((size_t)t * H + h) * hd;
-            for (int i = 0; i < hd; i++) o[i] = 0.0f;
-            for (int j = 0; j < T; j++) {
-                const float *vv = vc + (size_t)j * kvd + off;
-                for (int i = 0; i < hd; i++) o[i] += p[j] * vv[i];
-            }
-        }
-}
-
-/* One chunk of n ≤ CHUNK tokens; logits of rows [first_logit, n) into logits. */
-static void feed_chunk(tune_decoder *d, const int32_t *ids, int n, float *logits, int first_logit)
-{
-    const tune_model *m = d->m;
+    const tune_backend *be = d->be;
+    const tune_model *m = &d->m;
     const int C = d->C, p0 = d->len;
     const float eps = m->cfg.rms_norm_eps;
     const size_t layer = (size_t)d->cap * d->kvd;
-    for (int t = 0; t < n; t++) d->pos[t] = p0 + t;
+    const tune_attention_shape cache = {1, d->max_pos, d->H, d->Hkv, d->hd};
+    int32_t staged[2 * CHUNK]; /* positions, then the ids: one upload */
+    for (int t = 0; t < n; t++) staged[t] = p0 + t;
+    memcpy(staged + n, ids, (size_t)n * sizeof *ids);
+    if (be->upload(d->pos, staged, 2 * (size_t)n * sizeof *staged)) return backend_failed(d, err);
     memcpy(d->ids + p0, ids, (size_t)n * sizeof *ids);
-    tune_cpu_rope_tables(d->cos_t, d->sin_t, d->pos, d->inv_freq, n, d->hd / 2);
-    tune_cpu_embedding(d->x, m->embed, ids, n, C);
+    be->rope_tables(d->cos_t, d->sin_t, d->pos, d->inv_freq, n, d->hd / 2);
+    be->embedding(d->x, m->embed, d->pos + n, n, C);
     for (int l = 0; l < d->L; l++) {
         const tune_layer *ly = &m->layers[l];
         float *kc = d->k + l * layer, *vc = d->v + l * layer;
         float *k_new = kc + (size_t)p0 * d->kvd, *v_new = vc + (size_t)p0 * d->kvd; /* (n, kvd) */
-        tune_cpu_rmsnorm_forward(d->xn, d->rstd, d->x, ly->attn_norm, n, C, eps);
-        tune_cpu_matmul(d->q, d->xn, ly->w[TUNE_Q_PROJ], n, d->qd, C, 0, 1, 1.0f, 0.0f);
-        tune_cpu_matmul(k_new, d->xn, ly->w[TUNE_K_PROJ], n, d->kvd, C, 0, 1, 1.0f, 0.0f);
-        tune_cpu_matmul(v_new, d->xn, ly->w[TUNE_V_PROJ], n, d->kvd, C, 0, 1, 1.0f, 0.0f);
-        tune_cpu_rope_forward(d->q, d->cos_t, d->sin_t, n, d->H, d->hd);
-        tune_cpu_rope_forward(k_new, d->cos_t, d->sin_t, n, d->Hkv, d->hd);
-        attend(d, d->att, d->q, kc, vc, p0, n);
-        tune_cpu_matmul(d->x, d->att, ly->w[TUNE_O_PROJ], n, C, d->qd, 0, 1, 1.0f, 1.0f);
-        tune_cpu_rmsnorm_forward(d->xn, d->rstd, d->x, ly->ffn_norm, n, C, eps);
-        tune_cpu_matmul(d->gate, d->xn, ly->w[TUNE_GATE_PROJ], n, d->I, C, 0, 1, 1.0f, 0.0f);
-        tune_cpu_matmul(d->up, d->xn, ly->w[TUNE_UP_PROJ], n, d->I, C, 0, 1, 1.0f, 0.0f);
-        tune_cpu_swiglu_forward(d->gate, d->gate, d->up, (size_t)n * d->I);
-        tune_cpu_matmul(d->x, d->gate, ly->w[TUNE_DOWN_PROJ], n, C, d->I, 0, 1, 1.0f, 1.0f);
+        be->rmsnorm_forward(d->xn, d->rstd, d->x, ly->attn_norm, n, C, eps);
+        be->matmul(d->q, d->xn, ly->w[TUNE_Q_PROJ], n, d->qd, C, 0, 1, 1.0f, 0.0f);
+        be->matmul(k_new, d->xn, ly->w[TUNE_K_PROJ], n, d->kvd, C, 0, 1, 1.0f, 0.0f);
+        be->matmul(v_new, d->xn, ly->w[TUNE_V_PROJ], n, d->kvd, C, 0, 1, 1.0f, 0.0f);
+        be->rope_forward(d->q, d->cos_t, d->sin_t, n, d->H, d->hd);
+        be->rope_forward(k_new, d->cos_t, d->sin_t, n, d->Hkv, d->hd);
+        be->attention_cached(d->att, d->q, kc, vc, p0, n, &cache, d->scores, omp_get_max_threads());
+        be->matmul(d->x, d->att, ly->w[TUNE_O_PROJ], n, C, d->qd, 0, 1, 1.0f, 1.0f);
+        be->rmsnorm_forward(d->xn, d->rstd, d->x, ly->ffn_norm, n, C, eps);
+        be->matmul(d->gate, d->xn, ly->w[TUNE_GATE_PROJ], n, d->I, C, 0, 1, 1.0f, 0.0f);
+        be->matmul(d->up, d->xn, ly->w[TUNE_UP_PROJ], n, d->I, C, 0, 1, 1.0f, 0.0f);
+        be->swiglu_forward(d->gate, d->gate, d->up, (size_t)n * d->I);
+        be->matmul(d->x, d->gate, ly->w[TUNE_DOWN_PROJ], n, C, d->I, 0, 1, 1.0f, 1.0f);
     }
     d->len += n;
     const int rows = n - first_logit;
-    if (rows <= 0) return;
+    if (rows <= 0) return TUNE_OK;
     const float *x = d->x + (size_t)first_logit * C;
-    tune_cpu_rmsnorm_forward(d->xn, d->rstd, x, m->final_norm, rows, C, eps);
-    tune_cpu_matmul(logits, d->xn, m->lm_head, rows, d->V, C, 0, 1, 1.0f, 0.0f);
+    float *out = d->logits ? d->logits : logits; /* the CPU writes the caller's array directly */
+    be->rmsnorm_forward(d->xn, d->rstd, x, m->final_norm, rows, C, eps);
+    be->matmul(out, d->xn, m->lm_head, rows, d->V, C, 0, 1, 1.0f, 0.0f);
+    if (d->logits && be->download(logits, d->logits, (size_t)rows * d->V * sizeof *logits))
+        return backend_failed(d, err);
+    return TUNE_OK;
 }
 
 tune_status tune_decoder_feed(tune_decoder *d, const int32_t *ids, int n, float *logits, int all_logits,
@@ -214,20 +215,20 @@ tune_status tune_decoder_feed(tune_decoder *d, const int32_t *ids, int n, float 
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= d->V)
             return tune_fail_input(err, NULL, "token id %d is outside the vocabulary (%d)", ids[i], d->V);
-    const tune_status st = reserve(d, d->len + n, err);
+    tune_status st = reserve(d, d->len + n, err);
     if (st != TUNE_OK) return st;
     const int threads = omp_get_max_threads(), small = n < STEP_PARALLEL_MIN;
     if (small) omp_set_num_threads(1);
-    for (int done = 0; done < n; done += CHUNK) {
+    for (int done = 0; done < n && !st; done += CHUNK) {
         const int c = n - done < CHUNK ? n - done : CHUNK;
         const int last_chunk = done + c == n;
         if (all_logits)
-            feed_chunk(d, ids + done, c, logits + (size_t)done * d->V, 0);
+            st = feed_chunk(d, ids + done, c, logits + (size_t)done * d->V, 0, err);
         else
-            feed_chunk(d, ids + done, c, logits, last_chunk ? c - 1 : c);
+            st = feed_chunk(d, ids + done, c, logits, last_chunk ? c - 1 : c, err);
     }
     if (small) omp_set_num_threads(threads);
-    return TUNE_OK;
+    return st;
 }
 
 tune_status tune_decoder_prefill(tune_decoder *d, const int32_t *ids, int n, float *logits, tune_error *err)

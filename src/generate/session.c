@@ -43,7 +43,8 @@ static void set_template_options(tune_lm *lm)
     if (eos) lm->tpl_opt.eos = eos;
 }
 
-tune_status tune_lm_open(const char *model_path, const char *adapter_dir, tune_lm **out, tune_error *err)
+tune_status tune_lm_open(const tune_backend *be, const char *model_path, const char *adapter_dir, tune_lm **out,
+                         tune_error *err)
 {
     *out = NULL;
     tune_lm *lm = calloc(1, sizeof *lm);
@@ -55,7 +56,7 @@ tune_status tune_lm_open(const char *model_path, const char *adapter_dir, tune_l
     if (st == TUNE_OK && tune_tokenizer_vocab_size(lm->tok) > lm->model.cfg.vocab_size)
         st = tune_fail_input(err, tok_path, "the tokenizer has %d ids but the model only %d",
                              (int)tune_tokenizer_vocab_size(lm->tok), lm->model.cfg.vocab_size);
-    if (st == TUNE_OK) st = tune_decoder_create(&lm->model, &lm->dec, err);
+    if (st == TUNE_OK) st = tune_decoder_create(be, &lm->model, &lm->dec, err);
     if (st != TUNE_OK) {
         tune_lm_close(lm);
         return st;

@@ -111,14 +111,10 @@ static tune_status check_config(const tune_model_config *c, tune_error *err)
     return TUNE_OK;
 }
 
-tune_status tune_workspace_create(const tune_backend *be, const tune_model_config *cfg, const tune_lora *lora,
-                                  int B, int T, tune_workspace **out, tune_error *err)
+/* The dimensions of a workspace for batches up to B x T and n_modules adapters of rank r. */
+static void set_dims(tune_workspace *ws, const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
+                     int B, int T)
 {
-    *out = NULL;
-    if (check_config(cfg, err)) return TUNE_ERR_INPUT;
-    if (B < 1 || T < 1) return tune_fail_input(err, NULL, "workspace: batch %d x %d is empty", B, T);
-    tune_workspace *ws = calloc(1, sizeof *ws);
-    if (!ws) return tune_fail_run(err, NULL, "out of memory creating the workspace");
     ws->be = be;
     ws->B = B;
     ws->T = T;
@@ -133,16 +129,23 @@ tune_status tune_workspace_create(const tune_backend *be, const tune_model_confi
     ws->kvd = ws->Hkv * ws->hd;
     ws->max_in = ws->C > ws->qd ? ws->C : ws->qd;
     ws->max_in = ws->max_in > ws->I ? ws->max_in : ws->I;
-    ws->n_modules = lora ? lora->n_modules : 0;
-    ws->r = lora ? lora->cfg.r : 0;
+    ws->n_modules = n_modules;
+    ws->r = r;
     ws->n_threads = omp_get_max_threads();
-    const size_t N = (size_t)B * T, L = (size_t)ws->L;
+    const size_t N = (size_t)B * T;
     ws->NC = N * ws->C;
     ws->NQ = N * ws->qd;
     ws->NKV = N * ws->kvd;
     ws->NI = N * ws->I;
-    const tune_attention_shape as = {B, T, ws->H, ws->Hkv, ws->hd};
-    float *loss_mem;
+}
+
+/* Floats of the one allocation that holds every float buffer (64-byte
+ * aligned starts); with base, points each buffer into it. */
+static size_t place_buffers(tune_workspace *ws, float *base)
+{
+    const size_t N = (size_t)ws->B * ws->T, L = (size_t)ws->L;
+    const tune_attention_shape as = {ws->B, ws->T, ws->H, ws->Hkv, ws->hd};
+    float *loss_mem = NULL;
     struct { float **p; size_t n; } bufs[] = {
         {&ws->inv_freq, (size_t)ws->hd / 2},
         {&ws->resid, (L + 1) * ws->NC}, {&ws->resid2, L * ws->NC},
@@ -156,18 +159,44 @@ tune_status tune_workspace_create(const tune_backend *be, const tune_model_confi
         {&ws->logits, N * ws->V}, {&ws->lse_ce, N},
         {&ws->cos_t, N * (ws->hd / 2)}, {&ws->sin_t, N * (ws->hd / 2)},
         {&ws->xn, ws->NC}, {&ws->act, ws->NI},
-        {&ws->lora_x, lora ? N * ws->max_in : 0},
+        {&ws->lora_x, ws->n_modules ? N * ws->max_in : 0},
         {&ws->du, N * ws->r},
-        {&ws->attn_scratch, be->attention_scratch(&as, ws->n_threads)},
+        {&ws->attn_scratch, ws->be->attention_scratch(&as, ws->n_threads)},
         {&loss_mem, 2}, /* one double */
         {&ws->dh, ws->NC}, {&ws->dxn, ws->NC},
         {&ws->dq, ws->NQ}, {&ws->datt, ws->NQ},
         {&ws->dk, ws->NKV}, {&ws->dv, ws->NKV},
         {&ws->dact, ws->NI}, {&ws->dgate, ws->NI}, {&ws->dup, ws->NI},
     };
-    const size_t n_bufs = sizeof bufs / sizeof bufs[0];
     size_t total = 0;
-    for (size_t i = 0; i < n_bufs; i++) total += (bufs[i].n + 15) & ~(size_t)15; /* 64-byte aligned starts */
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        if (base) *bufs[i].p = base + total;
+        total += (bufs[i].n + 15) & ~(size_t)15;
+    }
+    ws->loss = (double *)(void *)loss_mem;
+    return total;
+}
+
+size_t tune_workspace_bytes(const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
+                            size_t dropout_in, int B, int T)
+{
+    tune_workspace ws = {0};
+    set_dims(&ws, be, cfg, n_modules, r, B, T);
+    const size_t N = (size_t)B * T;
+    return place_buffers(&ws, NULL) * sizeof(float) + 4 * N * sizeof(int32_t) +
+           (N * dropout_in + 31 * (size_t)n_modules) / 32 * sizeof(uint32_t);
+}
+
+tune_status tune_workspace_create(const tune_backend *be, const tune_model_config *cfg, const tune_lora *lora,
+                                  int B, int T, tune_workspace **out, tune_error *err)
+{
+    *out = NULL;
+    if (check_config(cfg, err)) return TUNE_ERR_INPUT;
+    if (B < 1 || T < 1) return tune_fail_input(err, NULL, "workspace: batch %d x %d is empty", B, T);
+    tune_workspace *ws = calloc(1, sizeof *ws);
+    if (!ws) return tune_fail_run(err, NULL, "out of memory creating the workspace");
+    set_dims(ws, be, cfg, lora ? lora->n_modules : 0, lora ? lora->cfg.r : 0, B, T);
+    const size_t N = (size_t)B * T, total = place_buffers(ws, NULL);
     ws->mem = be->alloc(total * sizeof(float));
     ws->imem = be->alloc(4 * N * sizeof(int32_t));
     ws->hbatch = malloc(4 * N * sizeof(int32_t));
@@ -176,11 +205,7 @@ tune_status tune_workspace_create(const tune_backend *be, const tune_model_confi
         return tune_fail_run(err, NULL, "out of %s memory: the workspace for batch %d x %d needs %.2f GB", be->name,
                              B, T, (double)total * sizeof(float) / 1e9);
     }
-    float *p = ws->mem;
-    for (size_t i = 0; i < n_bufs; i++) {
-        *bufs[i].p = p;
-        p += (bufs[i].n + 15) & ~(size_t)15;
-    }
+    place_buffers(ws, ws->mem);
     if (lora && lora->cfg.dropout > 0.0f) {
         /* (N·in rounded up to 32) bits per module */
         ws->bits_off = malloc((size_t)lora->n_modules * sizeof *ws->bits_off);
@@ -192,10 +217,9 @@ tune_status tune_workspace_create(const tune_backend *be, const tune_model_confi
         ws->drop_bits = be->alloc(words * sizeof *ws->drop_bits);
         if (!ws->bits_off || !ws->drop_bits) {
             tune_workspace_free(ws);
-            return tune_fail_run(err, NULL, "out of memory: dropout masks for batch %d x %d", B, T);
+            return tune_fail_run(err, NULL, "out of %s memory: dropout masks for batch %d x %d", be->name, B, T);
         }
     }
-    ws->loss = (double *)(void *)loss_mem;
     float inv_freq[ws->hd / 2];
     tune_rope_inv_freq(cfg, inv_freq);
     if (be->upload(ws->inv_freq, inv_freq, sizeof inv_freq)) {

@@ -129,6 +129,21 @@ void tune_plan_set_model(tune_plan *plan, const tune_model_config *m)
     long long layer_floats = 4 * C + (2 * H + 2 * Hkv) * hd + 3 * I + lora_rank_floats + H * T;
     plan->mem_activations = 4 * B * T * (L * layer_floats + C + 2 * V);
     plan->mem_total = plan->mem_weights + plan->mem_lora + plan->mem_activations;
+    plan->mem_device = -1;
+    if (plan->be && plan->be->device) {
+        /* The workspace is sized for the larger of the training and evaluation batches, as the loop makes it. */
+        const int n_modules = (int)(L * plan->n_lora_targets);
+        long long in_sum = 0;
+        for (int k = 0; k < TUNE_N_LINEAR; k++) {
+            int out, in;
+            tune_linear_shape(m, (tune_linear_kind)k, &out, &in);
+            if (plan->lora_target_mask & (1u << k)) in_sum += L * in;
+        }
+        const long EB = plan->has_eval && plan->eval_batch_size > B ? plan->eval_batch_size : B;
+        plan->mem_device = plan->mem_weights + plan->mem_lora +
+                           (long long)tune_workspace_bytes(plan->be, m, n_modules, (int)plan->lora_r,
+                                                           plan->lora_dropout > 0 ? (size_t)in_sum : 0, (int)EB, (int)T);
+    }
 }
 
 /* ---- paths ---- */
@@ -283,6 +298,18 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
     p->schedule.min_lr_ratio = cfg->lr_scheduler == TUNE_LR_COSINE ? cfg->cosine_min_lr_ratio : 0.0;
 
     p->backend = cfg->backend;
+    p->device_free = -1;
+    {
+        tune_error e;
+        if (tune_backend_select(cfg->backend, &p->be, p->backend_reason, sizeof p->backend_reason, &e)) {
+            perr(&c, tune_config_origin(cfg, "backend"), TUNE_ERR_INPUT, "%s%s", e.message, "");
+            p->be = tune_backend_cpu(); /* the rest of the plan still shows */
+            snprintf(p->backend_reason, sizeof p->backend_reason, "refused: %.360s", e.message);
+        }
+        size_t free_b, total_b;
+        p->be->memory(&free_b, &total_b);
+        if (p->be->device) p->device_free = (long long)free_b;
+    }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     p->threads = cfg->threads > 0 ? (int)cfg->threads : (int)(cores > 0 ? cores : 1);
     p->seed = cfg->seed;
@@ -447,8 +474,15 @@ tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
     } else {
         tune_strbuf_puts(sb, "unknown without the model dimensions");
     }
-    tune_strbuf_printf(sb, "\noutput       %s\nprepared     %s\nmachine      %s, %d threads, seed %ld\n", p->output_dir,
-                       p->prepared_dir, p->backend == TUNE_BACKEND_CUDA ? "cuda" : "cpu", p->threads, p->seed);
+    if (p->mem_device >= 0) {
+        tune_strbuf_puts(sb, "\ndevice mem   about ");
+        put_bytes(sb, p->mem_device);
+        tune_strbuf_puts(sb, " on the GPU (weights, LoRA state, workspace); free now ");
+        put_bytes(sb, p->device_free);
+    }
+    tune_strbuf_printf(sb, "\noutput       %s\nprepared     %s\nmachine      %s, %d threads, seed %ld\n"
+                       "             %s\n", p->output_dir, p->prepared_dir, p->be->name, p->threads, p->seed,
+                       p->backend_reason);
     if (p->data_prepared < 0) {
         char line[2048];
         tune_error_format(&p->data_error, line, sizeof line);
@@ -556,7 +590,12 @@ tune_status tune_plan_to_json(const tune_plan *p, char **json, tune_error *err)
         json_count(mem, "activations", p->mem_activations);
         json_count(mem, "total", p->mem_total);
     }
-    cJSON_AddStringToObject(o, "backend", p->backend == TUNE_BACKEND_CUDA ? "cuda" : "cpu");
+    cJSON_AddStringToObject(o, "backend", p->be->name);
+    cJSON_AddStringToObject(o, "backend_reason", p->backend_reason);
+    if (p->mem_device >= 0) {
+        json_count(o, "device_memory_bytes", p->mem_device);
+        json_count(o, "device_free_bytes", p->device_free);
+    }
     cJSON_AddNumberToObject(o, "threads", p->threads);
     cJSON_AddNumberToObject(o, "seed", (double)p->seed);
     if (p->data_prepared < 0) {

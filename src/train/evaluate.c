@@ -13,6 +13,25 @@ tune_status train_get_batch(const tune_batch_source *src, const char *what, int 
     return TUNE_OK;
 }
 
+tune_status tune_evaluate_on(const tune_backend *be, const tune_model *model, tune_lora *lora,
+                             const tune_batch_source *eval, double *loss, long *n_targets, tune_error *err)
+{
+    tune_model dmodel;
+    tune_lora dlora;
+    tune_workspace *ws = NULL;
+    tune_status st = tune_backend_model(be, model, &dmodel, err);
+    if (st) return st;
+    if (lora) st = tune_backend_lora(be, lora, &dlora, err);
+    if (!st) {
+        st = tune_workspace_create(be, &model->cfg, lora ? &dlora : NULL, eval->max_B, eval->max_T, &ws, err);
+        if (!st) st = tune_evaluate(&dmodel, lora ? &dlora : NULL, eval, ws, loss, n_targets, err);
+        tune_workspace_free(ws);
+        if (lora) tune_backend_lora_free(be, &dlora, lora);
+    }
+    tune_backend_model_free(be, &dmodel, model);
+    return st;
+}
+
 tune_status tune_evaluate(const tune_model *model, const tune_lora *lora, const tune_batch_source *eval,
                           tune_workspace *ws, double *loss, long *n_targets, tune_error *err)
 {

@@ -520,6 +520,15 @@ static tune_status start(run *R, tune_error *err)
         if (R->eval->max_B > max_B) max_B = R->eval->max_B;
         if (R->eval->max_T > max_T) max_T = R->eval->max_T;
     }
+    if (R->be->device && o->device_bytes > 0) {
+        size_t free_b, total_b;
+        R->be->memory(&free_b, &total_b);
+        if ((unsigned long long)o->device_bytes > free_b)
+            return tune_fail_run(err, NULL, "the run needs about %.2f GiB of %s memory (the plan's estimate: weights, "
+                                 "LoRA state and activations) but %.2f GiB are free; lower micro_batch_size, "
+                                 "eval_batch_size or sequence_len",
+                                 (double)o->device_bytes / (1 << 30), R->be->name, (double)free_b / (1 << 30));
+    }
     st = tune_backend_model(R->be, R->model, &R->dmodel, err);
     R->have_dmodel = !st;
     if (!st) st = tune_backend_lora(R->be, lora, &R->dlora, err);
