@@ -21,7 +21,7 @@ static void usage(FILE *out)
             "usage: tune eval CONFIG.yml [--adapter DIR] [--json] [--out DIR] [--key value ...]\n"
             "       tune eval MODEL --data FILE [--type alpaca|sharegpt|chat_template|llama2|completion]\n"
             "                 [--chat_template NAME] [--adapter DIR] [--sequence_len N]\n"
-            "                 [--batch_size N] [--json] [--out DIR]\n\n"
+            "                 [--batch_size N] [--backend auto|cpu|cuda] [--json] [--out DIR]\n\n"
             "Mean token loss and perplexity on a dataset, with the formatting and masking of\n"
             "training. With a config: its validation set (test_datasets or the val_set_size\n"
             "split), the figure the trainer logs as eval_loss. With a model (folder or GGUF):\n"
@@ -36,7 +36,7 @@ static void usage(FILE *out)
 
 typedef struct eval_args {
     const char *target;   /* CONFIG.yml or MODEL */
-    const char *adapter, *out, *data, *type, *chat_template, *sequence_len, *batch_size;
+    const char *adapter, *out, *data, *type, *chat_template, *sequence_len, *batch_size, *backend;
     int json;
     char **config_argv;   /* the config form: CONFIG.yml, then the config overrides */
     int config_argc;
@@ -70,6 +70,7 @@ static int parse_args(int argc, char **argv, eval_args *a)
                             : !strcmp(s, "--chat_template") ? &a->chat_template
                             : !strcmp(s, "--sequence_len")  ? &a->sequence_len
                             : !strcmp(s, "--batch_size")    ? &a->batch_size
+                            : !strcmp(s, "--backend")       ? &a->backend
                                                             : NULL;
         if (!strcmp(s, "--json")) {
             a->json = 1;
@@ -124,6 +125,7 @@ static int model_config(const eval_args *a, tune_config *cfg)
         {"micro_batch_size", a->batch_size ? a->batch_size : "1", "--batch_size"},
         {"eval_batch_size", a->batch_size ? a->batch_size : "1", "--batch_size"},
         {"chat_template", a->chat_template, "--chat_template"},
+        {"backend", a->backend, "--backend"},
         {"learning_rate", "1e-4", NULL},
         {"lora_target_linear", "true", NULL},
     };
