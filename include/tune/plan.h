@@ -9,6 +9,7 @@
 #include "tune/config.h"
 #include "tune/data.h"
 #include "tune/model.h"
+#include "tune/train.h"
 
 /* Learning rate per optimizer step, as Transformers' schedules:
  * get_constant_schedule (no warmup), get_constant_schedule_with_warmup,
@@ -90,6 +91,15 @@ typedef struct tune_plan {
     long long mem_total;
     long long mem_device;            /* on a device backend: weights + LoRA state + the exact workspace; else -1 */
     long long device_free;           /* free device memory when planned; -1 on the CPU */
+
+    /* the optimizer and the run's stopping and saving rules, as configured */
+    double adam_beta1, adam_beta2, adam_epsilon, weight_decay, max_grad_norm;
+    double loss_watchdog_threshold;
+    long loss_watchdog_patience, early_stopping_patience; /* 0: no early stopping */
+    int save_total_limit;            /* 0: keep every checkpoint */
+    const char *resume_from_checkpoint; /* the config's (NULL: none); points into the config */
+    int auto_resume;
+    const char *base_model_name;     /* base_model as written, for adapter_config.json; points into the config */
 
     tune_backend_kind backend;       /* as asked for (auto, cpu, cuda) */
     const tune_backend *be;          /* as chosen: where the run computes */
@@ -174,5 +184,11 @@ tune_status tune_plan_format(const tune_plan *plan, tune_strbuf *out);
 tune_status tune_plan_to_json(const tune_plan *plan, char **json, tune_error *err);
 
 void tune_plan_free(tune_plan *plan);
+
+/* The training loop's options from the plan: backend, device estimate,
+ * output folder, steps, optimizer, logging, evaluation, saving and resume.
+ * The caller adds the schedule (lr), the files for the manifest, the
+ * version and the progress callback. The plan must outlive the options. */
+void tune_plan_train_options(const tune_plan *plan, tune_train_options *opts);
 
 #endif

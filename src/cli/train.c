@@ -185,38 +185,17 @@ static int train(const tune_config *cfg, tune_plan *plan, const char *config_pat
         goto done;
     }
     progress prog = {.tty = isatty(STDERR_FILENO)};
-    const tune_train_options opts = {
-        .backend = plan->be,
-        .device_bytes = plan->mem_device,
-        .output_dir = plan->output_dir,
-        .total_steps = plan->total_steps,
-        .lr = lr,
-        .gradient_accumulation_steps = (int)plan->gradient_accumulation_steps,
-        .adam_beta1 = cfg->adam_beta1,
-        .adam_beta2 = cfg->adam_beta2,
-        .adam_epsilon = cfg->adam_epsilon,
-        .weight_decay = cfg->weight_decay,
-        .max_grad_norm = cfg->max_grad_norm,
-        .seed = (uint64_t)plan->seed,
-        .loss_watchdog_threshold = cfg->loss_watchdog_threshold,
-        .loss_watchdog_patience = cfg->loss_watchdog_patience,
-        .early_stopping_patience = cfg->early_stopping_patience > 0 ? cfg->early_stopping_patience : 0,
-        .logging_steps = plan->logging_steps,
-        .eval_steps = plan->eval_every,
-        .save_steps = plan->save_every,
-        .save_total_limit = cfg->save_total_limit > 0 ? (int)cfg->save_total_limit : 0,
-        .resume_from_checkpoint = cfg->resume_from_checkpoint,
-        .auto_resume = cfg->auto_resume_from_checkpoints,
-        .base_model_name_or_path = cfg->base_model,
-        .tune_version = tune_cli_version(),
-        .config_path = config_path,
-        .data_files = files,
-        .n_data_files = n_files,
-        .model_files = (const char *const *)model_files,
-        .n_model_files = n_model_files,
-        .on_event = on_event,
-        .event_ctx = &prog,
-    };
+    tune_train_options opts;
+    tune_plan_train_options(plan, &opts);
+    opts.lr = lr;
+    opts.tune_version = tune_cli_version();
+    opts.config_path = config_path;
+    opts.data_files = files;
+    opts.n_data_files = n_files;
+    opts.model_files = (const char *const *)model_files;
+    opts.n_model_files = n_model_files;
+    opts.on_event = on_event;
+    opts.event_ctx = &prog;
     st = tune_train_run(&opts, &train_src, eval_b ? &eval_src : NULL, &model, lora, &err);
     for (int i = 0; i < n_model_files; i++) free(model_files[i]);
     free(model_files);

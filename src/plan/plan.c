@@ -297,6 +297,18 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
     p->schedule.lr = cfg->learning_rate;
     p->schedule.min_lr_ratio = cfg->lr_scheduler == TUNE_LR_COSINE ? cfg->cosine_min_lr_ratio : 0.0;
 
+    p->adam_beta1 = cfg->adam_beta1;
+    p->adam_beta2 = cfg->adam_beta2;
+    p->adam_epsilon = cfg->adam_epsilon;
+    p->weight_decay = cfg->weight_decay;
+    p->max_grad_norm = cfg->max_grad_norm;
+    p->loss_watchdog_threshold = cfg->loss_watchdog_threshold;
+    p->loss_watchdog_patience = cfg->loss_watchdog_patience;
+    p->early_stopping_patience = cfg->early_stopping_patience > 0 ? cfg->early_stopping_patience : 0;
+    p->save_total_limit = cfg->save_total_limit > 0 ? (int)cfg->save_total_limit : 0;
+    p->resume_from_checkpoint = cfg->resume_from_checkpoint;
+    p->auto_resume = cfg->auto_resume_from_checkpoints;
+    p->base_model_name = cfg->base_model;
     p->backend = cfg->backend;
     p->device_free = -1;
     {
@@ -340,6 +352,32 @@ static void free_paths(char **paths, int n)
 {
     for (int i = 0; paths && i < n; i++) free(paths[i]);
     free(paths);
+}
+
+void tune_plan_train_options(const tune_plan *p, tune_train_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->backend = p->be;
+    o->device_bytes = p->mem_device;
+    o->output_dir = p->output_dir;
+    o->total_steps = p->total_steps;
+    o->gradient_accumulation_steps = (int)p->gradient_accumulation_steps;
+    o->adam_beta1 = p->adam_beta1;
+    o->adam_beta2 = p->adam_beta2;
+    o->adam_epsilon = p->adam_epsilon;
+    o->weight_decay = p->weight_decay;
+    o->max_grad_norm = p->max_grad_norm;
+    o->seed = (uint64_t)p->seed;
+    o->loss_watchdog_threshold = p->loss_watchdog_threshold;
+    o->loss_watchdog_patience = p->loss_watchdog_patience;
+    o->early_stopping_patience = p->early_stopping_patience;
+    o->logging_steps = p->logging_steps;
+    o->eval_steps = p->eval_every;
+    o->save_steps = p->save_every;
+    o->save_total_limit = p->save_total_limit;
+    o->resume_from_checkpoint = p->resume_from_checkpoint;
+    o->auto_resume = p->auto_resume;
+    o->base_model_name_or_path = p->base_model_name;
 }
 
 void tune_plan_free(tune_plan *p)
