@@ -25,6 +25,10 @@ CFLAGS   += -DTUNE_CUDA -I$(CUDA_HOME)/include
 LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcurand -lcudart -lstdc++
 CU_SRC   := $(shell find src -name '*.cu' | sort)
 CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+# sm_90 code for H100/H200, and compute_80 PTX that newer GPUs compile when they load it.
+NVFLAGS  ?= -O3
+NVFLAGS  += -std=c++17 -Iinclude -DTUNE_CUDA -Xcompiler -Wall,-Werror \
+            -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
 endif
 
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
@@ -49,7 +53,7 @@ $(BUILD)/obj/%.o: %.c
 
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) -O2 -Iinclude -DTUNE_CUDA -Xcompiler -Wall,-Werror -c $< -o $@
+	$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libtune.a: $(OBJ)
 	@mkdir -p $(dir $@)

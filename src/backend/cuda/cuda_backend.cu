@@ -1,63 +1,193 @@
-/* CUDA backend: cuBLAS for matrix products, kernels that call the same
- * TUNE_HD per-element maths as the CPU loops. */
+/* The CUDA backend's table: device buffers (cudaMalloc, never managed
+ * memory), cuBLAS for the products, the kernels of kernels.cu and
+ * attention.cu. Work is queued on the default stream; the first failure of
+ * any call or launch is kept and reported by finish, upload and download. */
 #include <cublas_v2.h>
-#include <cuda_runtime.h>
 #include <stdio.h>
+#include <string.h>
 
-extern "C" {
-#include "tune/backend.h"
-#include "tune/kernels.h"
-#include "tune/rng.h"
+#include "cuda_internal.h"
+
+static char first_error[256];
+static int failed;
+
+void tune_cuda_fail(const char *what, const char *reason)
+{
+    if (failed) return;
+    failed = 1;
+    snprintf(first_error, sizeof first_error, "%s: %s", what, reason);
 }
 
-extern "C" int tune_cuda_probe(char *why, unsigned long why_size)
+int tune_cuda_check(cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess) return 0;
+    tune_cuda_fail(what, cudaGetErrorString(e));
+    return -1;
+}
+
+void tune_cuda_launched(const char *what) { tune_cuda_check(cudaGetLastError(), what); }
+
+void *tune_cuda_scratch(void **buf, size_t *have, size_t bytes, const char *what)
+{
+    if (*have >= bytes) return *buf;
+    if (*buf) cudaFree(*buf); /* waits for the work that used it */
+    *buf = NULL;
+    *have = 0;
+    if (tune_cuda_check(cudaMalloc(buf, bytes), what)) return NULL;
+    *have = bytes;
+    return *buf;
+}
+
+static cublasHandle_t blas;
+
+static const char *blas_reason(cublasStatus_t st)
+{
+    static char text[32];
+    snprintf(text, sizeof text, "cuBLAS status %d", (int)st);
+    return text;
+}
+
+static void *cuda_alloc(size_t bytes)
+{
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+        cudaGetLastError(); /* out of memory is the caller's to handle, not sticky */
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_release(void *buf)
+{
+    if (buf) tune_cuda_check(cudaFree(buf), "cudaFree");
+}
+
+static int cuda_upload(void *dst, const void *host_src, size_t bytes)
+{
+    if (bytes) tune_cuda_check(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "upload");
+    return failed ? -1 : 0;
+}
+
+static int cuda_download(void *host_dst, const void *src, size_t bytes)
+{
+    if (bytes) tune_cuda_check(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), "download");
+    return failed ? -1 : 0;
+}
+
+static void cuda_copy(void *dst, const void *src, size_t bytes)
+{
+    if (bytes && dst != src) tune_cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0), "copy");
+}
+
+static void cuda_zero(void *dst, size_t bytes)
+{
+    if (bytes) tune_cuda_check(cudaMemsetAsync(dst, 0, bytes, 0), "zero");
+}
+
+static int cuda_finish(char *why, size_t why_size)
+{
+    tune_cuda_check(cudaDeviceSynchronize(), "device work");
+    if (why_size) snprintf(why, why_size, "%s", failed ? first_error : "");
+    return failed ? -1 : 0;
+}
+
+static void cuda_memory(size_t *free_bytes, size_t *total_bytes)
+{
+    if (tune_cuda_check(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo")) *free_bytes = *total_bytes = 0;
+}
+
+/* Row-major c = op(a)·op(b) is column-major cᵀ = op(b)ᵀ·op(a)ᵀ: the
+ * operands swap, and each row-major array is its column-major transpose. */
+static void cuda_matmul(float *c, const float *a, const float *b, int M, int N, int K, int trans_a, int trans_b,
+                        float alpha, float beta)
+{
+    if (M == 0 || N == 0) return;
+    if (K == 0) { /* cuBLAS rejects lda = 0; the product is empty */
+        tune_cuda_scale(c, (size_t)M * N, beta);
+        return;
+    }
+    const int lda = trans_a ? M : K, ldb = trans_b ? K : N;
+    const cublasStatus_t st = cublasSgemm(blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                          N, M, K, &alpha, b, ldb, a, lda, &beta, c, N);
+    if (st != CUBLAS_STATUS_SUCCESS) tune_cuda_fail("cublasSgemm", blas_reason(st));
+}
+
+static const tune_backend table = {
+    "cuda",
+    1,
+    cuda_alloc,
+    cuda_release,
+    cuda_upload,
+    cuda_download,
+    cuda_copy,
+    cuda_zero,
+    cuda_finish,
+    cuda_memory,
+    cuda_matmul,
+    tune_cuda_embedding,
+    tune_cuda_embedding_backward,
+    tune_cuda_rmsnorm_forward,
+    tune_cuda_rmsnorm_backward,
+    tune_cuda_rope_tables,
+    tune_cuda_rope_forward,
+    tune_cuda_rope_backward,
+    tune_cuda_attention_scratch,
+    tune_cuda_attention_forward,
+    tune_cuda_attention_backward,
+    tune_cuda_attention_cached,
+    tune_cuda_swiglu_forward,
+    tune_cuda_swiglu_backward,
+    tune_cuda_cross_entropy_forward,
+    tune_cuda_cross_entropy_backward,
+    tune_cuda_dropout_mask,
+    tune_cuda_dropout_apply,
+    tune_cuda_adamw_update,
+    tune_cuda_clip_grad_norm,
+};
+
+static int usable = -1;   /* -1: not tried yet */
+static char description[256];
+
+/* Device 0, its context and a cuBLAS handle, once. */
+static void init(void)
 {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
+    if (e == cudaSuccess && count == 0) e = cudaErrorNoDevice;
+    if (e == cudaSuccess) e = cudaSetDevice(0);
+    if (e == cudaSuccess) e = cudaFree(0); /* creates the context */
     if (e != cudaSuccess) {
-        snprintf(why, why_size, "no usable CUDA device: %s", cudaGetErrorString(e));
-        return 0;
+        snprintf(description, sizeof description, "no usable CUDA device: %s", cudaGetErrorString(e));
+        usable = 0;
+        return;
     }
-    if (count == 0) {
-        snprintf(why, why_size, "no CUDA device present");
-        return 0;
+    cublasStatus_t st = cublasCreate(&blas);
+    /* Plain fp32 products: the default mode never rounds sgemm's inputs to
+     * TF32 (the CPU's results are the reference); atomics stay off, so
+     * reruns are bit-identical. */
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        snprintf(description, sizeof description, "no usable CUDA device: cuBLAS could not start (status %d)",
+                 (int)st);
+        usable = 0;
+        return;
     }
     cudaDeviceProp prop;
-    cudaGetDeviceProperties(&prop, 0);
-    snprintf(why, why_size, "%s (compute %d.%d)", prop.name, prop.major, prop.minor);
-    return 1;
+    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
+        snprintf(description, sizeof description, "no usable CUDA device: cannot read device 0's properties");
+        usable = 0;
+        return;
+    }
+    snprintf(description, sizeof description, "%.200s (compute %d.%d, %.1f GiB)", prop.name, prop.major, prop.minor,
+             (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+    usable = 1;
 }
 
-static cublasHandle_t cublas_handle(void)
+extern "C" const tune_backend *tune_backend_cuda(char *why, size_t why_size)
 {
-    static cublasHandle_t handle = NULL;
-    if (!handle && cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) handle = NULL;
-    return handle;
+    if (usable < 0) init();
+    if (why_size) snprintf(why, why_size, "%s", description);
+    return usable ? &table : NULL;
 }
 
-extern "C" int tune_cuda_matmul_nt(float *out, const float *a, const float *b, int M, int N, int K)
-{
-    cublasHandle_t h = cublas_handle();
-    if (!h) return -1;
-    const float one = 1.0f, zero = 0.0f;
-    /* Row-major out = a·bᵀ is column-major outᵀ = b·aᵀ. */
-    cublasStatus_t s = cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, b, K, a, K, &zero, out, N);
-    return s == CUBLAS_STATUS_SUCCESS ? 0 : -1;
-}
-
-__global__ static void dropout_mask_kernel(float *mask, long n, float p, unsigned long long seed,
-                                           unsigned long long stream, unsigned long long base)
-{
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const float u = tune_rng_uniform(seed, stream, base + (uint64_t)i);
-    mask[i] = tune_dropout_keep(u, p) ? 1.0f / (1.0f - p) : 0.0f;
-}
-
-extern "C" int tune_cuda_dropout_mask(float *mask, long n, float p, unsigned long long seed,
-                                      unsigned long long stream, unsigned long long base)
-{
-    const int threads = 256;
-    dropout_mask_kernel<<<(unsigned)((n + threads - 1) / threads), threads>>>(mask, n, p, seed, stream, base);
-    return cudaGetLastError() == cudaSuccess ? 0 : -1;
-}
+extern "C" void tune_backend_cuda_describe(char *buf, size_t size) { tune_backend_cuda(buf, size); }
