@@ -166,9 +166,16 @@ else
     line=$(grep -E '^[0-9]+%: Checks:' "$OUT/ops.log" | tail -1)
     if [ $rc = 0 ]; then record ops PASS "$t" "${line:-rc 0}"
     else record ops FAIL "$t" "rc $rc ${line}"; fi
-    # Per-case figures: lines naming a difference/error/tolerance.
-    mapfile -t figs < <(grep -iE 'max|rel|diff|err|tol|ulp' "$OUT/ops.log" | grep -v '^==' | head -40)
-    [ ${#figs[@]} -gt 0 ] && EXTRA+=("-- ops (test_backend figures)") && EXTRA+=("${figs[@]}")
+    # Per-case figures: "CASE rel err X" and "CASE bit-exact|DIFFERENT" lines.
+    n_exact=$(grep -c 'bit-exact$' "$OUT/ops.log")
+    n_diff=$(grep -c 'DIFFERENT$' "$OUT/ops.log")
+    n_rel=$(grep -c ' rel err ' "$OUT/ops.log")
+    n_skip=$(grep -c '^SKIPPED' "$OUT/ops.log")
+    EXTRA+=("-- ops: $n_rel cases with a relative error, $n_exact bit-exact, $n_diff DIFFERENT, $n_skip skipped; largest errors:")
+    mapfile -t figs < <(grep ' rel err ' "$OUT/ops.log" | awk '{print $NF "\t" $0}' | sort -g -r | cut -f2- | head -12)
+    [ ${#figs[@]} -gt 0 ] && EXTRA+=("${figs[@]}")
+    mapfile -t figs < <(grep 'DIFFERENT$' "$OUT/ops.log" | head -10)
+    [ ${#figs[@]} -gt 0 ] && EXTRA+=("${figs[@]}")
 fi
 
 # ---- phase 3: models with random weights --------------------------------------
