@@ -34,7 +34,7 @@ CPU_THREADS=${CPU_THREADS:-$(nproc)}
 PARITY_STEPS=${PARITY_STEPS:-20}
 HALF=$(( PARITY_STEPS / 2 )); [ "$HALF" -lt 1 ] && HALF=1   # checkpoint and resume step
 BENCH_STEPS=${BENCH_STEPS:-30}
-BENCH_MODELS=${BENCH_MODELS:-smollm2 llama1b}
+BENCH_MODELS=${BENCH_MODELS-smollm2 llama1b}   # empty: no benchmark
 LLAMA1B_B=${LLAMA1B_B:-4}
 LLAMA1B_T=${LLAMA1B_T:-2048}
 SMOLLM2_B=${SMOLLM2_B:-8}
