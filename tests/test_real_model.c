@@ -191,19 +191,23 @@ static double logsumexp(const float *x, int n)
 }
 
 /* Forward of ids (1, N) with labels (1, N) through the model (and lora, may be
- * NULL) into a new workspace; *mean_loss gets the mean over trained targets. */
-static tune_workspace *forward(const tune_lora *lora, const int32_t *ids, const int32_t *labels, int N,
-                               double *mean_loss, long *n_targets)
+ * NULL); *mean_loss gets the mean over trained targets. Returns the logits (N, V). */
+static float *forward(const tune_lora *lora, const int32_t *ids, const int32_t *labels, int N, double *mean_loss,
+                      long *n_targets)
 {
     tune_error err = {0};
     tune_workspace *ws = NULL;
     ck_assert_msg(tune_workspace_create(tune_backend_cpu(), &model.cfg, lora, 1, N, &ws, &err) == TUNE_OK, "%s", err.message);
     const tune_batch batch = {.B = 1, .T = N, .input_ids = ids, .labels = labels};
     double loss_sum = 0.0;
-    ck_assert_msg(tune_llama_forward(&model, lora, &batch, NULL, ws, &loss_sum, n_targets, &err) == TUNE_OK, "%s",
-                  err.message);
+    ck_assert_msg(tune_llama_forward(&model, lora, &batch, NULL, 0.0f, ws, &loss_sum, n_targets, &err) == TUNE_OK,
+                  "%s", err.message);
     *mean_loss = *n_targets ? loss_sum / (double)*n_targets : 0.0;
-    return ws;
+    float *logits = malloc((size_t)N * model.cfg.vocab_size * sizeof *logits);
+    ck_assert(logits);
+    ck_assert_msg(tune_llama_logits(&model, lora, &batch, ws, logits, &err) == TUNE_OK, "%s", err.message);
+    tune_workspace_free(ws);
+    return logits;
 }
 
 /* Rows [0, N) of logits (N, V) against the golden top-K logits and
@@ -262,15 +266,14 @@ static void check_prompt(deviation *dev, const tune_st_file *golden, const char 
     }
     double loss;
     long n_targets;
-    tune_workspace *ws = forward(NULL, seq, labels, N, &loss, &n_targets);
-    const float *logits = tune_workspace_logits(ws); // (N, V)
+    float *logits = forward(NULL, seq, labels, N, &loss, &n_targets); // (N, V)
     ck_assert_int_eq(n_targets, n - 1);
     check_loss(dev, loss, golden, p);
     for (int v = 0; v < V; v++) check_value(dev, logits[(size_t)(n - 1) * V + v], last[v], p, "logit", n - 1, v);
     int *am = check_rows(dev, golden, p, logits, N);
     for (int t = n - 1; t < N - 1; t++)
         ck_assert_msg(am[t] == seq[t + 1], "%s: greedy token %d is %d, Transformers %d", p, t - n + 1, am[t], seq[t + 1]);
-    tune_workspace_free(ws);
+    free(logits);
     free(am); free(seq); free(labels); free(ids); free(gen); free(last);
 }
 
@@ -290,16 +293,16 @@ static void check_greedy_loop(const tune_st_file *golden, const char *p, int G)
     tune_error err = {0};
     tune_workspace *ws = NULL;
     ck_assert_msg(tune_workspace_create(tune_backend_cpu(), &model.cfg, NULL, 1, N, &ws, &err) == TUNE_OK, "%s", err.message);
+    float *logits = malloc((size_t)N * V * sizeof *logits); // (N, V)
+    ck_assert(logits);
     for (int s = 0; s < G; s++) {
         const tune_batch batch = {.B = 1, .T = n + s, .input_ids = seq, .labels = labels};
-        double loss_sum = 0.0;
-        long n_targets = 0;
-        ck_assert_msg(tune_llama_forward(&model, NULL, &batch, NULL, ws, &loss_sum, &n_targets, &err) == TUNE_OK,
-                      "%s", err.message);
-        seq[n + s] = argmax(tune_workspace_logits(ws) + (size_t)(n + s - 1) * V, V);
+        ck_assert_msg(tune_llama_logits(&model, NULL, &batch, ws, logits, &err) == TUNE_OK, "%s", err.message);
+        seq[n + s] = argmax(logits + (size_t)(n + s - 1) * V, V);
         ck_assert_msg(seq[n + s] == gen[s], "%s: greedy token %d is %d, Transformers %d", p, s, seq[n + s], gen[s]);
     }
     tune_workspace_free(ws);
+    free(logits);
     free(seq); free(labels); free(ids); free(gen);
 }
 
@@ -360,11 +363,11 @@ START_TEST(smollm2_adapter_matches_peft)
         int32_t *ids = read_i32(ids_t);
         double loss;
         long n_targets;
-        tune_workspace *ws = forward(lora, ids, ids, n, &loss, &n_targets);
+        float *logits = forward(lora, ids, ids, n, &loss, &n_targets);
         ck_assert_int_eq(n_targets, n - 1);
         check_loss(&dev, loss, peft, PROMPTS[i]);
-        free(check_rows(&dev, peft, PROMPTS[i], tune_workspace_logits(ws), n));
-        tune_workspace_free(ws);
+        free(check_rows(&dev, peft, PROMPTS[i], logits, n));
+        free(logits);
         free(ids);
     }
     tune_st_close(golden);

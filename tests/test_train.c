@@ -729,7 +729,7 @@ START_TEST(eval_loss_is_mean_over_eval_set)
         double ls;
         long nt;
         ck_assert_int_eq(replay_get(&er, 0, i, &b, &err), TUNE_OK);
-        ck_assert_int_eq(tune_llama_forward(&fx.model, fx.lora, &b, NULL, ws, &ls, &nt, &err), TUNE_OK);
+        ck_assert_int_eq(tune_llama_forward(&fx.model, fx.lora, &b, NULL, 0.0f, ws, &ls, &nt, &err), TUNE_OK);
         sum += ls;
         n += nt;
     }

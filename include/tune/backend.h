@@ -32,10 +32,9 @@ typedef struct tune_attention_shape {
  * Operations are queued in order; a device backend may run them
  * asynchronously. Errors are sticky: `finish` (and download) report the
  * first. Every operation has the contract of the tune_cpu_* function of the
- * same name below, with these differences: cross_entropy_forward adds the
- * batch's summed loss (rows in order) into *loss_sum, a backend buffer;
- * attention_backward also takes the forward's output; clip_grad_norm takes
- * its spans as a backend buffer and returns the norm to the host. */
+ * same name below, with these differences: attention_backward also takes the
+ * forward's output; clip_grad_norm takes its spans as a backend buffer and
+ * returns the norm to the host. */
 typedef struct tune_backend {
     const char *name; /* "cpu" or "cuda" */
     int device;       /* 1: buffers are device memory, reached by upload/download */
@@ -75,8 +74,9 @@ typedef struct tune_backend {
     void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t n);
     void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                             size_t n);
-    void (*cross_entropy_forward)(float *lse, double *loss_sum, const float *logits, const int32_t *target, int N,
+    void (*cross_entropy_forward)(float *lse, double *row_loss, const float *logits, const int32_t *target, int N,
                                   int V);
+    void (*add_sum)(double *acc, const double *x, size_t n);
     void (*cross_entropy_backward)(float *logits, const float *lse, const int32_t *target, int N, int V,
                                    float scale);
     void (*dropout_mask)(uint32_t *bits, size_t n, float p, uint64_t seed, uint64_t stream, uint64_t base);
@@ -200,11 +200,13 @@ void tune_cpu_swiglu_forward(float *out, const float *gate, const float *up, siz
 void tune_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                               const float *up, size_t n);
 
-/* Cross-entropy of each row against target[n] (TUNE_IGNORE_INDEX: no loss).
- * Returns the summed loss (rows added in order) and keeps lse (N) for the backward.
- * logits: (N, V)   target: (N) */
-double tune_cpu_cross_entropy_forward(float *lse, const float *logits, const int32_t *target, int N,
-                                      int V);
+/* Cross-entropy of each row against target[n]: row_loss[n] = lse − the
+ * target's logit, in double (TUNE_IGNORE_INDEX: no loss, 0 and lse 0); lse
+ * kept for the backward. logits: (N, V)   target, lse, row_loss: (N) */
+void tune_cpu_cross_entropy_forward(float *lse, double *row_loss, const float *logits, const int32_t *target,
+                                    int N, int V);
+/* *acc += x[0] + x[1] + ... + x[n − 1], summed in that order from 0. */
+void tune_cpu_add_sum(double *acc, const double *x, size_t n);
 /* Turns logits into scale · ∂loss_sum/∂logits in place; rows without a target become 0. */
 void tune_cpu_cross_entropy_backward(float *logits, const float *lse, const int32_t *target, int N,
                                      int V, float scale);

@@ -58,9 +58,6 @@ void tune_workspace_free(tune_workspace *ws);
  * (0 without dropout). The plan's device estimate comes from here. */
 size_t tune_workspace_bytes(const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
                             size_t dropout_in, int B, int T);
-/* Logits of the last forward pass: (batch B, batch T, V), a backend buffer.
- * Valid until the backward, which turns it into the gradient of the logits. */
-const float *tune_workspace_logits(const tune_workspace *ws);
 /* The workspace keeps a running sum of the losses of the forward passes
  * run with loss_sum NULL (on a device it stays there: reading it is the one
  * download a training step needs). Reset sets it to 0; loss reads it. */
@@ -70,18 +67,28 @@ tune_status tune_workspace_loss(const tune_workspace *ws, double *loss_sum, tune
 /* Forward pass. *loss_sum is the summed cross-entropy over trained targets
  * and *n_targets their count (the mean loss is their quotient). With
  * loss_sum NULL the loss is added to the workspace's running sum instead
- * (tune_workspace_loss). lora and dropout may be NULL. */
+ * (tune_workspace_loss). lora and dropout may be NULL. Logits exist only for
+ * the rows with a target, a bounded chunk of rows at a time.
+ * grad_scale 0 evaluates. grad_scale > 0 is a training forward (lora
+ * needed): it also forms grad_scale · d(loss_sum)/d(final hidden state),
+ * where the backward (tune_llama_backward) starts, and adds the gradient of
+ * the adapters' lm_head copy (modules_to_save) into lora->grads. grad_scale
+ * is 1 / (trained targets in the whole optimizer step), so micro-batches of
+ * an accumulation add up to the gradient of the step's mean loss. */
 tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, const tune_batch *batch,
-                               const tune_dropout *dropout, tune_workspace *ws, double *loss_sum,
+                               const tune_dropout *dropout, float grad_scale, tune_workspace *ws, double *loss_sum,
                                long *n_targets, tune_error *err);
 
-/* Backward pass of the last forward (same batch, lora and dropout; once per
- * forward): accumulates (+=)
- * grad_scale · d(loss_sum)/d(params) into lora->grads. grad_scale is
- * 1 / (trained targets in the whole optimizer step), so micro-batches of an
- * accumulation add up to the gradient of the step's mean loss. */
+/* Every logit of the batch, for checks against a reference: a forward
+ * without dropout, then logits: (B, T, V), a backend buffer of the
+ * workspace's backend. No backward may follow. */
+tune_status tune_llama_logits(const tune_model *model, const tune_lora *lora, const tune_batch *batch,
+                              tune_workspace *ws, float *logits, tune_error *err);
+
+/* Backward pass of the last training forward (same batch, lora and
+ * dropout; once per forward): accumulates (+=) its grad_scale ·
+ * d(loss_sum)/d(params) into lora->grads. */
 tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const tune_batch *batch,
-                                const tune_dropout *dropout, tune_workspace *ws, float grad_scale,
-                                tune_error *err);
+                                const tune_dropout *dropout, tune_workspace *ws, tune_error *err);
 
 #endif

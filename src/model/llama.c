@@ -3,6 +3,12 @@
  * through them and produces gradients for the LoRA A and B and for the
  * adapters' trainable embed_tokens/lm_head copies (modules_to_save).
  *
+ * The head (lm_head and cross-entropy) runs only on the rows that have a
+ * target, a chunk of rows at a time: their logits exist one chunk at a time
+ * and never for the whole batch. A training forward (grad_scale > 0) turns
+ * each chunk's logits into their gradient at once and carries it to the
+ * final hidden state, so the backward starts from there.
+ *
  * Dropout address layout (LoRA branch only): the mask of element e of the
  * input x (N, in) of module m in micro-batch mb is Philox word
  *   (seed, stream = TUNE_STREAM_DROPOUT + (mb << 32), index = (m << 40) + e),
@@ -18,10 +24,14 @@
 #include "tune/backend.h"
 #include "tune/rng.h"
 
+/* Floats of logits per head chunk: bounds the head's memory (64 MB). */
+#define HEAD_CHUNK_FLOATS ((size_t)1 << 24)
+
 struct tune_workspace {
     const tune_backend *be; /* every buffer below, except the host staging ones, is this backend's */
     int B, T;       /* capacity */
-    int cur_B, cur_T; /* shape of the last forward; 0 before one and after its backward */
+    int cur_B, cur_T; /* shape of the last training forward; 0 before one and after its backward */
+    int chunk;        /* rows of the head per chunk */
     const tune_lora *cur_lora; /* adapters and dropout of the last forward */
     tune_dropout cur_dropout;
     int L, C, V, H, Hkv, hd, I, qd, kvd, max_in;
@@ -39,17 +49,21 @@ struct tune_workspace {
     float *gate, *up; /* (L, N, I) */
     float *lora_u;    /* (n_modules, N, r): A·dropout(x) */
     float *xf, *rstd_f; /* (N, C), (N): final norm */
-    float *logits;    /* (N, V); the backward turns it into d(logits) */
-    float *lse_ce;    /* (N) */
+    float *xc;        /* (chunk, C): the chunk's rows of xf, then their gradient */
+    float *logits;    /* (chunk, V): the chunk's logits, then their gradient */
+    float *lse_ce;    /* (N): of the target rows, in order */
+    double *row_loss; /* (N): loss of each target row */
     float *cos_t, *sin_t; /* (N, hd/2) */
     double *loss;     /* (1): summed loss since the last reset */
     /* The batch as the passes read it; staged on the host in hbatch, same layout, one upload */
     int32_t *ids;     /* (N): input ids */
     int32_t *start;   /* (N): where each token's segment begins */
-    int32_t *target;  /* (N): label of the next token, or TUNE_IGNORE_INDEX */
     int32_t *pos;     /* (N): position ids */
-    int32_t *hbatch;  /* host (4, N): ids, start, target, pos */
+    int32_t *rows;    /* (n_targets): the rows that have a target, in order */
+    int32_t *target;  /* (n_targets): their targets (the label of the next token) */
+    int32_t *hbatch;  /* host (5, N): ids, start, pos, rows, target */
     long n_targets;   /* trained targets of the last forward */
+    float grad_scale; /* of the last forward: > 0 when it prepared a backward */
     /* scratch; the backward recomputes the normed inputs and the SwiGLU
      * output where a LoRA module needs them instead of keeping them */
     float *xn;        /* (N, C): normed input of the attention or MLP block */
@@ -64,10 +78,8 @@ struct tune_workspace {
     uint32_t *drop_bits; /* dropout keep-bits of every module's input; NULL without dropout */
     size_t *bits_off;    /* (n_modules): where module m's bits start in drop_bits */
     float *mem;       /* one allocation holds every float buffer */
-    int32_t *imem;    /* (4, N): ids, start, target, pos */
+    int32_t *imem;    /* (5, N): ids, start, pos, rows, target */
 };
-
-const float *tune_workspace_logits(const tune_workspace *ws) { return ws->logits; }
 
 /* inv_freq as Transformers computes it in fp32, llama3 rescaling included
  * (scalar / tensor is reciprocal() * scalar there). */
@@ -132,7 +144,8 @@ static void set_dims(tune_workspace *ws, const tune_backend *be, const tune_mode
     ws->n_modules = n_modules;
     ws->r = r;
     ws->n_threads = omp_get_max_threads();
-    const size_t N = (size_t)B * T;
+    const size_t N = (size_t)B * T, per_chunk = HEAD_CHUNK_FLOATS / (size_t)ws->V;
+    ws->chunk = (int)(per_chunk < 1 ? 1 : per_chunk < N ? per_chunk : N);
     ws->NC = N * ws->C;
     ws->NQ = N * ws->qd;
     ws->NKV = N * ws->kvd;
@@ -145,7 +158,7 @@ static size_t place_buffers(tune_workspace *ws, float *base)
 {
     const size_t N = (size_t)ws->B * ws->T, L = (size_t)ws->L;
     const tune_attention_shape as = {ws->B, ws->T, ws->H, ws->Hkv, ws->hd};
-    float *loss_mem = NULL;
+    float *loss_mem = NULL, *row_loss_mem = NULL;
     struct { float **p; size_t n; } bufs[] = {
         {&ws->inv_freq, (size_t)ws->hd / 2},
         {&ws->resid, (L + 1) * ws->NC}, {&ws->resid2, L * ws->NC},
@@ -156,7 +169,8 @@ static size_t place_buffers(tune_workspace *ws, float *base)
         {&ws->gate, L * ws->NI}, {&ws->up, L * ws->NI},
         {&ws->lora_u, (size_t)ws->n_modules * N * ws->r},
         {&ws->xf, ws->NC}, {&ws->rstd_f, N},
-        {&ws->logits, N * ws->V}, {&ws->lse_ce, N},
+        {&ws->xc, (size_t)ws->chunk * ws->C}, {&ws->logits, (size_t)ws->chunk * ws->V},
+        {&ws->lse_ce, N}, {&row_loss_mem, 2 * N}, /* N doubles */
         {&ws->cos_t, N * (ws->hd / 2)}, {&ws->sin_t, N * (ws->hd / 2)},
         {&ws->xn, ws->NC}, {&ws->act, ws->NI},
         {&ws->lora_x, ws->n_modules ? N * ws->max_in : 0},
@@ -174,6 +188,7 @@ static size_t place_buffers(tune_workspace *ws, float *base)
         total += (bufs[i].n + 15) & ~(size_t)15;
     }
     ws->loss = (double *)(void *)loss_mem;
+    ws->row_loss = (double *)(void *)row_loss_mem;
     return total;
 }
 
@@ -183,7 +198,7 @@ size_t tune_workspace_bytes(const tune_backend *be, const tune_model_config *cfg
     tune_workspace ws = {0};
     set_dims(&ws, be, cfg, n_modules, r, B, T);
     const size_t N = (size_t)B * T;
-    return place_buffers(&ws, NULL) * sizeof(float) + 4 * N * sizeof(int32_t) +
+    return place_buffers(&ws, NULL) * sizeof(float) + 5 * N * sizeof(int32_t) +
            (N * dropout_in + 31 * (size_t)n_modules) / 32 * sizeof(uint32_t);
 }
 
@@ -198,8 +213,8 @@ tune_status tune_workspace_create(const tune_backend *be, const tune_model_confi
     set_dims(ws, be, cfg, lora ? lora->n_modules : 0, lora ? lora->cfg.r : 0, B, T);
     const size_t N = (size_t)B * T, total = place_buffers(ws, NULL);
     ws->mem = be->alloc(total * sizeof(float));
-    ws->imem = be->alloc(4 * N * sizeof(int32_t));
-    ws->hbatch = malloc(4 * N * sizeof(int32_t));
+    ws->imem = be->alloc(5 * N * sizeof(int32_t));
+    ws->hbatch = malloc(5 * N * sizeof(int32_t));
     if (!ws->mem || !ws->imem || !ws->hbatch) {
         tune_workspace_free(ws);
         return tune_fail_run(err, NULL, "out of %s memory: the workspace for batch %d x %d needs %.2f GB", be->name,
@@ -249,8 +264,9 @@ tune_status tune_workspace_loss(const tune_workspace *ws, double *loss_sum, tune
     return TUNE_OK;
 }
 
-/* Checks the batch against the model and workspace; stages ids, start,
- * target and positions on the host, counts the targets and uploads the lot. */
+/* Checks the batch against the model and workspace; stages ids, segment
+ * starts, positions and the rows that have a target with their targets on
+ * the host, and uploads the lot. */
 static tune_status prepare_batch(const tune_model_config *cfg, const tune_batch *bt, tune_workspace *ws,
                                  tune_error *err)
 {
@@ -259,7 +275,8 @@ static tune_status prepare_batch(const tune_model_config *cfg, const tune_batch 
                                ws->B, ws->T);
     const int B = bt->B, T = bt->T, V = cfg->vocab_size;
     const size_t N = (size_t)B * T;
-    int32_t *ids = ws->hbatch, *start = ids + N, *target = ids + 2 * N, *pos = ids + 3 * N;
+    int32_t *ids = ws->hbatch, *start = ids + N, *pos = ids + 2 * N, *rows = ids + 3 * N;
+    int32_t m = 0; /* target rows so far */
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const size_t n = (size_t)b * T + t;
@@ -280,18 +297,22 @@ static tune_status prepare_batch(const tune_model_config *cfg, const tune_batch 
         for (int t = 0; t < T; t++) {
             const size_t n = (size_t)b * T + t;
             const int crosses = bt->segment_ids && t + 1 < T && bt->segment_ids[n + 1] != bt->segment_ids[n];
-            target[n] = t + 1 < T && !crosses ? bt->labels[n + 1] : TUNE_IGNORE_INDEX;
+            const int32_t next = t + 1 < T && !crosses ? bt->labels[n + 1] : TUNE_IGNORE_INDEX;
             pos[n] = bt->position_ids ? bt->position_ids[n] : t;
+            if (next != TUNE_IGNORE_INDEX) rows[m++] = (int32_t)n;
         }
+    int32_t *target = rows + m; /* (m), right after the rows */
+    for (int32_t i = 0; i < m; i++) target[i] = bt->labels[rows[i] + 1];
     memcpy(ids, bt->input_ids, N * sizeof *ids);
-    ws->n_targets = 0;
-    for (size_t n = 0; n < N; n++) ws->n_targets += target[n] != TUNE_IGNORE_INDEX;
-    /* The staged arrays sit at the same offsets as ids, start, target, pos in imem: one upload. */
+    ws->n_targets = m;
+    /* The staged arrays sit at the same offsets in imem: one upload. */
     ws->ids = ws->imem;
     ws->start = ws->imem + N;
-    ws->target = ws->imem + 2 * N;
-    ws->pos = ws->imem + 3 * N;
-    if (ws->be->upload(ws->imem, ws->hbatch, 4 * N * sizeof *ids)) return backend_failed(ws->be, "uploading the batch", err);
+    ws->pos = ws->imem + 2 * N;
+    ws->rows = ws->imem + 3 * N;
+    ws->target = ws->rows + m;
+    if (ws->be->upload(ws->imem, ws->hbatch, (3 * N + 2 * (size_t)m) * sizeof *ids))
+        return backend_failed(ws->be, "uploading the batch", err);
     return TUNE_OK;
 }
 
@@ -408,18 +429,21 @@ static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *
     ws->be->dropout_apply(dx, ws->lora_x, ws->drop_bits + ws->bits_off[mi], (size_t)N * in, dp->p, 1);
 }
 
-tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, const tune_batch *batch,
-                               const tune_dropout *dropout, tune_workspace *ws, double *loss_sum,
-                               long *n_targets, tune_error *err)
+/* Checks and uploads the batch and runs every layer and the final norm:
+ * ws->xf. grad_scale > 0 marks a training forward, which the backward may follow. */
+static tune_status forward_layers(const tune_model *model, const tune_lora *lora, const tune_batch *batch,
+                                  const tune_dropout *dropout, tune_workspace *ws, float grad_scale, tune_error *err)
 {
     const tune_model_config *cfg = &model->cfg;
     ws->cur_B = ws->cur_T = 0;
     if (check_inputs(model, lora, ws, dropout, err) || prepare_batch(cfg, batch, ws, err)) return TUNE_ERR_INPUT;
+    if (grad_scale > 0.0f && !lora) return tune_fail_input(err, NULL, "a training forward needs LoRA adapters");
     const int B = batch->B, T = batch->T, N = B * T, C = ws->C, hd = ws->hd;
     ws->cur_B = B;
     ws->cur_T = T;
     ws->cur_lora = lora;
     ws->cur_dropout = dropout && dropout->p > 0.0f ? *dropout : (tune_dropout){0};
+    ws->grad_scale = grad_scale;
     const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
     ws->be->rope_tables(ws->cos_t, ws->sin_t, ws->pos, ws->inv_freq, N, hd / 2);
     ws->be->embedding(ws->resid, embed_of(model, lora), ws->ids, N, C);
@@ -430,19 +454,19 @@ tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, c
         float *att = ws->att + l * ws->NQ, *gate = ws->gate + l * ws->NI, *up = ws->up + l * ws->NI;
         /* attention block: h2 = h + o(attn(rope(q), rope(k), v)) */
         ws->be->rmsnorm_forward(ws->xn, ws->rstd1 + (size_t)l * ws->B * ws->T, h, ly->attn_norm, N, C,
-                                 cfg->rms_norm_eps);
+                                cfg->rms_norm_eps);
         linear_forward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, q, 0.0f);
         linear_forward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, k, 0.0f);
         linear_forward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, v, 0.0f);
         ws->be->rope_forward(q, ws->cos_t, ws->sin_t, N, ws->H, hd);
         ws->be->rope_forward(k, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
         ws->be->attention_forward(att, ws->lse_att + (size_t)l * ws->B * ws->T * ws->H, q, k, v, ws->start, &as,
-                                   ws->attn_scratch, ws->n_threads);
+                                  ws->attn_scratch, ws->n_threads);
         ws->be->copy(h2, h, (size_t)N * C * sizeof *h);
         linear_forward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, h2, 1.0f);
         /* MLP block: hn = h2 + down(silu(gate(x)) · up(x)) */
         ws->be->rmsnorm_forward(ws->xn, ws->rstd2 + (size_t)l * ws->B * ws->T, h2, ly->ffn_norm, N, C,
-                                 cfg->rms_norm_eps);
+                                cfg->rms_norm_eps);
         linear_forward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, gate, 0.0f);
         linear_forward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, up, 0.0f);
         ws->be->swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
@@ -450,32 +474,75 @@ tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, c
         linear_forward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, hn, 1.0f);
     }
     ws->be->rmsnorm_forward(ws->xf, ws->rstd_f, ws->resid + ws->L * ws->NC, model->final_norm, N, C,
-                             cfg->rms_norm_eps);
-    ws->be->matmul(ws->logits, ws->xf, lm_head_of(model, lora), N, ws->V, C, 0, 1, 1.0f, 0.0f);
+                            cfg->rms_norm_eps);
+    return TUNE_OK;
+}
+
+/* The head on the target rows, a chunk at a time: each row's loss into
+ * ws->row_loss, their sum into the running loss. A training forward also
+ * turns each chunk's logits into grad_scale · d(loss)/d(logits), adds the
+ * lm_head copy's gradient, and scatters d(xf) of its rows into ws->dxn
+ * (the other rows' stay 0). */
+static void head(const tune_model *model, const tune_lora *lora, tune_workspace *ws)
+{
+    const tune_backend *be = ws->be;
+    const int M = (int)ws->n_targets, C = ws->C, V = ws->V, train = ws->grad_scale > 0.0f;
+    const float *W = lm_head_of(model, lora);
+    if (train) be->zero(ws->dxn, (size_t)ws->cur_B * ws->cur_T * C * sizeof *ws->dxn);
+    for (int r0 = 0; r0 < M; r0 += ws->chunk) {
+        const int m = M - r0 < ws->chunk ? M - r0 : ws->chunk;
+        be->embedding(ws->xc, ws->xf, ws->rows + r0, m, C); /* gathers the chunk's rows of xf */
+        be->matmul(ws->logits, ws->xc, W, m, V, C, 0, 1, 1.0f, 0.0f);
+        be->cross_entropy_forward(ws->lse_ce + r0, ws->row_loss + r0, ws->logits, ws->target + r0, m, V);
+        if (!train) continue;
+        be->cross_entropy_backward(ws->logits, ws->lse_ce + r0, ws->target + r0, m, V, ws->grad_scale);
+        if (lora->saved & TUNE_SAVE_LM_HEAD) /* d(lm_head) += d(logits)ᵀ·xf */
+            be->matmul(lora->grads + lora->head_offset, ws->logits, ws->xc, V, C, m, 1, 0, 1.0f, 1.0f);
+        be->matmul(ws->xc, ws->logits, W, m, C, V, 0, 0, 1.0f, 0.0f);
+        be->embedding_backward(ws->dxn, ws->xc, ws->rows + r0, m, C); /* the rows differ: a scatter */
+    }
+    be->add_sum(ws->loss, ws->row_loss, (size_t)M);
+}
+
+tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, const tune_batch *batch,
+                               const tune_dropout *dropout, float grad_scale, tune_workspace *ws, double *loss_sum,
+                               long *n_targets, tune_error *err)
+{
+    if (!(grad_scale >= 0.0f)) return tune_fail_input(err, NULL, "forward: grad_scale %g is negative", grad_scale);
+    tune_status st = forward_layers(model, lora, batch, dropout, ws, grad_scale, err);
+    if (st) return st;
     if (loss_sum) tune_workspace_reset_loss(ws);
-    ws->be->cross_entropy_forward(ws->lse_ce, ws->loss, ws->logits, ws->target, N, ws->V);
+    head(model, lora, ws);
     *n_targets = ws->n_targets;
+    if (grad_scale == 0.0f) ws->cur_B = ws->cur_T = 0; /* nothing for a backward to start from */
     return loss_sum ? tune_workspace_loss(ws, loss_sum, err) : TUNE_OK;
 }
 
+tune_status tune_llama_logits(const tune_model *model, const tune_lora *lora, const tune_batch *batch,
+                              tune_workspace *ws, float *logits, tune_error *err)
+{
+    tune_status st = forward_layers(model, lora, batch, NULL, ws, 0.0f, err);
+    if (st) return st;
+    ws->cur_B = ws->cur_T = 0;
+    ws->be->matmul(logits, ws->xf, lm_head_of(model, lora), batch->B * batch->T, ws->V, ws->C, 0, 1, 1.0f, 0.0f);
+    char why[512];
+    if (ws->be->finish(why, sizeof why)) return backend_failed(ws->be, "computing logits", err);
+    return TUNE_OK;
+}
+
 tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const tune_batch *batch,
-                                const tune_dropout *dropout, tune_workspace *ws, float grad_scale,
-                                tune_error *err)
+                                const tune_dropout *dropout, tune_workspace *ws, tune_error *err)
 {
     if (!lora) return tune_fail_input(err, NULL, "backward: no LoRA adapters to train");
     if (check_inputs(model, lora, ws, dropout, err)) return TUNE_ERR_INPUT;
     if (!ws->cur_B || batch->B != ws->cur_B || batch->T != ws->cur_T)
-        return tune_fail_input(err, NULL, "backward: the workspace holds no forward pass of this batch");
+        return tune_fail_input(err, NULL, "backward: the workspace holds no training forward pass of this batch");
     const tune_dropout none = {0}, *d = dropout && dropout->p > 0.0f ? dropout : &none;
     if (lora != ws->cur_lora || d->p != ws->cur_dropout.p || d->seed != ws->cur_dropout.seed ||
         d->micro_batch != ws->cur_dropout.micro_batch)
         return tune_fail_input(err, NULL, "backward: not the adapters or dropout of the last forward pass");
     const int B = ws->cur_B, T = ws->cur_T, N = B * T, C = ws->C, hd = ws->hd;
     const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
-    ws->be->cross_entropy_backward(ws->logits, ws->lse_ce, ws->target, N, ws->V, grad_scale);
-    ws->be->matmul(ws->dxn, ws->logits, lm_head_of(model, lora), N, C, ws->V, 0, 0, 1.0f, 0.0f);
-    if (lora->saved & TUNE_SAVE_LM_HEAD) /* d(lm_head) += d(logits)ᵀ·xf */
-        ws->be->matmul(lora->grads + lora->head_offset, ws->logits, ws->xf, ws->V, C, N, 1, 0, 1.0f, 1.0f);
     ws->be->zero(ws->dh, (size_t)N * C * sizeof *ws->dh);
     ws->be->rmsnorm_backward(ws->dh, ws->dxn, ws->resid + ws->L * ws->NC, model->final_norm, ws->rstd_f, N, C);
     /* Layers below the lowest adapted one need no gradient, unless the embedding trains. */
@@ -512,7 +579,7 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
     }
     if (lora->saved & TUNE_SAVE_EMBED) /* scatter-add d(h) of the input into the rows of its ids */
         ws->be->embedding_backward(lora->grads + lora->embed_offset, ws->dh, ws->ids, N, C);
-    /* The logits became their gradient: a second backward needs a new forward. */
+    /* The gradients are added: a second backward needs a new forward. */
     ws->cur_B = ws->cur_T = 0;
     return TUNE_OK;
 }

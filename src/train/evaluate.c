@@ -44,7 +44,7 @@ tune_status tune_evaluate(const tune_model *model, const tune_lora *lora, const 
         tune_batch b;
         tune_status st = train_get_batch(eval, "evaluation", 0, i, &b, err);
         long nt;
-        if (!st) st = tune_llama_forward(model, lora, &b, NULL, ws, NULL, &nt, err);
+        if (!st) st = tune_llama_forward(model, lora, &b, NULL, 0.0f, ws, NULL, &nt, err);
         if (st) return st;
         n += nt;
     }

@@ -292,13 +292,13 @@ static tune_status accumulate(run *R, long s, int epoch, long first, double *los
         const tune_dropout drop = {.p = R->lora->cfg.dropout, .seed = R->st.seed,
                                    .micro_batch = (uint64_t)s * (uint64_t)R->st.accum + (uint64_t)j};
         long nt;
-        tune_status st = tune_llama_forward(&R->dmodel, &R->dlora, b, &drop, R->ws, NULL, &nt, err);
+        tune_status st = tune_llama_forward(&R->dmodel, &R->dlora, b, &drop, grad_scale, R->ws, NULL, &nt, err);
         if (st) return st;
         if (nt != R->sb.targets[j])
             return tune_fail_run(err, NULL, "internal error: the forward pass scored %ld targets in micro-batch %ld "
                                             "of epoch %d, the loop counted %ld",
                                  nt, first + j, epoch, R->sb.targets[j]);
-        st = tune_llama_backward(&R->dmodel, &R->dlora, b, &drop, R->ws, grad_scale, err);
+        st = tune_llama_backward(&R->dmodel, &R->dlora, b, &drop, R->ws, err);
         if (st) return st;
     }
     double loss_sum; /* the step's one download, with the gradient norm */
@@ -332,6 +332,9 @@ static tune_status train_step(run *R, tune_error *err)
     const float grad_norm =
         R->be->clip_grad_norm(R->dlora.grads, R->d_tensors, R->n_tensors, (float)o->max_grad_norm);
     if (!isfinite(loss) || !isfinite(grad_norm)) {
+        char why[512];
+        if (R->be->finish(why, sizeof why)) /* a failed device operation, not the numbers */
+            return stop_run(R, err, "the %s backend failed at step %ld: %s", R->be->name, s + 1, why);
         char where[128];
         snprintf(where, sizeof where, "step %ld (epoch %d, micro-batches %ld-%ld)", s + 1, epoch, first,
                  first + n_mb - 1);

@@ -147,15 +147,22 @@ void tune_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const
     for (size_t i = 0; i < n; i++) tune_swiglu_backward(dout[i], gate[i], up[i], &dgate[i], &dup[i]);
 }
 
-double tune_cpu_cross_entropy_forward(float *lse, const float *logits, const int32_t *target, int N, int V)
+void tune_cpu_cross_entropy_forward(float *lse, double *row_loss, const float *logits, const int32_t *target, int N,
+                                    int V)
 {
 #pragma omp parallel for if ((size_t)N * V >= TUNE_CPU_PARALLEL_MIN)
-    for (int n = 0; n < N; n++)
-        lse[n] = target[n] == TUNE_IGNORE_INDEX ? 0.0f : tune_logsumexp_row(logits + (size_t)n * V, V);
-    double sum = 0.0; /* in row order: the same on every thread count */
-    for (int n = 0; n < N; n++)
-        if (target[n] != TUNE_IGNORE_INDEX) sum += (double)lse[n] - logits[(size_t)n * V + target[n]];
-    return sum;
+    for (int n = 0; n < N; n++) {
+        const int ignored = target[n] == TUNE_IGNORE_INDEX;
+        lse[n] = ignored ? 0.0f : tune_logsumexp_row(logits + (size_t)n * V, V);
+        row_loss[n] = ignored ? 0.0 : (double)lse[n] - logits[(size_t)n * V + target[n]];
+    }
+}
+
+void tune_cpu_add_sum(double *acc, const double *x, size_t n)
+{
+    double sum = 0.0; /* in order: the same on every thread count and backend */
+    for (size_t i = 0; i < n; i++) sum += x[i];
+    *acc += sum;
 }
 
 void tune_cpu_cross_entropy_backward(float *logits, const float *lse, const int32_t *target, int N, int V,

@@ -42,12 +42,6 @@ static void cpu_attention_backward(float *dq, float *dk, float *dv, const float 
                                 scratch + tune_cpu_attention_scratch(s, n_threads), n_threads);
 }
 
-static void cpu_cross_entropy_forward(float *lse, double *loss_sum, const float *logits, const int32_t *target,
-                                      int N, int V)
-{
-    *loss_sum += tune_cpu_cross_entropy_forward(lse, logits, target, N, V);
-}
-
 static const tune_backend cpu = {
     .name = "cpu",
     .device = 0,
@@ -73,7 +67,8 @@ static const tune_backend cpu = {
     .attention_cached = tune_cpu_attention_cached,
     .swiglu_forward = tune_cpu_swiglu_forward,
     .swiglu_backward = tune_cpu_swiglu_backward,
-    .cross_entropy_forward = cpu_cross_entropy_forward,
+    .cross_entropy_forward = tune_cpu_cross_entropy_forward,
+    .add_sum = tune_cpu_add_sum,
     .cross_entropy_backward = tune_cpu_cross_entropy_backward,
     .dropout_mask = tune_cpu_dropout_mask,
     .dropout_apply = tune_cpu_dropout_apply,

@@ -138,6 +138,7 @@ static const tune_backend table = {
     tune_cuda_swiglu_forward,
     tune_cuda_swiglu_backward,
     tune_cuda_cross_entropy_forward,
+    tune_cuda_add_sum,
     tune_cuda_cross_entropy_backward,
     tune_cuda_dropout_mask,
     tune_cuda_dropout_apply,

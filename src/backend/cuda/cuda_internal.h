@@ -44,8 +44,9 @@ void tune_cuda_rope_backward(float *dx, const float *cos, const float *sin, int 
 void tune_cuda_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 void tune_cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                                size_t n);
-void tune_cuda_cross_entropy_forward(float *lse, double *loss_sum, const float *logits, const int32_t *target,
+void tune_cuda_cross_entropy_forward(float *lse, double *row_loss, const float *logits, const int32_t *target,
                                      int N, int V);
+void tune_cuda_add_sum(double *acc, const double *x, size_t n);
 void tune_cuda_cross_entropy_backward(float *logits, const float *lse, const int32_t *target, int N, int V,
                                       float scale);
 void tune_cuda_dropout_mask(uint32_t *bits, size_t n, float p, uint64_t seed, uint64_t stream, uint64_t base);

@@ -204,8 +204,8 @@ void tune_cuda_swiglu_backward(float *dgate, float *dup, const float *dout, cons
 }
 
 /* One block per row: tune_logsumexp_row with the Σ exp in double as a tree,
- * and the row's loss lse − logit[target] in double into row_loss.
- * lse: (N)   row_loss: (N)   logits: (N, V)   target: (N) */
+ * and the row's loss lse − logit[target] in double into row_loss (0 and
+ * lse 0 for an ignored row). lse: (N)   row_loss: (N)   logits: (N, V)   target: (N) */
 __global__ static void cross_entropy_rows_kernel(float *lse, double *row_loss, const float *logits,
                                                  const int32_t *target, int V)
 {
@@ -213,7 +213,10 @@ __global__ static void cross_entropy_rows_kernel(float *lse, double *row_loss, c
     __shared__ float shm[ROW_THREADS];
     const int n = blockIdx.x, t = target[n];
     if (t == TUNE_IGNORE_INDEX) { /* the whole block leaves: no barrier is reached */
-        if (threadIdx.x == 0) lse[n] = 0.0f;
+        if (threadIdx.x == 0) {
+            lse[n] = 0.0f;
+            row_loss[n] = 0.0;
+        }
         return;
     }
     const float *x = logits + (size_t)n * V;
@@ -237,27 +240,26 @@ __global__ static void cross_entropy_rows_kernel(float *lse, double *row_loss, c
     }
 }
 
-/* The rows' losses added in row order from 0, then into *loss_sum, as the CPU. */
-__global__ static void cross_entropy_sum_kernel(double *loss_sum, const double *row_loss, const int32_t *target,
-                                                int N)
-{
-    double sum = 0.0;
-    for (int n = 0; n < N; n++)
-        if (target[n] != TUNE_IGNORE_INDEX) sum += row_loss[n];
-    *loss_sum += sum;
-}
-
-void tune_cuda_cross_entropy_forward(float *lse, double *loss_sum, const float *logits, const int32_t *target, int N,
+void tune_cuda_cross_entropy_forward(float *lse, double *row_loss, const float *logits, const int32_t *target, int N,
                                      int V)
 {
-    static void *row_loss;
-    static size_t have;
     if (N == 0) return;
-    if (!tune_cuda_scratch(&row_loss, &have, (size_t)N * sizeof(double), "cross-entropy scratch")) return;
-    cross_entropy_rows_kernel<<<N, ROW_THREADS>>>(lse, (double *)row_loss, logits, target, V);
+    cross_entropy_rows_kernel<<<N, ROW_THREADS>>>(lse, row_loss, logits, target, V);
     tune_cuda_launched("cross-entropy kernel");
-    cross_entropy_sum_kernel<<<1, 1>>>(loss_sum, (const double *)row_loss, target, N);
-    tune_cuda_launched("cross-entropy sum kernel");
+}
+
+/* One thread: x added in order from 0, then into *acc, as the CPU. x: (n) */
+__global__ static void add_sum_kernel(double *acc, const double *x, size_t n)
+{
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += x[i];
+    *acc += sum;
+}
+
+void tune_cuda_add_sum(double *acc, const double *x, size_t n)
+{
+    add_sum_kernel<<<1, 1>>>(acc, x, n);
+    tune_cuda_launched("sum kernel");
 }
 
 /* In place: scale·(softmax − onehot); rows without a target become 0.
