@@ -32,9 +32,9 @@ int tune_cli_load_config(const char *verb, int argc, char **argv, struct tune_co
 int tune_cli_load_plan(const char *verb, int argc, char **argv, struct tune_config *cfg, struct tune_plan *plan);
 /* "tune: warning: ..." on stderr for each of the plan's warnings. */
 void tune_cli_print_warnings(const struct tune_plan *plan);
-struct tune_batcher;
-/* A batcher (data.h) as the trainer's micro-batch source (train.h), for train and eval. */
-struct tune_batch_source tune_cli_batcher_source(struct tune_batcher *b, int max_B, int max_T);
+/* tune_run_hooks (plan.h) that print: the plan's warnings, and notes as "tune: LINE". */
+void tune_cli_on_planned(void *ctx, const struct tune_plan *plan);
+void tune_cli_on_note(void *ctx, const char *line);
 
 int tune_cli_train(int argc, char **argv);
 int tune_cli_plan(int argc, char **argv);

@@ -100,6 +100,9 @@ typedef struct tune_plan {
     const char *resume_from_checkpoint; /* the config's (NULL: none); points into the config */
     int auto_resume;
     const char *base_model_name;     /* base_model as written, for adapter_config.json; points into the config */
+    const char *const *lora_target_names; /* lora_target_modules (PEFT's name rule); points into the config */
+    int n_lora_target_names;         /* 0: every linear layer of lora_target_mask's kinds */
+    int n_added_tokens_asked;        /* entries of tokens: (the tokenizer is saved with the adapter) */
 
     tune_backend_kind backend;       /* as asked for (auto, cpu, cuda) */
     const tune_backend *be;          /* as chosen: where the run computes */
@@ -190,5 +193,39 @@ void tune_plan_free(tune_plan *plan);
  * The caller adds the schedule (lr), the files for the manifest, the
  * version and the progress callback. The plan must outlive the options. */
 void tune_plan_train_options(const tune_plan *plan, tune_train_options *opts);
+
+/* ---- Running the plan ------------------------------------------------------
+ * The setups of `tune train` and `tune eval`: data, model, adapters,
+ * batchers and schedule, wired here and run on the plan's backend. The
+ * library prints nothing: it reports through these hooks (each may be NULL). */
+typedef struct tune_run_hooks {
+    void *ctx;
+    /* after the data stage, when the plan's counts and warnings are final */
+    void (*on_planned)(void *ctx, const tune_plan *plan);
+    /* a line of progress, e.g. "backend cuda: NVIDIA H200 (...)" */
+    void (*on_note)(void *ctx, const char *line);
+    /* training progress (tune_train_format_event formats it) */
+    void (*on_event)(void *ctx, const tune_train_event *ev);
+} tune_run_hooks;
+
+/* Trains as the plan says: prepares the data, writes
+ * output_dir/config_resolved.yml (and the tokenizer when tokens were
+ * added), loads the model (grown to the plan's vocabulary), creates the
+ * adapters, the batchers and the schedule, and runs tune_train_run.
+ * config_path and version go into the run's manifest. */
+tune_status tune_plan_train(tune_plan *plan, const tune_config *cfg, const char *config_path, const char *version,
+                            const tune_run_hooks *hooks, tune_error *err);
+
+typedef struct tune_eval_report {
+    long examples, tokens, truncated; /* validation examples, trained targets, examples truncated */
+    double loss, perplexity;          /* mean token loss and its exp */
+    char data[4096];                  /* the validation files, comma-separated */
+} tune_eval_report;
+
+/* The loss of the plan's validation set with the trainer's batching (the
+ * figure it logs as eval_loss), with a PEFT adapter when adapter is not
+ * NULL. where names the input in the error when there is no validation set. */
+tune_status tune_plan_evaluate(tune_plan *plan, const tune_config *cfg, const char *adapter, const char *where,
+                               const tune_run_hooks *hooks, tune_eval_report *r, tune_error *err);
 
 #endif

@@ -1,7 +1,5 @@
 #include "tune/backend.h"
 #include "tune/cli.h"
-#include "tune/data.h"
-#include "tune/train.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -87,17 +85,3 @@ int tune_cli_main(int argc, char **argv)
     if (first[0] == '-') return tune_cli_usage_error(NULL, "unknown option '%s' (try 'tune --help')", first);
     return tune_cli_usage_error(NULL, "unknown verb '%s' (try 'tune --help')", first);
 }
-
-/* The data module's batcher as the trainer's micro-batch source. */
-static long batcher_count(void *ctx, int epoch, tune_error *err) { return tune_batcher_count(ctx, epoch, err); }
-
-static tune_status batcher_get(void *ctx, int epoch, long index, tune_batch *batch, tune_error *err)
-{
-    return tune_batcher_get(ctx, epoch, index, batch, err);
-}
-
-tune_batch_source tune_cli_batcher_source(tune_batcher *b, int max_B, int max_T)
-{
-    return (tune_batch_source){.ctx = b, .max_B = max_B, .max_T = max_T, .count = batcher_count, .get = batcher_get};
-}
-

@@ -44,6 +44,18 @@ void tune_cli_print_warnings(const tune_plan *plan)
     }
 }
 
+void tune_cli_on_planned(void *ctx, const tune_plan *plan)
+{
+    (void)ctx;
+    tune_cli_print_warnings(plan);
+}
+
+void tune_cli_on_note(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "tune: %s\n", line);
+}
+
 static void usage(FILE *out)
 {
     fprintf(out, "usage: tune config keys [--markdown]\n"

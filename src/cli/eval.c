@@ -1,19 +1,15 @@
 /* tune eval CONFIG.yml | MODEL --data FILE: loss and perplexity of a model
  * (optionally with a PEFT adapter) on a dataset, formatted and masked as
- * training does, through the same tune_evaluate the trainer logs as eval_loss. */
-#include <math.h>
-#include <omp.h>
+ * training does, through the same tune_evaluate the trainer logs as eval_loss
+ * (tune_plan_evaluate runs it; this file parses and prints). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tune/cli.h"
 #include "tune/config.h"
-#include "tune/data.h"
 #include "tune/lora.h"
-#include "tune/model.h"
 #include "tune/plan.h"
-#include "tune/train.h"
 
 static void usage(FILE *out)
 {
@@ -138,19 +134,14 @@ static int model_config(const eval_args *a, tune_config *cfg)
     return print_errors(&errs, st);
 }
 
-typedef struct eval_result {
-    const char *model, *adapter, *data;
-    long examples, tokens, truncated;
-    double loss, perplexity;
-} eval_result;
-
-static tune_status write_csv(const char *dir, const eval_result *r, tune_error *err)
+static tune_status write_csv(const char *dir, const tune_plan *plan, const char *adapter, const tune_eval_report *r,
+                             tune_error *err)
 {
     tune_strbuf csv = {0};
     tune_strbuf_puts(&csv, "model,adapter,data,examples,tokens,loss,perplexity\n");
-    tune_strbuf_csv_field(&csv, r->model, strlen(r->model));
+    tune_strbuf_csv_field(&csv, plan->base_model, strlen(plan->base_model));
     tune_strbuf_puts(&csv, ",");
-    const char *adapter = r->adapter ? r->adapter : "";
+    if (!adapter) adapter = "";
     tune_strbuf_csv_field(&csv, adapter, strlen(adapter));
     tune_strbuf_puts(&csv, ",");
     tune_strbuf_csv_field(&csv, r->data, strlen(r->data));
@@ -164,58 +155,16 @@ static tune_status write_csv(const char *dir, const eval_result *r, tune_error *
     return st;
 }
 
-/* The validation files of the plan's data, comma-separated, for the summary. */
-static void data_names(const tune_plan_data *d, char *buf, size_t size)
-{
-    const tune_data_options *o = &d->setup.opt;
-    buf[0] = 0;
-    size_t used = 0;
-    const tune_dataset_options *sets = o->n_test_datasets ? o->test_datasets : o->datasets;
-    const int n = o->n_test_datasets ? o->n_test_datasets : o->n_datasets;
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < sets[i].n_files && used < size; k++)
-            used += (size_t)snprintf(buf + used, size - used, "%s%s", used ? "," : "", sets[i].files[k]);
-}
-
 static int evaluate(const tune_config *cfg, tune_plan *plan, const eval_args *a)
 {
     tune_error err;
     tune_error_clear(&err);
-    tune_plan_data data;
-    tune_status st = tune_plan_prepare_data(plan, cfg, 0, &data, &err);
-    tune_model model = {0};
-    tune_lora *lora = NULL;
-    tune_batcher *eval_b = NULL;
-    int rc = 0;
-    if (st) goto fail;
-    tune_cli_print_warnings(plan);
-    if (data.prep.val.count == 0) {
-        tune_error_set(&err, TUNE_ERR_INPUT, is_config(a->target) ? a->target : a->data, 0, 0,
-                       "there is no validation set to evaluate (set test_datasets or val_set_size)");
-        goto fail;
-    }
-    /* The trainer's evaluation batches: its batching without shuffle, eval_batch_size rows. */
-    tune_batch_options eval_opt = data.batch;
-    eval_opt.micro_batch_size = (int)plan->eval_batch_size;
-    eval_opt.shuffle = 0;
-    omp_set_num_threads(plan->threads);
-    fprintf(stderr, "tune: evaluating %ld examples; loading %s\ntune: backend %s\n", (long)data.prep.val.count,
-            plan->base_model, plan->backend_reason);
-    if ((st = tune_batcher_create(&data.prep.val, &eval_opt, &eval_b, &err)) ||
-        (st = tune_model_load(plan->base_model, &model, &err)) ||
-        (a->adapter && (st = tune_lora_open_peft(&model, a->adapter, &lora, &err))))
-        goto fail;
-    const tune_batch_source src =
-        tune_cli_batcher_source(eval_b, eval_opt.micro_batch_size, eval_opt.sequence_len);
-    eval_result r = {.model = plan->base_model, .adapter = a->adapter, .examples = (long)data.prep.val.count};
-    if ((st = tune_evaluate_on(plan->be, &model, lora, &src, &r.loss, &r.tokens, &err))) goto fail;
-    r.perplexity = exp(r.loss);
-    const tune_data_report *rep = &data.prep.report;
-    for (int i = data.setup.n_datasets; i < rep->n_datasets; i++) r.truncated += rep->datasets[i].truncated;
-    char names[4096];
-    data_names(&data, names, sizeof names);
-    r.data = names;
-    if ((st = write_csv(a->out ? a->out : ".", &r, &err))) goto fail;
+    const tune_run_hooks hooks = {.on_planned = tune_cli_on_planned, .on_note = tune_cli_on_note};
+    tune_eval_report r;
+    const char *where = is_config(a->target) ? a->target : a->data;
+    if (tune_plan_evaluate(plan, cfg, a->adapter, where, &hooks, &r, &err) ||
+        write_csv(a->out ? a->out : ".", plan, a->adapter, &r, &err))
+        return report(&err);
     if (!is_config(a->target) && r.truncated > 0)
         fprintf(stderr, "tune: %ld examples longer than sequence_len %ld were truncated\n", r.truncated,
                 plan->sequence_len);
@@ -225,17 +174,10 @@ static int evaluate(const tune_config *cfg, tune_plan *plan, const eval_args *a)
     } else {
         printf("model       %s\nadapter     %s\ndata        %s\nexamples    %ld\ntokens      %ld (trained targets)\n"
                "loss        %.6f\nperplexity  %.4f\n",
-               r.model, a->adapter ? a->adapter : "(none)", names, r.examples, r.tokens, r.loss, r.perplexity);
+               plan->base_model, a->adapter ? a->adapter : "(none)", r.data, r.examples, r.tokens, r.loss,
+               r.perplexity);
     }
-    goto done;
-fail:
-    rc = report(&err);
-done:
-    tune_batcher_free(eval_b);
-    tune_lora_free(lora);
-    tune_model_free(&model);
-    tune_plan_data_free(&data);
-    return rc;
+    return 0;
 }
 
 int tune_cli_eval(int argc, char **argv)

@@ -309,6 +309,9 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
     p->resume_from_checkpoint = cfg->resume_from_checkpoint;
     p->auto_resume = cfg->auto_resume_from_checkpoints;
     p->base_model_name = cfg->base_model;
+    p->lora_target_names = (const char *const *)cfg->lora_target_modules;
+    p->n_lora_target_names = cfg->lora_target_modules_count;
+    p->n_added_tokens_asked = cfg->tokens_count;
     p->backend = cfg->backend;
     p->device_free = -1;
     {

@@ -1,0 +1,228 @@
+/* Running the plan: the training and evaluation setups (data, model,
+ * adapters, batchers, schedule) that `tune train` and `tune eval` run. The
+ * CLI parses and prints; this file wires the modules and runs them. */
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tune/plan.h"
+#include "tune/tokenizer.h"
+
+/* The data module's batcher as the trainer's micro-batch source. */
+static long batcher_count(void *ctx, int epoch, tune_error *err) { return tune_batcher_count(ctx, epoch, err); }
+
+static tune_status batcher_get(void *ctx, int epoch, long index, tune_batch *batch, tune_error *err)
+{
+    return tune_batcher_get(ctx, epoch, index, batch, err);
+}
+
+static tune_batch_source batcher_source(tune_batcher *b, const tune_batch_options *o)
+{
+    return (tune_batch_source){.ctx = b, .max_B = o->micro_batch_size, .max_T = o->sequence_len,
+                               .count = batcher_count, .get = batcher_get};
+}
+
+static void note(const tune_run_hooks *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(const tune_run_hooks *h, const char *fmt, ...)
+{
+    if (!h || !h->on_note) return;
+    char line[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    h->on_note(h->ctx, line);
+}
+
+/* The evaluation batches: the training batching without shuffle, eval_batch_size rows. */
+static tune_batch_options eval_batching(const tune_plan *plan, const tune_plan_data *data)
+{
+    tune_batch_options o = data->batch;
+    o.micro_batch_size = (int)plan->eval_batch_size;
+    o.shuffle = 0;
+    return o;
+}
+
+/* Every data file of the run, for the manifest. */
+static const char **data_files(const tune_plan_data *data, int *n)
+{
+    const tune_data_options *o = &data->setup.opt;
+    int total = 0;
+    for (int i = 0; i < o->n_datasets; i++) total += o->datasets[i].n_files;
+    for (int i = 0; i < o->n_test_datasets; i++) total += o->test_datasets[i].n_files;
+    const char **files = malloc((size_t)(total ? total : 1) * sizeof *files);
+    if (!files) return NULL;
+    *n = 0;
+    for (int i = 0; i < o->n_datasets; i++)
+        for (int k = 0; k < o->datasets[i].n_files; k++) files[(*n)++] = o->datasets[i].files[k];
+    for (int i = 0; i < o->n_test_datasets; i++)
+        for (int k = 0; k < o->test_datasets[i].n_files; k++) files[(*n)++] = o->test_datasets[i].files[k];
+    return files;
+}
+
+/* The adapted modules: lora_target_modules by PEFT's name rule, else every
+ * linear layer (lora_target_linear). */
+static tune_status lora_for(const tune_plan *plan, const tune_model *model, tune_lora **lora, tune_error *err)
+{
+    const tune_model_config *mc = &model->cfg;
+    tune_lora_config lc = {.r = plan->lora_r,
+                           .alpha = (float)plan->lora_alpha,
+                           .dropout = (float)plan->lora_dropout,
+                           .use_rslora = plan->use_rslora,
+                           .target_mask = plan->lora_target_mask};
+    unsigned char *selected = NULL;
+    tune_status st = TUNE_OK;
+    if (plan->n_lora_target_names > 0) {
+        selected = calloc((size_t)mc->num_hidden_layers * TUNE_N_LINEAR, 1);
+        if (!selected) return tune_fail_run(err, NULL, "out of memory");
+        st = tune_lora_select_names(mc, plan->lora_target_names, plan->n_lora_target_names, selected, err);
+    }
+    if (st == TUNE_OK) st = tune_lora_create(mc, &lc, selected, (uint64_t)plan->seed, lora, err);
+    free(selected);
+    if (st == TUNE_OK && plan->lora_saved) st = tune_lora_add_saved(*lora, model, plan->lora_saved, err);
+    return st;
+}
+
+/* Added tokens: the tokenizer that knows them goes next to the adapter, as
+ * tokenizer.json + tokenizer_config.json that AutoTokenizer loads (written
+ * before training, so a tokenizer that cannot be written stops the run at once). */
+static tune_status save_tokenizer(const tune_plan *plan, const tune_plan_data *data, tune_error *err)
+{
+    if (!plan->n_added_tokens_asked && data->n_new_tokens == 0) return TUNE_OK;
+    char tok_path[4200], config_path[4200];
+    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", plan->output_dir);
+    snprintf(config_path, sizeof config_path, "%s/tokenizer_config.json", plan->output_dir);
+    tune_status st = tune_tokenizer_save_json(data->tok, tok_path, err);
+    if (!st) st = tune_tokenizer_save_config(data->tok, config_path, err);
+    return st;
+}
+
+/* The data stage, then the plan's final counts and warnings to the caller. */
+static tune_status prepare(tune_plan *plan, const tune_config *cfg, const tune_run_hooks *hooks, tune_plan_data *data,
+                           tune_error *err)
+{
+    tune_status st = tune_plan_prepare_data(plan, cfg, 0, data, err);
+    if (st) tune_plan_data_free(data);
+    else if (hooks && hooks->on_planned) hooks->on_planned(hooks->ctx, plan);
+    return st;
+}
+
+tune_status tune_plan_train(tune_plan *plan, const tune_config *cfg, const char *config_path, const char *version,
+                            const tune_run_hooks *hooks, tune_error *err)
+{
+    tune_plan_data data;
+    tune_status st = prepare(plan, cfg, hooks, &data, err);
+    if (st) return st;
+    tune_model model = {0};
+    tune_lora *lora = NULL;
+    tune_batcher *train_b = NULL, *eval_b = NULL;
+    double *lr = NULL;
+    const char **files = NULL;
+    char **model_files = NULL;
+    int n_files = 0, n_model_files = 0;
+    char resolved[4200];
+    snprintf(resolved, sizeof resolved, "%s/config_resolved.yml", plan->output_dir);
+    if (plan->total_steps <= 0)
+        st = tune_fail_input(err, config_path, "the plan has no training steps (no examples?)");
+    if (!st) st = tune_mkdir_p(plan->output_dir, err);
+    if (!st) st = tune_config_write_resolved(cfg, resolved, err);
+    if (st) goto done;
+    omp_set_num_threads(plan->threads);
+    note(hooks, "%ld steps (%ld per epoch), %ld training sequences, %ld eval; loading %s", plan->total_steps,
+         plan->steps_per_epoch, plan->n_train_examples, plan->n_eval_examples, plan->base_model);
+    note(hooks, "backend %s", plan->backend_reason);
+    /* The model grows to a vocabulary that added tokens extended. */
+    if ((st = save_tokenizer(plan, &data, err)) || (st = tune_model_load(plan->base_model, &model, err)) ||
+        (plan->vocab_size > model.cfg.vocab_size && (st = tune_model_resize_vocab(&model, plan->vocab_size, err))) ||
+        (st = lora_for(plan, &model, &lora, err)) ||
+        (st = tune_batcher_create(&data.prep.train, &data.batch, &train_b, err)))
+        goto done;
+    const tune_batch_options eval_opt = eval_batching(plan, &data);
+    if (data.prep.val.count > 0 && (st = tune_batcher_create(&data.prep.val, &eval_opt, &eval_b, err))) goto done;
+    lr = malloc((size_t)plan->total_steps * sizeof *lr);
+    files = data_files(&data, &n_files);
+    if (!lr || !files) {
+        st = tune_fail_run(err, NULL, "out of memory");
+        goto done;
+    }
+    for (long s = 0; s < plan->total_steps; s++) lr[s] = tune_schedule_lr(&plan->schedule, s);
+    if ((st = tune_model_files(plan->base_model, &model_files, &n_model_files, err))) goto done;
+    const tune_batch_source train_src = batcher_source(train_b, &data.batch);
+    const tune_batch_source eval_src = batcher_source(eval_b, &eval_opt);
+    tune_train_options opts;
+    tune_plan_train_options(plan, &opts);
+    opts.lr = lr;
+    opts.tune_version = version;
+    opts.config_path = config_path;
+    opts.data_files = files;
+    opts.n_data_files = n_files;
+    opts.model_files = (const char *const *)model_files;
+    opts.n_model_files = n_model_files;
+    opts.on_event = hooks ? hooks->on_event : NULL;
+    opts.event_ctx = hooks ? hooks->ctx : NULL;
+    st = tune_train_run(&opts, &train_src, eval_b ? &eval_src : NULL, &model, lora, err);
+done:
+    for (int i = 0; i < n_model_files; i++) free(model_files[i]);
+    free(model_files);
+    free(files);
+    free(lr);
+    tune_batcher_free(eval_b);
+    tune_batcher_free(train_b);
+    tune_lora_free(lora);
+    tune_model_free(&model);
+    tune_plan_data_free(&data);
+    return st;
+}
+
+/* The validation files, comma-separated: the test datasets, else the training ones (val_set_size). */
+static void data_names(const tune_plan_data *d, char *buf, size_t size)
+{
+    const tune_data_options *o = &d->setup.opt;
+    buf[0] = 0;
+    size_t used = 0;
+    const tune_dataset_options *sets = o->n_test_datasets ? o->test_datasets : o->datasets;
+    const int n = o->n_test_datasets ? o->n_test_datasets : o->n_datasets;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < sets[i].n_files && used < size; k++)
+            used += (size_t)snprintf(buf + used, size - used, "%s%s", used ? "," : "", sets[i].files[k]);
+}
+
+tune_status tune_plan_evaluate(tune_plan *plan, const tune_config *cfg, const char *adapter, const char *where,
+                               const tune_run_hooks *hooks, tune_eval_report *r, tune_error *err)
+{
+    memset(r, 0, sizeof *r);
+    tune_plan_data data;
+    tune_status st = prepare(plan, cfg, hooks, &data, err);
+    if (st) return st;
+    tune_model model = {0};
+    tune_lora *lora = NULL;
+    tune_batcher *eval_b = NULL;
+    if (data.prep.val.count == 0) {
+        st = tune_fail_input(err, where, "there is no validation set to evaluate (set test_datasets or val_set_size)");
+        goto done;
+    }
+    const tune_batch_options eval_opt = eval_batching(plan, &data);
+    omp_set_num_threads(plan->threads);
+    note(hooks, "evaluating %ld examples; loading %s", (long)data.prep.val.count, plan->base_model);
+    note(hooks, "backend %s", plan->backend_reason);
+    if ((st = tune_batcher_create(&data.prep.val, &eval_opt, &eval_b, err)) ||
+        (st = tune_model_load(plan->base_model, &model, err)) ||
+        (adapter && (st = tune_lora_open_peft(&model, adapter, &lora, err))))
+        goto done;
+    const tune_batch_source src = batcher_source(eval_b, &eval_opt);
+    r->examples = (long)data.prep.val.count;
+    if ((st = tune_evaluate_on(plan->be, &model, lora, &src, &r->loss, &r->tokens, err))) goto done;
+    r->perplexity = exp(r->loss);
+    const tune_data_report *rep = &data.prep.report;
+    for (int i = data.setup.n_datasets; i < rep->n_datasets; i++) r->truncated += rep->datasets[i].truncated;
+    data_names(&data, r->data, sizeof r->data);
+done:
+    tune_batcher_free(eval_b);
+    tune_lora_free(lora);
+    tune_model_free(&model);
+    tune_plan_data_free(&data);
+    return st;
+}
