@@ -391,6 +391,40 @@ static void check_incremental_equals_full(const char *model_name)
     tune_model_free(&m);
 }
 
+/* Decoding on the device emulation (the CPU's kernels behind device-style
+ * buffers, tests/testutil.h): the same logits bit for bit as on the CPU,
+ * through prefill in pieces, a cache that grows past its first size, single
+ * steps and a rewind. */
+START_TEST(device_decoding_gives_cpu_logits)
+{
+    tune_model m;
+    load_model("llama3rope", &m);
+    m.cfg.max_position_embeddings = 1000; /* room for the cache to grow past its first 256 positions */
+    const int T = 300, V = m.cfg.vocab_size;
+    int32_t *ids = malloc((size_t)T * sizeof *ids);
+    for (int t = 0; t < T; t++) ids[t] = (int32_t)((t * 97 + 13) % V);
+    float *logits[2];
+    const tune_backend *backends[2] = {tune_backend_cpu(), test_device_emulation()};
+    tune_error err;
+    for (int k = 0; k < 2; k++) {
+        logits[k] = malloc((size_t)(T + 1) * V * sizeof *logits[k]);
+        tune_decoder *d;
+        ck_assert_int_eq(tune_decoder_create(backends[k], &m, &d, &err), TUNE_OK);
+        ck_assert_int_eq(tune_decoder_feed(d, ids, 200, logits[k], 1, &err), TUNE_OK);
+        for (int t = 200; t < T; t++)
+            ck_assert_int_eq(tune_decoder_feed(d, ids + t, 1, logits[k] + (size_t)t * V, 1, &err), TUNE_OK);
+        tune_decoder_rewind(d, 150);
+        ck_assert_int_eq(tune_decoder_feed(d, ids + 150, 5, logits[k] + (size_t)T * V, 0, &err), TUNE_OK);
+        tune_decoder_free(d);
+    }
+    ck_assert_mem_eq(logits[0], logits[1], (size_t)(T + 1) * V * sizeof *logits[0]);
+    free(logits[0]);
+    free(logits[1]);
+    free(ids);
+    tune_model_free(&m);
+}
+END_TEST
+
 START_TEST(incremental_decoding_equals_full_forward)
 {
     check_incremental_equals_full("gqa");
@@ -813,6 +847,7 @@ static Suite *generate_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("decode");
     tcase_add_test(tc, incremental_decoding_equals_full_forward);
+    tcase_add_test(tc, device_decoding_gives_cpu_logits);
     tcase_add_test(tc, long_prefill_is_chunked_exactly);
     tcase_add_test(tc, merged_decoding_equals_unmerged_forward);
     tcase_add_test(tc, greedy_decoding_matches_transformers);

@@ -537,6 +537,74 @@ START_TEST(rerun_and_resume_are_byte_identical)
 END_TEST
 
 
+/* Runs the golden's 6 steps with dropout, checkpoints every 2 steps and an
+ * evaluation source, on backend be, into fx->dir/<name>. */
+static void run_on(fixture *fx, const tune_backend *be, const char *name, const char *resume, recorder *rec)
+{
+    replay r = {.golden = fx->golden, .fail_at = -1}, er = {.golden = fx->golden, .fail_at = -1, .n_mb = 3};
+    const tune_batch_source src = replay_source(&r), eval = replay_source(&er);
+    char out[128];
+    subdir(out, sizeof out, fx->dir, name);
+    tune_train_options o = golden_options(fx, out, GOLDEN_ACCUM, rec);
+    o.backend = be;
+    o.save_steps = 2;
+    o.eval_steps = 2;
+    o.resume_from_checkpoint = resume;
+    tune_error err;
+    ck_assert_msg(tune_train_run(&o, &src, &eval, &fx->model, fx->lora, &err) == TUNE_OK, "%s", err.message);
+}
+
+/* A device backend's bookkeeping without a GPU: the CPU kernels behind
+ * device-style buffers give the CPU's bytes (adapter, checkpoints, losses,
+ * gradient norms, eval losses), and a run resumed on them from their own
+ * checkpoint ends with the same adapter. */
+START_TEST(device_bookkeeping_gives_cpu_bytes)
+{
+    fixture fx;
+    fixture_init(&fx, 0.1f);
+    float *init = malloc(fx.lora->n_params * sizeof *init);
+    ck_assert_ptr_nonnull(init);
+    memcpy(init, fx.lora->params, fx.lora->n_params * sizeof *init);
+    recorder cpu = {0}, dev = {0};
+    run_on(&fx, tune_backend_cpu(), "cpu", NULL, &cpu);
+    float *cpu_params = malloc(fx.lora->n_params * sizeof *cpu_params);
+    ck_assert_ptr_nonnull(cpu_params);
+    memcpy(cpu_params, fx.lora->params, fx.lora->n_params * sizeof *cpu_params);
+    memcpy(fx.lora->params, init, fx.lora->n_params * sizeof *init);
+    run_on(&fx, test_device_emulation(), "dev", NULL, &dev);
+    /* the host adapter holds the device's final weights */
+    ck_assert_mem_eq(fx.lora->params, cpu_params, fx.lora->n_params * sizeof *cpu_params);
+    ck_assert_int_eq(dev.n_steps, GOLDEN_STEPS);
+    ck_assert_int_eq(dev.n_evals, cpu.n_evals);
+    ck_assert_mem_eq(dev.loss, cpu.loss, sizeof dev.loss);
+    ck_assert_mem_eq(dev.grad_norm, cpu.grad_norm, sizeof dev.grad_norm);
+    ck_assert_double_eq(dev.eval_loss, cpu.eval_loss);
+    const char *files[] = {"adapter_model.safetensors", "checkpoint-2/adapter_model.safetensors",
+                           "checkpoint-4/optimizer.safetensors", "checkpoint-6/optimizer.safetensors"};
+    char a[256], b[256];
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(b, sizeof b, "cpu/%s", files[i]);
+        subdir(a, sizeof a, fx.dir, b);
+        snprintf(b, sizeof b, "dev/%s", files[i]);
+        char other[256];
+        subdir(other, sizeof other, fx.dir, b);
+        ck_assert_msg(files_equal(a, other), "device bookkeeping differs: %s", files[i]);
+    }
+    /* resumed on the device from its checkpoint-2, host weights scrambled */
+    for (size_t i = 0; i < fx.lora->n_params; i++) fx.lora->params[i] = 0.5f;
+    subdir(a, sizeof a, fx.dir, "dev/checkpoint-2");
+    recorder resumed = {0};
+    run_on(&fx, test_device_emulation(), "dev", a, &resumed);
+    ck_assert_int_eq(resumed.n_steps, GOLDEN_STEPS - 2);
+    subdir(a, sizeof a, fx.dir, "cpu/adapter_model.safetensors");
+    subdir(b, sizeof b, fx.dir, "dev/adapter_model.safetensors");
+    ck_assert_msg(files_equal(a, b), "the resumed device run differs");
+    free(cpu_params);
+    free(init);
+    fixture_free(&fx);
+}
+END_TEST
+
 /* Kills its own process (SIGKILL: no cleanup runs) once step `ctx` is done. */
 static void kill_after(void *ctx, const tune_train_event *ev)
 {
@@ -735,6 +803,15 @@ START_TEST(eval_loss_is_mean_over_eval_set)
     }
     tune_workspace_free(ws);
     ck_assert_double_eq_tol(rec.eval_loss, sum / (double)n, 1e-12);
+    /* tune eval's path, on the CPU and on the device emulation: the same figure */
+    double on_cpu, on_dev;
+    long n_cpu, n_dev;
+    ck_assert_int_eq(tune_evaluate_on(tune_backend_cpu(), &fx.model, fx.lora, &eval, &on_cpu, &n_cpu, &err), TUNE_OK);
+    ck_assert_int_eq(tune_evaluate_on(test_device_emulation(), &fx.model, fx.lora, &eval, &on_dev, &n_dev, &err),
+                     TUNE_OK);
+    ck_assert_double_eq(on_cpu, rec.eval_loss);
+    ck_assert_double_eq(on_dev, on_cpu);
+    ck_assert_int_eq(n_dev, n);
     /* The loss curve shows both series. */
     char path[256];
     subdir(path, sizeof path, fx.dir, "run/loss.svg");
@@ -895,6 +972,7 @@ static Suite *train_suite(void)
     tcase_add_test(loop, trajectory_matches_transformers);
     tcase_add_test(loop, one_batch_of_four_equals_two_of_two);
     tcase_add_test(loop, rerun_and_resume_are_byte_identical);
+    tcase_add_test(loop, device_bookkeeping_gives_cpu_bytes);
     tcase_add_test(loop, sigkill_mid_run_resumes_identically);
     tcase_add_test(loop, epochs_of_different_lengths);
     tcase_add_test(loop, save_total_limit_keeps_the_newest);

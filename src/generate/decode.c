@@ -39,7 +39,7 @@ struct tune_decoder {
     float *gate, *up;  /* (CHUNK, I) */
     float *cos_t, *sin_t; /* (CHUNK, hd/2) */
     int32_t *pos;      /* (2, CHUNK): positions, then ids of the chunk */
-    float *scores;     /* (n_threads, max_pos) attention probabilities (CPU scratch) */
+    float *scores;     /* (n_threads, max_pos): scratch of attention_cached (the CPU's probabilities) */
     float *logits;     /* (CHUNK, V) on a device; NULL on the CPU, which writes the caller's array */
     int has_model;
 };
@@ -97,7 +97,7 @@ tune_status tune_decoder_create(const tune_backend *be, const tune_model *model,
         {&d->inv_freq, (size_t)d->hd / 2}, {&d->x, n * d->C}, {&d->xn, n * d->C}, {&d->rstd, n},
         {&d->q, n * d->qd}, {&d->att, n * d->qd}, {&d->gate, n * d->I}, {&d->up, n * d->I},
         {&d->cos_t, n * (d->hd / 2)}, {&d->sin_t, n * (d->hd / 2)},
-        {&d->scores, be->device ? 1 : (size_t)d->n_threads * d->max_pos},
+        {&d->scores, (size_t)d->n_threads * d->max_pos},
         {&d->logits, be->device ? n * d->V : 0},
     };
     int ok = 1;
