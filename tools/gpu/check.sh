@@ -315,6 +315,37 @@ if [ -f "$A/adapter_model.safetensors" ]; then
 else
     record rerun FAIL "$t" "no $DM $B2 adapter to compare"
 fi
+# Inference on the GPU: eval's loss and greedy generation with the adapter
+# the GPU trained, on the CPU and on the GPU (eval within the tolerance;
+# generation compared token for token, a difference reported, not failed:
+# random weights make near-ties likely).
+t=$SECONDS
+if [ -f "$A/adapter_model.safetensors" ]; then
+    M=$(model_path "$DM")
+    seq=512; case $DM in gqa|tied|llama3rope) seq=64 ;; esac
+    for be in cpu "$B2"; do
+        timeout "$(tmo 60)" "$TUNE" eval "$M" --data "$ROOT/datasets/excel_expert/eval.jsonl" --sequence_len "$seq" \
+            --adapter "$A" --backend "$be" --json --out "$WORK/eval-$be" > "$WORK/eval-$be.json" 2>> "$LOGS/infer.log" < /dev/null
+        timeout "$(tmo 60)" "$TUNE" generate "$M" --adapter "$A" --raw --prompt "=SUM(A1:A10) adds" \
+            --max_new_tokens 24 --backend "$be" > "$WORK/gen-$be.txt" 2>> "$LOGS/infer.log" < /dev/null
+    done
+    res=$(py - "$WORK/eval-cpu.json" "$WORK/eval-$B2.json" "$WORK/gen-cpu.txt" "$WORK/gen-$B2.txt" "$TOL" <<'PY' 2>&1
+import json, sys
+a, b = (json.loads(open(p).read()) for p in sys.argv[1:3])
+rel = abs(a["loss"] - b["loss"]) / abs(a["loss"])
+ga, gb = (open(p, encoding="utf-8", errors="replace").read() for p in sys.argv[3:5])
+same = "identical" if ga == gb else "differs after %d chars" % next(i for i in range(min(len(ga), len(gb)) + 1) if ga[i:i+1] != gb[i:i+1])
+print("eval loss cpu %.9g gpu %.9g rel %.2e; greedy text %s" % (a["loss"], b["loss"], rel, same))
+sys.exit(0 if rel <= float(sys.argv[5]) else 1)
+PY
+)
+    rc=$?
+    echo "== inference $DM: $res" >> "$PARITY"
+    if [ $rc = 0 ]; then record infer PASS "$t" "$DM: $res"; else record infer FAIL "$t" "$DM: $res (infer.log)"; fi
+else
+    record infer FAIL "$t" "no $DM $B2 adapter to run"
+fi
+
 # tune plan for a CUDA config, into info.txt.
 {
     echo "== $TUNE plan (a cuda parity config)"
