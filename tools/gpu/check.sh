@@ -322,9 +322,14 @@ fi
 t=$SECONDS
 if [ -f "$A/adapter_model.safetensors" ]; then
     M=$(model_path "$DM")
-    seq=512; case $DM in gqa|tied|llama3rope) seq=64 ;; esac
+    # The Excel eval set; the tiny models (64 positions) get short completion records.
+    data=$ROOT/datasets/excel_expert/eval.jsonl; type=alpaca; seq=512
+    case $DM in gqa|tied|llama3rope)
+        data=$WORK/infer.jsonl; type=completion; seq=64
+        for i in 1 2 3 4 5 6; do printf '{"text": "=SUM(A%d:A%d) adds cells %d to %d."}\n' $i $((i + 4)) $i $((i + 4)); done > "$data" ;;
+    esac
     for be in cpu "$B2"; do
-        timeout "$(tmo 60)" "$TUNE" eval "$M" --data "$ROOT/datasets/excel_expert/eval.jsonl" --sequence_len "$seq" \
+        timeout "$(tmo 60)" "$TUNE" eval "$M" --data "$data" --type "$type" --sequence_len "$seq" \
             --adapter "$A" --backend "$be" --json --out "$WORK/eval-$be" > "$WORK/eval-$be.json" 2>> "$LOGS/infer.log" < /dev/null
         timeout "$(tmo 60)" "$TUNE" generate "$M" --adapter "$A" --raw --prompt "=SUM(A1:A10) adds" \
             --max_new_tokens 24 --backend "$be" > "$WORK/gen-$be.txt" 2>> "$LOGS/infer.log" < /dev/null
