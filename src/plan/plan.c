@@ -102,16 +102,17 @@ void tune_plan_set_model(tune_plan *plan, const tune_model_config *m)
     plan->have_model = 1;
     plan->model = *m;
     long long C = m->hidden_size, V = m->vocab_size, L = m->num_hidden_layers, I = m->intermediate_size;
-    long long per_layer = 2 * C, lora_per_layer = 0, lora_rank_floats = 0;
+    long long per_layer = 2 * C, lora_per_layer = 0, lora_in = 0;
     for (int k = 0; k < TUNE_N_LINEAR; k++) {
         int out, in;
         tune_linear_shape(m, (tune_linear_kind)k, &out, &in);
         per_layer += (long long)out * in;
         if (plan->lora_target_mask & (1u << k)) {
             lora_per_layer += (long long)plan->lora_r * ((long long)in + out);
-            lora_rank_floats += plan->lora_r;
+            lora_in += in;
         }
     }
+    (void)I;
     plan->n_model_params = V * C + L * per_layer + C + (m->tie_word_embeddings ? 0 : V * C);
     plan->vocab_size = plan->vocab_size > m->vocab_size ? plan->vocab_size : m->vocab_size;
     const int n_saved = (plan->lora_saved & TUNE_SAVE_EMBED ? 1 : 0) + (plan->lora_saved & TUNE_SAVE_LM_HEAD ? 1 : 0);
@@ -119,31 +120,17 @@ void tune_plan_set_model(tune_plan *plan, const tune_model_config *m)
     plan->mem_weights = 4 * plan->n_model_params;
     plan->mem_lora = 4 * 4 * plan->n_lora_params; /* params, grads, AdamW m and v */
 
-    /* Kept for the backward pass, fp32, per token of a micro-batch: per layer the
-     * block input and the two norm outputs and the mid residual (4C), q, k, v and
-     * the attention output ((2H + 2Hkv)·hd), gate, up and their product (3I), the
-     * LoRA A·x (r per target), one attention-probability row per head (H·T); then
-     * the final norm (C) and logits with their gradient (2V). */
-    long long B = plan->micro_batch_size, T = plan->sequence_len, H = m->num_attention_heads;
-    long long hd = m->head_dim, Hkv = m->num_key_value_heads;
-    long long layer_floats = 4 * C + (2 * H + 2 * Hkv) * hd + 3 * I + lora_rank_floats + H * T;
-    plan->mem_activations = 4 * B * T * (L * layer_floats + C + 2 * V);
+    /* The workspace the run allocates, from its own layout (tune_workspace_bytes): activations
+     * kept for the backward pass, the head's chunk, scratch and dropout masks, sized for the
+     * larger of the training and evaluation batches, as the loop makes it. */
+    const long B = plan->has_eval && plan->eval_batch_size > plan->micro_batch_size ? plan->eval_batch_size
+                                                                                     : plan->micro_batch_size;
+    const tune_backend *be = plan->be ? plan->be : tune_backend_cpu();
+    plan->mem_activations = (long long)tune_workspace_bytes(be, m, (int)(L * plan->n_lora_targets), plan->lora_r,
+                                                            plan->lora_dropout > 0 ? (size_t)(L * lora_in) : 0, (int)B,
+                                                            (int)plan->sequence_len);
     plan->mem_total = plan->mem_weights + plan->mem_lora + plan->mem_activations;
-    plan->mem_device = -1;
-    if (plan->be && plan->be->device) {
-        /* The workspace is sized for the larger of the training and evaluation batches, as the loop makes it. */
-        const int n_modules = (int)(L * plan->n_lora_targets);
-        long long in_sum = 0;
-        for (int k = 0; k < TUNE_N_LINEAR; k++) {
-            int out, in;
-            tune_linear_shape(m, (tune_linear_kind)k, &out, &in);
-            if (plan->lora_target_mask & (1u << k)) in_sum += L * in;
-        }
-        const long EB = plan->has_eval && plan->eval_batch_size > B ? plan->eval_batch_size : B;
-        plan->mem_device = plan->mem_weights + plan->mem_lora +
-                           (long long)tune_workspace_bytes(plan->be, m, n_modules, (int)plan->lora_r,
-                                                           plan->lora_dropout > 0 ? (size_t)in_sum : 0, (int)EB, (int)T);
-    }
+    plan->mem_device = be->device ? plan->mem_total : -1;
 }
 
 /* ---- paths ---- */
