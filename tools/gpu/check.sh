@@ -379,7 +379,7 @@ for m in $BENCH_MODELS; do
     echo "== $m: micro-batch $b x $T, 1 + $BENCH_STEPS steps, fp32" >> "$BENCH"
     out=$WORK/bench-$m
     write_cfg "$WORK/bench-$m.yml" "$MODELS/$m" cuda "$out" "$T" \
-        "lora_dropout: 0.0" "pad_to_sequence_len: true" "micro_batch_size: $b" \
+        "lora_dropout: 0.0" "pad_to_sequence_len: true" "train_on_inputs: true" "micro_batch_size: $b" \
         "gradient_accumulation_steps: 1" "learning_rate: 1.0e-4" "lr_scheduler: constant" \
         "logging_steps: 1" "save_steps: 100000" "max_steps: $(( BENCH_STEPS + 1 ))" "seed: 1"
     idle=$(smi_idle)
