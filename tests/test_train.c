@@ -192,6 +192,7 @@ typedef struct fixture {
     cJSON *json;
     double lr[GOLDEN_STEPS];
     char dir[64]; /* a fresh temporary folder */
+    const tune_backend *be; /* where runs train (NULL: the CPU) */
 } fixture;
 
 static void tiny_path(char *buf, size_t size, const char *rel)
@@ -352,7 +353,7 @@ static tune_train_options golden_options(fixture *fx, const char *out, int accum
         .adam_beta1 = 0.9, .adam_beta2 = 0.999, .adam_epsilon = 1e-8, .weight_decay = 0.01,
         .max_grad_norm = json_num(fx->json, "max_grad_norm"), .seed = 42, .logging_steps = 1,
         .base_model_name_or_path = "tests/data/tiny/gqa", .tune_version = "test",
-        .on_event = rec ? record : NULL, .event_ctx = rec};
+        .on_event = rec ? record : NULL, .event_ctx = rec, .backend = fx->be};
 }
 
 static void subdir(char *buf, size_t size, const char *dir, const char *name)
@@ -542,16 +543,10 @@ END_TEST
 static void run_on(fixture *fx, const tune_backend *be, const char *name, const char *resume, recorder *rec)
 {
     replay r = {.golden = fx->golden, .fail_at = -1}, er = {.golden = fx->golden, .fail_at = -1, .n_mb = 3};
-    const tune_batch_source src = replay_source(&r), eval = replay_source(&er);
-    char out[128];
-    subdir(out, sizeof out, fx->dir, name);
-    tune_train_options o = golden_options(fx, out, GOLDEN_ACCUM, rec);
-    o.backend = be;
-    o.save_steps = 2;
-    o.eval_steps = 2;
-    o.resume_from_checkpoint = resume;
+    const tune_batch_source eval = replay_source(&er);
     tune_error err;
-    ck_assert_msg(tune_train_run(&o, &src, &eval, &fx->model, fx->lora, &err) == TUNE_OK, "%s", err.message);
+    fx->be = be;
+    ck_assert_msg(run_into(fx, name, &r, 2, 0, resume, 0, &eval, rec, &err) == TUNE_OK, "%s", err.message);
 }
 
 /* A device backend's bookkeeping without a GPU: the CPU kernels behind

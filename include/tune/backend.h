@@ -47,7 +47,7 @@ typedef struct tune_backend {
     int (*download)(void *host_dst, const void *src, size_t bytes);
     void (*copy)(void *dst, const void *src, size_t bytes);
     void (*zero)(void *dst, size_t bytes);
-    /* Waits for the queued work: 0, or -1 with the first error in why. */
+    /* Waits for the queued work: 0, or -1 with the first error in why (NULL when why_size is 0). */
     int (*finish)(char *why, size_t why_size);
     /* Free and total bytes of device memory (the CPU backend: 0 and 0). */
     void (*memory)(size_t *free_bytes, size_t *total_bytes);
@@ -112,8 +112,9 @@ void tune_backend_unmirror(const tune_backend *be, void *buf, const void *host);
 /* Copies a mirror back into its host array (nothing on the CPU, where
  * they are one). 0, or -1 after a backend error. */
 int tune_backend_fetch(const tune_backend *be, void *host, const void *buf, size_t bytes);
-/* Copies a host array into its mirror (nothing on the CPU). */
-int tune_backend_push(const tune_backend *be, void *buf, const void *host, size_t bytes);
+/* The run error for a failed backend operation: "<name> backend failed
+ * <doing>: <the first error finish reports>". */
+tune_status tune_backend_failed(const tune_backend *be, const char *doing, tune_error *err);
 
 /* The model's weights where be computes: a tune_model whose pointers are
  * backend buffers (on the CPU the model's own). Release with

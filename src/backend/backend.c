@@ -62,9 +62,11 @@ int tune_backend_fetch(const tune_backend *be, void *host, const void *buf, size
     return be->device ? be->download(host, buf, bytes) : 0;
 }
 
-int tune_backend_push(const tune_backend *be, void *buf, const void *host, size_t bytes)
+tune_status tune_backend_failed(const tune_backend *be, const char *doing, tune_error *err)
 {
-    return be->device ? be->upload(buf, host, bytes) : 0;
+    char why[512];
+    be->finish(why, sizeof why);
+    return tune_fail_run(err, NULL, "%s backend failed %s: %s", be->name, doing, why[0] ? why : "unknown error");
 }
 
 /* p's place in the block that starts at from, moved to the block at to. */

@@ -22,7 +22,7 @@
 #define STEP_PARALLEL_MIN 16
 
 struct tune_decoder {
-    const tune_backend *be; /* the float buffers, pos, dids and the cache are its buffers */
+    const tune_backend *be; /* the float buffers, pos and the cache are its buffers */
     tune_model m;      /* the weights where be computes */
     const tune_model *host;
     int L, C, H, Hkv, hd, I, V, qd, kvd, max_pos;
@@ -54,14 +54,6 @@ void tune_decoder_free(tune_decoder *d)
     if (d->has_model) tune_backend_model_free(d->be, &d->m, d->host);
     free(d->ids);
     free(d);
-}
-
-/* A failed backend operation as a run error. */
-static tune_status backend_failed(const tune_decoder *d, tune_error *err)
-{
-    char why[512];
-    d->be->finish(why, sizeof why);
-    return tune_fail_run(err, NULL, "%s backend failed while decoding: %s", d->be->name, why);
 }
 
 tune_status tune_decoder_create(const tune_backend *be, const tune_model *model, tune_decoder **out,
@@ -111,7 +103,7 @@ tune_status tune_decoder_create(const tune_backend *be, const tune_model *model,
     float inv_freq[d->hd / 2];
     tune_rope_inv_freq(c, inv_freq);
     if (be->upload(d->inv_freq, inv_freq, sizeof inv_freq)) {
-        st = backend_failed(d, err);
+        st = tune_backend_failed(d->be, "creating the decoder", err);
         tune_decoder_free(d);
         return st;
     }
@@ -174,7 +166,7 @@ static tune_status feed_chunk(tune_decoder *d, const int32_t *ids, int n, float 
     int32_t staged[2 * CHUNK]; /* positions, then the ids: one upload */
     for (int t = 0; t < n; t++) staged[t] = p0 + t;
     memcpy(staged + n, ids, (size_t)n * sizeof *ids);
-    if (be->upload(d->pos, staged, 2 * (size_t)n * sizeof *staged)) return backend_failed(d, err);
+    if (be->upload(d->pos, staged, 2 * (size_t)n * sizeof *staged)) return tune_backend_failed(be, "while decoding", err);
     memcpy(d->ids + p0, ids, (size_t)n * sizeof *ids);
     be->rope_tables(d->cos_t, d->sin_t, d->pos, d->inv_freq, n, d->hd / 2);
     be->embedding(d->x, m->embed, d->pos + n, n, C);
@@ -204,7 +196,7 @@ static tune_status feed_chunk(tune_decoder *d, const int32_t *ids, int n, float 
     be->rmsnorm_forward(d->xn, d->rstd, x, m->final_norm, rows, C, eps);
     be->matmul(out, d->xn, m->lm_head, rows, d->V, C, 0, 1, 1.0f, 0.0f);
     if (d->logits && be->download(logits, d->logits, (size_t)rows * d->V * sizeof *logits))
-        return backend_failed(d, err);
+        return tune_backend_failed(d->be, "while decoding", err);
     return TUNE_OK;
 }
 

@@ -104,14 +104,6 @@ void tune_rope_inv_freq(const tune_model_config *c, float *inv)
     }
 }
 
-/* A backend operation failed: its reason, as a run error. */
-static tune_status backend_failed(const tune_backend *be, const char *doing, tune_error *err)
-{
-    char why[512];
-    be->finish(why, sizeof why);
-    return tune_fail_run(err, NULL, "%s backend failed %s: %s", be->name, doing, why[0] ? why : "unknown error");
-}
-
 static tune_status check_config(const tune_model_config *c, tune_error *err)
 {
     if (c->vocab_size < 1 || c->hidden_size < 1 || c->intermediate_size < 1 || c->num_hidden_layers < 1 ||
@@ -239,7 +231,7 @@ tune_status tune_workspace_create(const tune_backend *be, const tune_model_confi
     tune_rope_inv_freq(cfg, inv_freq);
     if (be->upload(ws->inv_freq, inv_freq, sizeof inv_freq)) {
         tune_workspace_free(ws);
-        return backend_failed(be, "creating the workspace", err);
+        return tune_backend_failed(be, "creating the workspace", err);
     }
     *out = ws;
     return TUNE_OK;
@@ -260,7 +252,8 @@ void tune_workspace_reset_loss(tune_workspace *ws) { ws->be->zero(ws->loss, size
 
 tune_status tune_workspace_loss(const tune_workspace *ws, double *loss_sum, tune_error *err)
 {
-    if (ws->be->download(loss_sum, ws->loss, sizeof *loss_sum)) return backend_failed(ws->be, "reading the loss", err);
+    if (ws->be->download(loss_sum, ws->loss, sizeof *loss_sum))
+        return tune_backend_failed(ws->be, "reading the loss", err);
     return TUNE_OK;
 }
 
@@ -312,7 +305,7 @@ static tune_status prepare_batch(const tune_model_config *cfg, const tune_batch 
     ws->rows = ws->imem + 3 * N;
     ws->target = ws->rows + m;
     if (ws->be->upload(ws->imem, ws->hbatch, (3 * N + 2 * (size_t)m) * sizeof *ids))
-        return backend_failed(ws->be, "uploading the batch", err);
+        return tune_backend_failed(ws->be, "uploading the batch", err);
     return TUNE_OK;
 }
 
@@ -525,8 +518,7 @@ tune_status tune_llama_logits(const tune_model *model, const tune_lora *lora, co
     if (st) return st;
     ws->cur_B = ws->cur_T = 0;
     ws->be->matmul(logits, ws->xf, lm_head_of(model, lora), batch->B * batch->T, ws->V, ws->C, 0, 1, 1.0f, 0.0f);
-    char why[512];
-    if (ws->be->finish(why, sizeof why)) return backend_failed(ws->be, "computing logits", err);
+    if (ws->be->finish(NULL, 0)) return tune_backend_failed(ws->be, "computing logits", err);
     return TUNE_OK;
 }
 

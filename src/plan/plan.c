@@ -101,7 +101,7 @@ void tune_plan_set_model(tune_plan *plan, const tune_model_config *m)
 {
     plan->have_model = 1;
     plan->model = *m;
-    long long C = m->hidden_size, V = m->vocab_size, L = m->num_hidden_layers, I = m->intermediate_size;
+    long long C = m->hidden_size, V = m->vocab_size, L = m->num_hidden_layers;
     long long per_layer = 2 * C, lora_per_layer = 0, lora_in = 0;
     for (int k = 0; k < TUNE_N_LINEAR; k++) {
         int out, in;
@@ -112,7 +112,6 @@ void tune_plan_set_model(tune_plan *plan, const tune_model_config *m)
             lora_in += in;
         }
     }
-    (void)I;
     plan->n_model_params = V * C + L * per_layer + C + (m->tie_word_embeddings ? 0 : V * C);
     plan->vocab_size = plan->vocab_size > m->vocab_size ? plan->vocab_size : m->vocab_size;
     const int n_saved = (plan->lora_saved & TUNE_SAVE_EMBED ? 1 : 0) + (plan->lora_saved & TUNE_SAVE_LM_HEAD ? 1 : 0);
