@@ -164,13 +164,15 @@ static void check_types_file(const char *file, const char *version)
     }
     ck_assert_int_eq(n_checked, 7);
 
-    /* A ggml type tune does not dequantise is named in the error. */
-    const tune_gguf_tensor *q6 = tune_gguf_find_tensor(&g, "t_q6_k");
-    ck_assert_ptr_nonnull(q6);
-    ck_assert_uint_eq(q6->n_elements, 256);
+    /* A ggml type tune does not dequantise opens (sized by ggml's block
+     * of 256 in 66 bytes) and is named in the error. */
+    const tune_gguf_tensor *iq = tune_gguf_find_tensor(&g, "t_iq2_xxs");
+    ck_assert_ptr_nonnull(iq);
+    ck_assert_uint_eq(iq->n_elements, 256);
+    ck_assert_uint_eq(iq->n_bytes, 66);
     float buf[256];
-    ck_assert_int_eq(tune_gguf_tensor_to_f32(&g, q6, buf, &err), TUNE_ERR_INPUT);
-    ck_assert_ptr_nonnull(strstr(err.message, "tensor 't_q6_k' has type Q6_K, which tune cannot read yet"));
+    ck_assert_int_eq(tune_gguf_tensor_to_f32(&g, iq, buf, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.message, "tensor 't_iq2_xxs' has type IQ2_XXS, which tune cannot read yet"));
     ck_assert_ptr_nonnull(strstr(err.file, file));
 
     /* Getter errors name the key. */
@@ -379,17 +381,17 @@ START_TEST(hostile_tensors_refused)
     buf b;
     uint64_t ne[5] = {32, 2, 1, 1, 1};
     header(&b, 3, 1, 0);
-    tensor_info(&b, "w", 5, ne, TUNE_GGML_F32, 0);
+    tensor_info(&b, "w", 5, ne, TUNE_Q_F32, 0);
     expect_refused(&b, "tensor 'w': 5 dimensions (at most 4)");
 
     uint64_t big[2] = {1ull << 40, 1ull << 40};
     header(&b, 3, 1, 0);
-    tensor_info(&b, "w", 2, big, TUNE_GGML_F32, 0);
+    tensor_info(&b, "w", 2, big, TUNE_Q_F32, 0);
     expect_refused(&b, "tensor 'w': element count overflows");
 
     uint64_t neg[1] = {UINT64_MAX};
     header(&b, 3, 1, 0);
-    tensor_info(&b, "w", 1, neg, TUNE_GGML_F32, 0);
+    tensor_info(&b, "w", 1, neg, TUNE_Q_F32, 0);
     expect_refused(&b, "element count overflows");
 
     header(&b, 3, 1, 0);
@@ -398,33 +400,52 @@ START_TEST(hostile_tensors_refused)
 
     uint64_t odd[2] = {48, 2};
     header(&b, 3, 1, 0);
-    tensor_info(&b, "w", 2, odd, TUNE_GGML_Q4_1, 0);
+    tensor_info(&b, "w", 2, odd, TUNE_Q4_1, 0);
     expect_refused(&b, "first dimension 48 is not a multiple of the Q4_1 block size 32");
 
+    uint64_t smol[2] = {576, 2}; /* SmolLM2's width: 18 blocks of 32, not whole blocks of 256 */
     header(&b, 3, 1, 0);
-    tensor_info(&b, "w", 2, ne, TUNE_GGML_F32, 16);
+    tensor_info(&b, "w", 2, smol, TUNE_Q4_K, 0);
+    expect_refused(&b, "first dimension 576 is not a multiple of the Q4_K block size 256");
+    header(&b, 3, 1, 0);
+    tensor_info(&b, "w", 2, smol, TUNE_Q5_0, 0); /* 36 blocks of 22 bytes */
+    pad_to(&b, 32);
+    b.len += 791;
+    expect_refused(&b, "tensor 'w': data (792 bytes at offset 0) runs past the end of the file");
+    uint64_t k6[2] = {512, 2}; /* 4 Q6_K blocks of 210 bytes */
+    header(&b, 3, 1, 0);
+    tensor_info(&b, "w", 2, k6, TUNE_Q6_K, 0);
+    pad_to(&b, 32);
+    b.len += 839;
+    expect_refused(&b, "tensor 'w': data (840 bytes at offset 0) runs past the end of the file");
+    header(&b, 3, 1, 0); /* NF4 is tune's own number, never a ggml type */
+    tensor_info(&b, "w", 2, k6, TUNE_Q_NF4, 0);
+    expect_refused(&b, "tensor 'w': unknown ggml type id 1024");
+
+    header(&b, 3, 1, 0);
+    tensor_info(&b, "w", 2, ne, TUNE_Q_F32, 16);
     expect_refused(&b, "tensor 'w': data offset 16 is not a multiple of the alignment 32");
 
     header(&b, 3, 1, 0); /* 256 bytes of data announced, 100 present */
-    tensor_info(&b, "w", 2, ne, TUNE_GGML_F32, 0);
+    tensor_info(&b, "w", 2, ne, TUNE_Q_F32, 0);
     pad_to(&b, 32);
     b.len += 100;
     expect_refused(&b, "tensor 'w': data (256 bytes at offset 0) runs past the end of the file");
 
     header(&b, 3, 1, 0); /* an offset near 2^64 must not wrap */
-    tensor_info(&b, "w", 2, ne, TUNE_GGML_F32, UINT64_MAX - 31);
+    tensor_info(&b, "w", 2, ne, TUNE_Q_F32, UINT64_MAX - 31);
     pad_to(&b, 32);
     b.len += 256;
     expect_refused(&b, "runs past the end of the file");
 
     header(&b, 3, 1, 0); /* the infos end, the data section does not begin */
-    tensor_info(&b, "w", 2, ne, TUNE_GGML_F32, 0);
+    tensor_info(&b, "w", 2, ne, TUNE_Q_F32, 0);
     b.data[b.len++] = 0;
     expect_refused(&b, "file ends before its tensor data");
 
     header(&b, 3, 2, 0);
-    tensor_info(&b, "w", 2, ne, TUNE_GGML_F32, 0);
-    tensor_info(&b, "w", 2, ne, TUNE_GGML_F32, 256);
+    tensor_info(&b, "w", 2, ne, TUNE_Q_F32, 0);
+    tensor_info(&b, "w", 2, ne, TUNE_Q_F32, 256);
     pad_to(&b, 32);
     b.len += 512;
     expect_refused(&b, "tensor 'w' appears twice");
@@ -432,8 +453,8 @@ START_TEST(hostile_tensors_refused)
     /* The same two tensors with distinct names are fine, and an empty
      * file of metadata only (no data section) too. */
     header(&b, 3, 2, 0);
-    tensor_info(&b, "w", 2, ne, TUNE_GGML_F32, 0);
-    tensor_info(&b, "v", 2, ne, TUNE_GGML_F32, 256);
+    tensor_info(&b, "w", 2, ne, TUNE_Q_F32, 0);
+    tensor_info(&b, "v", 2, ne, TUNE_Q_F32, 256);
     pad_to(&b, 32);
     memset(b.data + b.len, 0, 512);
     b.len += 512;
@@ -459,6 +480,53 @@ START_TEST(hostile_tensors_refused)
     ck_assert_int_eq(tune_gguf_get_int(&g, "big", &v, &err), TUNE_ERR_INPUT);
     ck_assert_ptr_nonnull(strstr(err.message, "out of range"));
     tune_gguf_close(&g);
+}
+END_TEST
+
+/* Every type tune reads, as a (4, cols) tensor of a file built here from the
+ * golden blocks of tests/data/quant (tools/reference/make_quant_golden.py):
+ * the reader sizes it by the type's block and dequantises it row by row to
+ * gguf's values, bit for bit. */
+START_TEST(reads_every_quant_type)
+{
+    static const struct { uint32_t type; const char *name; } qt[] = {
+        {TUNE_Q_F32, "F32"}, {TUNE_Q_F16, "F16"},   {TUNE_Q_BF16, "BF16"}, {TUNE_Q4_0, "Q4_0"},
+        {TUNE_Q4_1, "Q4_1"}, {TUNE_Q5_0, "Q5_0"},   {TUNE_Q5_1, "Q5_1"},   {TUNE_Q8_0, "Q8_0"},
+        {TUNE_Q2_K, "Q2_K"}, {TUNE_Q3_K, "Q3_K"},   {TUNE_Q4_K, "Q4_K"},   {TUNE_Q5_K, "Q5_K"},
+        {TUNE_Q6_K, "Q6_K"},
+    };
+    for (size_t k = 0; k < sizeof qt / sizeof qt[0]; k++) {
+        char path[512];
+        char *raw, *want;
+        size_t n_raw, n_want;
+        tune_error err;
+        snprintf(path, sizeof path, "%s/quant/blocks_%s.bin", test_data_dir(), qt[k].name);
+        ck_assert_msg(tune_read_file(path, &raw, &n_raw, &err) == TUNE_OK, "%s", err.message);
+        snprintf(path, sizeof path, "%s/quant/expected_%s.f32", test_data_dir(), qt[k].name);
+        ck_assert_msg(tune_read_file(path, &want, &n_want, &err) == TUNE_OK, "%s", err.message);
+        const uint64_t n = n_want / 4, ne[2] = {n / 4, 4};
+        buf b;
+        header(&b, 3, 1, 0);
+        tensor_info(&b, "t", 2, ne, qt[k].type, 0);
+        pad_to(&b, 32);
+        put(&b, raw, n_raw);
+        tune_gguf g;
+        ck_assert_msg(tune_gguf_open_memory(b.data, b.len, "q.gguf", &g, &err) == TUNE_OK, "%s", err.message);
+        ck_assert_uint_eq(g.tensors[0].n_bytes, n_raw);
+        ck_assert_str_eq(tune_ggml_type_name(g.tensors[0].type), qt[k].name);
+        float *out = malloc(n * sizeof *out);
+        ck_assert_int_eq(tune_gguf_tensor_to_f32(&g, &g.tensors[0], out, &err), TUNE_OK);
+        for (uint64_t i = 0; i < n; i++) {
+            float w;
+            memcpy(&w, want + 4 * i, 4);
+            ck_assert_msg(same_bits(out[i], w), "%s[%llu]: %.9g, expected %.9g", qt[k].name,
+                          (unsigned long long)i, out[i], w);
+        }
+        free(out);
+        tune_gguf_close(&g);
+        free(raw);
+        free(want);
+    }
 }
 END_TEST
 
@@ -787,11 +855,11 @@ START_TEST(model_errors_name_the_problem)
     put_u32(&b, TUNE_GGUF_STRING);
     put_str(&b, "none");
     uint64_t ne[2] = {64, 16};
-    tensor_info(&b, "token_embd.weight", 2, ne, TUNE_GGML_F32, 0);
+    tensor_info(&b, "token_embd.weight", 2, ne, TUNE_Q_F32, 0);
     for (int i = 0; i < 10; i++) { /* enough tensors for one layer; their names do not matter here */
         char name[16];
         snprintf(name, sizeof name, "pad.%d", i);
-        tensor_info(&b, name, 1, ne, TUNE_GGML_F32, 0);
+        tensor_info(&b, name, 1, ne, TUNE_Q_F32, 0);
     }
     pad_to(&b, 32);
     size_t len = b.len + 64 * 16 * 4;
@@ -838,6 +906,7 @@ int main(void)
     tcase_add_test(tc, hostile_headers_refused);
     tcase_add_test(tc, hostile_metadata_refused);
     tcase_add_test(tc, hostile_tensors_refused);
+    tcase_add_test(tc, reads_every_quant_type);
     tcase_add_test(tc, missing_and_odd_files_refused);
     tcase_add_test(tc, truncated_and_flipped_files_never_crash);
     tcase_add_test(tc, tiny_llama_matches_transformers);

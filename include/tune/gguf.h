@@ -1,5 +1,6 @@
 /* GGUF files (llama.cpp / ggml): metadata, tensor infos, dequantisation of
- * F32/F16/BF16/Q8_0/Q4_0/Q4_1 tensors to fp32, and LLaMA models read from
+ * tensors of every type tune/quant.h reads (F32, F16, BF16, Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q8_0, Q2_K … Q6_K) to fp32, and LLaMA models read from
  * them. Versions 2 and 3, little-endian. The file is mapped read-only;
  * strings and tensor data are pointers into the mapping, valid until
  * tune_gguf_close. Every count, length and offset is checked against the
@@ -15,6 +16,7 @@
 #include "tune/error.h"
 #include "tune/kernels.h"
 #include "tune/model.h"
+#include "tune/quant.h"
 
 /* Metadata value types, numbered as in the file. */
 typedef enum {
@@ -24,12 +26,6 @@ typedef enum {
     TUNE_GGUF_F64 = 12,
     TUNE_GGUF_N_VALUE_TYPES
 } tune_gguf_value_type;
-
-/* The ggml tensor types tune dequantises (the others are named in errors). */
-enum {
-    TUNE_GGML_F32 = 0, TUNE_GGML_F16 = 1, TUNE_GGML_Q4_0 = 2, TUNE_GGML_Q4_1 = 3,
-    TUNE_GGML_Q8_0 = 8, TUNE_GGML_BF16 = 30
-};
 
 /* A string inside the mapping: not NUL-terminated. */
 typedef struct tune_gguf_str {
@@ -51,7 +47,7 @@ typedef struct tune_gguf_tensor {
     tune_gguf_str name;
     uint32_t n_dims;            /* 0..4 */
     uint64_t ne[4];             /* ne[0] is the contiguous dimension; unused dims are 1 */
-    uint32_t type;              /* ggml type id */
+    uint32_t type;              /* ggml type id (tune_qtype for the types tune reads) */
     uint64_t offset;            /* from the start of the data section */
     uint64_t n_elements, n_bytes;
     const uint8_t *data;        /* (n_bytes) inside the mapping */
@@ -112,62 +108,11 @@ static inline int tune_gguf_str_eq(tune_gguf_str s, const char *text)
     return s.len == n && memcmp(s.ptr, text, n) == 0;
 }
 
-/* Dequantises a whole tensor into out (n_elements floats). Types other
- * than F32/F16/BF16/Q8_0/Q4_0/Q4_1 are refused, naming the tensor and type. */
+/* Dequantises a whole tensor into out (n_elements floats). Types
+ * tune/quant.h cannot read (the IQ quants, Q8_K, ...) are refused, naming
+ * the tensor and type. */
 tune_status tune_gguf_tensor_to_f32(const tune_gguf *g, const tune_gguf_tensor *t, float *out,
                                     tune_error *err);
-
-/* ---- Per-element / per-block maths (shared with CUDA kernels) ------------
- * Bit-exact with ggml and the gguf Python package: the f16/bf16 widening
- * (tune_f16_to_f32, tune_bf16_to_f32 in kernels.h) is exact, and a Q4_1
- * value is one rounded product then one rounded sum (no fused multiply-add,
- * which would round once). */
-
-TUNE_HD static inline uint16_t tune_gguf_load_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-/* d·q + m rounded twice, as numpy computes it. */
-TUNE_HD static inline float tune_gguf_mul_add_unfused(float q, float d, float m)
-{
-#ifdef __CUDA_ARCH__
-    return __fadd_rn(__fmul_rn(d, q), m);
-#else
-    /* Two statements: C11 mode (gcc) and clang's default contract only
-     * within one expression, so this stays unfused. */
-    float p = d * q;
-    return p + m;
-#endif
-}
-
-/* Q8_0 block {f16 d; i8 qs[32]} (34 bytes) → y (32). */
-TUNE_HD static inline void tune_gguf_dequant_q8_0(const uint8_t *blk, float *y)
-{
-    float d = tune_f16_to_f32(tune_gguf_load_u16(blk));
-    for (int j = 0; j < 32; j++) y[j] = (float)(int8_t)blk[2 + j] * d;
-}
-
-/* Q4_0 block {f16 d; u8 qs[16]} (18 bytes) → y (32): low nibbles first. */
-TUNE_HD static inline void tune_gguf_dequant_q4_0(const uint8_t *blk, float *y)
-{
-    float d = tune_f16_to_f32(tune_gguf_load_u16(blk));
-    for (int j = 0; j < 16; j++) {
-        y[j] = (float)((blk[2 + j] & 15) - 8) * d;
-        y[j + 16] = (float)((blk[2 + j] >> 4) - 8) * d;
-    }
-}
-
-/* Q4_1 block {f16 d; f16 m; u8 qs[16]} (20 bytes) → y (32). */
-TUNE_HD static inline void tune_gguf_dequant_q4_1(const uint8_t *blk, float *y)
-{
-    float d = tune_f16_to_f32(tune_gguf_load_u16(blk));
-    float m = tune_f16_to_f32(tune_gguf_load_u16(blk + 2));
-    for (int j = 0; j < 16; j++) {
-        y[j] = tune_gguf_mul_add_unfused((float)(blk[4 + j] & 15), d, m);
-        y[j + 16] = tune_gguf_mul_add_unfused((float)(blk[4 + j] >> 4), d, m);
-    }
-}
 
 /* ---- LLaMA models -------------------------------------------------------
  * general.architecture must be "llama". Config from llama.* keys (vocab

@@ -21,19 +21,16 @@
 #define MIN_KV_BYTES 13       /* empty key (8) + type (4) + 1-byte value */
 #define MIN_TENSOR_BYTES 24   /* empty name (8) + n_dims (4) + type (4) + offset (8) */
 
-/* ggml type traits: elements per block and bytes per block (0 = id unused). */
+/* The ggml types tune does not read (tune/quant.h has the others): names and
+ * block shapes, so a file holding them still opens and its errors name them. */
 static const struct { const char *name; uint32_t block, size; } ggml_types[] = {
-    [0] = {"F32", 1, 4},         [1] = {"F16", 1, 2},       [2] = {"Q4_0", 32, 18},
-    [3] = {"Q4_1", 32, 20},      [6] = {"Q5_0", 32, 22},    [7] = {"Q5_1", 32, 24},
-    [8] = {"Q8_0", 32, 34},      [9] = {"Q8_1", 32, 36},    [10] = {"Q2_K", 256, 84},
-    [11] = {"Q3_K", 256, 110},   [12] = {"Q4_K", 256, 144}, [13] = {"Q5_K", 256, 176},
-    [14] = {"Q6_K", 256, 210},   [15] = {"Q8_K", 256, 292}, [16] = {"IQ2_XXS", 256, 66},
-    [17] = {"IQ2_XS", 256, 74},  [18] = {"IQ3_XXS", 256, 98}, [19] = {"IQ1_S", 256, 50},
-    [20] = {"IQ4_NL", 32, 18},   [21] = {"IQ3_S", 256, 110}, [22] = {"IQ2_S", 256, 82},
-    [23] = {"IQ4_XS", 256, 136}, [24] = {"I8", 1, 1},       [25] = {"I16", 1, 2},
-    [26] = {"I32", 1, 4},        [27] = {"I64", 1, 8},      [28] = {"F64", 1, 8},
-    [29] = {"IQ1_M", 256, 56},   [30] = {"BF16", 1, 2},     [34] = {"TQ1_0", 256, 54},
-    [35] = {"TQ2_0", 256, 66},   [39] = {"MXFP4", 32, 17},
+    [9] = {"Q8_1", 32, 36},       [15] = {"Q8_K", 256, 292},  [16] = {"IQ2_XXS", 256, 66},
+    [17] = {"IQ2_XS", 256, 74},   [18] = {"IQ3_XXS", 256, 98}, [19] = {"IQ1_S", 256, 50},
+    [20] = {"IQ4_NL", 32, 18},    [21] = {"IQ3_S", 256, 110}, [22] = {"IQ2_S", 256, 82},
+    [23] = {"IQ4_XS", 256, 136},  [24] = {"I8", 1, 1},        [25] = {"I16", 1, 2},
+    [26] = {"I32", 1, 4},         [27] = {"I64", 1, 8},       [28] = {"F64", 1, 8},
+    [29] = {"IQ1_M", 256, 56},    [34] = {"TQ1_0", 256, 54},  [35] = {"TQ2_0", 256, 66},
+    [39] = {"MXFP4", 32, 17},
 };
 #define N_GGML_TYPES (sizeof ggml_types / sizeof ggml_types[0])
 
@@ -44,8 +41,15 @@ static const uint32_t value_size[TUNE_GGUF_N_VALUE_TYPES] = {
     [TUNE_GGUF_U64] = 8, [TUNE_GGUF_I64] = 8, [TUNE_GGUF_F64] = 8,
 };
 
+/* 1 when tune/quant.h reads the ggml type (NF4 is tune's own, never in a file). */
+static int readable(uint32_t type)
+{
+    return type != TUNE_Q_NF4 && tune_qtype_name(type) != NULL;
+}
+
 const char *tune_ggml_type_name(uint32_t type)
 {
+    if (readable(type)) return tune_qtype_name(type);
     return type < N_GGML_TYPES && ggml_types[type].name ? ggml_types[type].name : "unknown";
 }
 
@@ -265,17 +269,24 @@ static int parse_tensor(parser *ps, tune_gguf_tensor *t, uint64_t index)
         }
     }
     if (!read_u32(ps, &t->type, "a tensor's type") || !read_u64(ps, &t->offset, "a tensor's offset")) return 0;
-    if (t->type >= N_GGML_TYPES || !ggml_types[t->type].name) {
+    uint64_t block, size;
+    if (readable(t->type)) {
+        block = (uint64_t)tune_qtype_block_values(t->type);
+        size = (uint64_t)tune_qtype_block_bytes(t->type);
+    } else if (t->type < N_GGML_TYPES && ggml_types[t->type].name) {
+        block = ggml_types[t->type].block;
+        size = ggml_types[t->type].size;
+    } else {
         fail(ps, "unknown ggml type id %u", t->type);
         return 0;
     }
-    uint32_t block = ggml_types[t->type].block;
+    /* Every row (ne[0] values) is a whole number of blocks, so n_elements is too. */
     if (t->ne[0] % block) {
-        fail(ps, "first dimension %llu is not a multiple of the %s block size %u", (unsigned long long)t->ne[0],
-             ggml_types[t->type].name, block);
+        fail(ps, "first dimension %llu is not a multiple of the %s block size %llu", (unsigned long long)t->ne[0],
+             tune_ggml_type_name(t->type), (unsigned long long)block);
         return 0;
     }
-    if (__builtin_mul_overflow(t->n_elements / block, (uint64_t)ggml_types[t->type].size, &t->n_bytes)) {
+    if (__builtin_mul_overflow(t->n_elements / block, size, &t->n_bytes)) {
         fail(ps, "byte size overflows");
         return 0;
     }
@@ -638,36 +649,21 @@ tune_status tune_gguf_get_float_array(const tune_gguf *g, const char *key, float
 
 tune_status tune_gguf_tensor_to_f32(const tune_gguf *g, const tune_gguf_tensor *t, float *out, tune_error *err)
 {
-    const uint8_t *src = t->data;    /* (n_bytes) */
-    int64_t n = (int64_t)t->n_elements;
-    switch (t->type) {
-    case TUNE_GGML_F32:
-        memcpy(out, src, (size_t)n * sizeof(float));
-        return TUNE_OK;
-    case TUNE_GGML_F16:
-        #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) out[i] = tune_f16_to_f32(tune_gguf_load_u16(src + 2 * i));
-        return TUNE_OK;
-    case TUNE_GGML_BF16:
-        #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) out[i] = tune_bf16_to_f32(tune_gguf_load_u16(src + 2 * i));
-        return TUNE_OK;
-    case TUNE_GGML_Q8_0:
-        #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-        for (int64_t b = 0; b < n / 32; b++) tune_gguf_dequant_q8_0(src + 34 * b, out + 32 * b);
-        return TUNE_OK;
-    case TUNE_GGML_Q4_0:
-        #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-        for (int64_t b = 0; b < n / 32; b++) tune_gguf_dequant_q4_0(src + 18 * b, out + 32 * b);
-        return TUNE_OK;
-    case TUNE_GGML_Q4_1:
-        #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-        for (int64_t b = 0; b < n / 32; b++) tune_gguf_dequant_q4_1(src + 20 * b, out + 32 * b);
-        return TUNE_OK;
-    default:
+    if (!readable(t->type))
         return tune_fail_input(err, g->path,
                                "tensor '%.*s' has type %s, which tune cannot read yet "
-                               "(it reads F32, F16, BF16, Q8_0, Q4_0 and Q4_1)",
+                               "(it reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, "
+                               "Q5_K and Q6_K)",
                                SHOWN(t->name), tune_ggml_type_name(t->type));
-    }
+    const uint8_t *src = t->data; /* (rows, row_bytes) */
+    const int64_t cols = (int64_t)t->ne[0];
+    const int64_t rows = cols ? (int64_t)(t->n_elements / t->ne[0]) : 0;
+    if (cols > INT_MAX)
+        return tune_fail_input(err, g->path, "tensor '%.*s': rows of %lld values are too long", SHOWN(t->name),
+                               (long long)cols);
+    const size_t row_bytes = tune_qtype_row_bytes(t->type, (int)cols);
+    #pragma omp parallel for schedule(static) if ((int64_t)t->n_elements >= PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++)
+        tune_dequant_row(t->type, src + (size_t)r * row_bytes, out + (size_t)r * (size_t)cols, (int)cols);
+    return TUNE_OK;
 }

@@ -11,9 +11,11 @@ Writes into tests/data/gguf/:
   types_v3.gguf, types_v2.gguf   every metadata value type (scalars, arrays of
                                  each, arrays of strings, a nested array) and
                                  F32/F16/BF16/Q8_0/Q4_0/Q4_1 tensors quantised
-                                 by gguf.quants, plus a Q6_K tensor tune must
-                                 refuse; v2 is the same layout with version 2
-                                 and a 64-byte alignment
+                                 by gguf.quants, plus an IQ2_XXS tensor tune
+                                 must refuse (tune/quant.h has no IQ quants);
+                                 v2 is the same layout with version 2 and a
+                                 64-byte alignment (the other block types are
+                                 checked by make_quant_golden.py's goldens)
   types_expected.json            metadata values and dequantised tensor values
                                  (gguf.quants.dequantize)
   tiny_llama.gguf                a 2-layer LLaMA written the way llama.cpp's
@@ -132,8 +134,8 @@ def write_types(path: str, version: int, alignment: int) -> dict:
         w.add_tensor(name, raw, raw_dtype=qt)
         tensors[name] = {"type": qt.name, "ne": list(reversed(values.shape)),
                          "values": [float(x) for x in expect.reshape(-1)]}
-    # A type tune does not dequantise: 256 elements of Q6_K (210 bytes).
-    w.add_tensor("t_q6_k", rng.integers(0, 255, (1, 210), dtype=np.uint8), raw_dtype=QT.Q6_K)
+    # A type tune does not dequantise: 256 elements of IQ2_XXS (66 bytes).
+    w.add_tensor("t_iq2_xxs", rng.integers(0, 255, (1, 66), dtype=np.uint8), raw_dtype=QT.IQ2_XXS)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
