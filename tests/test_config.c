@@ -256,18 +256,18 @@ START_TEST(contradictions)
                "cosine_min_lr_ratio applies to lr_scheduler: cosine only");
     expect_one(MINIMAL "lr_scheduler: constant\nwarmup_ratio: 0.1\n", 6, 1,
                "lr_scheduler: constant has no warmup (as in Transformers); use constant_with_warmup");
-    /* qlora without load_in_4bit: both "not supported yet" and the contradiction. */
+    /* qlora without load_in_4bit, and 4-bit without qlora, as Axolotl refuses them. */
     tune_config cfg;
     tune_error_list errs = {0};
     ck_assert_int_eq(load_text(MINIMAL "adapter: qlora\n", &cfg, &errs), TUNE_ERR_INPUT);
-    expect_error(&errs, "t.yml", 6, 1, "adapter: qlora is not supported yet");
     expect_error(&errs, "t.yml", 6, 1, "adapter: qlora needs load_in_4bit: true");
-    ck_assert_int_eq(errs.count, 2);
+    ck_assert_int_eq(errs.count, 1);
     tune_error_list_free(&errs);
     tune_config_free(&cfg);
     ck_assert_int_eq(load_text(MINIMAL "load_in_8bit: true\nload_in_4bit: true\n", &cfg, &errs), TUNE_ERR_INPUT);
     expect_error(&errs, "t.yml", 7, 1, "load_in_8bit and load_in_4bit are both true");
-    ck_assert_int_eq(errs.count, 3); /* and each is not supported yet */
+    expect_error(&errs, "t.yml", 7, 1, "load_in_4bit trains QLoRA: set adapter: qlora");
+    ck_assert_int_eq(errs.count, 2);
     tune_error_list_free(&errs);
     tune_config_free(&cfg);
     ck_assert_int_eq(load_text("base_model: m\ndatasets:\n  - path: d.jsonl\nlearning_rate: 2e-4\n", &cfg, &errs),
@@ -280,7 +280,7 @@ END_TEST
 
 START_TEST(not_supported_yet_at_key_position)
 {
-    expect_one(MINIMAL "load_in_8bit: true\n", 6, 1, "load_in_8bit: not supported yet");
+    expect_one(MINIMAL "trust_remote_code: true\n", 6, 1, "trust_remote_code: not supported yet");
     expect_one(MINIMAL "neftune_noise_alpha: 5\n", 6, 1, "neftune_noise_alpha: not supported yet");
     expect_one(MINIMAL "fp16: true\n", 6, 1, "fp16: not supported yet");
     expect_one(MINIMAL "bf16: true\n", 6, 1, "bf16: true is not supported yet (supported: false, auto)");
@@ -316,7 +316,7 @@ START_TEST(all_errors_in_one_run)
     expect_error(&errs, f, 9, 15, "lora_dropout must be in [0, 1)");
     expect_error(&errs, f, 10, 15, "bad value 'cosin'");
     expect_error(&errs, f, 11, 12, "optimizer: sgd is not supported yet");
-    expect_error(&errs, f, 12, 1, "load_in_8bit: not supported yet");
+    expect_error(&errs, f, 12, 1, "trust_remote_code: not supported yet");
     expect_error(&errs, f, 13, 1, "neftune_noise_alpha: not supported yet");
     expect_error(&errs, f, 15, 1, "warmup_steps and warmup_ratio are both set");
     ck_assert_int_eq(errs.count, 9);
@@ -459,11 +459,9 @@ START_TEST(short_flags_of_the_original_scripts)
     tune_config_free(&cfg);
 
     char *argv2[] = {"--dataset_path", "b.jsonl", "--load_8bit"};
-    ck_assert_int_eq(load_args(MINIMAL, 3, argv2, &cfg, &errs), TUNE_ERR_INPUT);
+    ck_assert_int_eq(load_args(MINIMAL, 3, argv2, &cfg, &errs), TUNE_OK);
     ck_assert_str_eq(cfg.datasets[0].path, "b.jsonl");
-    expect_error(&errs, "command line", 0, 0, "--load_8bit: load_in_8bit: not supported yet");
-    ck_assert_int_eq(errs.count, 1);
-    tune_error_list_free(&errs);
+    ck_assert_int_eq(cfg.load_in_8bit, 1);
     tune_config_free(&cfg);
 }
 END_TEST
@@ -610,7 +608,7 @@ START_TEST(docs_match_the_schema)
     ck_assert_msg(len == sb.len && !memcmp(text, sb.data, len),
                   "docs/config.md is stale: regenerate with build/tune config keys --markdown > docs/config.md");
     ck_assert_ptr_nonnull(strstr(sb.data, "| `lora_alpha` | number | `16` |"));
-    ck_assert_ptr_nonnull(strstr(sb.data, "| `load_in_8bit` | bool | `false` |  | not supported yet |"));
+    ck_assert_ptr_nonnull(strstr(sb.data, "| `trust_remote_code` | bool | `false` |  | not supported yet |"));
     tune_strbuf_free(&sb);
     free(text);
     tune_strbuf plain = {0};

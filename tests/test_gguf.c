@@ -638,7 +638,7 @@ START_TEST(flipped_model_metadata_refused_cleanly)
         mut[pos] ^= 0x55;
         if (tune_gguf_open_memory(mut, len, "flip.gguf", &g, &err) == TUNE_OK) {
             tune_model m;
-            tune_status st = tune_gguf_read_model(&g, &m, &err);
+            tune_status st = tune_gguf_read_model(&g, TUNE_STORE_F32, &m, &err);
             ck_assert_msg(st == TUNE_OK || st == TUNE_ERR_INPUT, "byte %zu: status %d: %s", pos, st, err.message);
             if (st == TUNE_OK) {
                 loaded++;
@@ -659,9 +659,9 @@ END_TEST
 /* The HF-named weight of a loaded model. */
 static const float *model_tensor(const tune_model *m, const char *hf_name)
 {
-    if (!strcmp(hf_name, "model.embed_tokens.weight")) return m->embed;
+    if (!strcmp(hf_name, "model.embed_tokens.weight")) return m->embed.f32;
     if (!strcmp(hf_name, "model.norm.weight")) return m->final_norm;
-    if (!strcmp(hf_name, "lm_head.weight")) return m->lm_head;
+    if (!strcmp(hf_name, "lm_head.weight")) return m->lm_head.f32;
     int layer;
     char rest[64];
     ck_assert(sscanf(hf_name, "model.layers.%d.%63s", &layer, rest) == 2);
@@ -675,7 +675,7 @@ static const float *model_tensor(const tune_model *m, const char *hf_name)
         "mlp.down_proj.weight",
     };
     for (int k = 0; k < TUNE_N_LINEAR; k++)
-        if (!strcmp(rest, paths[k])) return ly->w[k];
+        if (!strcmp(rest, paths[k])) return ly->w[k].f32;
     ck_abort_msg("unknown tensor %s", hf_name);
     return NULL;
 }
@@ -740,9 +740,9 @@ static void check_model_file(const char *path, const cJSON *exp, double tol, int
     ck_assert_msg(tune_gguf_model_config(path, &cfg, &err) == TUNE_OK, "%s", err.message);
     check_config(&cfg, cJSON_GetObjectItem(exp, "config"));
     tune_model m;
-    ck_assert_msg(tune_gguf_model_load(path, &m, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_msg(tune_gguf_model_load(path, TUNE_STORE_F32, &m, &err) == TUNE_OK, "%s", err.message);
     check_config(&m.cfg, cJSON_GetObjectItem(exp, "config"));
-    ck_assert(m.cfg.tie_word_embeddings ? m.lm_head == m.embed : m.lm_head != m.embed);
+    ck_assert(m.cfg.tie_word_embeddings ? m.lm_head.f32 == m.embed.f32 : m.lm_head.f32 != m.embed.f32);
     const cJSON *t;
     int n = 0;
     cJSON_ArrayForEach(t, cJSON_GetObjectItem(exp, "tensors")) {
@@ -775,7 +775,7 @@ START_TEST(model_dispatch_reads_gguf)
     tune_model m;
     ck_assert_msg(tune_model_load(path, &m, &err) == TUNE_OK, "%s", err.message);
     ck_assert_int_eq(m.cfg.num_hidden_layers, 2);
-    ck_assert_ptr_nonnull(m.layers[1].w[TUNE_DOWN_PROJ]);
+    ck_assert_ptr_nonnull(m.layers[1].w[TUNE_DOWN_PROJ].f32);
     tune_model_free(&m);
     data_path(path, sizeof path, "types_v3.gguf");
     ck_assert_int_eq(tune_model_load(path, &m, &err), TUNE_ERR_INPUT);
@@ -825,13 +825,13 @@ START_TEST(model_errors_name_the_problem)
     tune_model m;
     tune_model_config cfg;
     data_path(path, sizeof path, "types_v3.gguf");
-    ck_assert_int_eq(tune_gguf_model_load(path, &m, &err), TUNE_ERR_INPUT);
+    ck_assert_int_eq(tune_gguf_model_load(path, TUNE_STORE_F32, &m, &err), TUNE_ERR_INPUT);
     ck_assert_ptr_nonnull(strstr(err.message, "general.architecture is 'test'; tune reads 'llama' models only"));
     ck_assert_ptr_null(m.storage);
 
     /* The llama3 file has metadata but no weights. */
     data_path(path, sizeof path, "llama3_rope.gguf");
-    ck_assert_int_eq(tune_gguf_model_load(path, &m, &err), TUNE_ERR_INPUT);
+    ck_assert_int_eq(tune_gguf_model_load(path, TUNE_STORE_F32, &m, &err), TUNE_ERR_INPUT);
     ck_assert_ptr_nonnull(strstr(err.message, "llama.block_count is 1, more layers than the file's 1 tensors can hold"));
     ck_assert_str_eq(err.file, path);
 
@@ -871,7 +871,7 @@ START_TEST(model_errors_name_the_problem)
     ck_assert_int_eq(cfg.num_key_value_heads, 2);
     ck_assert_int_eq(cfg.head_dim, 32);
     ck_assert(cfg.rope_theta == 10000.0);
-    ck_assert_int_eq(tune_gguf_read_model(&g, &m, &err), TUNE_ERR_INPUT);
+    ck_assert_int_eq(tune_gguf_read_model(&g, TUNE_STORE_F32, &m, &err), TUNE_ERR_INPUT);
     ck_assert_ptr_nonnull(strstr(err.message, "tensor 'token_embd.weight' has shape [64, 16, 1, 1] (2 dims), "
                                               "expected [64, 32] (2 dims)"));
     tune_gguf_close(&g);

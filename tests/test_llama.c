@@ -275,21 +275,21 @@ static void tiny_model(tune_model *m, int tied, tune_rope_type rope)
     m->layers = calloc(L, sizeof *m->layers);
     ck_assert_ptr_nonnull(m->layers);
     float *p = m->storage;
-    m->embed = p, p += V * C;
+    m->embed = (tune_weight){TUNE_Q_F32, (int)V, (int)C, p, NULL}, p += V * C;
     for (size_t l = 0; l < L; l++) {
         tune_layer *ly = &m->layers[l];
         ly->attn_norm = p, p += C;
         for (int k = 0; k < TUNE_N_LINEAR; k++) {
             int out, in;
             tune_linear_shape(c, (tune_linear_kind)k, &out, &in);
-            ly->w[k] = p, p += (size_t)out * in;
+            ly->w[k] = (tune_weight){TUNE_Q_F32, out, in, p, NULL}, p += (size_t)out * in;
         }
         ly->ffn_norm = p, p += C;
         for (size_t i = 0; i < C; i++) ly->attn_norm[i] += 1.0f, ly->ffn_norm[i] += 1.0f;
     }
     m->final_norm = p, p += C;
     for (size_t i = 0; i < C; i++) m->final_norm[i] += 1.0f;
-    m->lm_head = tied ? m->embed : p;
+    m->lm_head = tied ? m->embed : (tune_weight){TUNE_Q_F32, (int)V, (int)C, p, NULL};
 }
 
 static void tiny_free(tune_model *m)

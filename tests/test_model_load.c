@@ -19,8 +19,8 @@ static const float *weight_of(const tune_model *m, const char *name, size_t *num
 {
     const tune_model_config *c = &m->cfg;
     size_t C = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
-    if (strcmp(name, "model.embed_tokens.weight") == 0) { *numel = V * C; return m->embed; }
-    if (strcmp(name, "lm_head.weight") == 0) { *numel = V * C; return m->lm_head; }
+    if (strcmp(name, "model.embed_tokens.weight") == 0) { *numel = V * C; return m->embed.f32; }
+    if (strcmp(name, "lm_head.weight") == 0) { *numel = V * C; return m->lm_head.f32; }
     if (strcmp(name, "model.norm.weight") == 0) { *numel = C; return m->final_norm; }
     int l, used = 0;
     ck_assert_int_eq(sscanf(name, "model.layers.%d.%n", &l, &used), 1);
@@ -36,7 +36,7 @@ static const float *weight_of(const tune_model *m, const char *name, size_t *num
             int out, in;
             tune_linear_shape(c, (tune_linear_kind)k, &out, &in);
             *numel = (size_t)out * (size_t)in;
-            return m->layers[l].w[k];
+            return m->layers[l].w[k].f32;
         }
     }
     ck_abort_msg("unknown tensor %s", name);
@@ -104,7 +104,7 @@ START_TEST(tied_fp32_folder)
     ck_assert_int_eq(c->eos_token_ids[0], 2);
     ck_assert_int_eq(c->pad_token_id, -1);
     ck_assert_str_eq(c->torch_dtype, "float32");
-    ck_assert_ptr_eq(m.lm_head, m.embed);
+    ck_assert_ptr_eq(m.lm_head.f32, m.embed.f32);
     /* 64·16 embed + 2 × (2·16 norms + 16·16·2 q/o + 8·16·2 k/v + 3·32·16) + 16 */
     ck_assert_uint_eq(m.n_floats, 64 * 16 + 2 * (32 + 512 + 256 + 1536) + 16);
     tune_model_free(&m);
@@ -118,7 +118,7 @@ START_TEST(untied_bf16_folder_with_llama3_rope)
     check_against_golden("untied_bf16", &m);
     const tune_model_config *c = &m.cfg;
     ck_assert_int_eq(c->tie_word_embeddings, 0);
-    ck_assert_ptr_ne(m.lm_head, m.embed);
+    ck_assert_ptr_ne(m.lm_head.f32, m.embed.f32);
     ck_assert_double_eq(c->rope_theta, 500000.0);
     ck_assert_int_eq(c->rope_type, TUNE_ROPE_LLAMA3);
     ck_assert_double_eq(c->rope_factor, 32.0);

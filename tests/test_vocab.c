@@ -31,18 +31,18 @@ static void check_growth(const char *name)
     const int V = m.cfg.vocab_size, C = m.cfg.hidden_size, tied = m.cfg.tie_word_embeddings;
     float *old_e = malloc((size_t)V * C * sizeof *old_e), *old_h = malloc((size_t)V * C * sizeof *old_h);
     ck_assert(old_e && old_h);
-    memcpy(old_e, m.embed, (size_t)V * C * sizeof *old_e);
-    memcpy(old_h, m.lm_head, (size_t)V * C * sizeof *old_h);
-    const float norm0 = m.final_norm[0], w0 = m.layers[1].w[TUNE_DOWN_PROJ][7];
+    memcpy(old_e, m.embed.f32, (size_t)V * C * sizeof *old_e);
+    memcpy(old_h, m.lm_head.f32, (size_t)V * C * sizeof *old_h);
+    const float norm0 = m.final_norm[0], w0 = m.layers[1].w[TUNE_DOWN_PROJ].f32[7];
     tune_error err;
     ck_assert_int_eq(tune_model_resize_vocab(&m, V, &err), TUNE_OK); /* same size: nothing changes */
     ck_assert_int_eq(tune_model_resize_vocab(&m, V + ADDED, &err), TUNE_OK);
     ck_assert_int_eq(m.cfg.vocab_size, V + ADDED);
     ck_assert_int_eq(tune_model_resize_vocab(&m, V, &err), TUNE_ERR_INPUT);
-    ck_assert(tied ? m.lm_head == m.embed : m.lm_head != m.embed);
-    ck_assert(m.final_norm[0] == norm0 && m.layers[1].w[TUNE_DOWN_PROJ][7] == w0);
-    ck_assert(memcmp(m.embed, old_e, (size_t)V * C * sizeof *old_e) == 0);
-    ck_assert(memcmp(m.lm_head, old_h, (size_t)V * C * sizeof *old_h) == 0);
+    ck_assert(tied ? m.lm_head.f32 == m.embed.f32 : m.lm_head.f32 != m.embed.f32);
+    ck_assert(m.final_norm[0] == norm0 && m.layers[1].w[TUNE_DOWN_PROJ].f32[7] == w0);
+    ck_assert(memcmp(m.embed.f32, old_e, (size_t)V * C * sizeof *old_e) == 0);
+    ck_assert(memcmp(m.lm_head.f32, old_h, (size_t)V * C * sizeof *old_h) == 0);
     for (int c = 0; c < C; c++) {
         double se = 0.0, sh = 0.0;
         for (int v = 0; v < V; v++) {
@@ -50,8 +50,8 @@ static void check_growth(const char *name)
             sh += old_h[(size_t)v * C + c];
         }
         for (int v = V; v < V + ADDED; v++) {
-            ck_assert_float_eq(m.embed[(size_t)v * C + c], (float)(se / V));
-            ck_assert_float_eq(m.lm_head[(size_t)v * C + c], (float)(sh / V));
+            ck_assert_float_eq(m.embed.f32[(size_t)v * C + c], (float)(se / V));
+            ck_assert_float_eq(m.lm_head.f32[(size_t)v * C + c], (float)(sh / V));
         }
     }
     free(old_e);

@@ -55,6 +55,9 @@ typedef struct tune_backend {
     void (*matmul)(float *c, const float *a, const float *b, int M, int N, int K, int trans_a, int trans_b,
                    float alpha, float beta);
     void (*embedding)(float *out, const float *table, const int32_t *ids, int N, int C);
+    /* Products with, and rows of, a model matrix (fp32 or blocks): tune_weight_matmul, tune_weight_rows. */
+    void (*weight_matmul)(float *y, const float *x, const tune_weight *w, int N, int trans, float beta);
+    void (*weight_rows)(float *out, const tune_weight *w, const int32_t *ids, int N);
     void (*embedding_backward)(float *dtable, const float *dout, const int32_t *ids, int N, int C);
     void (*rmsnorm_forward)(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps);
     void (*rmsnorm_backward)(float *dx, const float *dout, const float *x, const float *w, const float *rstd,

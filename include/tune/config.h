@@ -28,7 +28,7 @@ typedef struct tune_origin {
 
 /* Enums: the C value is the index of the canonical name in the schema's
  * value list. A value of -1 means "not set" for keys without a default. */
-typedef enum { TUNE_ADAPTER_LORA = 0 } tune_adapter;
+typedef enum { TUNE_ADAPTER_LORA = 0, TUNE_ADAPTER_QLORA = 1 } tune_adapter;
 typedef enum { TUNE_BF16_FALSE = 0, TUNE_BF16_AUTO = 1 } tune_bf16;
 typedef enum { TUNE_MODEL_TYPE_AUTO = 0, TUNE_MODEL_TYPE_LLAMA = 1 } tune_model_type;
 typedef enum {

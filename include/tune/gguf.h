@@ -121,9 +121,14 @@ tune_status tune_gguf_tensor_to_f32(const tune_gguf *g, const tune_gguf_tensor *
  * file has no output.weight. Weights in the Hugging Face layout, q and k rows
  * un-permuted. */
 tune_status tune_gguf_model_config(const char *path, tune_model_config *cfg, tune_error *err);
-tune_status tune_gguf_model_load(const char *path, tune_model *model, tune_error *err);
+tune_status tune_gguf_model_load(const char *path, tune_weight_storage storage, tune_model *model,
+                                  tune_error *err);
+/* The bytes tune_gguf_read_model would keep the weights in, from the
+ * tensor infos alone. */
+tune_status tune_gguf_stored_bytes(const tune_gguf *g, tune_weight_storage storage, size_t *bytes, tune_error *err);
 /* The same from an open file. */
 tune_status tune_gguf_read_config(const tune_gguf *g, tune_model_config *cfg, tune_error *err);
-tune_status tune_gguf_read_model(const tune_gguf *g, tune_model *model, tune_error *err);
+tune_status tune_gguf_read_model(const tune_gguf *g, tune_weight_storage storage, tune_model *model,
+                                 tune_error *err);
 
 #endif

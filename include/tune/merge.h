@@ -13,7 +13,7 @@
  * saved copies (modules_to_save) in place of embed_tokens / lm_head: what
  * PEFT's merge_and_unload does. lora was made for this model (for saved
  * copies, by tune_lora_open_peft, which grew and untied it). */
-void tune_lora_merge(tune_model *model, const tune_lora *lora);
+void tune_lora_merge(tune_model *model, const tune_lora *lora); /* model stored in fp32 (TUNE_STORE_F32) */
 
 /* Loads a PEFT LoRA adapter folder with tune_lora_open_peft (lora.h, which
  * refuses what plain LoRA weights cannot represent: DoRA, rank patterns,

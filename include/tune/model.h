@@ -1,6 +1,8 @@
-/* LLaMA-family model: hyperparameters, fp32 weights in the Hugging Face
- * layout (linear W stored (out, in), y = x·Wᵀ), loading from a Hugging Face
- * folder (config.json + safetensors) or a GGUF file. */
+/* LLaMA-family model: hyperparameters, weights in the Hugging Face layout
+ * (linear W stored (out, in), y = x·Wᵀ), loading from a Hugging Face folder
+ * (config.json + safetensors) or a GGUF file. Norms are fp32; the matrices
+ * are fp32 or kept in blocks (tune/quant.h): a quantised GGUF's as the file
+ * has them, or quantised at load for load_in_8bit / load_in_4bit. */
 #ifndef TUNE_MODEL_H
 #define TUNE_MODEL_H
 
@@ -8,6 +10,7 @@
 #include <stdint.h>
 
 #include "tune/error.h"
+#include "tune/quant.h"
 
 typedef enum { TUNE_ROPE_DEFAULT = 0, TUNE_ROPE_LLAMA3 = 1 } tune_rope_type;
 
@@ -40,20 +43,37 @@ typedef enum {
 extern const char *const tune_linear_names[TUNE_N_LINEAR]; /* "q_proj", ... */
 
 typedef struct tune_layer {
-    float *attn_norm;           /* (C) */
-    float *w[TUNE_N_LINEAR];    /* (out, in), see tune_linear_shape */
-    float *ffn_norm;            /* (C) */
+    float *attn_norm;              /* (C) */
+    tune_weight w[TUNE_N_LINEAR];  /* (out, in), see tune_linear_shape */
+    float *ffn_norm;               /* (C) */
 } tune_layer;
 
 typedef struct tune_model {
     tune_model_config cfg;
-    float *embed;        /* (V, C) */
+    tune_weight embed;   /* (V, C) */
     tune_layer *layers;  /* (L) */
     float *final_norm;   /* (C) */
-    float *lm_head;      /* (V, C); points at embed when tied */
-    float *storage;      /* one allocation holds every weight */
+    tune_weight lm_head; /* (V, C); the embedding's own storage when tied */
+    float *storage;      /* one allocation holds every fp32 weight */
     size_t n_floats;
+    uint8_t *blocks;     /* and one every weight kept in blocks */
+    size_t n_block_bytes;
 } tune_model;
+
+/* How the matrices are stored in memory. */
+typedef enum {
+    TUNE_STORE_F32 = 0, /* everything dequantised to fp32 */
+    TUNE_STORE_FILE,    /* a GGUF's quantised matrices stay in their blocks; the rest fp32 */
+    TUNE_STORE_INT8,    /* as FILE, and full-precision linear weights become Q8_0 (load_in_8bit) */
+    TUNE_STORE_NF4,     /* as FILE, and full-precision linear weights become NF4 (load_in_4bit) */
+} tune_weight_storage;
+
+/* "int8 (Q8_0) linear weights", ... for plans and logs. */
+const char *tune_storage_name(tune_weight_storage storage);
+/* The type a matrix gets under storage: file_type is its type in the source
+ * (TUNE_Q_F32 for any full-precision safetensors dtype). Linear weights
+ * whose rows are not whole blocks of the wanted type stay fp32. */
+uint32_t tune_storage_type(tune_weight_storage storage, int is_linear, uint32_t file_type, int cols);
 
 /* out/in features of a linear layer: q (H·hd, C), k/v (Hkv·hd, C),
  * o (C, H·hd), gate/up (I, C), down (C, I). */
@@ -64,13 +84,22 @@ void tune_linear_module_path(int layer, tune_linear_kind kind, char *buf, size_t
 /* Hyperparameters only (no weights): a Hugging Face folder's config.json,
  * or a GGUF file's header. */
 tune_status tune_model_config_load(const char *path, tune_model_config *cfg, tune_error *err);
-/* Every weight, converted to fp32 (from F32/F16/BF16 safetensors, or
- * F32/F16/BF16/Q8_0/Q4_0/Q4_1 GGUF with q/k rows un-permuted). */
+/* Every weight, converted to fp32 (from F32/F16/BF16 safetensors, or any
+ * GGUF type tune reads, with q/k rows un-permuted). */
 tune_status tune_model_load(const char *path, tune_model *model, tune_error *err);
+/* The same with the matrices stored as storage says; each tensor is
+ * converted on its own, so the fp32 model never exists whole. */
+tune_status tune_model_load_stored(const char *path, tune_weight_storage storage, tune_model *model,
+                                   tune_error *err);
+/* Bytes of the model's weights in memory (fp32 and blocks). */
+size_t tune_model_bytes(const tune_model *model);
+/* The bytes tune_model_load_stored would hold, from the headers alone. */
+tune_status tune_model_stored_bytes(const char *path, tune_weight_storage storage, size_t *bytes, tune_error *err);
 void tune_model_free(tune_model *model);
 /* Grows the vocabulary to new_vocab rows (added tokens): the embedding and an
  * untied lm_head get new rows equal to the mean of their old rows (a tied
- * matrix grows once); cfg.vocab_size follows. Shrinking is an input error. */
+ * matrix grows once; a matrix in blocks becomes fp32); cfg.vocab_size
+ * follows. Shrinking is an input error. */
 tune_status tune_model_resize_vocab(tune_model *model, int new_vocab, tune_error *err);
 /* Gives a tied lm_head its own matrix (a copy of the embedding), so the two
  * can differ; cfg.tie_word_embeddings becomes 0. Untied models are left alone. */

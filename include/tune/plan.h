@@ -85,7 +85,10 @@ typedef struct tune_plan {
     tune_schedule schedule;          /* usable once total_steps is known */
 
     /* memory estimate in bytes; -1 before the model */
-    long long mem_weights;           /* fp32 base weights */
+    tune_weight_storage weight_storage; /* load_in_8bit / load_in_4bit, else a GGUF's blocks kept as they are */
+    long long mem_weights;           /* base weights as stored (blocks and fp32) */
+    long long mem_weights_f32;       /* the same weights all in fp32 */
+    long long mem_weights_stored;    /* from the model file's headers; -1 when not read */
     long long mem_lora;              /* LoRA params + grads + 2 AdamW moments */
     long long mem_activations;       /* kept for backward, micro_batch_size × sequence_len */
     long long mem_total;

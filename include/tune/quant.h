@@ -261,6 +261,26 @@ TUNE_HD static inline void tune_dequant_nf4(const uint8_t *blk, float *y)
     }
 }
 
+/* One block of a block type (not F32/F16/BF16) → y (its block values);
+ * nothing for other types (callers check the type first). */
+TUNE_HD static inline void tune_dequant_block(uint32_t type, const uint8_t *blk, float *y)
+{
+    switch (type) {
+    case TUNE_Q4_0: tune_dequant_q4_0(blk, y); break;
+    case TUNE_Q4_1: tune_dequant_q4_1(blk, y); break;
+    case TUNE_Q5_0: tune_dequant_q5_0(blk, y); break;
+    case TUNE_Q5_1: tune_dequant_q5_1(blk, y); break;
+    case TUNE_Q8_0: tune_dequant_q8_0(blk, y); break;
+    case TUNE_Q2_K: tune_dequant_q2_k(blk, y); break;
+    case TUNE_Q3_K: tune_dequant_q3_k(blk, y); break;
+    case TUNE_Q4_K: tune_dequant_q4_k(blk, y); break;
+    case TUNE_Q5_K: tune_dequant_q5_k(blk, y); break;
+    case TUNE_Q6_K: tune_dequant_q6_k(blk, y); break;
+    case TUNE_Q_NF4: tune_dequant_nf4(blk, y); break;
+    default: break;
+    }
+}
+
 /* Dequantises one row of cols values of any readable type into y (cols). */
 void tune_dequant_row(uint32_t type, const uint8_t *row, float *y, int cols);
 

@@ -69,8 +69,17 @@ tune_status tune_backend_failed(const tune_backend *be, const char *doing, tune_
     return tune_fail_run(err, NULL, "%s backend failed %s: %s", be->name, doing, why[0] ? why : "unknown error");
 }
 
-/* p's place in the block that starts at from, moved to the block at to. */
-static float *rebase(float *p, const float *from, float *to) { return p ? to + (p - from) : NULL; }
+/* p's place in the allocation that starts at from, moved to the one at to. */
+static void *rebase(void *p, const void *from, void *to)
+{
+    return p ? (char *)to + ((const char *)p - (const char *)from) : NULL;
+}
+
+static void rebase_weight(tune_weight *w, const tune_model *host, const tune_model *view)
+{
+    w->f32 = rebase(w->f32, host->storage, view->storage);
+    w->blocks = rebase(w->blocks, host->blocks, view->blocks);
+}
 
 tune_status tune_backend_model(const tune_backend *be, const tune_model *host, tune_model *view, tune_error *err)
 {
@@ -78,22 +87,23 @@ tune_status tune_backend_model(const tune_backend *be, const tune_model *host, t
     if (!be->device) return TUNE_OK;
     view->layers = NULL;
     view->storage = tune_backend_mirror(be, host->storage, host->n_floats * sizeof(float));
+    view->blocks = host->n_block_bytes ? tune_backend_mirror(be, host->blocks, host->n_block_bytes) : NULL;
     view->layers = malloc((size_t)host->cfg.num_hidden_layers * sizeof *view->layers);
-    if (!view->storage || !view->layers) {
+    if (!view->storage || (host->n_block_bytes && !view->blocks) || !view->layers) {
         tune_backend_model_free(be, view, host);
         return tune_fail_run(err, NULL, "out of %s memory for the model's %.2f GB of weights", be->name,
-                             (double)host->n_floats * sizeof(float) / 1e9);
+                             (double)tune_model_bytes(host) / 1e9);
     }
-    const float *from = host->storage;
-    view->embed = rebase(host->embed, from, view->storage);
-    view->final_norm = rebase(host->final_norm, from, view->storage);
-    view->lm_head = rebase(host->lm_head, from, view->storage);
+    rebase_weight(&view->embed, host, view);
+    rebase_weight(&view->lm_head, host, view);
+    view->final_norm = rebase(host->final_norm, host->storage, view->storage);
     for (int l = 0; l < host->cfg.num_hidden_layers; l++) {
         const tune_layer *h = &host->layers[l];
         tune_layer *v = &view->layers[l];
-        v->attn_norm = rebase(h->attn_norm, from, view->storage);
-        v->ffn_norm = rebase(h->ffn_norm, from, view->storage);
-        for (int k = 0; k < TUNE_N_LINEAR; k++) v->w[k] = rebase(h->w[k], from, view->storage);
+        *v = *h;
+        v->attn_norm = rebase(h->attn_norm, host->storage, view->storage);
+        v->ffn_norm = rebase(h->ffn_norm, host->storage, view->storage);
+        for (int k = 0; k < TUNE_N_LINEAR; k++) rebase_weight(&v->w[k], host, view);
     }
     return TUNE_OK;
 }
@@ -102,8 +112,10 @@ void tune_backend_model_free(const tune_backend *be, tune_model *view, const tun
 {
     if (!be->device) return;
     if (view->storage) tune_backend_unmirror(be, view->storage, host->storage);
+    if (view->blocks) tune_backend_unmirror(be, view->blocks, host->blocks);
     free(view->layers);
     view->storage = NULL;
+    view->blocks = NULL;
     view->layers = NULL;
 }
 

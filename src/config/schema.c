@@ -22,7 +22,7 @@ _Static_assert(sizeof(tune_lr_scheduler) == sizeof(int) && sizeof(tune_chat_temp
 
 static const enum_value adapter_values[] = {
     {"lora", TUNE_ADAPTER_LORA, 1},
-    {"qlora", 1, 0},
+    {"qlora", TUNE_ADAPTER_QLORA, 1},
 };
 ENUM(adapter, 0);
 
@@ -194,14 +194,17 @@ const key_spec tune_config_keys[] = {
      .doc = "Tokenizer class; informational, tune reads tokenizer.json or the GGUF vocabulary."},
     {.name = "trust_remote_code", .type = K_BOOL, .off = CF(trust_remote_code), .def = "false", NOT_YET,
      .section = S_MODEL, .doc = "Run model code shipped with the model (tune runs no Python)."},
-    {.name = "load_in_8bit", .type = K_BOOL, .off = CF(load_in_8bit), .def = "false", NOT_YET, .section = S_MODEL,
-     .doc = "Keep base weights in 8 bits (bitsandbytes). tune upcasts every weight to fp32."},
-    {.name = "load_in_4bit", .type = K_BOOL, .off = CF(load_in_4bit), .def = "false", NOT_YET, .section = S_MODEL,
-     .doc = "Keep base weights in 4 bits (QLoRA). tune upcasts every weight to fp32."},
+    {.name = "load_in_8bit", .type = K_BOOL, .off = CF(load_in_8bit), .def = "false", YES, .section = S_MODEL,
+     .doc = "Keep full-precision linear weights in 8 bits: int8 with an f16 scale per 32 (GGUF's Q8_0), "
+            "multiplied tile by tile. A quantised GGUF keeps its own blocks either way. --load_8bit sets it."},
+    {.name = "load_in_4bit", .type = K_BOOL, .off = CF(load_in_4bit), .def = "false", YES, .section = S_MODEL,
+     .doc = "Keep full-precision linear weights in 4 bits: NF4 blocks of 64 with an fp32 absmax each "
+            "(QLoRA, bitsandbytes' code values). Needs adapter: qlora."},
 
     /* Adapter */
     {.name = "adapter", .type = K_ENUM, .off = CF(adapter), .def = "lora", .en = &adapter, YES, .section = S_ADAPTER,
-     .doc = "Adapter kind. tune trains LoRA adapters only (no full fine-tuning)."},
+     .doc = "Adapter kind: lora, or qlora (LoRA on a 4-bit NF4 base, with load_in_4bit). The adapter is "
+            "saved in the same PEFT format either way. tune trains adapters only (no full fine-tuning)."},
     {.name = "lora_r", .type = K_INT, .off = CF(lora_r), .def = "8", GE(1), LE(65536), YES, .section = S_ADAPTER,
      .doc = "LoRA rank r: A is (r, in), B is (out, r). vLLM loads r in {1, 8, 16, 32, 64, 128, 256, 320, 512}."},
     {.name = "lora_alpha", .type = K_FLOAT, .off = CF(lora_alpha), .def = "16", GT(0), YES, .section = S_ADAPTER,

@@ -169,24 +169,24 @@ static tune_status feed_chunk(tune_decoder *d, const int32_t *ids, int n, float 
     if (be->upload(d->pos, staged, 2 * (size_t)n * sizeof *staged)) return tune_backend_failed(be, "while decoding", err);
     memcpy(d->ids + p0, ids, (size_t)n * sizeof *ids);
     be->rope_tables(d->cos_t, d->sin_t, d->pos, d->inv_freq, n, d->hd / 2);
-    be->embedding(d->x, m->embed, d->pos + n, n, C);
+    be->weight_rows(d->x, &m->embed, d->pos + n, n);
     for (int l = 0; l < d->L; l++) {
         const tune_layer *ly = &m->layers[l];
         float *kc = d->k + l * layer, *vc = d->v + l * layer;
         float *k_new = kc + (size_t)p0 * d->kvd, *v_new = vc + (size_t)p0 * d->kvd; /* (n, kvd) */
         be->rmsnorm_forward(d->xn, d->rstd, d->x, ly->attn_norm, n, C, eps);
-        be->matmul(d->q, d->xn, ly->w[TUNE_Q_PROJ], n, d->qd, C, 0, 1, 1.0f, 0.0f);
-        be->matmul(k_new, d->xn, ly->w[TUNE_K_PROJ], n, d->kvd, C, 0, 1, 1.0f, 0.0f);
-        be->matmul(v_new, d->xn, ly->w[TUNE_V_PROJ], n, d->kvd, C, 0, 1, 1.0f, 0.0f);
+        be->weight_matmul(d->q, d->xn, &ly->w[TUNE_Q_PROJ], n, 0, 0.0f);
+        be->weight_matmul(k_new, d->xn, &ly->w[TUNE_K_PROJ], n, 0, 0.0f);
+        be->weight_matmul(v_new, d->xn, &ly->w[TUNE_V_PROJ], n, 0, 0.0f);
         be->rope_forward(d->q, d->cos_t, d->sin_t, n, d->H, d->hd);
         be->rope_forward(k_new, d->cos_t, d->sin_t, n, d->Hkv, d->hd);
         be->attention_cached(d->att, d->q, kc, vc, p0, n, &cache, d->scores, omp_get_max_threads());
-        be->matmul(d->x, d->att, ly->w[TUNE_O_PROJ], n, C, d->qd, 0, 1, 1.0f, 1.0f);
+        be->weight_matmul(d->x, d->att, &ly->w[TUNE_O_PROJ], n, 0, 1.0f);
         be->rmsnorm_forward(d->xn, d->rstd, d->x, ly->ffn_norm, n, C, eps);
-        be->matmul(d->gate, d->xn, ly->w[TUNE_GATE_PROJ], n, d->I, C, 0, 1, 1.0f, 0.0f);
-        be->matmul(d->up, d->xn, ly->w[TUNE_UP_PROJ], n, d->I, C, 0, 1, 1.0f, 0.0f);
+        be->weight_matmul(d->gate, d->xn, &ly->w[TUNE_GATE_PROJ], n, 0, 0.0f);
+        be->weight_matmul(d->up, d->xn, &ly->w[TUNE_UP_PROJ], n, 0, 0.0f);
         be->swiglu_forward(d->gate, d->gate, d->up, (size_t)n * d->I);
-        be->matmul(d->x, d->gate, ly->w[TUNE_DOWN_PROJ], n, C, d->I, 0, 1, 1.0f, 1.0f);
+        be->weight_matmul(d->x, d->gate, &ly->w[TUNE_DOWN_PROJ], n, 0, 1.0f);
     }
     d->len += n;
     const int rows = n - first_logit;
@@ -194,7 +194,7 @@ static tune_status feed_chunk(tune_decoder *d, const int32_t *ids, int n, float 
     const float *x = d->x + (size_t)first_logit * C;
     float *out = d->logits ? d->logits : logits; /* the CPU writes the caller's array directly */
     be->rmsnorm_forward(d->xn, d->rstd, x, m->final_norm, rows, C, eps);
-    be->matmul(out, d->xn, m->lm_head, rows, d->V, C, 0, 1, 1.0f, 0.0f);
+    be->weight_matmul(out, d->xn, &m->lm_head, rows, 0, 0.0f);
     if (d->logits && be->download(logits, d->logits, (size_t)rows * d->V * sizeof *logits))
         return tune_backend_failed(d->be, "while decoding", err);
     return TUNE_OK;

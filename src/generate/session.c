@@ -49,7 +49,7 @@ tune_status tune_lm_open(const tune_backend *be, const char *model_path, const c
     *out = NULL;
     tune_lm *lm = calloc(1, sizeof *lm);
     if (!lm) return tune_fail_run(err, NULL, "out of memory");
-    tune_status st = tune_model_load(model_path, &lm->model, err);
+    tune_status st = tune_model_load_stored(model_path, adapter_dir ? TUNE_STORE_F32 : TUNE_STORE_FILE, &lm->model, err);
     if (st == TUNE_OK && adapter_dir) st = tune_merge_peft_adapter(&lm->model, adapter_dir, err);
     const char *tok_path = tune_lora_tokenizer_source(adapter_dir, model_path);
     if (st == TUNE_OK) st = tune_tokenizer_load(tok_path, &lm->tok, err);

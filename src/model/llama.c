@@ -351,14 +351,16 @@ static const float *lora_input(tune_workspace *ws, const tune_dropout *dp, int m
 
 /* The embedding and lm_head the passes use: the adapters' trainable copies
  * where they have them (PEFT modules_to_save), else the model's.  (V, C) */
-static const float *embed_of(const tune_model *m, const tune_lora *lora)
+static tune_weight embed_of(const tune_model *m, const tune_lora *lora)
 {
-    return lora && lora->saved & TUNE_SAVE_EMBED ? lora->params + lora->embed_offset : m->embed;
+    if (!(lora && lora->saved & TUNE_SAVE_EMBED)) return m->embed;
+    return (tune_weight){TUNE_Q_F32, m->cfg.vocab_size, m->cfg.hidden_size, lora->params + lora->embed_offset, NULL};
 }
 
-static const float *lm_head_of(const tune_model *m, const tune_lora *lora)
+static tune_weight lm_head_of(const tune_model *m, const tune_lora *lora)
 {
-    return lora && lora->saved & TUNE_SAVE_LM_HEAD ? lora->params + lora->head_offset : m->lm_head;
+    if (!(lora && lora->saved & TUNE_SAVE_LM_HEAD)) return m->lm_head;
+    return (tune_weight){TUNE_Q_F32, m->cfg.vocab_size, m->cfg.hidden_size, lora->params + lora->head_offset, NULL};
 }
 
 static int module_of(const tune_lora *lora, int layer, tune_linear_kind kind)
@@ -382,7 +384,7 @@ static void linear_forward(tune_workspace *ws, const tune_model *m, const tune_l
     const int N = ws->cur_B * ws->cur_T;
     int out, in;
     tune_linear_shape(&m->cfg, kind, &out, &in);
-    ws->be->matmul(y, x, m->layers[layer].w[kind], N, out, in, 0, 1, 1.0f, beta);
+    ws->be->weight_matmul(y, x, &m->layers[layer].w[kind], N, 0, beta);
     const int mi = module_of(lora, layer, kind);
     if (mi < 0) return;
     const tune_lora_module *mod = &lora->modules[mi];
@@ -401,7 +403,7 @@ static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *
     const int N = ws->cur_B * ws->cur_T;
     int out, in;
     tune_linear_shape(&m->cfg, kind, &out, &in);
-    ws->be->matmul(dx, dy, m->layers[layer].w[kind], N, in, out, 0, 0, 1.0f, beta);
+    ws->be->weight_matmul(dx, dy, &m->layers[layer].w[kind], N, 1, beta);
     const int mi = module_of(lora, layer, kind);
     if (mi < 0) return;
     const tune_lora_module *mod = &lora->modules[mi];
@@ -439,7 +441,8 @@ static tune_status forward_layers(const tune_model *model, const tune_lora *lora
     ws->grad_scale = grad_scale;
     const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
     ws->be->rope_tables(ws->cos_t, ws->sin_t, ws->pos, ws->inv_freq, N, hd / 2);
-    ws->be->embedding(ws->resid, embed_of(model, lora), ws->ids, N, C);
+    const tune_weight embed = embed_of(model, lora);
+    ws->be->weight_rows(ws->resid, &embed, ws->ids, N);
     for (int l = 0; l < ws->L; l++) {
         const tune_layer *ly = &model->layers[l];
         float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + l * ws->NC, *hn = h + ws->NC;
@@ -480,18 +483,18 @@ static void head(const tune_model *model, const tune_lora *lora, tune_workspace 
 {
     const tune_backend *be = ws->be;
     const int M = (int)ws->n_targets, C = ws->C, V = ws->V, train = ws->grad_scale > 0.0f;
-    const float *W = lm_head_of(model, lora);
+    const tune_weight W = lm_head_of(model, lora);
     if (train) be->zero(ws->dxn, (size_t)ws->cur_B * ws->cur_T * C * sizeof *ws->dxn);
     for (int r0 = 0; r0 < M; r0 += ws->chunk) {
         const int m = M - r0 < ws->chunk ? M - r0 : ws->chunk;
         be->embedding(ws->xc, ws->xf, ws->rows + r0, m, C); /* gathers the chunk's rows of xf */
-        be->matmul(ws->logits, ws->xc, W, m, V, C, 0, 1, 1.0f, 0.0f);
+        be->weight_matmul(ws->logits, ws->xc, &W, m, 0, 0.0f);
         be->cross_entropy_forward(ws->lse_ce + r0, ws->row_loss + r0, ws->logits, ws->target + r0, m, V);
         if (!train) continue;
         be->cross_entropy_backward(ws->logits, ws->lse_ce + r0, ws->target + r0, m, V, ws->grad_scale);
         if (lora->saved & TUNE_SAVE_LM_HEAD) /* d(lm_head) += d(logits)ᵀ·xf */
             be->matmul(lora->grads + lora->head_offset, ws->logits, ws->xc, V, C, m, 1, 0, 1.0f, 1.0f);
-        be->matmul(ws->xc, ws->logits, W, m, C, V, 0, 0, 1.0f, 0.0f);
+        be->weight_matmul(ws->xc, ws->logits, &W, m, 1, 0.0f);
         be->embedding_backward(ws->dxn, ws->xc, ws->rows + r0, m, C); /* the rows differ: a scatter */
     }
     be->add_sum(ws->loss, ws->row_loss, (size_t)M);
@@ -517,7 +520,8 @@ tune_status tune_llama_logits(const tune_model *model, const tune_lora *lora, co
     tune_status st = forward_layers(model, lora, batch, NULL, ws, 0.0f, err);
     if (st) return st;
     ws->cur_B = ws->cur_T = 0;
-    ws->be->matmul(logits, ws->xf, lm_head_of(model, lora), batch->B * batch->T, ws->V, ws->C, 0, 1, 1.0f, 0.0f);
+    const tune_weight W = lm_head_of(model, lora);
+    ws->be->weight_matmul(logits, ws->xf, &W, batch->B * batch->T, 0, 0.0f);
     if (ws->be->finish(NULL, 0)) return tune_backend_failed(ws->be, "computing logits", err);
     return TUNE_OK;
 }

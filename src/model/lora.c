@@ -177,12 +177,12 @@ tune_status tune_lora_add_saved(tune_lora *lora, const tune_model *model, unsign
     memset(grads + off, 0, (n - off) * sizeof *grads);
     if (saved & TUNE_SAVE_EMBED) {
         lora->embed_offset = off;
-        memcpy(params + off, model->embed, VC * sizeof *params);
+        tune_weight_dequantize(&model->embed, params + off);
         off += VC;
     }
     if (saved & TUNE_SAVE_LM_HEAD) {
         lora->head_offset = off;
-        memcpy(params + off, model->lm_head, VC * sizeof *params);
+        tune_weight_dequantize(&model->lm_head, params + off);
         off += VC;
     }
     lora->n_params = n;

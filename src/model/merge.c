@@ -18,7 +18,7 @@ void tune_lora_merge(tune_model *model, const tune_lora *lora)
     const int r = lora->cfg.r;
     for (int i = 0; i < lora->n_modules; i++) {
         const tune_lora_module *m = &lora->modules[i];
-        float *w = model->layers[m->layer].w[m->kind]; /* (out, in) */
+        float *w = model->layers[m->layer].w[m->kind].f32; /* (out, in) */
         /* W += scaling · B (out, r) · A (r, in) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m->out, m->in, r, lora->scaling,
                     lora->params + m->b_offset, r, lora->params + m->a_offset, m->in, 1.0f, w, m->in);
@@ -26,9 +26,9 @@ void tune_lora_merge(tune_model *model, const tune_lora *lora)
     /* modules_to_save: the trained copies replace the matrices (the model has their shape:
      * tune_lora_open_peft grew and untied it). */
     const size_t VC = (size_t)lora->vocab * (size_t)lora->hidden;
-    if (lora->saved & TUNE_SAVE_EMBED) memcpy(model->embed, lora->params + lora->embed_offset, VC * sizeof(float));
+    if (lora->saved & TUNE_SAVE_EMBED) memcpy(model->embed.f32, lora->params + lora->embed_offset, VC * sizeof(float));
     if (lora->saved & TUNE_SAVE_LM_HEAD)
-        memcpy(model->lm_head, lora->params + lora->head_offset, VC * sizeof(float));
+        memcpy(model->lm_head.f32, lora->params + lora->head_offset, VC * sizeof(float));
 }
 
 tune_status tune_merge_peft_adapter(tune_model *model, const char *adapter_dir, tune_error *err)
@@ -81,7 +81,7 @@ static int weight_entries(const tune_model *m, tune_dtype dt, tune_st_entry *e, 
         e[n].shape[1] = (d1);                                                                  \
         n++;                                                                                   \
     } while (0)
-    ENTRY("model.embed_tokens.weight", V, C, m->embed);
+    ENTRY("model.embed_tokens.weight", V, C, m->embed.f32);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         snprintf(buf, sizeof buf, "model.layers.%d.input_layernorm.weight", l);
         ENTRY(buf, C, 0, m->layers[l].attn_norm);
@@ -92,11 +92,11 @@ static int weight_entries(const tune_model *m, tune_dtype dt, tune_st_entry *e, 
             tune_linear_shape(c, (tune_linear_kind)k, &out, &in);
             tune_linear_module_path(l, (tune_linear_kind)k, module, sizeof module);
             snprintf(buf, sizeof buf, "%s.weight", module);
-            ENTRY(buf, out, in, m->layers[l].w[k]);
+            ENTRY(buf, out, in, m->layers[l].w[k].f32);
         }
     }
     ENTRY("model.norm.weight", C, 0, m->final_norm);
-    if (!c->tie_word_embeddings) ENTRY("lm_head.weight", V, C, m->lm_head);
+    if (!c->tie_word_embeddings) ENTRY("lm_head.weight", V, C, m->lm_head.f32);
 #undef ENTRY
     return n;
 }

@@ -277,22 +277,27 @@ static tune_status hf_config_load(const char *dir, tune_model_config *cfg, tune_
 
 /* ---------------------------------------------------------------- weights */
 
-/* One weight: its Hugging Face name, shape, and the model pointer it sets.
- * The table's order is the layout of model->storage. */
+/* One weight: its Hugging Face name, shape, and where it goes in the model:
+ * a vector (norm) or a matrix. The table's order is the layout of the
+ * model's storage. */
 typedef struct {
     char name[96];
-    int ndim;
+    int ndim, is_linear;
     int64_t shape[2];
-    float **slot;
+    float **vec;
+    tune_weight *mat;
 } weight_spec;
 
-static void spec(weight_spec *w, const char *name, int64_t d0, int64_t d1, float **slot)
+static void spec_vec(weight_spec *w, const char *name, int64_t d0, float **slot)
 {
+    *w = (weight_spec){.ndim = 1, .shape = {d0, 0}, .vec = slot};
     snprintf(w->name, sizeof w->name, "%s", name);
-    w->ndim = d1 ? 2 : 1;
-    w->shape[0] = d0;
-    w->shape[1] = d1;
-    w->slot = slot;
+}
+
+static void spec_mat(weight_spec *w, const char *name, int64_t rows, int64_t cols, int is_linear, tune_weight *slot)
+{
+    *w = (weight_spec){.ndim = 2, .is_linear = is_linear, .shape = {rows, cols}, .mat = slot};
+    snprintf(w->name, sizeof w->name, "%s", name);
 }
 
 /* Fills specs (room for 3 + 9·L) and returns how many there are. */
@@ -302,30 +307,51 @@ static int weight_specs(tune_model *m, weight_spec *specs)
     int64_t C = cfg->hidden_size, V = cfg->vocab_size;
     int n = 0;
     char name[96], module[80];
-    spec(&specs[n++], "model.embed_tokens.weight", V, C, &m->embed);
+    spec_mat(&specs[n++], "model.embed_tokens.weight", V, C, 0, &m->embed);
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         tune_layer *layer = &m->layers[l];
         snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        spec(&specs[n++], name, C, 0, &layer->attn_norm);
+        spec_vec(&specs[n++], name, C, &layer->attn_norm);
         for (int k = 0; k < TUNE_N_LINEAR; k++) {
             int out, in;
             tune_linear_shape(cfg, (tune_linear_kind)k, &out, &in);
             tune_linear_module_path(l, (tune_linear_kind)k, module, sizeof module);
             snprintf(name, sizeof name, "%s.weight", module);
-            spec(&specs[n++], name, out, in, &layer->w[k]);
+            spec_mat(&specs[n++], name, out, in, 1, &layer->w[k]);
         }
         snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        spec(&specs[n++], name, C, 0, &layer->ffn_norm);
+        spec_vec(&specs[n++], name, C, &layer->ffn_norm);
     }
-    spec(&specs[n++], "model.norm.weight", C, 0, &m->final_norm);
+    spec_vec(&specs[n++], "model.norm.weight", C, &m->final_norm);
     /* Tied: lm_head is the embedding; a stored lm_head.weight is ignored, as Transformers does. */
-    if (!cfg->tie_word_embeddings) spec(&specs[n++], "lm_head.weight", V, C, &m->lm_head);
+    if (!cfg->tie_word_embeddings) spec_mat(&specs[n++], "lm_head.weight", V, C, 0, &m->lm_head);
     return n;
 }
 
+const char *tune_storage_name(tune_weight_storage storage)
+{
+    switch (storage) {
+    case TUNE_STORE_F32: return "fp32";
+    case TUNE_STORE_INT8: return "load_in_8bit: int8 (Q8_0) linear weights";
+    case TUNE_STORE_NF4: return "load_in_4bit: NF4 linear weights";
+    default: return "quantised matrices kept in the file's blocks";
+    }
+}
+
+uint32_t tune_storage_type(tune_weight_storage storage, int is_linear, uint32_t file_type, int cols)
+{
+    const int full = file_type == TUNE_Q_F32 || file_type == TUNE_Q_F16 || file_type == TUNE_Q_BF16;
+    if (storage == TUNE_STORE_F32 || (full && !is_linear)) return TUNE_Q_F32;
+    if (!full) return file_type;
+    const uint32_t want = storage == TUNE_STORE_INT8 ? TUNE_Q8_0 : storage == TUNE_STORE_NF4 ? TUNE_Q_NF4 : TUNE_Q_F32;
+    return want != TUNE_Q_F32 && tune_qtype_row_bytes(want, cols) ? want : TUNE_Q_F32;
+}
+
 /* Checks every tensor's presence and shape (before allocating anything),
- * then converts each into its place in one fp32 allocation. */
-static tune_status hf_load_weights(const tune_st_set *set, tune_model *m, const char *dir, tune_error *err)
+ * then converts each into its place: fp32 storage, or blocks quantised
+ * from an fp32 copy of that one tensor. */
+static tune_status hf_load_weights(const tune_st_set *set, tune_model *m, tune_weight_storage storage,
+                                   const char *dir, tune_error *err)
 {
     int max = 3 + 9 * m->cfg.num_hidden_layers;
     weight_spec *specs = malloc((size_t)max * sizeof *specs);
@@ -333,7 +359,8 @@ static tune_status hf_load_weights(const tune_st_set *set, tune_model *m, const 
     tune_status st = TUNE_OK;
     if (!specs || !tensors) st = tune_fail_run(err, dir, "out of memory");
     int n = st == TUNE_OK ? weight_specs(m, specs) : 0;
-    m->n_floats = 0;
+    size_t biggest_quantised = 0;
+    m->n_floats = m->n_block_bytes = 0;
     for (int i = 0; i < n && st == TUNE_OK; i++) {
         tensors[i] = tune_st_set_find(set, specs[i].name);
         if (!tensors[i] && strcmp(specs[i].name, "lm_head.weight") == 0)
@@ -342,25 +369,55 @@ static tune_status hf_load_weights(const tune_st_set *set, tune_model *m, const 
             st = tune_fail_input(err, set->source, "tensor '%s' is missing", specs[i].name);
         else
             st = tune_st_expect_shape(tensors[i], specs[i].ndim, specs[i].shape, err);
-        if (st == TUNE_OK) m->n_floats += tensors[i]->numel;
+        if (st != TUNE_OK) break;
+        tune_weight *w = specs[i].mat;
+        if (!w) {
+            m->n_floats += tensors[i]->numel;
+            continue;
+        }
+        *w = (tune_weight){.type = tune_storage_type(storage, specs[i].is_linear, TUNE_Q_F32, (int)specs[i].shape[1]),
+                           .rows = (int)specs[i].shape[0], .cols = (int)specs[i].shape[1]};
+        if (w->type == TUNE_Q_F32) {
+            m->n_floats += tensors[i]->numel;
+        } else {
+            m->n_block_bytes += tune_weight_bytes(w);
+            if ((size_t)tensors[i]->numel > biggest_quantised) biggest_quantised = tensors[i]->numel;
+        }
     }
-    if (st == TUNE_OK && posix_memalign((void **)&m->storage, 64, m->n_floats * sizeof(float)) != 0) {
-        m->storage = NULL;
-        st = tune_fail_run(err, dir, "out of memory: %zu MB of weights", m->n_floats * sizeof(float) >> 20);
+    float *tmp = NULL; /* one tensor in fp32 before it is quantised */
+    if (st == TUNE_OK) {
+        if (posix_memalign((void **)&m->storage, 64, (m->n_floats ? m->n_floats : 1) * sizeof(float))) m->storage = NULL;
+        m->blocks = malloc(m->n_block_bytes ? m->n_block_bytes : 1);
+        tmp = malloc((biggest_quantised ? biggest_quantised : 1) * sizeof *tmp);
+        if (!m->storage || !m->blocks || !tmp)
+            st = tune_fail_run(err, dir, "out of memory: %zu MB of weights", tune_model_bytes(m) >> 20);
     }
     float *p = m->storage;
+    uint8_t *b = m->blocks;
     for (int i = 0; i < n && st == TUNE_OK; i++) {
-        *specs[i].slot = p;
-        st = tune_st_read_f32(tensors[i], p, err);
-        p += tensors[i]->numel;
+        tune_weight *w = specs[i].mat;
+        if (!w || w->type == TUNE_Q_F32) {
+            st = tune_st_read_f32(tensors[i], p, err);
+            if (w) w->f32 = p;
+            else *specs[i].vec = p;
+            p += tensors[i]->numel;
+            continue;
+        }
+        if ((st = tune_st_read_f32(tensors[i], tmp, err)) != TUNE_OK) break;
+        w->blocks = b;
+        const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < w->rows; r++) tune_quantize_row(w->type, tmp + (size_t)r * w->cols, b + r * rb, w->cols);
+        b += (size_t)w->rows * rb;
     }
     if (st == TUNE_OK && m->cfg.tie_word_embeddings) m->lm_head = m->embed;
+    free(tmp);
     free(specs);
     free(tensors);
     return st;
 }
 
-static tune_status hf_model_load(const char *dir, tune_model *m, tune_error *err)
+static tune_status hf_model_load(const char *dir, tune_weight_storage storage, tune_model *m, tune_error *err)
 {
     tune_status st = hf_config_load(dir, &m->cfg, err);
     if (st != TUNE_OK) return st;
@@ -368,7 +425,7 @@ static tune_status hf_model_load(const char *dir, tune_model *m, tune_error *err
     if ((st = tune_st_set_open(dir, &set, err)) != TUNE_OK) return st;
     m->layers = calloc((size_t)m->cfg.num_hidden_layers, sizeof *m->layers);
     if (!m->layers) st = tune_fail_run(err, dir, "out of memory");
-    if (st == TUNE_OK) st = hf_load_weights(set, m, dir, err);
+    if (st == TUNE_OK) st = hf_load_weights(set, m, storage, dir, err);
     tune_st_set_close(set);
     return st;
 }
@@ -404,15 +461,63 @@ tune_status tune_model_config_load(const char *path, tune_model_config *cfg, tun
 
 tune_status tune_model_load(const char *path, tune_model *model, tune_error *err)
 {
+    return tune_model_load_stored(path, TUNE_STORE_F32, model, err);
+}
+
+tune_status tune_model_load_stored(const char *path, tune_weight_storage storage, tune_model *model,
+                                   tune_error *err)
+{
     memset(model, 0, sizeof *model);
     tune_status st;
     switch (model_source_of(path, err)) {
-    case SRC_HF: st = hf_model_load(path, model, err); break;
-    case SRC_GGUF: st = tune_gguf_model_load(path, model, err); break;
+    case SRC_HF: st = hf_model_load(path, storage, model, err); break;
+    case SRC_GGUF: st = tune_gguf_model_load(path, storage, model, err); break;
     default: st = TUNE_ERR_INPUT; break;
     }
     if (st != TUNE_OK) tune_model_free(model);
     return st;
+}
+
+/* A Hugging Face folder's weights are full precision: fp32, or linear weights quantised at load. */
+static tune_status hf_stored_bytes(const char *dir, tune_weight_storage storage, size_t *bytes, tune_error *err)
+{
+    tune_model m = {0};
+    tune_status st = hf_config_load(dir, &m.cfg, err);
+    if (st != TUNE_OK) return st;
+    m.layers = calloc((size_t)m.cfg.num_hidden_layers, sizeof *m.layers);
+    weight_spec *specs = malloc((size_t)(3 + 9 * m.cfg.num_hidden_layers) * sizeof *specs);
+    if (!m.layers || !specs) st = tune_fail_run(err, dir, "out of memory");
+    const int n = st == TUNE_OK ? weight_specs(&m, specs) : 0;
+    *bytes = 0;
+    for (int i = 0; i < n; i++) {
+        if (!specs[i].mat) {
+            *bytes += (size_t)specs[i].shape[0] * sizeof(float);
+            continue;
+        }
+        const tune_weight w = {tune_storage_type(storage, specs[i].is_linear, TUNE_Q_F32, (int)specs[i].shape[1]),
+                               (int)specs[i].shape[0], (int)specs[i].shape[1], NULL, NULL};
+        *bytes += tune_weight_bytes(&w);
+    }
+    free(specs);
+    free(m.layers);
+    return st;
+}
+
+tune_status tune_model_stored_bytes(const char *path, tune_weight_storage storage, size_t *bytes, tune_error *err)
+{
+    *bytes = 0;
+    switch (model_source_of(path, err)) {
+    case SRC_HF: return hf_stored_bytes(path, storage, bytes, err);
+    case SRC_GGUF: {
+        tune_gguf g;
+        tune_status st = tune_gguf_open(path, &g, err);
+        if (st != TUNE_OK) return st;
+        st = tune_gguf_stored_bytes(&g, storage, bytes, err);
+        tune_gguf_close(&g);
+        return st;
+    }
+    default: return TUNE_ERR_INPUT;
+    }
 }
 
 static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -466,27 +571,35 @@ void tune_model_free(tune_model *model)
 {
     if (!model) return;
     free(model->storage);
+    free(model->blocks);
     free(model->layers);
     memset(model, 0, sizeof *model);
+}
+
+size_t tune_model_bytes(const tune_model *model)
+{
+    return model->n_floats * sizeof(float) + model->n_block_bytes;
 }
 
 /* New rows are the mean of the old rows. Transformers' resize_token_embeddings
  * (mean_resizing=True) samples them from a normal with that mean and 1e-9 times
  * the old rows' covariance: the same rows up to noise of about 3e-5 standard
- * deviations, which its torch RNG makes irreproducible here. */
-static void grow_rows(float *dst, const float *src, int64_t V, int64_t new_V, int64_t C)
+ * deviations, which its torch RNG makes irreproducible here.
+ * dst: (new_V, C), its first V rows already the old ones */
+static void grow_rows(float *dst, int64_t V, int64_t new_V, int64_t C)
 {
-    memcpy(dst, src, (size_t)(V * C) * sizeof *dst);
     for (int64_t c = 0; c < C; c++) {
         double sum = 0.0;
-        for (int64_t v = 0; v < V; v++) sum += src[v * C + c];
+        for (int64_t v = 0; v < V; v++) sum += dst[v * C + c];
         const float mean = (float)(sum / (double)V);
         for (int64_t v = V; v < new_V; v++) dst[v * C + c] = mean;
     }
 }
 
-/* Moves the weights into a new allocation with new_vocab rows (new ones from
- * grow_rows) and, with untie set, an lm_head of its own (a copy of the
+/* Moves the fp32 weights into a new allocation where the embedding and an
+ * untied lm_head have new_vocab rows (new ones from grow_rows; a matrix in
+ * blocks becomes fp32 and its blocks stay unused in model->blocks) and,
+ * with untie set, lm_head gets a matrix of its own (a copy of the
  * embedding) where it was tied. */
 static tune_status relayout(tune_model *m, int new_vocab, int untie, tune_error *err)
 {
@@ -496,33 +609,50 @@ static tune_status relayout(tune_model *m, int new_vocab, int untie, tune_error 
     weight_spec *specs = malloc((size_t)max * sizeof *specs);
     if (!specs) return tune_fail_run(err, NULL, "out of memory resizing the vocabulary");
     const int n = weight_specs(m, specs);
-    const size_t extra = (size_t)((new_vocab - V) * C) * (tied ? 1 : 2) + (split ? (size_t)(new_vocab * C) : 0);
+    size_t total = split ? (size_t)(new_vocab * C) : 0;
+    for (int i = 0; i < n; i++) {
+        const tune_weight *w = specs[i].mat;
+        if (!w) total += (size_t)specs[i].shape[0];
+        else if (w == &m->embed || w == &m->lm_head) total += (size_t)(new_vocab * C);
+        else if (w->type == TUNE_Q_F32) total += (size_t)w->rows * w->cols;
+    }
     float *storage;
-    if (posix_memalign((void **)&storage, 64, (m->n_floats + extra) * sizeof(float)) != 0) {
+    if (posix_memalign((void **)&storage, 64, total * sizeof(float)) != 0) {
         free(specs);
         return tune_fail_run(err, NULL, "out of memory: %zu MB of weights after resizing the vocabulary",
-                             (m->n_floats + extra) * sizeof(float) >> 20);
+                             total * sizeof(float) >> 20);
     }
     float *p = storage;
     for (int i = 0; i < n; i++) {
-        const float *old = *specs[i].slot;
-        const int64_t numel = specs[i].shape[0] * (specs[i].ndim == 2 ? specs[i].shape[1] : 1);
-        if (specs[i].slot == &m->embed || specs[i].slot == &m->lm_head) {
-            grow_rows(p, old, V, new_vocab, C);
-            *specs[i].slot = p;
+        tune_weight *w = specs[i].mat;
+        if (!w) {
+            memcpy(p, *specs[i].vec, (size_t)specs[i].shape[0] * sizeof *p);
+            *specs[i].vec = p;
+            p += specs[i].shape[0];
+        } else if (w == &m->embed || w == &m->lm_head) {
+            if (w->type == TUNE_Q_F32) memcpy(p, w->f32, (size_t)(V * C) * sizeof *p);
+            else
+                for (int64_t v = 0; v < V; v++)
+                    tune_dequant_row(w->type, w->blocks + v * tune_qtype_row_bytes(w->type, (int)C), p + v * C, (int)C);
+            grow_rows(p, V, new_vocab, C);
+            *w = (tune_weight){.type = TUNE_Q_F32, .rows = new_vocab, .cols = (int)C, .f32 = p};
             p += (size_t)new_vocab * C;
-        } else {
-            memcpy(p, old, (size_t)numel * sizeof *p);
-            *specs[i].slot = p;
-            p += numel;
+        } else if (w->type == TUNE_Q_F32) {
+            memcpy(p, w->f32, (size_t)w->rows * w->cols * sizeof *p);
+            w->f32 = p;
+            p += (size_t)w->rows * w->cols;
         }
     }
-    if (split) memcpy(p, m->embed, (size_t)(new_vocab * C) * sizeof *p);
-    m->lm_head = split ? p : tied ? m->embed : m->lm_head;
+    if (split) {
+        memcpy(p, m->embed.f32, (size_t)(new_vocab * C) * sizeof *p);
+        m->lm_head = (tune_weight){.type = TUNE_Q_F32, .rows = new_vocab, .cols = (int)C, .f32 = p};
+    } else if (tied) {
+        m->lm_head = m->embed;
+    }
     free(specs);
     free(m->storage);
     m->storage = storage;
-    m->n_floats += extra;
+    m->n_floats = total;
     m->cfg.vocab_size = new_vocab;
     m->cfg.tie_word_embeddings = tied && !untie;
     return TUNE_OK;

@@ -50,7 +50,7 @@ static tune_status read_rope_freqs(const tune_gguf *g, const tune_gguf_tensor *t
                                    tune_error *err)
 {
     int half = cfg->head_dim / 2;
-    if (t->n_dims != 1 || t->ne[0] != (uint64_t)half || t->type != TUNE_GGML_F32)
+    if (t->n_dims != 1 || t->ne[0] != (uint64_t)half || t->type != TUNE_Q_F32)
         return tune_fail_input(err, g->path, "tensor 'rope_freqs.weight' must be %d F32 values", half);
     float f[512]; /* (head_dim / 2); head_dim is checked to be at most 1024 */
     tune_status st = tune_gguf_tensor_to_f32(g, t, f, err);
@@ -187,13 +187,13 @@ static const char *const gguf_linear_names[TUNE_N_LINEAR] = {
 };
 
 /* One weight to fill: its GGUF name, HF shape (rows, cols; cols = 0 for a
- * vector), its place in the storage, and the model pointer to set. heads > 0
- * marks q/k, whose rows are un-permuted. */
+ * vector), and the model's vector pointer or matrix to set. heads > 0 marks
+ * q/k, whose rows are un-permuted. */
 typedef struct weight {
     char name[64];
-    int rows, cols, heads;
-    size_t offset;
-    float **slot;
+    int rows, cols, heads, is_linear;
+    float **vec;
+    tune_weight *mat;
 } weight;
 
 static size_t weight_floats(const weight *w) { return (size_t)w->rows * (w->cols ? (size_t)w->cols : 1); }
@@ -215,68 +215,153 @@ static const tune_gguf_tensor *find_weight(const tune_gguf *g, const weight *w, 
                         (unsigned long long)want0, (unsigned long long)want1, dims);
         return NULL;
     }
-    switch (t->type) {
-    case TUNE_GGML_F32: case TUNE_GGML_F16: case TUNE_GGML_BF16:
-    case TUNE_GGML_Q8_0: case TUNE_GGML_Q4_0: case TUNE_GGML_Q4_1:
-        return t;
-    default:
-        tune_fail_input(err, g->path, "tensor '%s' has type %s, which tune cannot read yet "
-                                      "(it reads F32, F16, BF16, Q8_0, Q4_0 and Q4_1)",
-                        w->name, tune_ggml_type_name(t->type));
+    if (!tune_qtype_block_values(t->type) || t->type == TUNE_Q_NF4) {
+        tune_fail_input(err, g->path, "tensor '%s' has type %s, which tune cannot read yet", w->name,
+                        tune_ggml_type_name(t->type));
         return NULL;
     }
+    if (!w->cols && t->type != TUNE_Q_F32) { /* llama.cpp keeps norms in F32 */
+        tune_fail_input(err, g->path, "tensor '%s' (a norm) has type %s; tune reads norms in F32 only", w->name,
+                        tune_ggml_type_name(t->type));
+        return NULL;
+    }
+    return t;
 }
 
 /* GGUF row h·d + 2i + a holds HF row h·d + a·(d/2) + i (llama.cpp's converter
- * interleaves the RoPE halves for ggml's adjacent-pair rotation).
- * src, dst: (heads·d, cols) */
-static void unpermute_rows(float *dst, const float *src, int heads, int d, int cols)
+ * interleaves the RoPE halves for ggml's adjacent-pair rotation). Rows of
+ * any type move whole. src, dst: (heads·d, row_bytes) */
+static void unpermute_rows(uint8_t *dst, const uint8_t *src, int heads, int d, size_t row_bytes)
 {
     for (int h = 0; h < heads; h++)
         for (int i = 0; i < d / 2; i++)
             for (int a = 0; a < 2; a++)
-                memcpy(dst + ((size_t)h * d + (size_t)a * (d / 2) + i) * cols,
-                       src + ((size_t)h * d + 2 * i + a) * cols, (size_t)cols * sizeof(float));
+                memcpy(dst + ((size_t)h * d + (size_t)a * (d / 2) + i) * row_bytes,
+                       src + ((size_t)h * d + 2 * i + a) * row_bytes, row_bytes);
 }
 
-/* The table of every weight in storage order; *total = floats in all. */
-static weight *weight_table(tune_model *m, int *count, size_t *total)
+/* The table of every weight in storage order. */
+static weight *weight_table(tune_model *m, int *count)
 {
     const tune_model_config *c = &m->cfg;
     int per_layer = 2 + TUNE_N_LINEAR, n = 3 + c->num_hidden_layers * per_layer;
     weight *ws = calloc((size_t)n, sizeof *ws);
     if (!ws) return NULL;
     int k = 0;
-    size_t off = 0;
-#define ADD(ptr, r, c_, hd, ...)                                                        \
+#define ADD(vec_, mat_, r, c_, hd, lin, ...)                                            \
     do {                                                                                \
         snprintf(ws[k].name, sizeof ws[k].name, __VA_ARGS__);                           \
-        ws[k].rows = (r), ws[k].cols = (c_), ws[k].heads = (hd), ws[k].offset = off;    \
-        ws[k].slot = &(ptr);                                                            \
-        off += weight_floats(&ws[k++]);                                                 \
+        ws[k].rows = (r), ws[k].cols = (c_), ws[k].heads = (hd), ws[k].is_linear = (lin); \
+        ws[k].vec = (vec_), ws[k++].mat = (mat_);                                       \
     } while (0)
-    ADD(m->embed, c->vocab_size, c->hidden_size, 0, "token_embd.weight");
+    ADD(NULL, &m->embed, c->vocab_size, c->hidden_size, 0, 0, "token_embd.weight");
     for (int L = 0; L < c->num_hidden_layers; L++) {
         tune_layer *ly = &m->layers[L];
-        ADD(ly->attn_norm, c->hidden_size, 0, 0, "blk.%d.attn_norm.weight", L);
+        ADD(&ly->attn_norm, NULL, c->hidden_size, 0, 0, 0, "blk.%d.attn_norm.weight", L);
         for (int kind = 0; kind < TUNE_N_LINEAR; kind++) {
             int out, in;
             tune_linear_shape(c, (tune_linear_kind)kind, &out, &in);
             int heads = kind == TUNE_Q_PROJ ? c->num_attention_heads
                         : kind == TUNE_K_PROJ ? c->num_key_value_heads : 0;
-            ADD(ly->w[kind], out, in, heads, "blk.%d.%s.weight", L, gguf_linear_names[kind]);
+            ADD(NULL, &ly->w[kind], out, in, heads, 1, "blk.%d.%s.weight", L, gguf_linear_names[kind]);
         }
-        ADD(ly->ffn_norm, c->hidden_size, 0, 0, "blk.%d.ffn_norm.weight", L);
+        ADD(&ly->ffn_norm, NULL, c->hidden_size, 0, 0, 0, "blk.%d.ffn_norm.weight", L);
     }
-    ADD(m->final_norm, c->hidden_size, 0, 0, "output_norm.weight");
-    if (!c->tie_word_embeddings) ADD(m->lm_head, c->vocab_size, c->hidden_size, 0, "output.weight");
+    ADD(&m->final_norm, NULL, c->hidden_size, 0, 0, 0, "output_norm.weight");
+    if (!c->tie_word_embeddings) ADD(NULL, &m->lm_head, c->vocab_size, c->hidden_size, 0, 0, "output.weight");
 #undef ADD
     *count = k;
-    *total = off;
     return ws;
 }
 
-tune_status tune_gguf_read_model(const tune_gguf *g, tune_model *model, tune_error *err)
+/* Fills one weight from its tensor t. Blocks kept as they are move row by
+ * row; blocks made at load are quantised from tmp, an fp32 copy of t. */
+static tune_status fill_weight(const tune_gguf *g, const tune_gguf_tensor *t, const weight *w, float **fp,
+                               uint8_t **bp, float *tmp, uint8_t *perm, tune_error *err)
+{
+    const int d = w->heads ? w->rows / w->heads : 0;
+    if (!w->mat || w->mat->type == TUNE_Q_F32) {
+        float *dst = *fp;
+        *fp += weight_floats(w);
+        if (w->mat) w->mat->f32 = dst;
+        else *w->vec = dst;
+        if (!w->heads) return tune_gguf_tensor_to_f32(g, t, dst, err);
+        tune_status st = tune_gguf_tensor_to_f32(g, t, tmp, err);
+        if (!st) unpermute_rows((uint8_t *)dst, (const uint8_t *)tmp, w->heads, d, (size_t)w->cols * sizeof(float));
+        return st;
+    }
+    tune_weight *m = w->mat;
+    const size_t rb = tune_qtype_row_bytes(m->type, m->cols);
+    m->blocks = *bp;
+    *bp += (size_t)m->rows * rb;
+    const uint8_t *src = t->data;
+    if (m->type != t->type) { /* quantised at load */
+        tune_status st = tune_gguf_tensor_to_f32(g, t, tmp, err);
+        if (st) return st;
+        uint8_t *dst = w->heads ? perm : m->blocks;
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < m->rows; r++) tune_quantize_row(m->type, tmp + (size_t)r * m->cols, dst + r * rb, m->cols);
+        src = dst;
+    }
+    if (w->heads) unpermute_rows(m->blocks, src, w->heads, d, rb);
+    else if (src != m->blocks) memcpy(m->blocks, src, (size_t)m->rows * rb);
+    return TUNE_OK;
+}
+
+/* Checks every tensor and chooses its storage, before any big allocation:
+ * the model's matrices get their type and shape, n_floats and
+ * n_block_bytes their totals; ts[i] the tensor of ws[i]; *scratch the fp32
+ * floats and *perm_bytes the block bytes a fill_weight may need. */
+static tune_status choose_storage(const tune_gguf *g, tune_weight_storage storage, tune_model *model, const weight *ws,
+                                  int n, const tune_gguf_tensor **ts, size_t *scratch, size_t *perm_bytes,
+                                  tune_error *err)
+{
+    for (int i = 0; i < n; i++) {
+        if (!(ts[i] = find_weight(g, &ws[i], err))) return TUNE_ERR_INPUT;
+        tune_weight *m = ws[i].mat;
+        if (!m) {
+            model->n_floats += weight_floats(&ws[i]);
+            continue;
+        }
+        *m = (tune_weight){.type = tune_storage_type(storage, ws[i].is_linear, ts[i]->type, ws[i].cols),
+                           .rows = ws[i].rows, .cols = ws[i].cols};
+        if (m->type == TUNE_Q_F32) model->n_floats += weight_floats(&ws[i]);
+        else model->n_block_bytes += tune_weight_bytes(m);
+        /* fp32 scratch for q/k before un-permuting, and for tensors quantised at load */
+        if ((ws[i].heads || (m->type != TUNE_Q_F32 && m->type != ts[i]->type)) && weight_floats(&ws[i]) > *scratch)
+            *scratch = weight_floats(&ws[i]);
+        if (ws[i].heads && m->type != TUNE_Q_F32 && tune_weight_bytes(m) > *perm_bytes)
+            *perm_bytes = tune_weight_bytes(m);
+    }
+    return TUNE_OK;
+}
+
+tune_status tune_gguf_stored_bytes(const tune_gguf *g, tune_weight_storage storage, size_t *bytes, tune_error *err)
+{
+    tune_model model = {0};
+    tune_status st = tune_gguf_read_config(g, &model.cfg, err);
+    if (st) return st;
+    if ((uint64_t)model.cfg.num_hidden_layers * (2 + TUNE_N_LINEAR) > g->n_tensors)
+        return tune_fail_input(err, g->path, "llama.block_count is %d, more layers than the file's %llu tensors can hold",
+                               model.cfg.num_hidden_layers, (unsigned long long)g->n_tensors);
+    int n = 0;
+    size_t scratch = 0, perm_bytes = 0;
+    weight *ws = NULL;
+    const tune_gguf_tensor **ts = NULL;
+    model.layers = calloc((size_t)model.cfg.num_hidden_layers, sizeof *model.layers);
+    if (model.layers) ws = weight_table(&model, &n);
+    if (ws) ts = calloc((size_t)n, sizeof *ts);
+    st = ts ? choose_storage(g, storage, &model, ws, n, ts, &scratch, &perm_bytes, err)
+            : tune_fail_run(err, g->path, "out of memory");
+    *bytes = tune_model_bytes(&model);
+    free(ts);
+    free(ws);
+    free(model.layers);
+    return st;
+}
+
+tune_status tune_gguf_read_model(const tune_gguf *g, tune_weight_storage storage, tune_model *model,
+                                 tune_error *err)
 {
     memset(model, 0, sizeof *model);
     tune_status st = tune_gguf_read_config(g, &model->cfg, err);
@@ -288,45 +373,40 @@ tune_status tune_gguf_read_model(const tune_gguf *g, tune_model *model, tune_err
         return tune_fail_input(err, g->path, "llama.block_count is %d, more layers than the file's %llu tensors can hold",
                                c->num_hidden_layers, (unsigned long long)g->n_tensors);
     int n = 0;
-    size_t total = 0, scratch = 0;
+    size_t scratch = 0, perm_bytes = 0;
     weight *ws = NULL;
     model->layers = calloc((size_t)c->num_hidden_layers, sizeof *model->layers);
-    if (model->layers) ws = weight_table(model, &n, &total);
+    if (model->layers) ws = weight_table(model, &n);
     if (!ws) {
         tune_model_free(model);
         return tune_fail_run(err, g->path, "out of memory");
     }
-    /* Every tensor is checked before the big allocation. */
-    for (int i = 0; i < n && !st; i++) {
-        if (ws[i].heads && weight_floats(&ws[i]) > scratch) scratch = weight_floats(&ws[i]);
-        if (!find_weight(g, &ws[i], err)) st = TUNE_ERR_INPUT;
-    }
-    float *tmp = NULL; /* (heads·d, C): q or k before un-permuting */
+    const tune_gguf_tensor **ts = calloc((size_t)n, sizeof *ts);
+    st = ts ? choose_storage(g, storage, model, ws, n, ts, &scratch, &perm_bytes, err)
+            : tune_fail_run(err, g->path, "out of memory");
+    float *tmp = NULL;
+    uint8_t *perm = NULL; /* q/k blocks quantised at load, before un-permuting */
     if (!st) {
-        model->storage = malloc(total * sizeof(float));
-        model->n_floats = total;
+        model->storage = malloc((model->n_floats ? model->n_floats : 1) * sizeof(float));
+        model->blocks = malloc(model->n_block_bytes ? model->n_block_bytes : 1);
         tmp = malloc((scratch ? scratch : 1) * sizeof(float));
-        if (!model->storage || !tmp) st = tune_fail_run(err, g->path, "out of memory for %zu weights", total);
+        perm = malloc(perm_bytes ? perm_bytes : 1);
+        if (!model->storage || !model->blocks || !tmp || !perm)
+            st = tune_fail_run(err, g->path, "out of memory for %zu MB of weights", tune_model_bytes(model) >> 20);
     }
-    for (int i = 0; !st && i < n; i++) {
-        float *dst = model->storage + ws[i].offset;
-        *ws[i].slot = dst;
-        const tune_gguf_tensor *t = tune_gguf_find_tensor(g, ws[i].name);
-        if (!ws[i].heads) {
-            st = tune_gguf_tensor_to_f32(g, t, dst, err);
-            continue;
-        }
-        st = tune_gguf_tensor_to_f32(g, t, tmp, err);
-        if (!st) unpermute_rows(dst, tmp, ws[i].heads, c->head_dim, ws[i].cols);
-    }
+    float *fp = model->storage;
+    uint8_t *bp = model->blocks;
+    for (int i = 0; !st && i < n; i++) st = fill_weight(g, ts[i], &ws[i], &fp, &bp, tmp, perm, err);
     if (!st && c->tie_word_embeddings) model->lm_head = model->embed;
     free(ws);
+    free(ts);
     free(tmp);
+    free(perm);
     if (st) tune_model_free(model);
     return st;
 }
 
-tune_status tune_gguf_model_load(const char *path, tune_model *model, tune_error *err)
+tune_status tune_gguf_model_load(const char *path, tune_weight_storage storage, tune_model *model, tune_error *err)
 {
     tune_gguf g;
     tune_status st = tune_gguf_open(path, &g, err);
@@ -334,7 +414,7 @@ tune_status tune_gguf_model_load(const char *path, tune_model *model, tune_error
         memset(model, 0, sizeof *model);
         return st;
     }
-    st = tune_gguf_read_model(&g, model, err);
+    st = tune_gguf_read_model(&g, storage, model, err);
     tune_gguf_close(&g);
     return st;
 }

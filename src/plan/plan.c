@@ -116,7 +116,8 @@ void tune_plan_set_model(tune_plan *plan, const tune_model_config *m)
     plan->vocab_size = plan->vocab_size > m->vocab_size ? plan->vocab_size : m->vocab_size;
     const int n_saved = (plan->lora_saved & TUNE_SAVE_EMBED ? 1 : 0) + (plan->lora_saved & TUNE_SAVE_LM_HEAD ? 1 : 0);
     plan->n_lora_params = L * lora_per_layer + (long long)n_saved * plan->vocab_size * C;
-    plan->mem_weights = 4 * plan->n_model_params;
+    plan->mem_weights_f32 = 4 * plan->n_model_params;
+    plan->mem_weights = plan->mem_weights_stored >= 0 ? plan->mem_weights_stored : plan->mem_weights_f32;
     plan->mem_lora = 4 * 4 * plan->n_lora_params; /* params, grads, AdamW m and v */
 
     /* The workspace the run allocates, from its own layout (tune_workspace_bytes): activations
@@ -260,7 +261,8 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
         p->lora_saved |= !strcmp(cfg->lora_modules_to_save[i], "embed_tokens") ? TUNE_SAVE_EMBED : TUNE_SAVE_LM_HEAD;
     p->n_lora_params = -1;
     p->n_train_tokens = TUNE_PLAN_UNKNOWN;
-    p->mem_weights = p->mem_lora = p->mem_activations = p->mem_total = -1;
+    p->mem_weights = p->mem_weights_f32 = p->mem_weights_stored = p->mem_lora = p->mem_activations = p->mem_total = -1;
+    p->weight_storage = cfg->load_in_8bit ? TUNE_STORE_INT8 : cfg->load_in_4bit ? TUNE_STORE_NF4 : TUNE_STORE_FILE;
 
     p->has_eval = cfg->test_datasets_count > 0 || cfg->val_set_size > 0;
     p->micro_batch_size = cfg->micro_batch_size;
@@ -320,7 +322,12 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
     if (p->model_config_path && tune_path_exists(p->model_config_path)) {
         tune_model_config m;
         tune_error e;
+        size_t stored;
         if (tune_model_config_load(p->model_config_path, &m, &e) == TUNE_OK) {
+            /* The storage from the weights' own headers, where they are readable here. */
+            if (p->base_model && tune_path_exists(p->base_model) &&
+                tune_model_stored_bytes(p->base_model, p->weight_storage, &stored, &e) == TUNE_OK)
+                p->mem_weights_stored = (long long)stored;
             tune_plan_set_model(p, &m);
         } else {
             tune_error_list_add(errs, &e);
@@ -494,6 +501,11 @@ tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
         put_bytes(sb, p->mem_total);
         tune_strbuf_puts(sb, ": weights ");
         put_bytes(sb, p->mem_weights);
+        if (p->mem_weights != p->mem_weights_f32) {
+            tune_strbuf_printf(sb, " (%s; fp32: ", tune_storage_name(p->weight_storage));
+            put_bytes(sb, p->mem_weights_f32);
+            tune_strbuf_puts(sb, ")");
+        }
         tune_strbuf_puts(sb, ", LoRA + grads + AdamW ");
         put_bytes(sb, p->mem_lora);
         tune_strbuf_puts(sb, ", activations ");
@@ -613,6 +625,8 @@ tune_status tune_plan_to_json(const tune_plan *p, char **json, tune_error *err)
     cJSON *mem = cJSON_AddObjectToObject(o, "memory_bytes");
     if (mem) {
         json_count(mem, "weights", p->mem_weights);
+        json_count(mem, "weights_fp32", p->mem_weights_f32);
+        cJSON_AddStringToObject(mem, "weight_storage", tune_storage_name(p->weight_storage));
         json_count(mem, "lora_with_grads_and_adamw", p->mem_lora);
         json_count(mem, "activations", p->mem_activations);
         json_count(mem, "total", p->mem_total);

@@ -135,7 +135,7 @@ tune_status tune_plan_train(tune_plan *plan, const tune_config *cfg, const char 
          plan->steps_per_epoch, plan->n_train_examples, plan->n_eval_examples, plan->base_model);
     note(hooks, "backend %s", plan->backend_reason);
     /* The model grows to a vocabulary that added tokens extended. */
-    if ((st = save_tokenizer(plan, &data, err)) || (st = tune_model_load(plan->base_model, &model, err)) ||
+    if ((st = save_tokenizer(plan, &data, err)) || (st = tune_model_load_stored(plan->base_model, plan->weight_storage, &model, err)) ||
         (plan->vocab_size > model.cfg.vocab_size && (st = tune_model_resize_vocab(&model, plan->vocab_size, err))) ||
         (st = lora_for(plan, &model, &lora, err)) ||
         (st = tune_batcher_create(&data.prep.train, &data.batch, &train_b, err)))
@@ -209,7 +209,7 @@ tune_status tune_plan_evaluate(tune_plan *plan, const tune_config *cfg, const ch
     note(hooks, "evaluating %ld examples; loading %s", (long)data.prep.val.count, plan->base_model);
     note(hooks, "backend %s", plan->backend_reason);
     if ((st = tune_batcher_create(&data.prep.val, &eval_opt, &eval_b, err)) ||
-        (st = tune_model_load(plan->base_model, &model, err)) ||
+        (st = tune_model_load_stored(plan->base_model, plan->weight_storage, &model, err)) ||
         (adapter && (st = tune_lora_open_peft(&model, adapter, &lora, err))))
         goto done;
     const tune_batch_source src = batcher_source(eval_b, &eval_opt);

@@ -68,21 +68,7 @@ void tune_dequant_row(uint32_t type, const uint8_t *row, float *y, int cols)
     default:
         break;
     }
-    void (*block)(const uint8_t *, float *);
-    switch (type) {
-    case TUNE_Q4_0: block = tune_dequant_q4_0; break;
-    case TUNE_Q4_1: block = tune_dequant_q4_1; break;
-    case TUNE_Q5_0: block = tune_dequant_q5_0; break;
-    case TUNE_Q5_1: block = tune_dequant_q5_1; break;
-    case TUNE_Q8_0: block = tune_dequant_q8_0; break;
-    case TUNE_Q2_K: block = tune_dequant_q2_k; break;
-    case TUNE_Q3_K: block = tune_dequant_q3_k; break;
-    case TUNE_Q4_K: block = tune_dequant_q4_k; break;
-    case TUNE_Q5_K: block = tune_dequant_q5_k; break;
-    case TUNE_Q6_K: block = tune_dequant_q6_k; break;
-    case TUNE_Q_NF4: block = tune_dequant_nf4; break;
-    default: return; /* not a readable type: callers check tune_qtype_name first */
-    }
     const qtype_info *q = info(type);
-    for (int b = 0; b < cols / q->values; b++) block(row + (size_t)b * q->bytes, y + (size_t)b * q->values);
+    if (!q) return; /* not a readable type: callers check tune_qtype_name first */
+    for (int b = 0; b < cols / q->values; b++) tune_dequant_block(type, row + (size_t)b * q->bytes, y + (size_t)b * q->values);
 }

@@ -84,8 +84,8 @@ expect 2 "$TUNE" plan good.yml --lora_alpah 3
 has err "command line: --lora_alpah: unknown option (did you mean '--lora_alpha'?)"
 expect 2 "$TUNE" plan good.yml --lr -5
 has err "command line: --lr: learning_rate must be in (0, 10], got -5"
-expect 2 "$TUNE" plan good.yml --load_8bit
-has err "load_in_8bit: not supported yet"
+expect 2 "$TUNE" plan good.yml --trust_remote_code true
+has err "trust_remote_code: not supported yet"
 expect 2 "$TUNE" plan missing.yml
 has err "missing.yml"
 printf 'base_model: m\n\tlearning_rate: 1\n' > tab.yml

@@ -98,8 +98,8 @@ static void cuda_memory(size_t *free_bytes, size_t *total_bytes)
 
 /* Row-major c = op(a)·op(b) is column-major cᵀ = op(b)ᵀ·op(a)ᵀ: the
  * operands swap, and each row-major array is its column-major transpose. */
-static void cuda_matmul(float *c, const float *a, const float *b, int M, int N, int K, int trans_a, int trans_b,
-                        float alpha, float beta)
+void tune_cuda_matmul(float *c, const float *a, const float *b, int M, int N, int K, int trans_a, int trans_b,
+                      float alpha, float beta)
 {
     if (M == 0 || N == 0) return;
     if (K == 0) { /* cuBLAS rejects lda = 0; the product is empty */
@@ -109,6 +109,15 @@ static void cuda_matmul(float *c, const float *a, const float *b, int M, int N, 
     const int lda = trans_a ? M : K, ldb = trans_b ? K : N;
     const cublasStatus_t st = cublasSgemm(blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                                           N, M, K, &alpha, b, ldb, a, lda, &beta, c, N);
+    if (st != CUBLAS_STATUS_SUCCESS) tune_cuda_fail("cublasSgemm", blas_reason(st));
+}
+
+void tune_cuda_sgemm_cm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda, const float *b,
+                        int ldb, float beta, float *c, int ldc)
+{
+    const float one = 1.0f;
+    const cublasStatus_t st = cublasSgemm(blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                          m, n, k, &one, a, lda, b, ldb, &beta, c, ldc);
     if (st != CUBLAS_STATUS_SUCCESS) tune_cuda_fail("cublasSgemm", blas_reason(st));
 }
 
@@ -123,8 +132,10 @@ static const tune_backend table = {
     cuda_zero,
     cuda_finish,
     cuda_memory,
-    cuda_matmul,
+    tune_cuda_matmul,
     tune_cuda_embedding,
+    tune_cuda_weight_matmul,
+    tune_cuda_weight_rows,
     tune_cuda_embedding_backward,
     tune_cuda_rmsnorm_forward,
     tune_cuda_rmsnorm_backward,

@@ -31,6 +31,17 @@ static inline unsigned tune_cuda_blocks(size_t n)
     return (unsigned)(b < 65536 ? b : 65536);
 }
 
+/* cuda_backend.cu: the table's matmul, and a column-major cuBLAS sgemm
+ * c = op(a)·op(b) + beta·c with leading dimensions (alpha 1). */
+void tune_cuda_matmul(float *c, const float *a, const float *b, int M, int N, int K, int trans_a, int trans_b,
+                      float alpha, float beta);
+void tune_cuda_sgemm_cm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda, const float *b,
+                        int ldb, float beta, float *c, int ldc);
+
+/* weights.cu */
+void tune_cuda_weight_matmul(float *y, const float *x, const tune_weight *w, int N, int trans, float beta);
+void tune_cuda_weight_rows(float *out, const tune_weight *w, const int32_t *ids, int N);
+
 /* kernels.cu */
 void tune_cuda_scale(float *c, size_t n, float beta);
 void tune_cuda_embedding(float *out, const float *table, const int32_t *ids, int N, int C);

@@ -1,0 +1,159 @@
+/* Products with weights kept in blocks (CPU). */
+#include "tune/quant.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tune/backend.h"
+
+size_t tune_weight_bytes(const tune_weight *w)
+{
+    if (w->type == TUNE_Q_F32) return (size_t)w->rows * w->cols * sizeof(float);
+    return (size_t)w->rows * tune_qtype_row_bytes(w->type, w->cols);
+}
+
+/* A thread's scratch for rows of W. The CPU operations have no error path
+ * (they cannot fail but for this): a process that cannot get a few hundred
+ * KB stops here rather than compute with rows it never filled. */
+static float *scratch(size_t floats)
+{
+    float *p = malloc(floats * sizeof *p);
+    if (!p) {
+        fputs("tune: out of memory for a weight tile\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+/* Rows of W dequantised at a time: about 256 KB of fp32, whole 16-row groups. */
+static int tile_rows(int cols)
+{
+    int r = (256 * 1024 / 4) / (cols > 0 ? cols : 1);
+    r = r < 16 ? 16 : r > 512 ? 512 : r;
+    return r / 16 * 16;
+}
+
+/* Up to this many rows of x, a product reads each weight row once and
+ * takes its dot products with every x row (decoding, short prompts). */
+#define DOT_ROWS_MAX 8
+
+/* y(N, rows) = beta·y + x(N, cols)·Wᵀ, one weight row at a time. */
+static void dot_rows(float *y, const float *x, const tune_weight *w, int N, float beta)
+{
+    const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
+    const int cols = w->cols;
+    const int n_threads = (size_t)w->rows * cols < TUNE_CPU_PARALLEL_MIN ? 1 : omp_get_max_threads();
+#pragma omp parallel num_threads(n_threads)
+    {
+        float *row = scratch((size_t)cols);
+#pragma omp for schedule(static)
+        for (int r = 0; r < w->rows; r++) {
+            tune_dequant_row(w->type, w->blocks + (size_t)r * rb, row, cols);
+            for (int n = 0; n < N; n++) {
+                const float *xn = x + (size_t)n * cols;
+                float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+                for (int i = 0; i < cols; i++) sum += row[i] * xn[i];
+                float *out = y + (size_t)n * w->rows + r;
+                *out = sum + (beta == 0.0f ? 0.0f : beta * *out);
+            }
+        }
+        free(row);
+    }
+}
+
+/* Dequantises rows r0 .. r0 + n − 1 of w into tile (n, cols). */
+static void dequant_tile(float *tile, const tune_weight *w, size_t rb, int r0, int n)
+{
+    for (int r = 0; r < n; r++)
+        tune_dequant_row(w->type, w->blocks + (size_t)(r0 + r) * rb, tile + (size_t)r * w->cols, w->cols);
+}
+
+/* trans 0: each thread owns a slice of W's rows (columns of y) and walks it a tile at a time. */
+static void tiled_xwt(float *y, const float *x, const tune_weight *w, int N, float beta)
+{
+    const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
+    const int R = tile_rows(w->cols), n_threads = omp_get_max_threads();
+    const int slice = ((w->rows + n_threads - 1) / n_threads + 15) / 16 * 16;
+    openblas_set_num_threads(1);
+#pragma omp parallel num_threads(n_threads)
+    {
+        float *tile = scratch((size_t)R * w->cols);
+        const int lo = omp_get_thread_num() * slice, hi = lo + slice < w->rows ? lo + slice : w->rows;
+        for (int r0 = lo; r0 < hi; r0 += R) {
+            const int n = hi - r0 < R ? hi - r0 : R;
+            dequant_tile(tile, w, rb, r0, n);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, n, w->cols, 1.0f, x, w->cols, tile, w->cols,
+                        beta, y + r0, w->rows);
+        }
+        free(tile);
+    }
+}
+
+/* trans 1: each thread owns a slice of x's rows and adds W's tiles in row order. */
+static void tiled_xw(float *y, const float *x, const tune_weight *w, int N, float beta)
+{
+    const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
+    const int R = tile_rows(w->cols);
+    const int n_threads = (double)N * w->rows * w->cols < 64.0 * TUNE_CPU_PARALLEL_MIN ? 1 : omp_get_max_threads();
+    const int slice = ((N + n_threads - 1) / n_threads + 15) / 16 * 16;
+    openblas_set_num_threads(1);
+#pragma omp parallel num_threads(n_threads)
+    {
+        float *tile = scratch((size_t)R * w->cols);
+        const int lo = omp_get_thread_num() * slice, hi = lo + slice < N ? lo + slice : N;
+        for (int r0 = 0; lo < hi && r0 < w->rows; r0 += R) {
+            const int n = w->rows - r0 < R ? w->rows - r0 : R;
+            dequant_tile(tile, w, rb, r0, n);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, w->cols, n, 1.0f,
+                        x + (size_t)lo * w->rows + r0, w->rows, tile, w->cols, r0 == 0 ? beta : 1.0f,
+                        y + (size_t)lo * w->cols, w->cols);
+        }
+        free(tile);
+    }
+}
+
+void tune_weight_matmul(float *y, const float *x, const tune_weight *w, int N, int trans, float beta)
+{
+    if (w->type == TUNE_Q_F32) {
+        if (trans) tune_cpu_matmul(y, x, w->f32, N, w->cols, w->rows, 0, 0, 1.0f, beta);
+        else tune_cpu_matmul(y, x, w->f32, N, w->rows, w->cols, 0, 1, 1.0f, beta);
+        return;
+    }
+    if (N == 0) return;
+    if (trans) tiled_xw(y, x, w, N, beta);
+    else if (N <= DOT_ROWS_MAX) dot_rows(y, x, w, N, beta);
+    else tiled_xwt(y, x, w, N, beta);
+}
+
+void tune_weight_matmul_ref(float *y, const float *x, const tune_weight *w, int N, int trans, float beta)
+{
+    float *full = w->f32;
+    if (w->type != TUNE_Q_F32) {
+        full = scratch((size_t)w->rows * w->cols);
+        dequant_tile(full, w, tune_qtype_row_bytes(w->type, w->cols), 0, w->rows);
+    }
+    if (trans) tune_cpu_matmul_ref(y, x, full, N, w->cols, w->rows, 0, 0, 1.0f, beta);
+    else tune_cpu_matmul_ref(y, x, full, N, w->rows, w->cols, 0, 1, 1.0f, beta);
+    if (full != w->f32) free(full);
+}
+
+void tune_weight_dequantize(const tune_weight *w, float *out)
+{
+    if (w->type == TUNE_Q_F32) memcpy(out, w->f32, (size_t)w->rows * w->cols * sizeof *out);
+    else dequant_tile(out, w, tune_qtype_row_bytes(w->type, w->cols), 0, w->rows);
+}
+
+void tune_weight_rows(float *out, const tune_weight *w, const int32_t *ids, int N)
+{
+    if (w->type == TUNE_Q_F32) {
+        tune_cpu_embedding(out, w->f32, ids, N, w->cols);
+        return;
+    }
+    const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
+#pragma omp parallel for if ((size_t)N * w->cols >= TUNE_CPU_PARALLEL_MIN)
+    for (int n = 0; n < N; n++) tune_dequant_row(w->type, w->blocks + (size_t)ids[n] * rb, out + (size_t)n * w->cols, w->cols);
+}
