@@ -1,5 +1,5 @@
 /* Products with weights kept in blocks (CPU). */
-#include "tune/quant.h"
+#include "internal.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -36,11 +36,9 @@ static int tile_rows(int cols)
     return r / 16 * 16;
 }
 
-/* Up to this many rows of x, a product reads each weight row once and
- * takes its dot products with every x row (decoding, short prompts). */
-#define DOT_ROWS_MAX 8
-
-/* y(N, rows) = beta·y + x(N, cols)·Wᵀ, one weight row at a time. */
+/* y(N, rows) = beta·y + x(N, cols)·Wᵀ, one weight row at a time, N ≤
+ * TUNE_QUANT_DOT_ROWS: the fused kernel of the type where there is one,
+ * else the row dequantised and a plain dot product per x row. */
 static void dot_rows(float *y, const float *x, const tune_weight *w, int N, float beta)
 {
     const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
@@ -48,17 +46,22 @@ static void dot_rows(float *y, const float *x, const tune_weight *w, int N, floa
     const int n_threads = (size_t)w->rows * cols < TUNE_CPU_PARALLEL_MIN ? 1 : omp_get_max_threads();
 #pragma omp parallel num_threads(n_threads)
     {
-        float *row = scratch((size_t)cols);
+        float *row = scratch((size_t)cols), sums[TUNE_QUANT_DOT_ROWS];
 #pragma omp for schedule(static)
         for (int r = 0; r < w->rows; r++) {
-            tune_dequant_row(w->type, w->blocks + (size_t)r * rb, row, cols);
+            const uint8_t *blocks = w->blocks + (size_t)r * rb;
+            if (!tune_quant_dot_rows(w->type, blocks, cols, x, N, sums)) {
+                tune_dequant_row(w->type, blocks, row, cols);
+                for (int n = 0; n < N; n++) {
+                    const float *xn = x + (size_t)n * cols;
+                    double sum = 0.0;
+                    for (int i = 0; i < cols; i++) sum += (double)row[i] * xn[i];
+                    sums[n] = (float)sum;
+                }
+            }
             for (int n = 0; n < N; n++) {
-                const float *xn = x + (size_t)n * cols;
-                float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-                for (int i = 0; i < cols; i++) sum += row[i] * xn[i];
                 float *out = y + (size_t)n * w->rows + r;
-                *out = sum + (beta == 0.0f ? 0.0f : beta * *out);
+                *out = sums[n] + (beta == 0.0f ? 0.0f : beta * *out);
             }
         }
         free(row);
@@ -69,7 +72,7 @@ static void dot_rows(float *y, const float *x, const tune_weight *w, int N, floa
 static void dequant_tile(float *tile, const tune_weight *w, size_t rb, int r0, int n)
 {
     for (int r = 0; r < n; r++)
-        tune_dequant_row(w->type, w->blocks + (size_t)(r0 + r) * rb, tile + (size_t)r * w->cols, w->cols);
+        tune_quant_dequant_row(w->type, w->blocks + (size_t)(r0 + r) * rb, tile + (size_t)r * w->cols, w->cols);
 }
 
 /* trans 0: each thread owns a slice of W's rows (columns of y) and walks it a tile at a time. */
@@ -125,7 +128,7 @@ void tune_weight_matmul(float *y, const float *x, const tune_weight *w, int N, i
     }
     if (N == 0) return;
     if (trans) tiled_xw(y, x, w, N, beta);
-    else if (N <= DOT_ROWS_MAX) dot_rows(y, x, w, N, beta);
+    else if (N <= TUNE_QUANT_DOT_ROWS) dot_rows(y, x, w, N, beta);
     else tiled_xwt(y, x, w, N, beta);
 }
 
@@ -134,7 +137,8 @@ void tune_weight_matmul_ref(float *y, const float *x, const tune_weight *w, int 
     float *full = w->f32;
     if (w->type != TUNE_Q_F32) {
         full = scratch((size_t)w->rows * w->cols);
-        dequant_tile(full, w, tune_qtype_row_bytes(w->type, w->cols), 0, w->rows);
+        const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
+        for (int r = 0; r < w->rows; r++) tune_dequant_row(w->type, w->blocks + r * rb, full + (size_t)r * w->cols, w->cols);
     }
     if (trans) tune_cpu_matmul_ref(y, x, full, N, w->cols, w->rows, 0, 0, 1.0f, beta);
     else tune_cpu_matmul_ref(y, x, full, N, w->rows, w->cols, 0, 1, 1.0f, beta);
@@ -155,5 +159,6 @@ void tune_weight_rows(float *out, const tune_weight *w, const int32_t *ids, int 
     }
     const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
 #pragma omp parallel for if ((size_t)N * w->cols >= TUNE_CPU_PARALLEL_MIN)
-    for (int n = 0; n < N; n++) tune_dequant_row(w->type, w->blocks + (size_t)ids[n] * rb, out + (size_t)n * w->cols, w->cols);
+    for (int n = 0; n < N; n++)
+        tune_quant_dequant_row(w->type, w->blocks + (size_t)ids[n] * rb, out + (size_t)n * w->cols, w->cols);
 }

@@ -1,0 +1,23 @@
+/* What the quant module's files share: the fast row dequantisation and dot
+ * product of simd.c (AVX-512 where the CPU has it). */
+#ifndef TUNE_QUANT_INTERNAL_H
+#define TUNE_QUANT_INTERNAL_H
+
+#include <string.h>
+
+#include "tune/quant.h"
+
+/* 1 when this CPU runs the AVX-512 kernels. */
+int tune_quant_have_avx512(void);
+/* tune_dequant_row, bit for bit, with AVX-512 for the common types. */
+void tune_quant_dequant_row(uint32_t type, const uint8_t *row, float *y, int cols);
+/* Up to this many rows of x, a product reads each weight row once and
+ * takes its dot products with every x row (decoding, short prompts). */
+#define TUNE_QUANT_DOT_ROWS 8
+
+/* out[n] = Σ_i row[i]·x[n·cols + i] for n < N ≤ TUNE_QUANT_DOT_ROWS, straight
+ * from the blocks (AVX-512, common types): 1, or 0 when there is no such
+ * kernel (the caller dequantises the row and takes the dots itself). */
+int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, int N, float *out);
+
+#endif

@@ -1,0 +1,243 @@
+/* AVX-512 row dequantisation for the common block types, and the dot
+ * product the decoding kernel takes with each dequantised row. Each value
+ * is the scalar tune_dequant_* value bit for bit (the same products and
+ * sums, unfused); the plain functions in tune/quant.h are the reference the
+ * tests hold these to. Compiled for AVX-512 by function attribute and
+ * chosen at run time, so the binary still runs on any x86-64. */
+#include "internal.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
+
+int tune_quant_have_avx512(void)
+{
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+    }
+    return have;
+}
+
+AVX512 static inline float f16(const uint8_t *p) { return _cvtsh_ss(tune_load_u16(p)); }
+
+/* 16 bytes at p widened to 16 int32 lanes. */
+AVX512 static inline __m512i bytes16(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)); }
+
+AVX512 static inline __m512 cvt(__m512i v) { return _mm512_cvtepi32_ps(v); }
+
+/* (float)q · d, and (float)q · d + m rounded twice, as the scalar code does. */
+AVX512 static inline __m512 scaled(__m512i q, float d) { return _mm512_mul_ps(cvt(q), _mm512_set1_ps(d)); }
+AVX512 static inline __m512 scaled_add(__m512i q, float d, float m)
+{
+    return _mm512_add_ps(_mm512_mul_ps(cvt(q), _mm512_set1_ps(d)), _mm512_set1_ps(m));
+}
+
+/* Each type decodes one block into registers, w[k] = values 16k .. 16k + 15. */
+
+AVX512 static inline void blk_q8_0(const uint8_t *b, __m512 *w)
+{
+    const float d = f16(b);
+    w[0] = scaled(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 2))), d);
+    w[1] = scaled(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 18))), d);
+}
+
+AVX512 static inline void blk_q4_0(const uint8_t *b, __m512 *w)
+{
+    const __m512i mask = _mm512_set1_epi32(15), eight = _mm512_set1_epi32(8);
+    const float d = f16(b);
+    const __m512i q = bytes16(b + 2);
+    w[0] = scaled(_mm512_sub_epi32(_mm512_and_si512(q, mask), eight), d);
+    w[1] = scaled(_mm512_sub_epi32(_mm512_srli_epi32(q, 4), eight), d);
+}
+
+AVX512 static inline void blk_q4_1(const uint8_t *b, __m512 *w)
+{
+    const __m512i mask = _mm512_set1_epi32(15);
+    const float d = f16(b), m = f16(b + 2);
+    const __m512i q = bytes16(b + 4);
+    w[0] = scaled_add(_mm512_and_si512(q, mask), d, m);
+    w[1] = scaled_add(_mm512_srli_epi32(q, 4), d, m);
+}
+
+/* The fifth bits of a Q5 block: bit j (+16 for the high half) of qh, as lanes. */
+AVX512 static inline __m512i fifth_bits(uint32_t qh, int shift)
+{
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i bits = _mm512_srlv_epi32(_mm512_set1_epi32((int)(qh >> shift)), lane);
+    return _mm512_slli_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(1)), 4);
+}
+
+AVX512 static inline void blk_q5_0(const uint8_t *b, __m512 *w)
+{
+    const __m512i mask = _mm512_set1_epi32(15), sixteen = _mm512_set1_epi32(16);
+    const float d = f16(b);
+    const uint32_t qh = tune_load_u32(b + 2);
+    const __m512i q = bytes16(b + 6);
+    w[0] = scaled(_mm512_sub_epi32(_mm512_or_si512(_mm512_and_si512(q, mask), fifth_bits(qh, 0)), sixteen), d);
+    w[1] = scaled(_mm512_sub_epi32(_mm512_or_si512(_mm512_srli_epi32(q, 4), fifth_bits(qh, 16)), sixteen), d);
+}
+
+AVX512 static inline void blk_q5_1(const uint8_t *b, __m512 *w)
+{
+    const __m512i mask = _mm512_set1_epi32(15);
+    const float d = f16(b), m = f16(b + 2);
+    const uint32_t qh = tune_load_u32(b + 4);
+    const __m512i q = bytes16(b + 8);
+    w[0] = scaled_add(_mm512_or_si512(_mm512_and_si512(q, mask), fifth_bits(qh, 0)), d, m);
+    w[1] = scaled_add(_mm512_or_si512(_mm512_srli_epi32(q, 4), fifth_bits(qh, 16)), d, m);
+}
+
+AVX512 static inline void blk_q4_k(const uint8_t *b, __m512 *w)
+{
+    const __m512i mask = _mm512_set1_epi32(15);
+    const float d = f16(b), dmin = f16(b + 2);
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        tune_k4_scale_min(b + 4, j, &sc, &m);
+        const float dl = d * (float)sc, ml = -(dmin * (float)m);
+        const uint8_t *q = b + 16 + 32 * (j >> 1);
+        const int shift = 4 * (j & 1);
+        w[2 * j] = scaled_add(_mm512_and_si512(_mm512_srli_epi32(bytes16(q), shift), mask), dl, ml);
+        w[2 * j + 1] = scaled_add(_mm512_and_si512(_mm512_srli_epi32(bytes16(q + 16), shift), mask), dl, ml);
+    }
+}
+
+AVX512 static inline void blk_q6_k(const uint8_t *b, __m512 *w)
+{
+    const __m512i mask = _mm512_set1_epi32(15), three = _mm512_set1_epi32(3), off = _mm512_set1_epi32(32);
+    const float d = f16(b + 208);
+    const int8_t *sc = (const int8_t *)(b + 192);
+    for (int g = 0; g < 2; g++)
+        for (int h = 0; h < 2; h++) {
+            const __m512i a = bytes16(b + 64 * g + 16 * h), c = bytes16(b + 64 * g + 32 + 16 * h);
+            const __m512i hb = bytes16(b + 128 + 32 * g + 16 * h);
+            /* value 128g + 32s + 16h + k: nibble s / 2 of (s odd ? c : a), top bits 2s of hb */
+            const __m512i lo[4] = {_mm512_and_si512(a, mask), _mm512_and_si512(c, mask), _mm512_srli_epi32(a, 4),
+                                   _mm512_srli_epi32(c, 4)};
+            for (int s = 0; s < 4; s++) {
+                const __m512i top = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 2 * s), three), 4);
+                const int k = 8 * g + 2 * s + h; /* also the scale's index */
+                w[k] = scaled(_mm512_sub_epi32(_mm512_or_si512(lo[s], top), off), d * (float)sc[k]);
+            }
+        }
+}
+
+AVX512 static inline void blk_nf4(const uint8_t *b, __m512 *w)
+{
+    const float values[16] = TUNE_NF4_VALUES;
+    const __m512 table = _mm512_loadu_ps(values);
+    /* lanes 2k and 2k + 1 read byte k: its high nibble, then its low one */
+    const __m512i shifts = _mm512_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0);
+    const __m512i mask = _mm512_set1_epi32(15);
+    float absmax;
+    memcpy(&absmax, b, 4);
+    const __m512 scale = _mm512_set1_ps(absmax);
+    for (int k = 0; k < 4; k++) {
+        const __m128i bytes = _mm_loadl_epi64((const __m128i *)(b + 4 + 8 * k));
+        const __m512i pairs = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(bytes, bytes));
+        const __m512i codes = _mm512_and_si512(_mm512_srlv_epi32(pairs, shifts), mask);
+        w[k] = _mm512_mul_ps(_mm512_permutexvar_ps(codes, table), scale);
+    }
+}
+
+/* For each type: row_T stores a row's values; dot_T takes the dot product of
+ * one row with each of N rows of x (N ≤ TUNE_QUANT_DOT_ROWS), never storing
+ * the values. */
+#define KERNELS(T, BV, BB)                                                                             \
+    AVX512 static void row_##T(const uint8_t *b, float *y, int nb)                                       \
+    {                                                                                                  \
+        for (int i = 0; i < nb; i++, b += BB, y += BV) {                                               \
+            __m512 w[BV / 16];                                                                         \
+            blk_##T(b, w);                                                                             \
+            for (int k = 0; k < BV / 16; k++) _mm512_storeu_ps(y + 16 * k, w[k]);                      \
+        }                                                                                              \
+    }                                                                                                  \
+    AVX512 static void dot_##T(const uint8_t *b, int nb, const float *x, size_t ldx, int N, float *out) \
+    {                                                                                                  \
+        __m512 acc[TUNE_QUANT_DOT_ROWS];                                                               \
+        for (int n = 0; n < N; n++) acc[n] = _mm512_setzero_ps();                                      \
+        for (int i = 0; i < nb; i++, b += BB, x += BV) {                                               \
+            __m512 w[BV / 16];                                                                         \
+            blk_##T(b, w);                                                                             \
+            if (N == 1) {                                                                              \
+                for (int k = 0; k < BV / 16; k++) acc[0] = _mm512_fmadd_ps(w[k], _mm512_loadu_ps(x + 16 * k), acc[0]); \
+                continue;                                                                              \
+            }                                                                                          \
+            for (int n = 0; n < N; n++)                                                                \
+                for (int k = 0; k < BV / 16; k++)                                                      \
+                    acc[n] = _mm512_fmadd_ps(w[k], _mm512_loadu_ps(x + n * ldx + 16 * k), acc[n]);     \
+        }                                                                                              \
+        for (int n = 0; n < N; n++) out[n] = _mm512_reduce_add_ps(acc[n]);                              \
+    }
+
+KERNELS(q8_0, 32, 34)
+KERNELS(q4_0, 32, 18)
+KERNELS(q4_1, 32, 20)
+KERNELS(q5_0, 32, 22)
+KERNELS(q5_1, 32, 24)
+KERNELS(q4_k, 256, 144)
+KERNELS(q6_k, 256, 210)
+KERNELS(nf4, 64, 36)
+
+AVX512 static int dot_avx512_blocks(uint32_t type, const uint8_t *row, int cols, const float *x, size_t ldx, int N,
+                                    float *out)
+{
+    switch (type) {
+    case TUNE_Q8_0: dot_q8_0(row, cols / 32, x, ldx, N, out); return 1;
+    case TUNE_Q4_0: dot_q4_0(row, cols / 32, x, ldx, N, out); return 1;
+    case TUNE_Q4_1: dot_q4_1(row, cols / 32, x, ldx, N, out); return 1;
+    case TUNE_Q5_0: dot_q5_0(row, cols / 32, x, ldx, N, out); return 1;
+    case TUNE_Q5_1: dot_q5_1(row, cols / 32, x, ldx, N, out); return 1;
+    case TUNE_Q4_K: dot_q4_k(row, cols / 256, x, ldx, N, out); return 1;
+    case TUNE_Q6_K: dot_q6_k(row, cols / 256, x, ldx, N, out); return 1;
+    case TUNE_Q_NF4: dot_nf4(row, cols / 64, x, ldx, N, out); return 1;
+    default: return 0;
+    }
+}
+
+AVX512 static int row_avx512(uint32_t type, const uint8_t *row, float *y, int cols)
+{
+    switch (type) {
+    case TUNE_Q8_0: row_q8_0(row, y, cols / 32); return 1;
+    case TUNE_Q4_0: row_q4_0(row, y, cols / 32); return 1;
+    case TUNE_Q4_1: row_q4_1(row, y, cols / 32); return 1;
+    case TUNE_Q5_0: row_q5_0(row, y, cols / 32); return 1;
+    case TUNE_Q5_1: row_q5_1(row, y, cols / 32); return 1;
+    case TUNE_Q4_K: row_q4_k(row, y, cols / 256); return 1;
+    case TUNE_Q6_K: row_q6_k(row, y, cols / 256); return 1;
+    case TUNE_Q_NF4: row_nf4(row, y, cols / 64); return 1;
+    default: return 0;
+    }
+}
+
+void tune_quant_dequant_row(uint32_t type, const uint8_t *row, float *y, int cols)
+{
+    if (!(tune_quant_have_avx512() && row_avx512(type, row, y, cols))) tune_dequant_row(type, row, y, cols);
+}
+
+int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, int N, float *out)
+{
+    return tune_quant_have_avx512() && dot_avx512_blocks(type, row, cols, x, (size_t)cols, N, out);
+}
+
+#else /* no x86-64 vector extensions: the plain versions */
+
+int tune_quant_have_avx512(void) { return 0; }
+
+void tune_quant_dequant_row(uint32_t type, const uint8_t *row, float *y, int cols)
+{
+    tune_dequant_row(type, row, y, cols);
+}
+
+int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, int N, float *out)
+{
+    (void)type, (void)row, (void)cols, (void)x, (void)N, (void)out;
+    return 0;
+}
+
+#endif
