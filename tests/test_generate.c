@@ -368,7 +368,7 @@ static void check_incremental_equals_full(const char *model_name)
     float *inc = malloc((size_t)T * V * sizeof *inc);
     tune_decoder *d;
     tune_error err;
-    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, NULL, &d, &err), TUNE_OK);
     static const int pieces[] = {5, 1, 1, 7, 2, 1, 11, 1, 1, 3, 1, 6}; /* sums to 40 */
     int at = 0;
     for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
@@ -409,7 +409,7 @@ START_TEST(device_decoding_gives_cpu_logits)
     for (int k = 0; k < 2; k++) {
         logits[k] = malloc((size_t)(T + 1) * V * sizeof *logits[k]);
         tune_decoder *d;
-        ck_assert_int_eq(tune_decoder_create(backends[k], &m, &d, &err), TUNE_OK);
+        ck_assert_int_eq(tune_decoder_create(backends[k], &m, NULL, &d, &err), TUNE_OK);
         ck_assert_int_eq(tune_decoder_feed(d, ids, 200, logits[k], 1, &err), TUNE_OK);
         for (int t = 200; t < T; t++)
             ck_assert_int_eq(tune_decoder_feed(d, ids + t, 1, logits[k] + (size_t)t * V, 1, &err), TUNE_OK);
@@ -464,12 +464,20 @@ START_TEST(merged_decoding_equals_unmerged_forward)
     ck_assert_int_eq(tune_llama_logits(&base, lora, &b, ws, full, &err), TUNE_OK);
     float *inc = malloc((size_t)T * V * sizeof *inc);
     tune_decoder *d;
-    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &merged, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &merged, NULL, &d, &err), TUNE_OK);
     ck_assert_int_eq(tune_decoder_feed(d, ids, 9, inc, 1, &err), TUNE_OK);
     for (int t = 9; t < T; t++) ck_assert_int_eq(tune_decoder_feed(d, ids + t, 1, inc + (size_t)t * V, 1, &err), TUNE_OK);
-    const float diff = max_abs_diff(full, inc, (size_t)T * V);
-    free(full);
+    float diff = max_abs_diff(full, inc, (size_t)T * V);
     ck_assert_msg(diff <= 1e-5f, "merged decoding vs unmerged forward: %g", diff);
+    tune_decoder_free(d);
+    /* The decoder's own unmerged adapter path (what a base kept in blocks uses). */
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &base, lora, &d, &err), TUNE_OK);
+    memset(inc, 0, (size_t)T * V * sizeof *inc);
+    ck_assert_int_eq(tune_decoder_feed(d, ids, 9, inc, 1, &err), TUNE_OK);
+    for (int t = 9; t < T; t++) ck_assert_int_eq(tune_decoder_feed(d, ids + t, 1, inc + (size_t)t * V, 1, &err), TUNE_OK);
+    diff = max_abs_diff(full, inc, (size_t)T * V);
+    ck_assert_msg(diff <= 1e-5f, "unmerged decoding vs unmerged forward: %g", diff);
+    free(full);
     tune_decoder_free(d);
     tune_workspace_free(ws);
     tune_lora_free(lora);
@@ -491,7 +499,7 @@ START_TEST(long_prefill_is_chunked_exactly)
     float *full = full_forward(&m, ids, T), *inc = malloc((size_t)T * V * sizeof *inc), last[384];
     tune_decoder *d;
     tune_error err;
-    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, NULL, &d, &err), TUNE_OK);
     ck_assert_int_eq(tune_decoder_feed(d, ids, T, inc, 1, &err), TUNE_OK);
     ck_assert_float_le(max_abs_diff(full, inc, (size_t)T * V), 1e-5f);
     tune_decoder_rewind(d, 0);
@@ -521,7 +529,7 @@ static void check_golden_run(const char *run, int with_adapter, float penalty)
     const int V = m.cfg.vocab_size;
     tune_error err;
     tune_decoder *d;
-    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, NULL, &d, &err), TUNE_OK);
     /* raw logits of every step, feeding Transformers' tokens */
     float *logits = malloc((size_t)V * sizeof *logits);
     ck_assert_int_eq(tune_decoder_prefill(d, prompt, n_prompt, logits, &err), TUNE_OK);
@@ -598,7 +606,7 @@ START_TEST(prefill_reuses_the_cached_prefix)
     tune_error err;
     tune_decoder *d;
     float logits[384];
-    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, NULL, &d, &err), TUNE_OK);
     ck_assert_int_eq(tune_decoder_prefill(d, a, 20, logits, &err), TUNE_OK);
     ck_assert_int_eq(tune_decoder_prefill(d, b, 24, logits, &err), TUNE_OK);
     ck_assert_int_eq(tune_decoder_length(d), 24);
@@ -696,7 +704,7 @@ static void smollm2_greedy(const tune_model *m)
     tune_decoder *d;
     tune_sampler *sm;
     const tune_sampling greedy = tune_sampling_greedy();
-    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), m, NULL, &d, &err), TUNE_OK);
     ck_assert_int_eq(tune_sampler_create(&greedy, m->cfg.vocab_size, &sm, &err), TUNE_OK);
     const cJSON *p;
     cJSON_ArrayForEach(p, cJSON_GetObjectItem(g, "prompts"))
@@ -735,7 +743,7 @@ static void smollm2_merged_adapter(tune_model *m)
     snprintf(path, sizeof path, "%s/smollm2/adapter_golden.safetensors", test_data_dir());
     ck_assert_int_eq(tune_st_open(path, &ad, &err), TUNE_OK);
     tune_decoder *d;
-    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), m, &d, &err), TUNE_OK);
+    ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), m, NULL, &d, &err), TUNE_OK);
     static const char *const prompts[] = {"excel_ko", "excel_en", "english", "code"};
     const int V = m->cfg.vocab_size;
     for (int p = 0; p < 4; p++) {

@@ -18,14 +18,16 @@
 
 /* ---- Incremental decoding ---------------------------------------------- */
 
-/* A key/value cache over a model (fp32), on backend be, which holds its own
- * copy of the weights (on the CPU: the model's). An adapter is merged into the
- * model's weights before (tune_merge_peft_adapter), so the decoder runs the
- * plain LLaMA forward. The model must outlive the decoder. */
+/* A key/value cache over a model (fp32 or blocks), on backend be, which
+ * holds its own copy of the weights (on the CPU: the model's). With lora
+ * (NULL: none), every adapted product adds scaling·(x·Aᵀ)·Bᵀ, unmerged, so a
+ * base kept in blocks stays in them; the adapters' saved embed_tokens /
+ * lm_head copies replace the model's. lora was made for this model (e.g.
+ * tune_lora_open_peft). The model and lora must outlive the decoder. */
 typedef struct tune_decoder tune_decoder;
 
-tune_status tune_decoder_create(const tune_backend *be, const tune_model *model, tune_decoder **out,
-                                tune_error *err);
+tune_status tune_decoder_create(const tune_backend *be, const tune_model *model, const tune_lora *lora,
+                                tune_decoder **out, tune_error *err);
 void tune_decoder_free(tune_decoder *d);
 /* Tokens held in the cache, and the cache's token ids: (length). */
 int tune_decoder_length(const tune_decoder *d);

@@ -25,6 +25,9 @@ struct tune_decoder {
     const tune_backend *be; /* the float buffers, pos and the cache are its buffers */
     tune_model m;      /* the weights where be computes */
     const tune_model *host;
+    tune_lora lora;    /* the adapters where be computes (has_lora) */
+    const tune_lora *lora_host;
+    tune_weight embed, lm_head; /* the model's, or the adapters' saved copies */
     int L, C, H, Hkv, hd, I, V, qd, kvd, max_pos;
     int cap, len;      /* positions the cache can hold / holds */
     int32_t *ids;      /* host (cap): the tokens in the cache */
@@ -41,23 +44,43 @@ struct tune_decoder {
     int32_t *pos;      /* (2, CHUNK): positions, then ids of the chunk */
     float *scores;     /* (n_threads, max_pos): scratch of attention_cached (the CPU's probabilities) */
     float *logits;     /* (CHUNK, V) on a device; NULL on the CPU, which writes the caller's array */
-    int has_model;
+    float *lora_u;     /* (CHUNK, r): x·Aᵀ of the adapter being applied */
+    int has_model, has_lora;
 };
 
 void tune_decoder_free(tune_decoder *d)
 {
     if (!d) return;
     void *bufs[] = {d->inv_freq, d->x, d->xn, d->rstd, d->q, d->att, d->gate, d->up, d->cos_t, d->sin_t,
-                    d->scores, d->k, d->v, d->pos, d->logits};
+                    d->scores, d->k, d->v, d->pos, d->logits, d->lora_u};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) d->be->release(bufs[i]);
     if (d->has_model) tune_backend_model_free(d->be, &d->m, d->host);
+    if (d->has_lora) tune_backend_lora_free(d->be, &d->lora, d->lora_host);
     free(d->ids);
     free(d);
 }
 
-tune_status tune_decoder_create(const tune_backend *be, const tune_model *model, tune_decoder **out,
-                                tune_error *err)
+/* The adapters where the decoder computes, and the embedding and lm_head it reads. */
+static tune_status attach_lora(tune_decoder *d, const tune_lora *lora, tune_error *err)
+{
+    d->embed = d->m.embed;
+    d->lm_head = d->m.lm_head;
+    if (!lora) return TUNE_OK;
+    if (lora->n_layers != d->L || (lora->saved && (lora->vocab != d->V || lora->hidden != d->C)))
+        return tune_fail_input(err, NULL, "the adapters do not match the model they decode with");
+    tune_status st = tune_backend_lora(d->be, (tune_lora *)lora, &d->lora, err);
+    if (st) return st;
+    d->has_lora = 1;
+    d->lora_host = lora;
+    const tune_weight copy = {TUNE_Q_F32, d->V, d->C, NULL, NULL};
+    if (lora->saved & TUNE_SAVE_EMBED) d->embed = copy, d->embed.f32 = d->lora.params + lora->embed_offset;
+    if (lora->saved & TUNE_SAVE_LM_HEAD) d->lm_head = copy, d->lm_head.f32 = d->lora.params + lora->head_offset;
+    return TUNE_OK;
+}
+
+tune_status tune_decoder_create(const tune_backend *be, const tune_model *model, const tune_lora *lora,
+                                tune_decoder **out, tune_error *err)
 {
     *out = NULL;
     const tune_model_config *c = &model->cfg;
@@ -84,6 +107,10 @@ tune_status tune_decoder_create(const tune_backend *be, const tune_model *model,
     d->kvd = d->Hkv * d->hd;
     d->max_pos = c->max_position_embeddings;
     d->n_threads = omp_get_max_threads();
+    if ((st = attach_lora(d, lora, err))) {
+        tune_decoder_free(d);
+        return st;
+    }
     const size_t n = CHUNK;
     struct { float **p; size_t count; } bufs[] = {
         {&d->inv_freq, (size_t)d->hd / 2}, {&d->x, n * d->C}, {&d->xn, n * d->C}, {&d->rstd, n},
@@ -91,6 +118,7 @@ tune_status tune_decoder_create(const tune_backend *be, const tune_model *model,
         {&d->cos_t, n * (d->hd / 2)}, {&d->sin_t, n * (d->hd / 2)},
         {&d->scores, (size_t)d->n_threads * d->max_pos},
         {&d->logits, be->device ? n * d->V : 0},
+        {&d->lora_u, lora ? n * (size_t)lora->cfg.r : 0},
     };
     int ok = 1;
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -153,6 +181,21 @@ static tune_status reserve(tune_decoder *d, int need, tune_error *err)
     return TUNE_OK;
 }
 
+/* y = beta·y + x·Wᵀ (+ scaling·(x·Aᵀ)·Bᵀ where the layer is adapted) for the
+ * n rows of a chunk.  x: (n, in)   y: (n, out) */
+static void linear(tune_decoder *d, const tune_layer *ly, int layer, tune_linear_kind kind, const float *x, float *y,
+                   int n, float beta)
+{
+    const tune_weight *w = &ly->w[kind];
+    d->be->weight_matmul(y, x, w, n, 0, beta);
+    const int mi = d->has_lora ? d->lora.index[(size_t)layer * TUNE_N_LINEAR + kind] : -1;
+    if (mi < 0) return;
+    const tune_lora_module *mod = &d->lora.modules[mi];
+    const int r = d->lora.cfg.r;
+    d->be->matmul(d->lora_u, x, d->lora.params + mod->a_offset, n, r, w->cols, 0, 1, 1.0f, 0.0f);
+    d->be->matmul(y, d->lora_u, d->lora.params + mod->b_offset, n, w->rows, r, 0, 1, d->lora.scaling, 1.0f);
+}
+
 /* One chunk of n ≤ CHUNK tokens; logits of rows [first_logit, n) into logits (host). */
 static tune_status feed_chunk(tune_decoder *d, const int32_t *ids, int n, float *logits, int first_logit,
                               tune_error *err)
@@ -169,24 +212,24 @@ static tune_status feed_chunk(tune_decoder *d, const int32_t *ids, int n, float 
     if (be->upload(d->pos, staged, 2 * (size_t)n * sizeof *staged)) return tune_backend_failed(be, "while decoding", err);
     memcpy(d->ids + p0, ids, (size_t)n * sizeof *ids);
     be->rope_tables(d->cos_t, d->sin_t, d->pos, d->inv_freq, n, d->hd / 2);
-    be->weight_rows(d->x, &m->embed, d->pos + n, n);
+    be->weight_rows(d->x, &d->embed, d->pos + n, n);
     for (int l = 0; l < d->L; l++) {
         const tune_layer *ly = &m->layers[l];
         float *kc = d->k + l * layer, *vc = d->v + l * layer;
         float *k_new = kc + (size_t)p0 * d->kvd, *v_new = vc + (size_t)p0 * d->kvd; /* (n, kvd) */
         be->rmsnorm_forward(d->xn, d->rstd, d->x, ly->attn_norm, n, C, eps);
-        be->weight_matmul(d->q, d->xn, &ly->w[TUNE_Q_PROJ], n, 0, 0.0f);
-        be->weight_matmul(k_new, d->xn, &ly->w[TUNE_K_PROJ], n, 0, 0.0f);
-        be->weight_matmul(v_new, d->xn, &ly->w[TUNE_V_PROJ], n, 0, 0.0f);
+        linear(d, ly, l, TUNE_Q_PROJ, d->xn, d->q, n, 0.0f);
+        linear(d, ly, l, TUNE_K_PROJ, d->xn, k_new, n, 0.0f);
+        linear(d, ly, l, TUNE_V_PROJ, d->xn, v_new, n, 0.0f);
         be->rope_forward(d->q, d->cos_t, d->sin_t, n, d->H, d->hd);
         be->rope_forward(k_new, d->cos_t, d->sin_t, n, d->Hkv, d->hd);
         be->attention_cached(d->att, d->q, kc, vc, p0, n, &cache, d->scores, omp_get_max_threads());
-        be->weight_matmul(d->x, d->att, &ly->w[TUNE_O_PROJ], n, 0, 1.0f);
+        linear(d, ly, l, TUNE_O_PROJ, d->att, d->x, n, 1.0f);
         be->rmsnorm_forward(d->xn, d->rstd, d->x, ly->ffn_norm, n, C, eps);
-        be->weight_matmul(d->gate, d->xn, &ly->w[TUNE_GATE_PROJ], n, 0, 0.0f);
-        be->weight_matmul(d->up, d->xn, &ly->w[TUNE_UP_PROJ], n, 0, 0.0f);
+        linear(d, ly, l, TUNE_GATE_PROJ, d->xn, d->gate, n, 0.0f);
+        linear(d, ly, l, TUNE_UP_PROJ, d->xn, d->up, n, 0.0f);
         be->swiglu_forward(d->gate, d->gate, d->up, (size_t)n * d->I);
-        be->weight_matmul(d->x, d->gate, &ly->w[TUNE_DOWN_PROJ], n, 0, 1.0f);
+        linear(d, ly, l, TUNE_DOWN_PROJ, d->gate, d->x, n, 1.0f);
     }
     d->len += n;
     const int rows = n - first_logit;
@@ -194,7 +237,7 @@ static tune_status feed_chunk(tune_decoder *d, const int32_t *ids, int n, float 
     const float *x = d->x + (size_t)first_logit * C;
     float *out = d->logits ? d->logits : logits; /* the CPU writes the caller's array directly */
     be->rmsnorm_forward(d->xn, d->rstd, x, m->final_norm, rows, C, eps);
-    be->weight_matmul(out, d->xn, &m->lm_head, rows, 0, 0.0f);
+    be->weight_matmul(out, d->xn, &d->lm_head, rows, 0, 0.0f);
     if (d->logits && be->download(logits, d->logits, (size_t)rows * d->V * sizeof *logits))
         return tune_backend_failed(d->be, "while decoding", err);
     return TUNE_OK;

@@ -1,4 +1,5 @@
-/* A model ready to answer: weights (with an adapter merged in), tokenizer,
+/* A model ready to answer: weights (kept as the file stores them) and an
+ * adapter applied unmerged, tokenizer,
  * chat template, EOS ids and a decoder whose cache survives between
  * generations, so a conversation only computes what is new. */
 #include "tune/generate.h"
@@ -7,10 +8,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "tune/merge.h"
+#include "tune/lora.h"
 
 struct tune_lm {
     tune_model model;
+    tune_lora *lora; /* NULL without an adapter */
     tune_tokenizer *tok;
     int has_template;
     char no_template[sizeof(((tune_error *)0)->message)]; /* why there is none */
@@ -49,14 +51,14 @@ tune_status tune_lm_open(const tune_backend *be, const char *model_path, const c
     *out = NULL;
     tune_lm *lm = calloc(1, sizeof *lm);
     if (!lm) return tune_fail_run(err, NULL, "out of memory");
-    tune_status st = tune_model_load_stored(model_path, adapter_dir ? TUNE_STORE_F32 : TUNE_STORE_FILE, &lm->model, err);
-    if (st == TUNE_OK && adapter_dir) st = tune_merge_peft_adapter(&lm->model, adapter_dir, err);
+    tune_status st = tune_model_load_stored(model_path, TUNE_STORE_FILE, &lm->model, err);
+    if (st == TUNE_OK && adapter_dir) st = tune_lora_open_peft(&lm->model, adapter_dir, &lm->lora, err);
     const char *tok_path = tune_lora_tokenizer_source(adapter_dir, model_path);
     if (st == TUNE_OK) st = tune_tokenizer_load(tok_path, &lm->tok, err);
     if (st == TUNE_OK && tune_tokenizer_vocab_size(lm->tok) > lm->model.cfg.vocab_size)
         st = tune_fail_input(err, tok_path, "the tokenizer has %d ids but the model only %d",
                              (int)tune_tokenizer_vocab_size(lm->tok), lm->model.cfg.vocab_size);
-    if (st == TUNE_OK) st = tune_decoder_create(be, &lm->model, &lm->dec, err);
+    if (st == TUNE_OK) st = tune_decoder_create(be, &lm->model, lm->lora, &lm->dec, err);
     if (st != TUNE_OK) {
         tune_lm_close(lm);
         return st;
@@ -79,6 +81,7 @@ void tune_lm_close(tune_lm *lm)
 {
     if (!lm) return;
     tune_decoder_free(lm->dec);
+    tune_lora_free(lm->lora);
     tune_tokenizer_free(lm->tok);
     tune_model_free(&lm->model);
     free(lm);
