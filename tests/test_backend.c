@@ -129,6 +129,68 @@ START_TEST(matmul)
 }
 END_TEST
 
+/* Random blocks of type for a (rows, cols) matrix: quantised from random
+ * values through Q8_0 / NF4, or random bytes with every f16 field of a
+ * block made a small normal number. */
+static uint8_t *rand_blocks(uint32_t type, int rows, int cols)
+{
+    const size_t rb = tune_qtype_row_bytes(type, cols);
+    uint8_t *b = hbuf((size_t)rows * rb);
+    if (type == TUNE_Q8_0 || type == TUNE_Q_NF4) {
+        const float *x = rand_floats((size_t)rows * cols, -1, 1);
+        for (int r = 0; r < rows; r++) tune_quantize_row(type, x + (size_t)r * cols, b + r * rb, cols);
+        return b;
+    }
+    const uint64_t stream = next_stream++;
+    for (size_t i = 0; i < (size_t)rows * rb; i++) b[i] = (uint8_t)(tune_rng_uniform(7, stream, i) * 256.0f);
+    /* the f16 scales of each type sit at these offsets of its block */
+    static const struct { uint32_t type; int offsets[2]; } scales[] = {
+        {TUNE_Q4_0, {0, -1}}, {TUNE_Q4_1, {0, 2}}, {TUNE_Q5_0, {0, -1}}, {TUNE_Q5_1, {0, 2}}, {TUNE_Q2_K, {80, 82}},
+        {TUNE_Q3_K, {108, -1}}, {TUNE_Q4_K, {0, 2}}, {TUNE_Q5_K, {0, 2}}, {TUNE_Q6_K, {208, -1}},
+    };
+    const int bb = tune_qtype_block_bytes(type);
+    for (size_t s = 0; s < sizeof scales / sizeof *scales; s++)
+        if (scales[s].type == type)
+            for (size_t blk = 0; blk < (size_t)rows * rb / bb; blk++)
+                for (int k = 0; k < 2 && scales[s].offsets[k] >= 0; k++)
+                    b[blk * bb + scales[s].offsets[k] + 1] = 0x20 | (b[blk * bb + scales[s].offsets[k] + 1] & 7);
+    return b;
+}
+
+START_TEST(weight_ops)
+{
+    if (!need_gpu("weight_ops")) return;
+    static const uint32_t types[] = {TUNE_Q4_0, TUNE_Q4_1, TUNE_Q5_0, TUNE_Q5_1, TUNE_Q8_0, TUNE_Q2_K,
+                                     TUNE_Q3_K, TUNE_Q4_K, TUNE_Q5_K, TUNE_Q6_K, TUNE_Q_NF4};
+    enum { ROWS = 70, COLS = 512, N = 9 };
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+        const uint32_t type = types[t];
+        uint8_t *blocks = rand_blocks(type, ROWS, COLS);
+        const size_t bytes = (size_t)ROWS * tune_qtype_row_bytes(type, COLS);
+        const tune_weight hw = {type, ROWS, COLS, NULL, blocks}, dw = {type, ROWS, COLS, NULL, put(blocks, bytes)};
+        char what[96];
+        for (int trans = 0; trans < 2; trans++) {
+            const int in = trans ? ROWS : COLS, out = trans ? COLS : ROWS;
+            const float *x = rand_floats((size_t)N * in, -1, 1);
+            float *y = rand_floats((size_t)N * out, -1, 1);
+            float *dy = put(y, (size_t)N * out * 4);
+            cpu->weight_matmul(y, x, &hw, N, trans, 0.5f);
+            gpu->weight_matmul(dy, put(x, (size_t)N * in * 4), &dw, N, trans, 0.5f);
+            snprintf(what, sizeof what, "weight_matmul %s trans %d", tune_qtype_name(type), trans);
+            expect_close(what, get(dy, (size_t)N * out * 4), y, (size_t)N * out, 1e-5);
+        }
+        int32_t ids[N];
+        for (int n = 0; n < N; n++) ids[n] = (n * 29 + 3) % ROWS;
+        float *rows = fbuf((size_t)N * COLS), *drows = poisoned((size_t)N * COLS * 4);
+        cpu->weight_rows(rows, &hw, ids, N);
+        gpu->weight_rows(drows, &dw, put(ids, sizeof ids), N);
+        snprintf(what, sizeof what, "weight_rows %s", tune_qtype_name(type));
+        expect_same(what, get(drows, (size_t)N * COLS * 4), rows, (size_t)N * COLS * 4);
+    }
+    release_all();
+}
+END_TEST
+
 START_TEST(embedding)
 {
     if (!need_gpu("embedding")) return;
@@ -515,6 +577,7 @@ int main(void)
     tcase_set_timeout(g, 300);
     tcase_add_test(g, matmul);
     tcase_add_test(g, embedding);
+    tcase_add_test(g, weight_ops);
     tcase_add_test(g, rmsnorm);
     tcase_add_test(g, rope);
     tcase_add_loop_test(g, attention, 0, sizeof attention_cases / sizeof *attention_cases);
