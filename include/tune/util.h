@@ -19,6 +19,8 @@ tune_status tune_write_file_atomic(const char *path, const void *data, size_t le
 tune_status tune_mkdir_p(const char *path, tune_error *err);
 int tune_path_exists(const char *path);
 int tune_is_dir(const char *path);
+/* The most resident memory this process has held so far, in bytes. */
+size_t tune_peak_rss_bytes(void);
 
 /* Growable NUL-terminated string. */
 typedef struct tune_strbuf {

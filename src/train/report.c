@@ -338,12 +338,12 @@ void tune_train_format_event(const tune_train_event *ev, int tty, char *buf, siz
         snprintf(buf, size, "step %ld/%ld saved %s", ev->step, ev->total_steps, ev->path);
         break;
     case TUNE_EVENT_END:
-        snprintf(buf, size, "done: %ld steps%s, last loss %.4f, adapter in %s", ev->step,
+        snprintf(buf, size, "done: %ld steps%s, last loss %.4f, adapter in %s, peak memory %.2f GiB", ev->step,
                  ev->stopped_by_watchdog ? " (stopped by the loss watchdog: the loss stayed above "
                                            "loss_watchdog_threshold for loss_watchdog_patience steps)"
                  : ev->stopped_early    ? " (stopped early: the eval loss stopped improving)"
                                         : "",
-                 ev->loss, ev->path);
+                 ev->loss, ev->path, (double)tune_peak_rss_bytes() / (1 << 30));
         break;
     }
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -169,4 +170,10 @@ void tune_strbuf_free(tune_strbuf *sb)
 {
     free(sb->data);
     memset(sb, 0, sizeof *sb);
+}
+
+size_t tune_peak_rss_bytes(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (size_t)ru.ru_maxrss * 1024 : 0; /* Linux reports KiB */
 }

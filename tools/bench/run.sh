@@ -4,7 +4,9 @@
 #   1. LoRA training on the default model (SmolLM2-135M-Instruct, r 16 on all
 #      seven linear layers, micro-batch BATCH x SEQ tokens, STEPS steps after
 #      one warm-up step): tokens/s and peak memory of each.
-#   2. Tokenizer encode throughput (tools/bench/tokenizer_bench.sh).
+#   2. Peak memory of one training step on Llama-3.2-1B's shapes with fp32,
+#      load_in_8bit and QLoRA base weights (sequence QSEQ).
+#   3. Tokenizer encode throughput (tools/bench/tokenizer_bench.sh).
 # Needs `make model`, and a Python with torch, transformers, peft, gguf and
 # tokenizers (PYTHON names it; without them only tune's figures are printed).
 # usage: tools/bench/run.sh BUILD/tune
@@ -15,6 +17,7 @@ MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 BATCH=${BATCH:-4}
 SEQ=${SEQ:-256}
 STEPS=${STEPS:-4}
+QSEQ=${QSEQ:-1024}
 THREADS=${THREADS:-$(nproc)}
 [ -f "$MODEL" ] || { echo "bench: $MODEL is missing (run: make model)" >&2; exit 2; }
 work=$(mktemp -d)
@@ -65,6 +68,28 @@ if peer=$("$PYTHON" tools/bench/peer_lora_train.py "$MODEL" --batch "$BATCH" --s
         "$tune_tps" "$peer_tps" "$tune_rss" "$peer_rss"
 else
     echo "peer: not run ($(tail -1 "$work/peer.err"))"
+fi
+
+echo
+echo "== Quantised base weights: peak memory of one training step on Llama-3.2-1B's shapes (random weights),"
+echo "   sequence $QSEQ, r 16 on every linear layer: fp32, load_in_8bit (Q8_0), QLoRA (NF4)"
+if "$PYTHON" tools/gpu/make_models.py "$work/models" llama1b > "$work/make.log" 2>&1; then
+    sed -e "s#^base_model: .*#base_model: $work/models/llama1b#" -e "s#^sequence_len: .*#sequence_len: $QSEQ#" \
+        -e "s#^micro_batch_size: .*#micro_batch_size: 1#" -e "s#^max_steps: .*#max_steps: 1#" \
+        -e "s#^output_dir: .*#output_dir: $work/q#" "$work/bench.yml" > "$work/q.yml"
+    for v in "fp32:" "load_in_8bit:--load_in_8bit true" "qlora:--load_in_4bit true --adapter qlora"; do
+        name=${v%%:*}
+        rm -rf "$work/q"
+        # shellcheck disable=SC2086 # the flags split on purpose
+        if /usr/bin/time -f '%M %e' -o "$work/q.rss" "$TUNE" "$work/q.yml" ${v#*:} > /dev/null 2> "$work/q.err"; then
+            read -r rss secs < "$work/q.rss"
+            printf '%-22s peak %6d MiB  (%s s with loading)\n' "$name" $((rss / 1024)) "$secs"
+        else
+            echo "$name: failed ($(tail -1 "$work/q.err"))"
+        fi
+    done
+else
+    echo "not run: tools/gpu/make_models.py needs torch ($(tail -1 "$work/make.log"))"
 fi
 
 echo
