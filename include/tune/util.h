@@ -19,6 +19,10 @@ tune_status tune_write_file_atomic(const char *path, const void *data, size_t le
 tune_status tune_mkdir_p(const char *path, tune_error *err);
 int tune_path_exists(const char *path);
 int tune_is_dir(const char *path);
+/* Drops the whole pages of a read-only file mapping inside [p, p + n) from
+ * memory (they are read again from the file if touched): a loader calls it
+ * once a tensor has been converted, so the file never sits in memory whole. */
+void tune_drop_mapped(const void *p, size_t n);
 /* The most resident memory this process has held so far, in bytes. */
 size_t tune_peak_rss_bytes(void);
 

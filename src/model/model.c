@@ -401,9 +401,11 @@ static tune_status hf_load_weights(const tune_st_set *set, tune_model *m, tune_w
             if (w) w->f32 = p;
             else *specs[i].vec = p;
             p += tensors[i]->numel;
+            tune_drop_mapped(tensors[i]->data, tensors[i]->nbytes);
             continue;
         }
         if ((st = tune_st_read_f32(tensors[i], tmp, err)) != TUNE_OK) break;
+        tune_drop_mapped(tensors[i]->data, tensors[i]->nbytes);
         w->blocks = b;
         const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
 #pragma omp parallel for schedule(static)

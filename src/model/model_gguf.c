@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tune/gguf.h"
+#include "tune/util.h"
 
 /* Bound on every size read from the file, and on heads × head size, so that
  * products of two of them fit in size_t and one alone in an int. */
@@ -396,7 +397,10 @@ tune_status tune_gguf_read_model(const tune_gguf *g, tune_weight_storage storage
     }
     float *fp = model->storage;
     uint8_t *bp = model->blocks;
-    for (int i = 0; !st && i < n; i++) st = fill_weight(g, ts[i], &ws[i], &fp, &bp, tmp, perm, err);
+    for (int i = 0; !st && i < n; i++) {
+        st = fill_weight(g, ts[i], &ws[i], &fp, &bp, tmp, perm, err);
+        if (g->mapped) tune_drop_mapped(ts[i]->data, ts[i]->n_bytes);
+    }
     if (!st && c->tie_word_embeddings) model->lm_head = model->embed;
     free(ws);
     free(ts);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -176,4 +177,11 @@ size_t tune_peak_rss_bytes(void)
 {
     struct rusage ru;
     return getrusage(RUSAGE_SELF, &ru) == 0 ? (size_t)ru.ru_maxrss * 1024 : 0; /* Linux reports KiB */
+}
+
+void tune_drop_mapped(const void *p, size_t n)
+{
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), start = ((uintptr_t)p + page - 1) & ~(page - 1),
+                    end = ((uintptr_t)p + n) & ~(page - 1);
+    if (end > start) madvise((void *)start, end - start, MADV_DONTNEED); /* only a hint: failure changes nothing */
 }
