@@ -23,6 +23,10 @@ int tune_is_dir(const char *path);
  * memory (they are read again from the file if touched): a loader calls it
  * once a tensor has been converted, so the file never sits in memory whole. */
 void tune_drop_mapped(const void *p, size_t n);
+/* A buffer for weights that are streamed whole again and again (decoding):
+ * 2 MiB-aligned and marked for transparent huge pages, so the stream does
+ * not stall on page walks. Free with free(); NULL when out of memory. */
+void *tune_alloc_weights(size_t bytes);
 /* The most resident memory this process has held so far, in bytes. */
 size_t tune_peak_rss_bytes(void);
 

@@ -387,7 +387,7 @@ static tune_status hf_load_weights(const tune_st_set *set, tune_model *m, tune_w
     float *tmp = NULL; /* one tensor in fp32 before it is quantised */
     if (st == TUNE_OK) {
         if (posix_memalign((void **)&m->storage, 64, (m->n_floats ? m->n_floats : 1) * sizeof(float))) m->storage = NULL;
-        m->blocks = malloc(m->n_block_bytes ? m->n_block_bytes : 1);
+        m->blocks = tune_alloc_weights(m->n_block_bytes);
         tmp = malloc((biggest_quantised ? biggest_quantised : 1) * sizeof *tmp);
         if (!m->storage || !m->blocks || !tmp)
             st = tune_fail_run(err, dir, "out of memory: %zu MB of weights", tune_model_bytes(m) >> 20);

@@ -389,7 +389,7 @@ tune_status tune_gguf_read_model(const tune_gguf *g, tune_weight_storage storage
     uint8_t *perm = NULL; /* q/k blocks quantised at load, before un-permuting */
     if (!st) {
         model->storage = malloc((model->n_floats ? model->n_floats : 1) * sizeof(float));
-        model->blocks = malloc(model->n_block_bytes ? model->n_block_bytes : 1);
+        model->blocks = tune_alloc_weights(model->n_block_bytes);
         tmp = malloc((scratch ? scratch : 1) * sizeof(float));
         perm = malloc(perm_bytes ? perm_bytes : 1);
         if (!model->storage || !model->blocks || !tmp || !perm)

@@ -159,15 +159,24 @@ AVX512 static inline void blk_nf4(const uint8_t *b, __m512 *w)
     }                                                                                                  \
     AVX512 static void dot_##T(const uint8_t *b, int nb, const float *x, size_t ldx, int N, float *out) \
     {                                                                                                  \
+        if (N == 1) { /* decoding: two running sums in registers, no loop over rows of x */           \
+            __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();                                 \
+            for (int i = 0; i < nb; i++, b += BB, x += BV) {                                           \
+                __m512 w[BV / 16];                                                                     \
+                blk_##T(b, w);                                                                         \
+                for (int k = 0; k < BV / 16; k += 2) {                                                 \
+                    s0 = _mm512_fmadd_ps(w[k], _mm512_loadu_ps(x + 16 * k), s0);                       \
+                    s1 = _mm512_fmadd_ps(w[k + 1], _mm512_loadu_ps(x + 16 * k + 16), s1);              \
+                }                                                                                      \
+            }                                                                                          \
+            out[0] = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));                                      \
+            return;                                                                                    \
+        }                                                                                              \
         __m512 acc[TUNE_QUANT_DOT_ROWS];                                                               \
         for (int n = 0; n < N; n++) acc[n] = _mm512_setzero_ps();                                      \
         for (int i = 0; i < nb; i++, b += BB, x += BV) {                                               \
             __m512 w[BV / 16];                                                                         \
             blk_##T(b, w);                                                                             \
-            if (N == 1) {                                                                              \
-                for (int k = 0; k < BV / 16; k++) acc[0] = _mm512_fmadd_ps(w[k], _mm512_loadu_ps(x + 16 * k), acc[0]); \
-                continue;                                                                              \
-            }                                                                                          \
             for (int n = 0; n < N; n++)                                                                \
                 for (int k = 0; k < BV / 16; k++)                                                      \
                     acc[n] = _mm512_fmadd_ps(w[k], _mm512_loadu_ps(x + n * ldx + 16 * k), acc[n]);     \

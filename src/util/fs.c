@@ -185,3 +185,12 @@ void tune_drop_mapped(const void *p, size_t n)
                     end = ((uintptr_t)p + n) & ~(page - 1);
     if (end > start) madvise((void *)start, end - start, MADV_DONTNEED); /* only a hint: failure changes nothing */
 }
+
+void *tune_alloc_weights(size_t bytes)
+{
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, bytes ? bytes : 1) != 0) return NULL;
+    if (bytes >= huge) madvise(p, (bytes + huge - 1) & ~(huge - 1), MADV_HUGEPAGE); /* a hint: ignored without THP */
+    return p;
+}
