@@ -587,6 +587,65 @@ START_TEST(repetition_penalty_decoding_matches_transformers)
 }
 END_TEST
 
+/* Tiny LLaMAs quantised by llama.cpp's llama-quantize (Q2_K, Q4_K_M, Q5_K_M,
+ * Q5_0, Q5_1, Q8_0), kept in their blocks: greedy continuations equal
+ * Transformers' (which dequantises the file) and the last prompt position's
+ * logits agree (tools/reference/make_quant_model_golden.py). */
+START_TEST(quantised_gguf_decoding_matches_transformers)
+{
+    cJSON *g = test_read_json("quant_models/expected.json");
+    const int n_new = cJSON_GetObjectItem(g, "n_new_tokens")->valueint;
+    const cJSON *file;
+    int n_files = 0;
+    cJSON_ArrayForEach(file, cJSON_GetObjectItem(g, "files")) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/quant_models/%s", test_data_dir(), file->string);
+        tune_model m;
+        tune_error err;
+        ck_assert_msg(tune_model_load_stored(path, TUNE_STORE_FILE, &m, &err) == TUNE_OK, "%s: %s", path, err.message);
+        int blocks = 0; /* the matrices really stay quantised */
+        for (int l = 0; l < m.cfg.num_hidden_layers; l++)
+            for (int k = 0; k < TUNE_N_LINEAR; k++) blocks += m.layers[l].w[k].type != TUNE_Q_F32;
+        ck_assert_int_eq(blocks, m.cfg.num_hidden_layers * TUNE_N_LINEAR);
+        const int V = m.cfg.vocab_size;
+        const cJSON *prompt;
+        cJSON_ArrayForEach(prompt, cJSON_GetObjectItem(g, "prompts")) {
+            const char *name = cJSON_GetObjectItem(prompt, "name")->valuestring;
+            const cJSON *ids_j = cJSON_GetObjectItem(prompt, "ids");
+            const cJSON *want = cJSON_GetObjectItem(cJSON_GetObjectItem(file, "prompts"), name);
+            const int n = cJSON_GetArraySize(ids_j);
+            int32_t ids[256];
+            ck_assert_int_le(n + n_new, 256);
+            for (int i = 0; i < n; i++) ids[i] = cJSON_GetArrayItem(ids_j, i)->valueint;
+            tune_decoder *d;
+            ck_assert_int_eq(tune_decoder_create(tune_backend_cpu(), &m, NULL, &d, &err), TUNE_OK);
+            float *logits = malloc((size_t)V * sizeof *logits);
+            ck_assert_int_eq(tune_decoder_prefill(d, ids, n, logits, &err), TUNE_OK);
+            const cJSON *first = cJSON_GetObjectItem(want, "last_logits_first16");
+            for (int i = 0; i < 16; i++)
+                ck_assert_msg(fabs(logits[i] - cJSON_GetArrayItem(first, i)->valuedouble) <= 1e-3,
+                              "%s %s logit %d: %g, Transformers %g", file->string, name, i, logits[i],
+                              cJSON_GetArrayItem(first, i)->valuedouble);
+            const cJSON *greedy = cJSON_GetObjectItem(want, "greedy_ids");
+            for (int t = 0; t < n_new; t++) {
+                int best = 0;
+                for (int v = 1; v < V; v++) best = logits[v] > logits[best] ? v : best;
+                ck_assert_msg(best == cJSON_GetArrayItem(greedy, t)->valueint, "%s %s token %d: %d, Transformers %d",
+                              file->string, name, t, best, cJSON_GetArrayItem(greedy, t)->valueint);
+                const int32_t next = best;
+                ck_assert_int_eq(tune_decoder_feed(d, &next, 1, logits, 0, &err), TUNE_OK);
+            }
+            free(logits);
+            tune_decoder_free(d);
+        }
+        tune_model_free(&m);
+        n_files++;
+    }
+    ck_assert_int_ge(n_files, 6);
+    cJSON_Delete(g);
+}
+END_TEST
+
 static int stop_after_three(void *ctx, int32_t id)
 {
     (void)id;
@@ -862,6 +921,7 @@ static Suite *generate_suite(void)
     tcase_add_test(tc, adapter_decoding_matches_peft);
     tcase_add_test(tc, repetition_penalty_decoding_matches_transformers);
     tcase_add_test(tc, prefill_reuses_the_cached_prefix);
+    tcase_add_test(tc, quantised_gguf_decoding_matches_transformers);
     tcase_add_test(tc, session_streams_transformers_text_and_knows_eos);
     tcase_add_test(tc, smollm2_decoding_matches_transformers_and_peft);
     suite_add_tcase(s, tc);
