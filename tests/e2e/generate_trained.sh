@@ -7,25 +7,17 @@ set -euo pipefail
 : "${TUNE:=build/tune}"
 source "$(dirname "$0")/lib.bash"
 M=$SRC/tests/data/tiny/gqa
-for i in $(seq 0 39); do
-    printf '{"text": "=SUM(A%d:A%d) adds cells %d to %d."}\n' "$i" $((i + 3)) "$i" $((i + 3))
-done >data.jsonl
-cat >tiny.yml <<YML
-base_model: $M
-datasets:
-  - path: data.jsonl
-    type: completion
-adapter: lora
-lora_r: 4
-lora_alpha: 8
-lora_target_linear: true
-sequence_len: 64
+sum_records 40 >data.jsonl
+{
+    tiny_config "$M"
+    cat <<YML
 micro_batch_size: 4
 gradient_accumulation_steps: 1
 max_steps: 150
 learning_rate: 1.0e-2
 output_dir: out
 YML
+} >tiny.yml
 "$TUNE" tiny.yml >train.log 2>&1 || { echo "training failed"; tail train.log; exit 1; }
 
 base=$("$TUNE" generate "$M" --raw --prompt "=SUM(A5:A8)" --max_new_tokens 16 2>/dev/null)

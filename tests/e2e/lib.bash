@@ -8,6 +8,29 @@ trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
 fails=0
 
+# sum_records N: N short completion records (the tiny models have 64 positions).
+sum_records() {
+    for i in $(seq 0 $(($1 - 1))); do
+        printf '{"text": "=SUM(A%d:A%d) adds cells %d to %d."}\n' "$i" $((i + 3)) "$i" $((i + 3))
+    done
+}
+# tiny_config BASE: the head of a LoRA run on a tiny model (completion data
+# in data.jsonl, r 4 on every linear layer, 64 positions); callers append
+# their own keys.
+tiny_config() {
+    cat <<YML
+base_model: $1
+datasets:
+  - path: data.jsonl
+    type: completion
+adapter: lora
+lora_r: 4
+lora_alpha: 8
+lora_target_linear: true
+sequence_len: 64
+YML
+}
+
 # expect CODE CMD... : runs CMD, checks its exit status, keeps stdout/stderr in out/err.
 expect() {
     local want=$1

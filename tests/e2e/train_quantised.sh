@@ -8,19 +8,10 @@
 set -u
 source "$(dirname "$0")/lib.bash"
 
-for i in $(seq 0 39); do
-    printf '{"text": "=SUM(A%d:A%d) adds cells %d to %d."}\n' "$i" $((i + 3)) "$i" $((i + 3))
-done > data.jsonl
-cat > tiny.yml <<YML
-base_model: $SRC/tests/data/tiny/gqa
-datasets:
-  - path: data.jsonl
-    type: completion
-adapter: lora
-lora_r: 4
-lora_alpha: 8
-lora_target_linear: true
-sequence_len: 64
+sum_records 40 >data.jsonl
+{
+    tiny_config "$SRC/tests/data/tiny/gqa"
+    cat <<YML
 micro_batch_size: 2
 max_steps: 12
 learning_rate: 1.0e-3
@@ -29,6 +20,7 @@ logging_steps: 1
 save_steps: 100
 seed: 3
 YML
+} >tiny.yml
 
 # run NAME ARGS...: trains into runs/NAME.
 run() {
