@@ -183,43 +183,36 @@ TUNE_HD static inline void tune_k4_scale_min(const uint8_t *s, int j, int *sc, i
     }
 }
 
-/* Q4_K block {f16 d; f16 dmin; u8 scales[12]; u8 qs[128]} (144 bytes) → y (256):
- * 8 sub-blocks of 32; sub-block j is the low (j even) or high nibbles of
- * qs[32·(j / 2) ..+31]; y = (d·sc)·q − dmin·m. */
-TUNE_HD static inline void tune_dequant_q4_k(const uint8_t *blk, float *y)
+/* Q4_K block {f16 d; f16 dmin; u8 scales[12]; u8 qs[128]} (144 bytes) and
+ * Q5_K block {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} (176
+ * bytes) → y (256): 8 sub-blocks of 32; sub-block j is the low (j even) or
+ * high nibbles of qs[32·(j / 2) ..+31], Q5_K adding bit j of qh[l] as the
+ * fifth bit of value 32·j + l (qh NULL for Q4_K); y = (d·sc)·q − dmin·m. */
+TUNE_HD static inline void tune_dequant_k4_k5(const uint8_t *blk, const uint8_t *qh, const uint8_t *qs, float *y)
 {
     float d = tune_f16_to_f32(tune_load_u16(blk));
     float dmin = tune_f16_to_f32(tune_load_u16(blk + 2));
-    const uint8_t *scales = blk + 4, *qs = blk + 16;
     for (int j = 0; j < 8; j++) {
         int sc, m;
-        tune_k4_scale_min(scales, j, &sc, &m);
-        float dl = d * (float)sc, ml = dmin * (float)m;
-        const uint8_t *q = qs + 32 * (j >> 1);
-        int shift = 4 * (j & 1);
-        for (int l = 0; l < 32; l++) y[32 * j + l] = tune_mul_add_unfused((float)((q[l] >> shift) & 15), dl, -ml);
-    }
-}
-
-/* Q5_K block {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} (176 bytes)
- * → y (256): Q4_K's nibbles, with bit j of qh[l] as the fifth bit of value
- * 32·j + l; y = (d·sc)·q − dmin·m. */
-TUNE_HD static inline void tune_dequant_q5_k(const uint8_t *blk, float *y)
-{
-    float d = tune_f16_to_f32(tune_load_u16(blk));
-    float dmin = tune_f16_to_f32(tune_load_u16(blk + 2));
-    const uint8_t *scales = blk + 4, *qh = blk + 16, *qs = blk + 48;
-    for (int j = 0; j < 8; j++) {
-        int sc, m;
-        tune_k4_scale_min(scales, j, &sc, &m);
+        tune_k4_scale_min(blk + 4, j, &sc, &m);
         float dl = d * (float)sc, ml = dmin * (float)m;
         const uint8_t *q = qs + 32 * (j >> 1);
         int shift = 4 * (j & 1);
         for (int l = 0; l < 32; l++) {
-            int v = ((q[l] >> shift) & 15) | ((qh[l] >> j) & 1) << 4;
+            int v = ((q[l] >> shift) & 15) | (qh ? ((qh[l] >> j) & 1) << 4 : 0);
             y[32 * j + l] = tune_mul_add_unfused((float)v, dl, -ml);
         }
     }
+}
+
+TUNE_HD static inline void tune_dequant_q4_k(const uint8_t *blk, float *y)
+{
+    tune_dequant_k4_k5(blk, NULL, blk + 16, y);
+}
+
+TUNE_HD static inline void tune_dequant_q5_k(const uint8_t *blk, float *y)
+{
+    tune_dequant_k4_k5(blk, blk + 16, blk + 48, y);
 }
 
 /* Q6_K block {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d} (210 bytes) → y (256):
