@@ -97,7 +97,10 @@ def transformers_greedy(path: str, prompt: str, n: int) -> dict:
     model.eval()
     ids = tok(prompt, return_tensors="pt", add_special_tokens=True).input_ids
     with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=n, do_sample=False, use_cache=True,
+        # An explicit mask: generate would mask prompt tokens equal to the pad
+        # token (SmolLM2's pad is <|im_end|>, which chat prompts contain).
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                             use_cache=True,
                              pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
     new = out[0, ids.shape[1]:].tolist()
     # llama-simple stops at an end-of-generation token and prints no special
