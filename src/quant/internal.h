@@ -17,7 +17,10 @@ void tune_quant_dequant_row(uint32_t type, const uint8_t *row, float *y, int col
 
 /* out[n] = Σ_i row[i]·x[n·cols + i] for n < N ≤ TUNE_QUANT_DOT_ROWS, straight
  * from the blocks (AVX-512, common types): 1, or 0 when there is no such
- * kernel (the caller dequantises the row and takes the dots itself). */
-int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, int N, float *out);
+ * kernel (the caller dequantises the row and takes the dots itself). xsum
+ * (cols / 32): the sums of x's 32-value blocks when N is 1 (NULL: unknown),
+ * which lets the 32-value types skip forming the values. */
+int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum, int N,
+                        float *out);
 
 #endif

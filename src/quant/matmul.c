@@ -44,13 +44,22 @@ static void dot_rows(float *y, const float *x, const tune_weight *w, int N, floa
     const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
     const int cols = w->cols;
     const int n_threads = (size_t)w->rows * cols < TUNE_CPU_PARALLEL_MIN ? 1 : omp_get_max_threads();
+    float *xsum = NULL; /* (cols / 32): the block sums of a single x row */
+    if (N == 1 && cols % 32 == 0) {
+        xsum = scratch((size_t)cols / 32);
+        for (int b = 0; b < cols / 32; b++) {
+            float s = 0.0f;
+            for (int i = 0; i < 32; i++) s += x[32 * b + i];
+            xsum[b] = s;
+        }
+    }
 #pragma omp parallel num_threads(n_threads)
     {
         float *row = scratch((size_t)cols), sums[TUNE_QUANT_DOT_ROWS];
 #pragma omp for schedule(static)
         for (int r = 0; r < w->rows; r++) {
             const uint8_t *blocks = w->blocks + (size_t)r * rb;
-            if (!tune_quant_dot_rows(w->type, blocks, cols, x, N, sums)) {
+            if (!tune_quant_dot_rows(w->type, blocks, cols, x, xsum, N, sums)) {
                 tune_dequant_row(w->type, blocks, row, cols);
                 for (int n = 0; n < N; n++) {
                     const float *xn = x + (size_t)n * cols;
@@ -66,6 +75,7 @@ static void dot_rows(float *y, const float *x, const tune_weight *w, int N, floa
         }
         free(row);
     }
+    free(xsum);
 }
 
 /* Dequantises rows r0 .. r0 + n − 1 of w into tile (n, cols). */

@@ -193,6 +193,114 @@ KERNELS(q4_k, 256, 144)
 KERNELS(q6_k, 256, 210)
 KERNELS(nf4, 64, 36)
 
+/* One row against one x for the 32-value types, factored: a block's sum is
+ * d·Σ q·x + (its offset)·Σ x, with Σ x per block (xsum) computed once per
+ * product, so the values themselves are never formed. Two blocks at a time
+ * into two running sums. The 5th-bit and sign handling is each type's. */
+AVX512 static inline __m128 f16_pair(const uint8_t *p) { return _mm_cvtph_ps(_mm_cvtsi32_si128((int)tune_load_u32(p))); }
+
+/* Σ_j q_j·x_j of a block's 32 integer values lo (0..15) and hi (16..31), one vector. */
+AVX512 static inline __m512 qdot(__m512i lo, __m512i hi, const float *x)
+{
+    return _mm512_fmadd_ps(cvt(hi), _mm512_loadu_ps(x + 16), _mm512_mul_ps(cvt(lo), _mm512_loadu_ps(x)));
+}
+
+AVX512 static float dot1_q4_1(const uint8_t *b, int nb, const float *x, const float *xsum)
+{
+    const __m512i mask = _mm512_set1_epi32(15);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    float offsets = 0.0f;
+    for (int i = 0; i < nb; i++, b += 20, x += 32) {
+        const __m128 dm = f16_pair(b);
+        const __m512i q = bytes16(b + 4);
+        const __m512 p = qdot(_mm512_and_si512(q, mask), _mm512_srli_epi32(q, 4), x);
+        acc[i & 1] = _mm512_fmadd_ps(p, _mm512_broadcastss_ps(dm), acc[i & 1]);
+        offsets += _mm_cvtss_f32(_mm_shuffle_ps(dm, dm, 1)) * xsum[i];
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + offsets;
+}
+
+AVX512 static float dot1_q4_0(const uint8_t *b, int nb, const float *x, const float *xsum)
+{
+    const __m512i mask = _mm512_set1_epi32(15);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    float offsets = 0.0f;
+    for (int i = 0; i < nb; i++, b += 18, x += 32) {
+        const float d = f16(b);
+        const __m512i q = bytes16(b + 2);
+        const __m512 p = qdot(_mm512_and_si512(q, mask), _mm512_srli_epi32(q, 4), x);
+        acc[i & 1] = _mm512_fmadd_ps(p, _mm512_set1_ps(d), acc[i & 1]);
+        offsets -= 8.0f * d * xsum[i];
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + offsets;
+}
+
+AVX512 static float dot1_q5_0(const uint8_t *b, int nb, const float *x, const float *xsum)
+{
+    const __m512i mask = _mm512_set1_epi32(15);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    float offsets = 0.0f;
+    for (int i = 0; i < nb; i++, b += 22, x += 32) {
+        const float d = f16(b);
+        const uint32_t qh = tune_load_u32(b + 2);
+        const __m512i q = bytes16(b + 6);
+        const __m512 p = qdot(_mm512_or_si512(_mm512_and_si512(q, mask), fifth_bits(qh, 0)),
+                              _mm512_or_si512(_mm512_srli_epi32(q, 4), fifth_bits(qh, 16)), x);
+        acc[i & 1] = _mm512_fmadd_ps(p, _mm512_set1_ps(d), acc[i & 1]);
+        offsets -= 16.0f * d * xsum[i];
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + offsets;
+}
+
+/* Q4_K: sub-block j (32 values) contributes (d·sc)·Σ q·x − (dmin·m)·Σ x. */
+AVX512 static float dot1_q4_k(const uint8_t *b, int nb, const float *x, const float *xsum)
+{
+    const __m512i mask = _mm512_set1_epi32(15);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    float offsets = 0.0f;
+    for (int i = 0; i < nb; i++, b += 144) {
+        const __m128 dm = f16_pair(b);
+        const float d = _mm_cvtss_f32(dm), dmin = _mm_cvtss_f32(_mm_shuffle_ps(dm, dm, 1));
+        for (int j = 0; j < 8; j += 2, x += 64, xsum += 2) {
+            int sc0, m0, sc1, m1;
+            tune_k4_scale_min(b + 4, j, &sc0, &m0);
+            tune_k4_scale_min(b + 4, j + 1, &sc1, &m1);
+            const __m512i q0 = bytes16(b + 16 + 16 * j), q1 = bytes16(b + 32 + 16 * j);
+            /* sub-block j: the low nibbles of 32 bytes; j + 1: their high nibbles */
+            acc[0] = _mm512_fmadd_ps(qdot(_mm512_and_si512(q0, mask), _mm512_and_si512(q1, mask), x),
+                                     _mm512_set1_ps(d * (float)sc0), acc[0]);
+            acc[1] = _mm512_fmadd_ps(qdot(_mm512_srli_epi32(q0, 4), _mm512_srli_epi32(q1, 4), x + 32),
+                                     _mm512_set1_ps(d * (float)sc1), acc[1]);
+            offsets -= dmin * (float)m0 * xsum[0] + dmin * (float)m1 * xsum[1];
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + offsets;
+}
+
+AVX512 static float dot1_q8_0(const uint8_t *b, int nb, const float *x)
+{
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int i = 0; i < nb; i++, b += 34, x += 32) {
+        const __m512i lo = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 2)));
+        const __m512i hi = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 18)));
+        acc[i & 1] = _mm512_fmadd_ps(qdot(lo, hi, x), _mm512_set1_ps(f16(b)), acc[i & 1]);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
+
+AVX512 static int dot1_avx512(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum,
+                              float *out)
+{
+    switch (type) {
+    case TUNE_Q4_1: *out = dot1_q4_1(row, cols / 32, x, xsum); return 1;
+    case TUNE_Q4_0: *out = dot1_q4_0(row, cols / 32, x, xsum); return 1;
+    case TUNE_Q5_0: *out = dot1_q5_0(row, cols / 32, x, xsum); return 1;
+    case TUNE_Q8_0: *out = dot1_q8_0(row, cols / 32, x); return 1;
+    case TUNE_Q4_K: *out = dot1_q4_k(row, cols / 256, x, xsum); return 1;
+    default: return 0;
+    }
+}
+
 AVX512 static int dot_avx512_blocks(uint32_t type, const uint8_t *row, int cols, const float *x, size_t ldx, int N,
                                     float *out)
 {
@@ -229,9 +337,12 @@ void tune_quant_dequant_row(uint32_t type, const uint8_t *row, float *y, int col
     if (!(tune_quant_have_avx512() && row_avx512(type, row, y, cols))) tune_dequant_row(type, row, y, cols);
 }
 
-int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, int N, float *out)
+int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum, int N,
+                        float *out)
 {
-    return tune_quant_have_avx512() && dot_avx512_blocks(type, row, cols, x, (size_t)cols, N, out);
+    if (!tune_quant_have_avx512()) return 0;
+    return (N == 1 && xsum && dot1_avx512(type, row, cols, x, xsum, out)) ||
+           dot_avx512_blocks(type, row, cols, x, (size_t)cols, N, out);
 }
 
 #else /* no x86-64 vector extensions: the plain versions */
@@ -243,9 +354,10 @@ void tune_quant_dequant_row(uint32_t type, const uint8_t *row, float *y, int col
     tune_dequant_row(type, row, y, cols);
 }
 
-int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, int N, float *out)
+int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum, int N,
+                        float *out)
 {
-    (void)type, (void)row, (void)cols, (void)x, (void)N, (void)out;
+    (void)type, (void)row, (void)cols, (void)x, (void)xsum, (void)N, (void)out;
     return 0;
 }
 
