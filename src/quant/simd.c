@@ -64,12 +64,11 @@ AVX512 static inline void blk_q4_1(const uint8_t *b, __m512 *w)
     w[1] = scaled_add(_mm512_srli_epi32(q, 4), d, m);
 }
 
-/* The fifth bits of a Q5 block: bit j (+16 for the high half) of qh, as lanes. */
-AVX512 static inline __m512i fifth_bits(uint32_t qh, int shift)
+/* v with 16 added in the lanes whose bit of qh (from bit shift on) is set:
+ * the fifth bits of a Q5 block's 16 values. */
+AVX512 static inline __m512i fifth_bits(__m512i v, uint32_t qh, int shift)
 {
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i bits = _mm512_srlv_epi32(_mm512_set1_epi32((int)(qh >> shift)), lane);
-    return _mm512_slli_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(1)), 4);
+    return _mm512_mask_add_epi32(v, (__mmask16)(qh >> shift), v, _mm512_set1_epi32(16));
 }
 
 AVX512 static inline void blk_q5_0(const uint8_t *b, __m512 *w)
@@ -78,8 +77,8 @@ AVX512 static inline void blk_q5_0(const uint8_t *b, __m512 *w)
     const float d = f16(b);
     const uint32_t qh = tune_load_u32(b + 2);
     const __m512i q = bytes16(b + 6);
-    w[0] = scaled(_mm512_sub_epi32(_mm512_or_si512(_mm512_and_si512(q, mask), fifth_bits(qh, 0)), sixteen), d);
-    w[1] = scaled(_mm512_sub_epi32(_mm512_or_si512(_mm512_srli_epi32(q, 4), fifth_bits(qh, 16)), sixteen), d);
+    w[0] = scaled(_mm512_sub_epi32(fifth_bits(_mm512_and_si512(q, mask), qh, 0), sixteen), d);
+    w[1] = scaled(_mm512_sub_epi32(fifth_bits(_mm512_srli_epi32(q, 4), qh, 16), sixteen), d);
 }
 
 AVX512 static inline void blk_q5_1(const uint8_t *b, __m512 *w)
@@ -88,8 +87,8 @@ AVX512 static inline void blk_q5_1(const uint8_t *b, __m512 *w)
     const float d = f16(b), m = f16(b + 2);
     const uint32_t qh = tune_load_u32(b + 4);
     const __m512i q = bytes16(b + 8);
-    w[0] = scaled_add(_mm512_or_si512(_mm512_and_si512(q, mask), fifth_bits(qh, 0)), d, m);
-    w[1] = scaled_add(_mm512_or_si512(_mm512_srli_epi32(q, 4), fifth_bits(qh, 16)), d, m);
+    w[0] = scaled_add(fifth_bits(_mm512_and_si512(q, mask), qh, 0), d, m);
+    w[1] = scaled_add(fifth_bits(_mm512_srli_epi32(q, 4), qh, 16), d, m);
 }
 
 AVX512 static inline void blk_q4_k(const uint8_t *b, __m512 *w)
@@ -244,8 +243,8 @@ AVX512 static float dot1_q5_0(const uint8_t *b, int nb, const float *x, const fl
         const float d = f16(b);
         const uint32_t qh = tune_load_u32(b + 2);
         const __m512i q = bytes16(b + 6);
-        const __m512 p = qdot(_mm512_or_si512(_mm512_and_si512(q, mask), fifth_bits(qh, 0)),
-                              _mm512_or_si512(_mm512_srli_epi32(q, 4), fifth_bits(qh, 16)), x);
+        const __m512 p = qdot(fifth_bits(_mm512_and_si512(q, mask), qh, 0),
+                              fifth_bits(_mm512_srli_epi32(q, 4), qh, 16), x);
         acc[i & 1] = _mm512_fmadd_ps(p, _mm512_set1_ps(d), acc[i & 1]);
         offsets -= 16.0f * d * xsum[i];
     }
