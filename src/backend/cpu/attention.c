@@ -262,6 +262,8 @@ void tune_cpu_attention_cached(float *att, const float *q, const float *kc, cons
             for (int j = 0; j < nk; j++) {
                 const float *kv = kc + (size_t)j * kvd + off;
                 float dot = 0.0f;
+                /* vector partial sums: a strict left-to-right sum left this loop at one add per 4 cycles */
+#pragma omp simd reduction(+ : dot)
                 for (int i = 0; i < hd; i++) dot += qv[i] * kv[i];
                 p[j] = dot * scale;
             }
