@@ -204,52 +204,62 @@ AVX512 static inline __m512 qdot(__m512i lo, __m512i hi, const float *x)
     return _mm512_fmadd_ps(cvt(hi), _mm512_loadu_ps(x + 16), _mm512_mul_ps(cvt(lo), _mm512_loadu_ps(x)));
 }
 
-AVX512 static float dot1_q4_1(const uint8_t *b, int nb, const float *x, const float *xsum)
+/* Each 32-value type's step: acc + d·Σ q·x of block b as a vector, and its
+ * offset·Σ x added to *offsets. */
+AVX512 static inline __m512 step_q4_1(const uint8_t *b, const float *x, float xs, __m512 acc, float *offsets)
 {
-    const __m512i mask = _mm512_set1_epi32(15);
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    float offsets = 0.0f;
-    for (int i = 0; i < nb; i++, b += 20, x += 32) {
-        const __m128 dm = f16_pair(b);
-        const __m512i q = bytes16(b + 4);
-        const __m512 p = qdot(_mm512_and_si512(q, mask), _mm512_srli_epi32(q, 4), x);
-        acc[i & 1] = _mm512_fmadd_ps(p, _mm512_broadcastss_ps(dm), acc[i & 1]);
-        offsets += _mm_cvtss_f32(_mm_shuffle_ps(dm, dm, 1)) * xsum[i];
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + offsets;
+    const __m128 dm = f16_pair(b);
+    const __m512i q = bytes16(b + 4), mask = _mm512_set1_epi32(15);
+    *offsets += _mm_cvtss_f32(_mm_shuffle_ps(dm, dm, 1)) * xs;
+    return _mm512_fmadd_ps(qdot(_mm512_and_si512(q, mask), _mm512_srli_epi32(q, 4), x), _mm512_broadcastss_ps(dm), acc);
 }
 
-AVX512 static float dot1_q4_0(const uint8_t *b, int nb, const float *x, const float *xsum)
+AVX512 static inline __m512 step_q4_0(const uint8_t *b, const float *x, float xs, __m512 acc, float *offsets)
 {
-    const __m512i mask = _mm512_set1_epi32(15);
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    float offsets = 0.0f;
-    for (int i = 0; i < nb; i++, b += 18, x += 32) {
-        const float d = f16(b);
-        const __m512i q = bytes16(b + 2);
-        const __m512 p = qdot(_mm512_and_si512(q, mask), _mm512_srli_epi32(q, 4), x);
-        acc[i & 1] = _mm512_fmadd_ps(p, _mm512_set1_ps(d), acc[i & 1]);
-        offsets -= 8.0f * d * xsum[i];
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + offsets;
+    const float d = f16(b);
+    const __m512i q = bytes16(b + 2), mask = _mm512_set1_epi32(15);
+    *offsets -= 8.0f * d * xs;
+    return _mm512_fmadd_ps(qdot(_mm512_and_si512(q, mask), _mm512_srli_epi32(q, 4), x), _mm512_set1_ps(d), acc);
 }
 
-AVX512 static float dot1_q5_0(const uint8_t *b, int nb, const float *x, const float *xsum)
+AVX512 static inline __m512 step_q5_0(const uint8_t *b, const float *x, float xs, __m512 acc, float *offsets)
 {
-    const __m512i mask = _mm512_set1_epi32(15);
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    float offsets = 0.0f;
-    for (int i = 0; i < nb; i++, b += 22, x += 32) {
-        const float d = f16(b);
-        const uint32_t qh = tune_load_u32(b + 2);
-        const __m512i q = bytes16(b + 6);
-        const __m512 p = qdot(fifth_bits(_mm512_and_si512(q, mask), qh, 0),
-                              fifth_bits(_mm512_srli_epi32(q, 4), qh, 16), x);
-        acc[i & 1] = _mm512_fmadd_ps(p, _mm512_set1_ps(d), acc[i & 1]);
-        offsets -= 16.0f * d * xsum[i];
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + offsets;
+    const float d = f16(b);
+    const uint32_t qh = tune_load_u32(b + 2);
+    const __m512i q = bytes16(b + 6), mask = _mm512_set1_epi32(15);
+    *offsets -= 16.0f * d * xs;
+    const __m512 p = qdot(fifth_bits(_mm512_and_si512(q, mask), qh, 0), fifth_bits(_mm512_srli_epi32(q, 4), qh, 16), x);
+    return _mm512_fmadd_ps(p, _mm512_set1_ps(d), acc);
 }
+
+AVX512 static inline __m512 step_q8_0(const uint8_t *b, const float *x, float xs, __m512 acc, float *offsets)
+{
+    (void)xs, (void)offsets;
+    const __m512i lo = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 2)));
+    const __m512i hi = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 18)));
+    return _mm512_fmadd_ps(qdot(lo, hi, x), _mm512_set1_ps(f16(b)), acc);
+}
+
+/* dot1_T: one row of nb blocks against x, two blocks a turn into two sums
+ * kept in registers. */
+#define DOT1(T, BB)                                                                                    \
+    AVX512 static float dot1_##T(const uint8_t *b, int nb, const float *x, const float *xsum)          \
+    {                                                                                                  \
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();                                 \
+        float offsets = 0.0f;                                                                          \
+        int i = 0;                                                                                     \
+        for (; i + 1 < nb; i += 2) {                                                                   \
+            acc0 = step_##T(b + (size_t)i * BB, x + 32 * i, xsum ? xsum[i] : 0.0f, acc0, &offsets);         \
+            acc1 = step_##T(b + (size_t)(i + 1) * BB, x + 32 * i + 32, xsum ? xsum[i + 1] : 0.0f, acc1, &offsets); \
+        }                                                                                              \
+        if (i < nb) acc0 = step_##T(b + (size_t)i * BB, x + 32 * i, xsum ? xsum[i] : 0.0f, acc0, &offsets); \
+        return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + offsets;                              \
+    }
+
+DOT1(q4_1, 20)
+DOT1(q4_0, 18)
+DOT1(q5_0, 22)
+DOT1(q8_0, 34)
 
 /* Q4_K: sub-block j (32 values) contributes (d·sc)·Σ q·x − (dmin·m)·Σ x. */
 AVX512 static float dot1_q4_k(const uint8_t *b, int nb, const float *x, const float *xsum)
@@ -276,17 +286,6 @@ AVX512 static float dot1_q4_k(const uint8_t *b, int nb, const float *x, const fl
     return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + offsets;
 }
 
-AVX512 static float dot1_q8_0(const uint8_t *b, int nb, const float *x)
-{
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int i = 0; i < nb; i++, b += 34, x += 32) {
-        const __m512i lo = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 2)));
-        const __m512i hi = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 18)));
-        acc[i & 1] = _mm512_fmadd_ps(qdot(lo, hi, x), _mm512_set1_ps(f16(b)), acc[i & 1]);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
-}
-
 AVX512 static int dot1_avx512(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum,
                               float *out)
 {
@@ -294,7 +293,7 @@ AVX512 static int dot1_avx512(uint32_t type, const uint8_t *row, int cols, const
     case TUNE_Q4_1: *out = dot1_q4_1(row, cols / 32, x, xsum); return 1;
     case TUNE_Q4_0: *out = dot1_q4_0(row, cols / 32, x, xsum); return 1;
     case TUNE_Q5_0: *out = dot1_q5_0(row, cols / 32, x, xsum); return 1;
-    case TUNE_Q8_0: *out = dot1_q8_0(row, cols / 32, x); return 1;
+    case TUNE_Q8_0: *out = dot1_q8_0(row, cols / 32, x, NULL); return 1;
     case TUNE_Q4_K: *out = dot1_q4_k(row, cols / 256, x, xsum); return 1;
     default: return 0;
     }
