@@ -332,8 +332,8 @@ const char *tune_storage_name(tune_weight_storage storage)
 {
     switch (storage) {
     case TUNE_STORE_F32: return "fp32";
-    case TUNE_STORE_INT8: return "load_in_8bit: int8 (Q8_0) linear weights";
-    case TUNE_STORE_NF4: return "load_in_4bit: NF4 linear weights";
+    case TUNE_STORE_INT8: return "load_in_8bit: full-precision linear weights in int8 (Q8_0)";
+    case TUNE_STORE_NF4: return "load_in_4bit: full-precision linear weights in NF4";
     default: return "quantised matrices kept in the file's blocks";
     }
 }

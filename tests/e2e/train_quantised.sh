@@ -39,9 +39,9 @@ run int8_again --load_in_8bit true
 run nf4 --load_in_4bit true --adapter qlora
 
 expect 0 "$TUNE" plan tiny.yml --load_in_8bit true
-has out "load_in_8bit: int8 (Q8_0) linear weights"
+has out "load_in_8bit: full-precision linear weights in int8 (Q8_0)"
 expect 0 "$TUNE" plan tiny.yml --load_in_4bit true --adapter qlora --json
-has out 'load_in_4bit: NF4 linear weights'
+has out "load_in_4bit: full-precision linear weights in NF4"
 expect 2 "$TUNE" plan tiny.yml --load_in_4bit true
 has err "load_in_4bit trains QLoRA: set adapter: qlora"
 
