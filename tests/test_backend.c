@@ -138,7 +138,7 @@ static uint8_t *rand_blocks(uint32_t type, int rows, int cols)
     uint8_t *b = hbuf((size_t)rows * rb);
     if (type == TUNE_Q8_0 || type == TUNE_Q_NF4) {
         const float *x = rand_floats((size_t)rows * cols, -1, 1);
-        for (int r = 0; r < rows; r++) tune_quantize_row(type, x + (size_t)r * cols, b + r * rb, cols);
+        tune_quantize_rows(type, x, b, rows, cols);
         return b;
     }
     const uint64_t stream = next_stream++;

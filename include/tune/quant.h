@@ -294,6 +294,8 @@ size_t tune_weight_bytes(const tune_weight *w);
  * quantiser rounds (d = absmax / 127, q = round(x / d)); NF4 as bitsandbytes
  * does (absmax of 64, the nearest code value of x / absmax). */
 void tune_quantize_row(uint32_t type, const float *x, uint8_t *out, int cols); /* TUNE_Q8_0 or TUNE_Q_NF4 */
+/* A whole matrix, rows in parallel. x: (rows, cols)   out: (rows, row bytes) */
+void tune_quantize_rows(uint32_t type, const float *x, uint8_t *out, int rows, int cols);
 
 /* y = beta·y + x·Wᵀ   (trans 0: x (N, w->cols), y (N, w->rows)), or
  * y = beta·y + x·W    (trans 1: x (N, w->rows), y (N, w->cols)),

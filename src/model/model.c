@@ -407,10 +407,8 @@ static tune_status hf_load_weights(const tune_st_set *set, tune_model *m, tune_w
         if ((st = tune_st_read_f32(tensors[i], tmp, err)) != TUNE_OK) break;
         tune_drop_mapped(tensors[i]->data, tensors[i]->nbytes);
         w->blocks = b;
-        const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < w->rows; r++) tune_quantize_row(w->type, tmp + (size_t)r * w->cols, b + r * rb, w->cols);
-        b += (size_t)w->rows * rb;
+        tune_quantize_rows(w->type, tmp, b, w->rows, w->cols);
+        b += tune_weight_bytes(w);
     }
     if (st == TUNE_OK && m->cfg.tie_word_embeddings) m->lm_head = m->embed;
     free(tmp);
@@ -632,10 +630,7 @@ static tune_status relayout(tune_model *m, int new_vocab, int untie, tune_error 
             *specs[i].vec = p;
             p += specs[i].shape[0];
         } else if (w == &m->embed || w == &m->lm_head) {
-            if (w->type == TUNE_Q_F32) memcpy(p, w->f32, (size_t)(V * C) * sizeof *p);
-            else
-                for (int64_t v = 0; v < V; v++)
-                    tune_dequant_row(w->type, w->blocks + v * tune_qtype_row_bytes(w->type, (int)C), p + v * C, (int)C);
+            tune_weight_dequantize(w, p);
             grow_rows(p, V, new_vocab, C);
             *w = (tune_weight){.type = TUNE_Q_F32, .rows = new_vocab, .cols = (int)C, .f32 = p};
             p += (size_t)new_vocab * C;

@@ -300,8 +300,7 @@ static tune_status fill_weight(const tune_gguf *g, const tune_gguf_tensor *t, co
         tune_status st = tune_gguf_tensor_to_f32(g, t, tmp, err);
         if (st) return st;
         uint8_t *dst = w->heads ? perm : m->blocks;
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < m->rows; r++) tune_quantize_row(m->type, tmp + (size_t)r * m->cols, dst + r * rb, m->cols);
+        tune_quantize_rows(m->type, tmp, dst, m->rows, m->cols);
         src = dst;
     }
     if (w->heads) unpermute_rows(m->blocks, src, w->heads, d, rb);
@@ -337,23 +336,40 @@ static tune_status choose_storage(const tune_gguf *g, tune_weight_storage storag
     return TUNE_OK;
 }
 
+/* What reading the model and sizing it share: model->cfg and the layer
+ * table, the weight table (*ws, *n) with each weight's tensor (*ts) and
+ * storage (choose_storage). The caller frees *ws, *ts and model->layers,
+ * whatever the status. */
+static tune_status plan_weights(const tune_gguf *g, tune_weight_storage storage, tune_model *model, weight **ws,
+                                const tune_gguf_tensor ***ts, int *n, size_t *scratch, size_t *perm_bytes,
+                                tune_error *err)
+{
+    *ws = NULL;
+    *ts = NULL;
+    *n = 0;
+    *scratch = *perm_bytes = 0;
+    tune_status st = tune_gguf_read_config(g, &model->cfg, err);
+    if (st) return st;
+    /* Nine tensors a layer: a hostile block count fails here, before the
+     * tables below are sized by it. */
+    if ((uint64_t)model->cfg.num_hidden_layers * (2 + TUNE_N_LINEAR) > g->n_tensors)
+        return tune_fail_input(err, g->path, "llama.block_count is %d, more layers than the file's %llu tensors can hold",
+                               model->cfg.num_hidden_layers, (unsigned long long)g->n_tensors);
+    model->layers = calloc((size_t)model->cfg.num_hidden_layers, sizeof *model->layers);
+    if (model->layers) *ws = weight_table(model, n);
+    if (*ws) *ts = calloc((size_t)*n, sizeof **ts);
+    if (!*ts) return tune_fail_run(err, g->path, "out of memory");
+    return choose_storage(g, storage, model, *ws, *n, *ts, scratch, perm_bytes, err);
+}
+
 tune_status tune_gguf_stored_bytes(const tune_gguf *g, tune_weight_storage storage, size_t *bytes, tune_error *err)
 {
     tune_model model = {0};
-    tune_status st = tune_gguf_read_config(g, &model.cfg, err);
-    if (st) return st;
-    if ((uint64_t)model.cfg.num_hidden_layers * (2 + TUNE_N_LINEAR) > g->n_tensors)
-        return tune_fail_input(err, g->path, "llama.block_count is %d, more layers than the file's %llu tensors can hold",
-                               model.cfg.num_hidden_layers, (unsigned long long)g->n_tensors);
-    int n = 0;
-    size_t scratch = 0, perm_bytes = 0;
-    weight *ws = NULL;
-    const tune_gguf_tensor **ts = NULL;
-    model.layers = calloc((size_t)model.cfg.num_hidden_layers, sizeof *model.layers);
-    if (model.layers) ws = weight_table(&model, &n);
-    if (ws) ts = calloc((size_t)n, sizeof *ts);
-    st = ts ? choose_storage(g, storage, &model, ws, n, ts, &scratch, &perm_bytes, err)
-            : tune_fail_run(err, g->path, "out of memory");
+    weight *ws;
+    const tune_gguf_tensor **ts;
+    int n;
+    size_t scratch, perm_bytes;
+    const tune_status st = plan_weights(g, storage, &model, &ws, &ts, &n, &scratch, &perm_bytes, err);
     *bytes = tune_model_bytes(&model);
     free(ts);
     free(ws);
@@ -365,26 +381,11 @@ tune_status tune_gguf_read_model(const tune_gguf *g, tune_weight_storage storage
                                  tune_error *err)
 {
     memset(model, 0, sizeof *model);
-    tune_status st = tune_gguf_read_config(g, &model->cfg, err);
-    if (st) return st;
-    const tune_model_config *c = &model->cfg;
-    /* Nine tensors a layer: a hostile block count fails here, before the
-     * tables below are sized by it. */
-    if ((uint64_t)c->num_hidden_layers * (2 + TUNE_N_LINEAR) > g->n_tensors)
-        return tune_fail_input(err, g->path, "llama.block_count is %d, more layers than the file's %llu tensors can hold",
-                               c->num_hidden_layers, (unsigned long long)g->n_tensors);
-    int n = 0;
-    size_t scratch = 0, perm_bytes = 0;
-    weight *ws = NULL;
-    model->layers = calloc((size_t)c->num_hidden_layers, sizeof *model->layers);
-    if (model->layers) ws = weight_table(model, &n);
-    if (!ws) {
-        tune_model_free(model);
-        return tune_fail_run(err, g->path, "out of memory");
-    }
-    const tune_gguf_tensor **ts = calloc((size_t)n, sizeof *ts);
-    st = ts ? choose_storage(g, storage, model, ws, n, ts, &scratch, &perm_bytes, err)
-            : tune_fail_run(err, g->path, "out of memory");
+    weight *ws;
+    const tune_gguf_tensor **ts;
+    int n;
+    size_t scratch, perm_bytes;
+    tune_status st = plan_weights(g, storage, model, &ws, &ts, &n, &scratch, &perm_bytes, err);
     float *tmp = NULL;
     uint8_t *perm = NULL; /* q/k blocks quantised at load, before un-permuting */
     if (!st) {
@@ -401,7 +402,7 @@ tune_status tune_gguf_read_model(const tune_gguf *g, tune_weight_storage storage
         st = fill_weight(g, ts[i], &ws[i], &fp, &bp, tmp, perm, err);
         if (g->mapped) tune_drop_mapped(ts[i]->data, ts[i]->n_bytes);
     }
-    if (!st && c->tie_word_embeddings) model->lm_head = model->embed;
+    if (!st && model->cfg.tie_word_embeddings) model->lm_head = model->embed;
     free(ws);
     free(ts);
     free(tmp);

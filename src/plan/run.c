@@ -135,7 +135,8 @@ tune_status tune_plan_train(tune_plan *plan, const tune_config *cfg, const char 
          plan->steps_per_epoch, plan->n_train_examples, plan->n_eval_examples, plan->base_model);
     note(hooks, "backend %s", plan->backend_reason);
     /* The model grows to a vocabulary that added tokens extended. */
-    if ((st = save_tokenizer(plan, &data, err)) || (st = tune_model_load_stored(plan->base_model, plan->weight_storage, &model, err)) ||
+    if ((st = save_tokenizer(plan, &data, err)) ||
+        (st = tune_model_load_stored(plan->base_model, plan->weight_storage, &model, err)) ||
         (plan->vocab_size > model.cfg.vocab_size && (st = tune_model_resize_vocab(&model, plan->vocab_size, err))) ||
         (st = lora_for(plan, &model, &lora, err)) ||
         (st = tune_batcher_create(&data.prep.train, &data.batch, &train_b, err)))

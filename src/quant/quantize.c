@@ -49,3 +49,10 @@ void tune_quantize_row(uint32_t type, const float *x, uint8_t *out, int cols)
     if (type == TUNE_Q8_0) quantize_q8_0(x, out, cols);
     else quantize_nf4(x, out, cols);
 }
+
+void tune_quantize_rows(uint32_t type, const float *x, uint8_t *out, int rows, int cols)
+{
+    const size_t rb = tune_qtype_row_bytes(type, cols);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) tune_quantize_row(type, x + (size_t)r * cols, out + r * rb, cols);
+}

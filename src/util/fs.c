@@ -191,6 +191,6 @@ void *tune_alloc_weights(size_t bytes)
     const size_t huge = (size_t)2 << 20;
     void *p = NULL;
     if (posix_memalign(&p, huge, bytes ? bytes : 1) != 0) return NULL;
-    if (bytes >= huge) madvise(p, (bytes + huge - 1) & ~(huge - 1), MADV_HUGEPAGE); /* a hint: ignored without THP */
+    if (bytes >= huge) madvise(p, bytes & ~(huge - 1), MADV_HUGEPAGE); /* whole huge pages of it; a hint, ignored without THP */
     return p;
 }
