@@ -595,6 +595,55 @@ START_TEST(hostile_yaml_never_crashes)
 }
 END_TEST
 
+/* Nesting beyond TUNE_CONFIG_MAX_DEPTH is refused, naming the limit and
+ * where it is crossed, before libyaml's loader (quadratic in the depth)
+ * sees it: 100,000 levels of flow or block collections, in the file or in
+ * an override's value. The limit itself still loads. */
+static void expect_too_deep(const char *yaml, int line, int col)
+{
+    tune_config cfg;
+    tune_error_list errs = {0};
+    ck_assert_int_eq(load_text(yaml, &cfg, &errs), TUNE_ERR_INPUT);
+    expect_error(&errs, "t.yml", line, col, "the YAML nests deeper than 64 levels, tune's limit for a config");
+    tune_error_list_free(&errs);
+    tune_config_free(&cfg);
+}
+
+START_TEST(deep_nesting_is_refused_at_the_limit)
+{
+    const size_t n = 100000;
+    char *t = malloc(4 * n + 64);
+    ck_assert_ptr_nonnull(t);
+    size_t k = (size_t)sprintf(t, "base_model: ");
+    for (size_t i = 0; i < n; i++) t[k++] = '[';
+    t[k] = 0;
+    expect_too_deep(t, 1, 13 + TUNE_CONFIG_MAX_DEPTH - 1);
+    /* Block mappings, one level per line: the limit is crossed at line 65. */
+    k = 0;
+    for (size_t i = 0; i < 200; i++) k += (size_t)sprintf(t + k, "%*sa:\n", (int)i, "");
+    expect_too_deep(t, TUNE_CONFIG_MAX_DEPTH + 1, TUNE_CONFIG_MAX_DEPTH + 1);
+    /* Exactly at the limit: an ordinary type error, not the depth. */
+    k = (size_t)sprintf(t, MINIMAL "lora_r: ");
+    for (int i = 0; i < TUNE_CONFIG_MAX_DEPTH - 1; i++) t[k++] = '[';
+    for (int i = 0; i < TUNE_CONFIG_MAX_DEPTH - 1; i++) t[k++] = ']';
+    t[k++] = '\n';
+    t[k] = 0;
+    expect_one(t, 6, 9, "lora_r must be an integer");
+
+    k = 0;
+    for (size_t i = 0; i < n; i++) t[k++] = '[';
+    t[k] = 0;
+    char *argv[] = {"--lora_r", t};
+    tune_config cfg;
+    tune_error_list errs = {0};
+    ck_assert_int_eq(load_args(MINIMAL, 2, argv, &cfg, &errs), TUNE_ERR_INPUT);
+    expect_error(&errs, "command line", 0, 0, "--lora_r: the YAML nests deeper than 64 levels");
+    tune_error_list_free(&errs);
+    tune_config_free(&cfg);
+    free(t);
+}
+END_TEST
+
 START_TEST(docs_match_the_schema)
 {
     char path[512];
@@ -640,6 +689,7 @@ int main(void)
     tcase_add_test(tc, bad_overrides_name_the_flag);
     tcase_add_test(tc, resolved_config_round_trips);
     tcase_add_test(tc, hostile_yaml_never_crashes);
+    tcase_add_test(tc, deep_nesting_is_refused_at_the_limit);
     tcase_add_test(tc, docs_match_the_schema);
     suite_add_tcase(s, tc);
     return run_suite(s);

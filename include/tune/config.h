@@ -12,6 +12,9 @@
 /* Upper bounds of the schema tables (checked by a static assertion). */
 #define TUNE_CONFIG_MAX_KEYS 128
 #define TUNE_DATASET_MAX_KEYS 32
+/* Deepest nesting of mappings and sequences a config (or an override's
+ * value) may have; deeper YAML is refused before it is loaded. */
+#define TUNE_CONFIG_MAX_DEPTH 64
 
 typedef enum {
     TUNE_FROM_DEFAULT = 0, /* schema default */

@@ -604,43 +604,68 @@ static tune_status read_dataset(ctx *c, const yaml_node_t *v, tune_dataset_confi
     return st;
 }
 
+static void mark_error(ctx *c, yaml_mark_t m, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void mark_error(ctx *c, yaml_mark_t m, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    add_error(c, TUNE_ERR_INPUT, (int)m.line + 1, (int)m.column + 1, fmt, ap);
+    va_end(ap);
+}
+
+/* Where the text nests mappings and sequences deeper than
+ * TUNE_CONFIG_MAX_DEPTH, found by libyaml's event parser, which stops there
+ * in time linear in the text read. libyaml's loader takes time quadratic in
+ * the depth (100,000 levels: 15 s), so deeper text never reaches it; no key
+ * of the schema nests more than a few levels. 0 when within the limit or not
+ * valid YAML (the loader then reports the syntax error). */
+static int too_deep(const char *text, size_t len, yaml_mark_t *at)
+{
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser)) return 0; /* the loader reports it */
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    int depth = 0, deep = 0, end = 0;
+    while (!deep && !end) {
+        yaml_event_t e;
+        if (!yaml_parser_parse(&parser, &e)) break;
+        if (e.type == YAML_SEQUENCE_START_EVENT || e.type == YAML_MAPPING_START_EVENT) {
+            deep = ++depth > TUNE_CONFIG_MAX_DEPTH;
+            *at = e.start_mark;
+        } else if (e.type == YAML_SEQUENCE_END_EVENT || e.type == YAML_MAPPING_END_EVENT) {
+            depth--;
+        }
+        end = e.type == YAML_STREAM_END_EVENT;
+        yaml_event_delete(&e);
+    }
+    yaml_parser_delete(&parser);
+    return deep;
+}
+
 /* Loads one YAML document; *root is NULL for an empty one. On error the
  * document is already freed. */
 static tune_status load_text(ctx *c, const char *text, size_t len, yaml_document_t *doc, const yaml_node_t **root)
 {
+    yaml_mark_t deep_at;
+    if (too_deep(text, len, &deep_at)) {
+        mark_error(c, deep_at, "the YAML nests deeper than %d levels, tune's limit for a config (see docs/limits.md)",
+                   TUNE_CONFIG_MAX_DEPTH);
+        return c->status;
+    }
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser)) return oom(c), TUNE_ERR_RUN;
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, doc)) {
-        tune_error e;
-        const char *ctxt = parser.context ? parser.context : NULL;
-        yaml_mark_t m = parser.problem_mark;
-        char msg[512];
-        snprintf(msg, sizeof msg, "invalid YAML: %s%s%s", parser.problem ? parser.problem : "parse error",
-                 ctxt ? " " : "", ctxt ? ctxt : "");
-        if (c->kind == TUNE_FROM_FILE)
-            tune_error_set(&e, TUNE_ERR_INPUT, c->name, (int)m.line + 1, (int)m.column + 1, "%s", msg);
-        else if (c->kind == TUNE_FROM_CLI)
-            tune_error_set(&e, TUNE_ERR_INPUT, "command line", 0, 0, "%s: %s", c->flag, msg);
-        else
-            tune_error_set(&e, TUNE_ERR_INPUT, NULL, 0, 0, "schema default: %s", msg);
-        tune_error_list_add(c->errs, &e);
-        c->status = TUNE_ERR_INPUT;
+        mark_error(c, parser.problem_mark, "invalid YAML: %s%s%s", parser.problem ? parser.problem : "parse error",
+                   parser.context ? " " : "", parser.context ? parser.context : "");
         yaml_parser_delete(&parser);
-        return TUNE_ERR_INPUT;
+        return c->status;
     }
     *root = yaml_document_get_root_node(doc);
     if (*root) {
         /* A second document is a mistake in a config, not something to ignore. */
         yaml_document_t next;
         if (!yaml_parser_load(&parser, &next)) {
-            yaml_mark_t m = parser.problem_mark;
-            char msg[512];
-            snprintf(msg, sizeof msg, "invalid YAML: %s", parser.problem ? parser.problem : "parse error");
-            yaml_node_t at;
-            memset(&at, 0, sizeof at);
-            at.start_mark = m;
-            node_error(c, &at, "%s", msg);
+            mark_error(c, parser.problem_mark, "invalid YAML: %s", parser.problem ? parser.problem : "parse error");
         } else {
             const yaml_node_t *r2 = yaml_document_get_root_node(&next);
             if (r2) node_error(c, r2, "more than one YAML document in the config");
