@@ -833,6 +833,13 @@ START_TEST(nan_loss_stops_and_keeps_checkpoint)
     ck_assert_int_eq(run_into(&fx, "run", &r, 2, 0, NULL, 0, NULL, NULL, &err), TUNE_ERR_RUN);
     ck_assert_msg(strstr(err.message, "at step 4") != NULL, "%s", err.message);
     ck_assert_msg(strstr(err.message, "checkpoint-2") != NULL, "%s", err.message);
+    /* The tensor: the first of PEFT's order whose gradient is not finite. */
+    char want[128];
+    snprintf(want, sizeof want, "the gradient of base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight is "
+                                "not finite (%d of the %d trainable tensors are)",
+             2 * fx.lora->n_modules, 2 * fx.lora->n_modules);
+    ck_assert_msg(strstr(err.message, want) != NULL, "%s", err.message);
+    ck_assert_msg(strstr(err.message, "on_nan_inf: skip") != NULL, "%s", err.message);
     char path[256];
     subdir(path, sizeof path, fx.dir, "run/checkpoint-2/adapter_model.safetensors");
     ck_assert(tune_path_exists(path));
@@ -855,6 +862,111 @@ static void assert_run_ended(const char *out, const char *mark)
     ck_assert_msg(strstr(log, mark) != NULL, "the training log lacks %s", mark);
     free(log);
 }
+
+/* Counts SKIP events and remembers the last one's text. */
+typedef struct skips {
+    int n;
+    char last[512];
+} skips;
+
+static void count_skips(void *ctx, const tune_train_event *ev)
+{
+    skips *k = ctx;
+    if (ev->kind != TUNE_EVENT_SKIP) return;
+    k->n++;
+    tune_train_format_event(ev, 0, k->last, sizeof k->last);
+}
+
+/* on_nan_inf: skip: a like blow-up skips steps 4 to 6 (no update: the
+ * weights stay finite, as step 3 left them), logs each with what was not
+ * finite, and ends normally; the final train_loss counts steps 1 to 3. */
+START_TEST(nan_inf_steps_are_skipped_when_asked)
+{
+    fixture fx;
+    fixture_init(&fx, 0.0f);
+    fx.lr[2] = 1e30; /* weights of about 1e30: finite, but the next forward pass overflows */
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    const tune_batch_source src = replay_source(&r);
+    char out[128];
+    subdir(out, sizeof out, fx.dir, "run");
+    tune_train_options o = golden_options(&fx, out, GOLDEN_ACCUM, NULL);
+    o.skip_nonfinite = 1;
+    o.save_steps = 3;
+    skips k = {0};
+    o.on_event = count_skips;
+    o.event_ctx = &k;
+    tune_error err;
+    ck_assert_msg(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(k.n, 3);
+    ck_assert_msg(strstr(k.last, "step 6/6 skipped, no update (on_nan_inf: skip): ") == k.last, "%s", k.last);
+    ck_assert_msg(strstr(k.last, "lora_A.weight is not finite") != NULL, "%s", k.last);
+    for (size_t i = 0; i < fx.lora->n_params; i++) ck_assert(isfinite(fx.lora->params[i]));
+    /* The final adapter is step 3's. */
+    char path[256], other[256];
+    subdir(path, sizeof path, out, "adapter_model.safetensors");
+    subdir(other, sizeof other, out, "checkpoint-3/adapter_model.safetensors");
+    ck_assert(files_equal(path, other));
+    assert_run_ended(out, "\"skipped_nonfinite_steps\":3");
+    subdir(path, sizeof path, out, "training_log.jsonl");
+    char *log;
+    size_t len;
+    ck_assert_int_eq(tune_read_file(path, &log, &len, &err), TUNE_OK);
+    int n = 0;
+    for (const char *p = log; (p = strstr(p, "\"skipped_nonfinite\":")); p++) n++;
+    ck_assert_int_eq(n, 3);
+    free(log);
+    fixture_free(&fx);
+}
+END_TEST
+
+/* Asks the loop to stop (as the CLI's SIGTERM handler does) once step `ctx` is done. */
+static void stop_after(void *ctx, const tune_train_event *ev)
+{
+    if (ev->kind == TUNE_EVENT_STEP && ev->step == *(const long *)ctx) tune_train_request_stop();
+}
+
+/* A stop request ends the run after the step in progress with a checkpoint
+ * of that step (at step 4, save_steps' own) and TUNE_INTERRUPTED naming it;
+ * resuming gives the uninterrupted bytes. */
+START_TEST(stop_request_checkpoints_and_resumes)
+{
+    fixture fx;
+    fixture_init(&fx, 0.1f);
+    float *init = malloc(fx.lora->n_params * sizeof *init);
+    ck_assert_ptr_nonnull(init);
+    memcpy(init, fx.lora->params, fx.lora->n_params * sizeof *init);
+    replay r = {.golden = fx.golden, .fail_at = -1};
+    tune_error err;
+    ck_assert_msg(run_into(&fx, "a", &r, 2, 0, NULL, 0, NULL, NULL, &err) == TUNE_OK, "%s", err.message);
+    const tune_batch_source src = replay_source(&r);
+    for (long at = 3; at <= 4; at++) {
+        memcpy(fx.lora->params, init, fx.lora->n_params * sizeof *init);
+        char out[128], path[256], other[256], name[16];
+        snprintf(name, sizeof name, "stop%ld", at);
+        subdir(out, sizeof out, fx.dir, name);
+        tune_train_options o = golden_options(&fx, out, GOLDEN_ACCUM, NULL);
+        o.save_steps = 2;
+        o.on_event = stop_after;
+        o.event_ctx = &at;
+        ck_assert_int_eq(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err), TUNE_INTERRUPTED);
+        snprintf(path, sizeof path, "/checkpoint-%ld", at);
+        ck_assert_msg(strstr(err.file, path) != NULL, "%s", err.file);
+        snprintf(path, sizeof path, "after step %ld of 6", at);
+        ck_assert_msg(strstr(err.message, path) != NULL, "%s", err.message);
+        ck_assert_int_eq(count_checkpoints(out), 2); /* 2, and 3 or 4 */
+        subdir(path, sizeof path, out, "adapter_model.safetensors");
+        ck_assert(!tune_path_exists(path));
+        for (size_t i = 0; i < fx.lora->n_params; i++) fx.lora->params[i] = 0.25f;
+        o.on_event = NULL;
+        o.auto_resume = 1;
+        ck_assert_msg(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
+        subdir(other, sizeof other, fx.dir, "a/adapter_model.safetensors");
+        ck_assert_msg(files_equal(path, other), "stopped after step %ld: the resumed adapter differs", at);
+    }
+    free(init);
+    fixture_free(&fx);
+}
+END_TEST
 
 /* Axolotl's loss watchdog: the losses are 6.39, 6.19, 6.23, ...: above 6.2
  * never twice in a row, so all 6 steps run; above 6.0 twice in a row ends
@@ -973,6 +1085,8 @@ static Suite *train_suite(void)
     tcase_add_test(loop, save_total_limit_keeps_the_newest);
     tcase_add_test(loop, eval_loss_is_mean_over_eval_set);
     tcase_add_test(loop, nan_loss_stops_and_keeps_checkpoint);
+    tcase_add_test(loop, nan_inf_steps_are_skipped_when_asked);
+    tcase_add_test(loop, stop_request_checkpoints_and_resumes);
     tcase_add_test(loop, loss_watchdog_ends_a_diverging_run);
     tcase_add_test(loop, early_stopping_ends_the_run);
     tcase_add_test(loop, resume_refuses_other_batch_layout);

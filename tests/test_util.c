@@ -1,4 +1,7 @@
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -42,6 +45,83 @@ START_TEST(atomic_write_replaces_whole_file)
 }
 END_TEST
 
+/* A write the file system refuses (here a file-size limit: EFBIG, as a
+ * full disk gives ENOSPC) names the file and the reason, and leaves the old
+ * file whole and no temporary behind. In a child: the limit is per process. */
+START_TEST(failed_atomic_write_keeps_the_old_file)
+{
+    char dir[] = "/tmp/tune-test-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[256], tmp[300];
+    snprintf(path, sizeof path, "%s/state.json", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    tune_error err;
+    ck_assert_int_eq(tune_write_file_atomic(path, "old", 3, &err), TUNE_OK);
+    const pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        const struct rlimit lim = {4096, 4096};
+        static char big[3 * 4096];
+        if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(3);
+        const tune_status st = tune_write_file_atomic(path, big, sizeof big, &err);
+        _exit(st == TUNE_ERR_RUN && !strcmp(err.file, tmp) && strstr(err.message, "write failed: File too large") ? 0 : 4);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    char *data;
+    size_t len;
+    ck_assert_int_eq(tune_read_file(path, &data, &len, &err), TUNE_OK);
+    ck_assert_str_eq(data, "old");
+    free(data);
+    ck_assert(!tune_path_exists(tmp));
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
+/* One writer per output_dir: a second lock on the folder is refused naming
+ * the holder's pid (flock treats two opens as two holders, even in one
+ * process); once released, or when the file is a dead run's, it is taken. */
+START_TEST(output_dir_lock_is_exclusive)
+{
+    char dir[] = "/tmp/tune-test-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char out[256], lock[300], want[64];
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(lock, sizeof lock, "%s/" TUNE_LOCK_FILE, out);
+    snprintf(want, sizeof want, "(pid %ld holds", (long)getpid());
+    tune_error err;
+    int a, b;
+    ck_assert_int_eq(tune_lock_output_dir(out, &a, &err), TUNE_OK);
+    ck_assert_int_eq(tune_lock_output_dir(out, &b, &err), TUNE_ERR_INPUT);
+    ck_assert_int_eq(b, -1);
+    ck_assert_str_eq(err.file, out);
+    ck_assert_msg(strstr(err.message, want) && strstr(err.message, lock), "%s", err.message);
+    tune_unlock_output_dir(a);
+    /* A killed run's file: its pid stays, its lock went with it. */
+    ck_assert_int_eq(tune_write_file_atomic(lock, "999999999\n", 10, &err), TUNE_OK);
+    ck_assert_int_eq(tune_lock_output_dir(out, &b, &err), TUNE_OK);
+    char *data;
+    size_t len;
+    ck_assert_int_eq(tune_read_file(lock, &data, &len, &err), TUNE_OK);
+    ck_assert_int_eq(atol(data), (long)getpid());
+    ck_assert_uint_eq(len, strlen(data));
+    ck_assert_ptr_nonnull(strchr(data, '\n'));
+    free(data);
+    tune_unlock_output_dir(b);
+    /* A folder that cannot be made: the path and the system's reason. */
+    char under_file[320];
+    snprintf(under_file, sizeof under_file, "%s/out", lock);
+    ck_assert_int_eq(tune_lock_output_dir(under_file, &b, &err), TUNE_ERR_RUN);
+    ck_assert_msg(strstr(err.message, "Not a directory") != NULL, "%s", err.message);
+    unlink(lock);
+    rmdir(out);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(missing_file_is_input_error_with_name)
 {
     tune_error err;
@@ -74,6 +154,8 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, sha256_matches_fips_vectors);
     tcase_add_test(tc, atomic_write_replaces_whole_file);
+    tcase_add_test(tc, failed_atomic_write_keeps_the_old_file);
+    tcase_add_test(tc, output_dir_lock_is_exclusive);
     tcase_add_test(tc, missing_file_is_input_error_with_name);
     tcase_add_test(tc, error_format_positions);
     suite_add_tcase(s, tc);

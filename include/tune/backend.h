@@ -15,13 +15,16 @@
 #include "tune/model.h"
 
 /* Debian's OpenBLAS 0.3.21 may run its slower Haswell/Prescott kernels on an
- * AVX-512 CPU (it does not recognise the core, or the environment pins it).
- * The library reads OPENBLAS_CORETYPE only when it loads, so when the loaded
- * core is not an AVX-512 one and the CPU has AVX-512, this sets SkylakeX and
- * re-executes the program once. TUNE_KEEP_BLAS_CORE=1 turns it off. */
+ * AVX-512 CPU (it does not recognise the core). The library reads
+ * OPENBLAS_CORETYPE only when it loads, so when the loaded core is not an
+ * AVX-512 one and the CPU has AVX-512, this sets SkylakeX and re-executes
+ * the program once. An OPENBLAS_CORETYPE the user set is kept as it is (no
+ * re-execution); TUNE_KEEP_BLAS_CORE=1 turns the re-execution off too. */
 void tune_cpu_prefer_fast_blas(char **argv);
-/* The OpenBLAS core in use, e.g. "SkylakeX". */
-const char *tune_cpu_blas_core(void);
+/* OpenBLAS's build, the kernels in use and who chose them, e.g.
+ * "OpenBLAS 0.3.21 ... Haswell MAX_THREADS=64, Haswell kernels
+ * (OPENBLAS_CORETYPE from the environment)". */
+void tune_cpu_blas_describe(char *buf, size_t size);
 
 /* Attention shape: B rows of T tokens, H query heads and Hkv key/value heads of hd. */
 typedef struct tune_attention_shape {

@@ -39,6 +39,7 @@ typedef enum {
     TUNE_TOKENIZER_TYPE_PRETRAINED_FAST, TUNE_TOKENIZER_TYPE_GPT2,
 } tune_tokenizer_type;
 typedef enum { TUNE_EXCESS_DROP = 0, TUNE_EXCESS_TRUNCATE, TUNE_EXCESS_RAISE } tune_excess_length_strategy;
+typedef enum { TUNE_NAN_INF_STOP = 0, TUNE_NAN_INF_SKIP } tune_on_nan_inf;
 typedef enum {
     TUNE_CHAT_TEMPLATE_UNSET = -1, /* a dataset entry without its own: use the top-level one */
     TUNE_CHAT_TEMPLATE_TOKENIZER_DEFAULT = 0,
@@ -165,6 +166,7 @@ typedef struct tune_config {
     long early_stopping_patience;                        /* -1: off */
     double loss_watchdog_threshold;                      /* 0: off */
     long loss_watchdog_patience;
+    tune_on_nan_inf on_nan_inf;
     /* machine */
     tune_backend_kind backend;
     long threads; /* 0: all cores */

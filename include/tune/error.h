@@ -11,6 +11,9 @@ typedef enum {
     TUNE_OK = 0,
     TUNE_ERR_RUN = 1,   /* failure while running (I/O, out of memory, NaN loss) */
     TUNE_ERR_INPUT = 2, /* bad input: config, data record, model file, argument */
+    /* Stopped on request (SIGINT/SIGTERM) after writing a checkpoint: not an
+     * exit code itself; the CLI exits 128 + the signal's number, as shells do. */
+    TUNE_INTERRUPTED = 3,
 } tune_status;
 
 typedef struct tune_error {

@@ -62,6 +62,7 @@ typedef enum {
     TUNE_EVENT_LOG,    /* every logging_steps: mean loss since the last log, lr, grad norm, tokens/s */
     TUNE_EVENT_EVAL,   /* after an evaluation */
     TUNE_EVENT_SAVE,   /* after a checkpoint was written (path) */
+    TUNE_EVENT_SKIP,   /* a step with a non-finite loss or gradient, skipped (what; skip_nonfinite) */
     TUNE_EVENT_END,    /* the final adapter was written (path = output_dir) */
 } tune_train_event_kind;
 
@@ -78,6 +79,7 @@ typedef struct tune_train_event {
     double eval_loss; /* EVAL */
     double elapsed_s; /* since this process started training */
     const char *path; /* SAVE: the checkpoint folder; END: output_dir */
+    const char *what; /* SKIP: what was not finite */
     int stopped_early; /* END: early_stopping_patience ended the run */
     int stopped_by_watchdog; /* END: the loss watchdog ended the run */
 } tune_train_event;
@@ -93,6 +95,8 @@ typedef struct tune_train_options {
     int gradient_accumulation_steps;
     double adam_beta1, adam_beta2, adam_epsilon, weight_decay;
     double max_grad_norm;          /* <= 0: no clipping (the norm is still logged) */
+    int skip_nonfinite;            /* a step whose loss or gradient is NaN or infinite: 0 stops the run
+                                      (TUNE_ERR_RUN), 1 skips its update (logged; the run goes on) */
     uint64_t seed;                 /* LoRA dropout masks */
     double loss_watchdog_threshold; /* > 0: end the run (as Axolotl, after that step's update, */
     long loss_watchdog_patience;    /* adapter written) when the step loss stays above it this many steps */
@@ -127,12 +131,22 @@ typedef struct tune_train_options {
  * trainer_state.json; built as checkpoint-N.tmp and renamed),
  * training_log.jsonl, loss.svg, and at the end adapter_model.safetensors,
  * adapter_config.json, trainer_state.json and run_manifest.json. A NaN or
- * infinite loss or gradient stops the run with TUNE_ERR_RUN, leaving the
- * checkpoints already written; early stopping and the loss watchdog end it
- * normally. */
+ * infinite loss or gradient stops the run with TUNE_ERR_RUN, naming the step
+ * and the first tensor whose gradient is not finite and leaving the
+ * checkpoints already written (or, with skip_nonfinite, skips that step's
+ * update); early stopping and the loss watchdog end it normally. A file that
+ * cannot be written (disk full, say) stops it with TUNE_ERR_RUN naming the
+ * file, the system's reason and the last good checkpoint. After
+ * tune_train_request_stop it returns TUNE_INTERRUPTED once the step in
+ * progress is done and checkpointed, with err->file that checkpoint. */
 tune_status tune_train_run(const tune_train_options *opts, const tune_batch_source *train,
                            const tune_batch_source *eval, const tune_model *model, tune_lora *lora,
                            tune_error *err);
+
+/* Asks the running tune_train_run to stop after its current optimizer step
+ * (see there); the run that honours the request spends it. Async-signal-safe:
+ * the CLI calls it from its SIGINT/SIGTERM handler. */
+void tune_train_request_stop(void);
 
 /* One line describing an event: a progress bar for a terminal (tty != 0,
  * meant to be drawn after a carriage return) or a plain log line. Writes ""

@@ -15,6 +15,25 @@ tune_status tune_read_file(const char *path, char **data, size_t *len, tune_erro
  * directory. A crash leaves the old file or the new one, never half. */
 tune_status tune_write_file_atomic(const char *path, const void *data, size_t len, tune_error *err);
 
+/* One writer per output_dir: an exclusive flock on output_dir/tune.lock
+ * (output_dir and the file are created), with this process's pid written
+ * into the file. The lock lasts until tune_unlock_output_dir or the end of
+ * the process: the kernel drops it when its holder dies, so the file a
+ * killed run left behind never blocks the next one. Another process holding
+ * it: TUNE_ERR_INPUT naming its pid. *fd is the lock (-1 on error). */
+#define TUNE_LOCK_FILE "tune.lock"
+tune_status tune_lock_output_dir(const char *dir, int *fd, tune_error *err);
+void tune_unlock_output_dir(int fd);
+
+/* A test hook, for the end-to-end fault tests only. With the environment
+ * variable TUNE_TEST_FAULT=ACTION@POINT, a process that reaches a point whose
+ * name (printf-formatted) ends with POINT sends itself SIGKILL (ACTION kill:
+ * a crash, nothing else runs) or SIGSTOP (ACTION stop: the test then signals
+ * or kills it). Points: "after step N" (step N's update applied, before its
+ * log, eval and save) and "write PATH" (half of an atomic write of PATH on
+ * disk, in PATH.tmp). Unset, it costs one getenv. */
+void tune_test_fault_point(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* mkdir -p. */
 tune_status tune_mkdir_p(const char *path, tune_error *err);
 int tune_path_exists(const char *path);

@@ -73,9 +73,10 @@ int tune_cli_main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(first, "--version") || !strcmp(first, "version")) {
-        char cuda[256];
+        char cuda[256], blas[512];
         tune_backend_cuda_describe(cuda, sizeof cuda);
-        printf("tune %s\ncpu: OpenBLAS %s kernels\ncuda: %s\n", tune_cli_version(), tune_cpu_blas_core(), cuda);
+        tune_cpu_blas_describe(blas, sizeof blas);
+        printf("tune %s\ncpu: %s\ncuda: %s\n", tune_cli_version(), blas, cuda);
         return 0;
     }
     for (int i = 0; i < N_VERBS; i++)

@@ -1,7 +1,10 @@
 /* tune train CONFIG [overrides]  (also: tune CONFIG.yml)
  * config → plan → tune_plan_train (data → model + LoRA → training loop);
  * this file parses and prints. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "tune/cli.h"
@@ -21,7 +24,71 @@ static void usage(FILE *out)
             "trainer_state.json and run_manifest.json; with tokens / special_tokens added\n"
             "to the vocabulary also tokenizer.json (load the base model, resize its\n"
             "embeddings to len(tokenizer), then the adapter). resume_from_checkpoint and\n"
-            "auto_resume_from_checkpoints continue an interrupted run to the same adapter.\n");
+            "auto_resume_from_checkpoints continue an interrupted run to the same adapter.\n\n"
+            "SIGINT or SIGTERM (Ctrl-C, a scheduler's stop) during training: the step in\n"
+            "progress finishes, a checkpoint is written, the command that resumes is\n"
+            "printed, and tune exits 130 (SIGINT) or 143 (SIGTERM); a second signal ends it\n"
+            "at once. Exit status: 0 done, 1 failure while running, 2 bad input.\n");
+}
+
+/* SIGINT/SIGTERM during training: the first asks the loop to stop after its
+ * step (checkpoint, then exit 128 + the signal); a second ends the process
+ * at once, by the signal. Caught only once training starts: before that,
+ * dying at once loses nothing (every file is written atomically). */
+static volatile sig_atomic_t got_signal;
+
+static void on_stop_signal(int sig)
+{
+    if (got_signal) {
+        signal(sig, SIG_DFL);
+        raise(sig); /* delivered when this handler returns */
+        return;
+    }
+    got_signal = sig;
+    tune_train_request_stop();
+}
+
+static void catch_stop_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* arg as one shell word: as it is when that is safe, else in single quotes. */
+static void put_shell_word(FILE *out, const char *arg)
+{
+    if (*arg && strspn(arg, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-+=.,/:@%") ==
+                    strlen(arg)) {
+        fputs(arg, out);
+        return;
+    }
+    fputc('\'', out);
+    for (; *arg; arg++) {
+        if (*arg == '\'') fputs("'\\''", out);
+        else fputc(*arg, out);
+    }
+    fputc('\'', out);
+}
+
+/* The command line of this run (args: the config and overrides) with the
+ * checkpoint to resume from added last, where it overrides any other. */
+static void print_resume_command(int argc, char **argv, const char *checkpoint)
+{
+    fputs("tune: resume with: ", stderr);
+    put_shell_word(stderr, program_invocation_name);
+    fputs(" train", stderr);
+    for (int i = 0; i < argc; i++) {
+        fputc(' ', stderr);
+        put_shell_word(stderr, argv[i]);
+    }
+    fputs(" --resume_from_checkpoint ", stderr);
+    put_shell_word(stderr, checkpoint);
+    fputc('\n', stderr);
 }
 
 /* Progress on stderr: a bar redrawn in place on a terminal, log lines otherwise. */
@@ -33,6 +100,7 @@ typedef struct progress {
 static void on_event(void *ctx, const tune_train_event *ev)
 {
     progress *p = ctx;
+    if (ev->kind == TUNE_EVENT_START) catch_stop_signals();
     char line[512];
     tune_train_format_event(ev, p->tty, line, sizeof line);
     if (!line[0]) return;
@@ -46,14 +114,22 @@ static void on_event(void *ctx, const tune_train_event *ev)
     fflush(stderr);
 }
 
-static int train(tune_plan *plan, const tune_config *cfg, const char *config_path)
+/* args: the config file and its overrides, for the resume command. */
+static int train(tune_plan *plan, const tune_config *cfg, int argc, char **args)
 {
     progress prog = {.tty = isatty(STDERR_FILENO)};
     const tune_run_hooks hooks = {.ctx = &prog, .on_planned = tune_cli_on_planned, .on_note = tune_cli_on_note, .on_event = on_event};
     tune_error err;
     tune_error_clear(&err);
-    if (tune_plan_train(plan, cfg, config_path, tune_cli_version(), &hooks, &err)) {
-        if (prog.bar_drawn) fputc('\n', stderr);
+    const tune_status st = tune_plan_train(plan, cfg, args[0], tune_cli_version(), &hooks, &err);
+    if (st && prog.bar_drawn) fputc('\n', stderr);
+    if (st == TUNE_INTERRUPTED) {
+        fprintf(stderr, "tune: %s received: %s; the checkpoint is %s\n", got_signal == SIGINT ? "SIGINT" : "SIGTERM",
+                err.message, err.file);
+        print_resume_command(argc, args, err.file);
+        return 128 + (got_signal ? got_signal : SIGTERM);
+    }
+    if (st) {
         tune_error_print(stderr, &err);
         return err.code ? (int)err.code : 1;
     }
@@ -71,7 +147,7 @@ int tune_cli_train(int argc, char **argv)
     tune_plan plan;
     int rc = tune_cli_load_plan("train", argc - 1, argv + 1, &cfg, &plan);
     if (rc) return rc;
-    rc = train(&plan, &cfg, argv[1]);
+    rc = train(&plan, &cfg, argc - 1, argv + 1);
     tune_plan_free(&plan);
     tune_config_free(&cfg);
     return rc;

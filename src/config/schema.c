@@ -57,6 +57,12 @@ static const enum_value excess_values[] = {
 };
 ENUM(excess, 0);
 
+static const enum_value on_nan_inf_values[] = {
+    {"stop", TUNE_NAN_INF_STOP, 1},
+    {"skip", TUNE_NAN_INF_SKIP, 1},
+};
+ENUM(on_nan_inf, 0);
+
 static const enum_value chat_template_values[] = {
     {"tokenizer_default", TUNE_CHAT_TEMPLATE_TOKENIZER_DEFAULT, 1},
     {"chatml", TUNE_CHAT_TEMPLATE_CHATML, 1},
@@ -344,6 +350,11 @@ const key_spec tune_config_keys[] = {
      .section = S_OUT, .doc = "End the run (adapter written) when the loss stays above this (0: off)."},
     {.name = "loss_watchdog_patience", .type = K_INT, .off = CF(loss_watchdog_patience), .def = "3", GE(1), YES,
      .section = S_OUT, .doc = "Steps above loss_watchdog_threshold before stopping."},
+    {.name = "on_nan_inf", .type = K_ENUM, .off = CF(on_nan_inf), .def = "stop", .en = &on_nan_inf, YES,
+     .section = S_OUT,
+     .doc = "A step whose loss or gradient is NaN or infinite: stop the run (naming the step and the tensor; the "
+            "checkpoints stay), or skip its update and go on (logged as skipped_nonfinite). A tune key: Axolotl "
+            "and Transformers have none (logging_nan_inf_filter only hides such losses from the log)."},
 
     /* Machine */
     {.name = "backend", .type = K_ENUM, .off = CF(backend), .def = "auto", .en = &backend, YES, .section = S_MACHINE,

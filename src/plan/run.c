@@ -37,6 +37,16 @@ static void note(const tune_run_hooks *h, const char *fmt, ...)
     h->on_note(h->ctx, line);
 }
 
+/* Where the run computes; on the CPU also which BLAS kernels, and who chose them. */
+static void note_backend(const tune_run_hooks *h, const tune_plan *plan)
+{
+    note(h, "backend %s", plan->backend_reason);
+    if (plan->be->device) return;
+    char blas[512];
+    tune_cpu_blas_describe(blas, sizeof blas);
+    note(h, "cpu: %s", blas);
+}
+
 /* The evaluation batches: the training batching without shuffle, eval_batch_size rows. */
 static tune_batch_options eval_batching(const tune_plan *plan, const tune_plan_data *data)
 {
@@ -113,9 +123,16 @@ static tune_status prepare(tune_plan *plan, const tune_config *cfg, const tune_r
 tune_status tune_plan_train(tune_plan *plan, const tune_config *cfg, const char *config_path, const char *version,
                             const tune_run_hooks *hooks, tune_error *err)
 {
-    tune_plan_data data;
-    tune_status st = prepare(plan, cfg, hooks, &data, err);
+    /* One run per output_dir; an output_dir that cannot be written stops
+     * the run here, before the data stage. */
+    int lock;
+    tune_status st = tune_lock_output_dir(plan->output_dir, &lock, err);
     if (st) return st;
+    tune_plan_data data;
+    if ((st = prepare(plan, cfg, hooks, &data, err))) {
+        tune_unlock_output_dir(lock);
+        return st;
+    }
     tune_model model = {0};
     tune_lora *lora = NULL;
     tune_batcher *train_b = NULL, *eval_b = NULL;
@@ -127,13 +144,12 @@ tune_status tune_plan_train(tune_plan *plan, const tune_config *cfg, const char 
     snprintf(resolved, sizeof resolved, "%s/config_resolved.yml", plan->output_dir);
     if (plan->total_steps <= 0)
         st = tune_fail_input(err, config_path, "the plan has no training steps (no examples?)");
-    if (!st) st = tune_mkdir_p(plan->output_dir, err);
     if (!st) st = tune_config_write_resolved(cfg, resolved, err);
     if (st) goto done;
     omp_set_num_threads(plan->threads);
     note(hooks, "%ld steps (%ld per epoch), %ld training sequences, %ld eval; loading %s", plan->total_steps,
          plan->steps_per_epoch, plan->n_train_examples, plan->n_eval_examples, plan->base_model);
-    note(hooks, "backend %s", plan->backend_reason);
+    note_backend(hooks, plan);
     /* The model grows to a vocabulary that added tokens extended. */
     if ((st = save_tokenizer(plan, &data, err)) ||
         (st = tune_model_load_stored(plan->base_model, plan->weight_storage, &model, err)) ||
@@ -155,6 +171,7 @@ tune_status tune_plan_train(tune_plan *plan, const tune_config *cfg, const char 
     const tune_batch_source eval_src = batcher_source(eval_b, &eval_opt);
     tune_train_options opts;
     tune_plan_train_options(plan, &opts);
+    opts.skip_nonfinite = cfg->on_nan_inf == TUNE_NAN_INF_SKIP;
     opts.lr = lr;
     opts.tune_version = version;
     opts.config_path = config_path;
@@ -175,6 +192,7 @@ done:
     tune_lora_free(lora);
     tune_model_free(&model);
     tune_plan_data_free(&data);
+    tune_unlock_output_dir(lock);
     return st;
 }
 
@@ -208,7 +226,7 @@ tune_status tune_plan_evaluate(tune_plan *plan, const tune_config *cfg, const ch
     const tune_batch_options eval_opt = eval_batching(plan, &data);
     omp_set_num_threads(plan->threads);
     note(hooks, "evaluating %ld examples; loading %s", (long)data.prep.val.count, plan->base_model);
-    note(hooks, "backend %s", plan->backend_reason);
+    note_backend(hooks, plan);
     if ((st = tune_batcher_create(&data.prep.val, &eval_opt, &eval_b, err)) ||
         (st = tune_model_load_stored(plan->base_model, plan->weight_storage, &model, err)) ||
         (adapter && (st = tune_lora_open_peft(&model, adapter, &lora, err))))

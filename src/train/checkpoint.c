@@ -72,6 +72,7 @@ tune_status train_state_json(const train_state *st, tune_strbuf *out, tune_error
         add_num(acc, "total", st->loss_sum);
         add_num(acc, "last_loss", st->last_loss);
         add_num(acc, "watchdog_count", (double)st->watchdog_count);
+        add_num(acc, "skipped_steps", (double)st->skipped_steps);
         add_num(acc, "evals_not_improved", (double)st->evals_not_improved);
         add_num(acc, "last_eval_loss", st->last_eval);
         add_num(acc, "last_eval_step", (double)st->last_eval_step);
@@ -158,6 +159,9 @@ static tune_status parse_state(const cJSON *o, const char *path, train_state *st
     if (!s) s = get_num(acc, "total", path, &st->loss_sum, err);
     if (!s) s = get_num(acc, "last_loss", path, &st->last_loss, err);
     if (!s) s = get_long(acc, "watchdog_count", path, &st->watchdog_count, err);
+    /* Checkpoints written before steps could be skipped have none. */
+    if (!s && cJSON_GetObjectItemCaseSensitive(acc, "skipped_steps"))
+        s = get_long(acc, "skipped_steps", path, &st->skipped_steps, err);
     if (!s) s = get_long(acc, "evals_not_improved", path, &st->evals_not_improved, err);
     if (!s) s = get_num(acc, "last_eval_loss", path, &st->last_eval, err);
     if (!s) s = get_long(acc, "last_eval_step", path, &st->last_eval_step, err);
@@ -337,7 +341,10 @@ tune_status checkpoint_write(const char *output_dir, const train_state *st, cons
     tune_status s = remove_flat_dir(tmp, err);
     if (s) return s;
     s = write_contents(tmp, st, lora, exp_avg, exp_avg_sq, base_model, err);
-    if (s) return s;
+    if (s) {
+        remove_flat_dir(tmp, NULL); /* frees what a full disk needs back; the error is the write's */
+        return s;
+    }
     /* A checkpoint of the same step from an earlier run (resumed from an
      * older checkpoint) is replaced: moved aside, then removed. */
     const int replacing = tune_is_dir(path);

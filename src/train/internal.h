@@ -26,6 +26,7 @@ typedef struct train_state {
     double loss_sum;              /* every step's loss, for the run's mean */
     double last_loss;             /* the last step's loss */
     long watchdog_count;          /* consecutive steps above loss_watchdog_threshold */
+    long skipped_steps;           /* steps skipped for a non-finite loss or gradient (no update) */
     long evals_not_improved;      /* consecutive evaluations above the best eval loss */
     double best_eval;             /* lowest eval loss, when best_step > 0 */
     long best_step;

@@ -6,6 +6,7 @@
  * an interrupted run resumed from a checkpoint ends with the same bytes as
  * an uninterrupted one. */
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,12 +50,18 @@ typedef struct run {
     int n_epochs;
     long first_step;             /* where this process started */
     char last_checkpoint[4096];  /* "" when none */
+    long saved_step;             /* the step last_checkpoint holds, when this process wrote it; else -1 */
     double t0;                   /* monotonic seconds at the start */
     double log_busy;             /* seconds spent in training steps since the last log */
     double busy;                 /* ... since the start of this process */
     long log_tokens;             /* tokens since the last log */
     long tokens;                 /* tokens since the start of this process */
 } run;
+
+/* Set by tune_train_request_stop (a signal handler), spent by the run that honours it. */
+static volatile sig_atomic_t stop_requested;
+
+void tune_train_request_stop(void) { stop_requested = 1; }
 
 static double now_s(void)
 {
@@ -153,7 +160,7 @@ static tune_status stop_run(const run *R, tune_error *err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static tune_status stop_run(const run *R, tune_error *err, const char *fmt, ...)
 {
-    char reason[512];
+    char reason[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(reason, sizeof reason, fmt, ap);
@@ -168,6 +175,15 @@ static tune_status nonfinite(const run *R, const char *what, double x, const cha
 {
     return stop_run(R, err, "the %s is %s at %s (lower the learning rate or check the data)", what,
                     isnan(x) ? "NaN" : "infinite", where);
+}
+
+/* A failure to write `what` (err holds the file and the system's reason):
+ * the run stops, naming the last good checkpoint. */
+static tune_status write_failed(const run *R, const char *what, tune_error *err)
+{
+    char why[1200];
+    tune_error_format(err, why, sizeof why);
+    return stop_run(R, err, "cannot write %s: %s", what, why);
 }
 
 static tune_status log_entry_add(run *R, cJSON *entry, tune_error *err)
@@ -262,12 +278,17 @@ static tune_status do_save(run *R, tune_error *err)
     char path[4096];
     tune_status st = fetch_state(R, 1, err);
     if (st) return st;
-    st = checkpoint_write(o->output_dir, &R->st, R->lora, R->exp_avg, R->exp_avg_sq,
-                                      o->base_model_name_or_path, path, sizeof path, err);
-    if (!st) st = report_loss_svg(o->output_dir, &R->st, err);
-    if (!st && o->save_total_limit > 0) st = checkpoint_prune(o->output_dir, o->save_total_limit, err);
-    if (st) return st;
+    st = checkpoint_write(o->output_dir, &R->st, R->lora, R->exp_avg, R->exp_avg_sq, o->base_model_name_or_path,
+                          path, sizeof path, err);
+    if (st) {
+        char what[64];
+        snprintf(what, sizeof what, "the checkpoint of step %ld", R->st.global_step);
+        return write_failed(R, what, err);
+    }
     snprintf(R->last_checkpoint, sizeof R->last_checkpoint, "%s", path);
+    R->saved_step = R->st.global_step;
+    if ((st = report_loss_svg(o->output_dir, &R->st, err))) return write_failed(R, "the loss curve", err);
+    if (o->save_total_limit > 0 && (st = checkpoint_prune(o->output_dir, o->save_total_limit, err))) return st;
     emit(R, (tune_train_event){.kind = TUNE_EVENT_SAVE, .path = path});
     return TUNE_OK;
 }
@@ -308,8 +329,66 @@ static tune_status accumulate(run *R, long s, int epoch, long first, double *los
     return TUNE_OK;
 }
 
+/* The name of trainable tensor t (R->tensors' order) in the adapter file. */
+static void tensor_name(const run *R, int t, char *buf, size_t size)
+{
+    const tune_lora *l = R->lora;
+    if (l->saved & TUNE_SAVE_EMBED) {
+        if (t == 0) {
+            snprintf(buf, size, "base_model.model.model.embed_tokens.weight");
+            return;
+        }
+        t--;
+    }
+    if (t >= 2 * l->n_modules) {
+        snprintf(buf, size, "base_model.model.lm_head.weight");
+        return;
+    }
+    char path[128];
+    tune_linear_module_path(l->modules[t / 2].layer, l->modules[t / 2].kind, path, sizeof path);
+    snprintf(buf, size, "base_model.model.%s.lora_%c.weight", path, t % 2 ? 'B' : 'A');
+}
+
+/* What was not finite in step s, whose loss or gradient norm was: the loss,
+ * and the first trainable tensor (PEFT's order) whose gradient holds a NaN
+ * or infinity. The gradient is computed again: clipping by a non-finite
+ * norm has spread NaN into every tensor. */
+static tune_status describe_nonfinite(run *R, long s, int epoch, long first, double loss, char *buf, size_t size,
+                                      tune_error *err)
+{
+    double again;
+    tune_status st = accumulate(R, s, epoch, first, &again, err);
+    if (st) return st;
+    if (tune_backend_fetch(R->be, R->lora->grads, R->dlora.grads, R->lora->n_params * sizeof(float)))
+        return tune_backend_failed(R->be, "fetching the gradient", err);
+    int n_bad = 0, first_bad = -1;
+    for (int t = 0; t < R->n_tensors; t++) {
+        const float *g = R->lora->grads + R->tensors[t].offset;
+        size_t i = 0;
+        while (i < R->tensors[t].size && isfinite(g[i])) i++;
+        if (i == R->tensors[t].size) continue;
+        if (first_bad < 0) first_bad = t;
+        n_bad++;
+    }
+    size_t used = 0;
+    if (!isfinite(loss))
+        used = (size_t)snprintf(buf, size, "the training loss is %s%s", isnan(loss) ? "NaN" : "infinite",
+                                n_bad ? " and " : "");
+    if (used >= size) return TUNE_OK;
+    if (n_bad) {
+        char name[256];
+        tensor_name(R, first_bad, name, sizeof name);
+        snprintf(buf + used, size - used, "the gradient of %s is not finite (%d of the %d trainable tensors are)",
+                 name, n_bad, R->n_tensors);
+    } else if (!used) {
+        snprintf(buf, size, "the gradient norm is not finite");
+    }
+    return TUNE_OK;
+}
+
 /* One optimizer step: its micro-batches, the accumulated gradient, clipping,
- * AdamW; then logging, evaluation and saving when they are due. */
+ * AdamW (or, when the loss or gradient is not finite and skip_nonfinite is
+ * set, no update); then logging, evaluation and saving when they are due. */
 static tune_status train_step(run *R, tune_error *err)
 {
     const tune_train_options *o = R->o;
@@ -331,44 +410,56 @@ static tune_status train_step(run *R, tune_error *err)
     for (int j = 0; j < R->sb.n; j++) tokens += (long)R->sb.mb[j].B * R->sb.mb[j].T;
     const float grad_norm =
         R->be->clip_grad_norm(R->dlora.grads, R->d_tensors, R->n_tensors, (float)o->max_grad_norm);
-    if (!isfinite(loss) || !isfinite(grad_norm)) {
+    const double lr = o->lr[s];
+    const int finite = isfinite(loss) && isfinite(grad_norm);
+    char what[512] = "";
+    if (!finite) {
         char why[512];
         if (R->be->finish(why, sizeof why)) /* a failed device operation, not the numbers */
             return stop_run(R, err, "the %s backend failed at step %ld: %s", R->be->name, s + 1, why);
-        char where[128];
-        snprintf(where, sizeof where, "step %ld (epoch %d, micro-batches %ld-%ld)", s + 1, epoch, first,
-                 first + n_mb - 1);
-        return isfinite(loss) ? nonfinite(R, "gradient norm", grad_norm, where, err)
-                              : nonfinite(R, "training loss", loss, where, err);
+        if ((st = describe_nonfinite(R, s, epoch, first, loss, what, sizeof what, err))) return st;
+        if (!o->skip_nonfinite)
+            return stop_run(R, err, "%s at step %ld (epoch %d, micro-batches %ld-%ld): lower the learning rate, "
+                                    "check the data, or set on_nan_inf: skip to skip such steps",
+                            what, s + 1, epoch, first, first + n_mb - 1);
+        S->skipped_steps++;
+    } else {
+        /* Axolotl's loss watchdog counts steps in a row above the threshold; the run ends after this step. */
+        if (o->loss_watchdog_threshold > 0)
+            S->watchdog_count = loss > o->loss_watchdog_threshold ? S->watchdog_count + 1 : 0;
+        const tune_adamw_coeffs c = tune_adamw_coeffs_make(lr, o->adam_beta1, o->adam_beta2, o->adam_epsilon,
+                                                           o->weight_decay, s + 1);
+        R->be->adamw_update(R->dlora.params, R->d_exp_avg, R->d_exp_avg_sq, R->dlora.grads, R->lora->n_params,
+                            &c);
+        S->last_loss = loss;
+        S->loss_sum += loss;
+        S->log_loss_sum += loss;
+        S->log_n++;
     }
-
-    /* Axolotl's loss watchdog counts steps in a row above the threshold; the run ends after this step. */
-    if (o->loss_watchdog_threshold > 0)
-        S->watchdog_count = loss > o->loss_watchdog_threshold ? S->watchdog_count + 1 : 0;
-
-    const double lr = o->lr[s];
-    const tune_adamw_coeffs c = tune_adamw_coeffs_make(lr, o->adam_beta1, o->adam_beta2, o->adam_epsilon,
-                                                       o->weight_decay, s + 1);
-    R->be->adamw_update(R->dlora.params, R->d_exp_avg, R->d_exp_avg_sq, R->dlora.grads, R->lora->n_params, &c);
 
     S->global_step = s + 1;
     const long epoch_steps = (R->epoch_mb[epoch] + S->accum - 1) / S->accum;
     S->epoch = epoch + (double)(k + 1) / (double)epoch_steps;
     S->data_epoch = k + 1 < epoch_steps ? epoch : epoch + 1;
     S->data_index = k + 1 < epoch_steps ? first + n_mb : 0;
-    S->last_loss = loss;
-    S->loss_sum += loss;
-    S->log_loss_sum += loss;
-    S->log_n++;
     const double took = now_s() - t_start;
     R->tokens += tokens;
     R->log_tokens += tokens;
     R->busy += took;
     R->log_busy += took;
-    emit(R, (tune_train_event){.kind = TUNE_EVENT_STEP, .loss = loss, .lr = lr, .grad_norm = grad_norm,
-                               .tokens_per_s = R->busy > 0 ? (double)R->tokens / R->busy : 0.0});
+    tune_test_fault_point("after step %ld", S->global_step);
+    if (finite) {
+        emit(R, (tune_train_event){.kind = TUNE_EVENT_STEP, .loss = loss, .lr = lr, .grad_norm = grad_norm,
+                                   .tokens_per_s = R->busy > 0 ? (double)R->tokens / R->busy : 0.0});
+    } else {
+        cJSON *e = log_entry_new(S);
+        if (e) cJSON_AddStringToObject(e, "skipped_nonfinite", what);
+        if ((st = log_entry_add(R, e, err))) return st;
+        emit(R, (tune_train_event){.kind = TUNE_EVENT_SKIP, .lr = lr, .what = what});
+    }
 
-    if (o->logging_steps > 0 && S->global_step % o->logging_steps == 0) {
+    /* A log needs a step that counted since the last one. */
+    if (o->logging_steps > 0 && S->global_step % o->logging_steps == 0 && S->log_n > 0) {
         st = do_log(R, lr, grad_norm, err);
         if (st) return st;
     }
@@ -381,6 +472,18 @@ static tune_status train_step(run *R, tune_error *err)
         if (st) return st;
     }
     return TUNE_OK;
+}
+
+/* A stop request (SIGINT/SIGTERM) after a step: a checkpoint of that step
+ * unless save_steps just wrote it, then TUNE_INTERRUPTED naming it. */
+static tune_status interrupt(run *R, tune_error *err)
+{
+    stop_requested = 0;
+    tune_status st = R->saved_step == R->st.global_step ? TUNE_OK : do_save(R, err);
+    if (st) return st;
+    return tune_error_set(err, TUNE_INTERRUPTED, R->last_checkpoint, 0, 0,
+                          "training stopped on request after step %ld of %ld",
+                          R->st.global_step, R->st.total_steps);
 }
 
 static tune_status check_options(const tune_train_options *o, const tune_batch_source *train,
@@ -569,7 +672,9 @@ static tune_status finish(run *R, tune_error *err)
     if (R->eval && R->st.last_eval_step != R->st.global_step) st = do_eval(R, err);
     if (st) return st;
     cJSON *e = log_entry_new(&R->st);
-    if (e) cJSON_AddNumberToObject(e, "train_loss", R->st.loss_sum / (double)R->st.global_step);
+    const long counted = R->st.global_step - R->st.skipped_steps; /* steps whose loss was finite */
+    if (e && counted > 0) cJSON_AddNumberToObject(e, "train_loss", R->st.loss_sum / (double)counted);
+    if (e && R->st.skipped_steps > 0) cJSON_AddNumberToObject(e, "skipped_nonfinite_steps", (double)R->st.skipped_steps);
     if (e && stopped_early(R)) cJSON_AddTrueToObject(e, "stopped_early");
     if (e && stopped_by_watchdog(R)) cJSON_AddTrueToObject(e, "stopped_by_loss_watchdog");
     st = log_entry_add(R, e, err);
@@ -598,12 +703,14 @@ tune_status tune_train_run(const tune_train_options *opts, const tune_batch_sour
     tune_status st = check_options(opts, train, eval, lora, err);
     if (st) return st;
     run R = {.o = opts, .train = train, .eval = eval, .model = model, .lora = lora,
-             .be = opts->backend ? opts->backend : tune_backend_cpu()};
+             .be = opts->backend ? opts->backend : tune_backend_cpu(), .saved_step = -1};
     R.t0 = now_s();
     st = start(&R, err);
     if (!st) emit(&R, (tune_train_event){.kind = TUNE_EVENT_START});
-    while (!st && R.st.global_step < R.st.total_steps && !stopped_early(&R) && !stopped_by_watchdog(&R))
+    while (!st && R.st.global_step < R.st.total_steps && !stopped_early(&R) && !stopped_by_watchdog(&R)) {
         st = train_step(&R, err);
+        if (!st && stop_requested) st = interrupt(&R, err);
+    }
     if (!st) st = finish(&R, err);
     step_batches_free(&R.sb);
     free(R.epoch_first);

@@ -1,5 +1,6 @@
 /* What a run leaves for people to read: training_log.jsonl, loss.svg,
  * run_manifest.json, and the progress lines the CLI prints. */
+#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -33,12 +34,16 @@ tune_status report_log_append(const char *output_dir, const cJSON *entry, tune_e
     FILE *f = fopen(path, "a");
     if (!f) {
         tune_strbuf_free(&sb);
-        return tune_fail_run(err, path, "cannot open for appending");
+        return tune_fail_run(err, path, "cannot open for appending: %s", strerror(errno));
     }
-    const int ok = fwrite(sb.data, 1, sb.len, f) == sb.len;
+    int ok = fwrite(sb.data, 1, sb.len, f) == sb.len;
+    int e = errno;
     tune_strbuf_free(&sb);
-    if (fclose(f) != 0 || !ok) return tune_fail_run(err, path, "write failed");
-    return TUNE_OK;
+    if (fclose(f) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
+    return ok ? TUNE_OK : tune_fail_run(err, path, "write failed: %s", strerror(e));
 }
 
 tune_status report_log_rewrite(const char *output_dir, const train_state *st, tune_error *err)
@@ -336,6 +341,10 @@ void tune_train_format_event(const tune_train_event *ev, int tty, char *buf, siz
         break;
     case TUNE_EVENT_SAVE:
         snprintf(buf, size, "step %ld/%ld saved %s", ev->step, ev->total_steps, ev->path);
+        break;
+    case TUNE_EVENT_SKIP:
+        snprintf(buf, size, "step %ld/%ld skipped, no update (on_nan_inf: skip): %s", ev->step, ev->total_steps,
+                 ev->what);
         break;
     case TUNE_EVENT_END:
         snprintf(buf, size, "done: %ld steps%s, last loss %.4f, adapter in %s, peak memory %.2f GiB", ev->step,

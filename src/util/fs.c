@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -53,26 +54,40 @@ static tune_status fsync_parent_dir(const char *path, tune_error *err)
     return TUNE_OK;
 }
 
+/* 0, or -1 with errno set. */
+static int write_all(int fd, const char *p, size_t left)
+{
+    while (left > 0) {
+        const ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    return 0;
+}
+
 tune_status tune_write_file_atomic(const char *path, const void *data, size_t len, tune_error *err)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
         return tune_fail_input(err, path, "path too long");
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return tune_fail_run(err, tmp, "cannot create: %s", strerror(errno));
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return tune_fail_run(err, tmp, "write failed: %s", strerror(e));
-        }
-        p += w;
-        left -= (size_t)w;
+    /* In two halves, so that a test can crash the process between them. */
+    const size_t half = len / 2;
+    int failed = write_all(fd, data, half);
+    if (!failed) {
+        tune_test_fault_point("write %s", path);
+        failed = write_all(fd, (const char *)data + half, len - half);
+    }
+    if (failed) {
+        const int e = errno;
+        close(fd);
+        unlink(tmp);
+        return tune_fail_run(err, tmp, "write failed: %s", strerror(e));
     }
     if (fsync(fd) != 0 || close(fd) != 0) {
         int e = errno;
@@ -85,6 +100,56 @@ tune_status tune_write_file_atomic(const char *path, const void *data, size_t le
         return tune_fail_run(err, path, "rename failed: %s", strerror(e));
     }
     return fsync_parent_dir(path, err);
+}
+
+/* The pid recorded in a lock file, or 0. */
+static long lock_holder(int fd)
+{
+    char buf[32];
+    const ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    return strtol(buf, NULL, 10);
+}
+
+tune_status tune_lock_output_dir(const char *dir, int *fd_out, tune_error *err)
+{
+    *fd_out = -1;
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/" TUNE_LOCK_FILE, dir) >= (int)sizeof path)
+        return tune_fail_input(err, dir, "path too long");
+    tune_status st = tune_mkdir_p(dir, err);
+    if (st) return st;
+    const int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return tune_fail_run(err, path, "cannot create the lock file: %s", strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        const int e = errno;
+        const long holder = e == EWOULDBLOCK ? lock_holder(fd) : 0;
+        close(fd);
+        if (e != EWOULDBLOCK) return tune_fail_run(err, path, "cannot lock: %s", strerror(e));
+        char pid[32] = "a pid not yet written";
+        if (holder > 0) snprintf(pid, sizeof pid, "pid %ld", holder);
+        return tune_fail_input(err, dir,
+                               "output_dir is in use by another tune run (%s holds %s): one run writes into an "
+                               "output_dir at a time; wait for it to end, or choose another output_dir",
+                               pid, path);
+    }
+    /* The pid, for the message above; written before the old text is cut
+     * off, so a reader never finds the file empty. */
+    char pid[32];
+    const int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (pwrite(fd, pid, (size_t)n, 0) != n || ftruncate(fd, n) != 0) {
+        const int e = errno;
+        close(fd);
+        return tune_fail_run(err, path, "cannot write: %s", strerror(e));
+    }
+    *fd_out = fd;
+    return TUNE_OK;
+}
+
+void tune_unlock_output_dir(int fd)
+{
+    if (fd >= 0) close(fd); /* closing drops the lock; the file stays, harmless */
 }
 
 tune_status tune_mkdir_p(const char *path, tune_error *err)
