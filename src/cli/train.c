@@ -48,15 +48,19 @@ static void on_stop_signal(int sig)
     tune_train_request_stop();
 }
 
+/* A signal ignored when tune started (SIGINT for a shell's background job,
+ * say) stays ignored. The handler masks both, so it never runs twice at once. */
 static void catch_stop_signals(void)
 {
-    struct sigaction sa;
+    static const int sigs[] = {SIGINT, SIGTERM};
+    struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    for (int i = 0; i < 2; i++) sigaddset(&sa.sa_mask, sigs[i]);
+    for (int i = 0; i < 2; i++)
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sigs[i], &sa, NULL);
 }
 
 /* arg as one shell word: as it is when that is safe, else in single quotes. */

@@ -85,13 +85,24 @@ static tune_status keep(text_list *tl, const tune_strbuf *text, tune_error *err)
     return TUNE_OK;
 }
 
+/* A bad record that stops the stage also says how to go on without it. */
+static tune_status stop_at_record(tune_error *e)
+{
+    if (e->code == TUNE_ERR_INPUT && e->record >= 0) {
+        const size_t n = strlen(e->message);
+        snprintf(e->message + n, sizeof e->message - n,
+                 "; fix or remove the record, or set skip_bad_records: true to skip such records");
+    }
+    return e->code;
+}
+
 /* A record the stage rejects: skipped and listed, or the error. */
 static tune_status reject(const tune_data_options *opt, tune_data_report *rep, tune_dataset_report *dr,
                           tune_error *e, tune_error *err)
 {
     if (!opt->skip_bad_records || e->code != TUNE_ERR_INPUT) {
         if (err && err != e) *err = *e;
-        return e->code;
+        return err ? stop_at_record(err) : e->code;
     }
     dr->skipped++;
     if (tune_error_list_add(&rep->skipped, e)) return tune_fail_run(err, NULL, "out of memory");
@@ -116,9 +127,11 @@ static tune_status add_example(tune_example_set *set, tune_dataset_report *dr, i
     return TUNE_OK;
 }
 
+/* shortest_drop: the fewest tokens of an example dropped as too long so far (0: none). */
 static tune_status prepare_record(const tune_data_options *opt, const tune_dataset_options *ds,
                                   const tune_data_tokenizer *tok, const tune_record *rec, int d, long record,
-                                  tune_example_set *set, tune_dataset_report *dr, text_list *tl, tune_error *e)
+                                  tune_example_set *set, tune_dataset_report *dr, long *shortest_drop, text_list *tl,
+                                  tune_error *e)
 {
     tune_formatted f;
     tune_status st = tune_data_format_record(rec, ds, opt, &f, e);
@@ -145,12 +158,14 @@ static tune_status prepare_record(const tune_data_options *opt, const tune_datas
     if (n > L) {
         if (opt->excess == TUNE_DATA_EXCESS_DROP) {
             dr->dropped_long++;
+            if (*shortest_drop == 0 || (long)n < *shortest_drop) *shortest_drop = (long)n;
             goto done;
         }
         if (opt->excess == TUNE_DATA_EXCESS_RAISE) {
             st = tune_error_set(e, TUNE_ERR_INPUT, rec->file, rec->line, 0,
-                                "example has %zu tokens, more than sequence_len %d (excess_length_strategy: raise)",
-                                n, opt->sequence_len);
+                                "example has %zu tokens, more than sequence_len %d (excess_length_strategy: raise): "
+                                "set sequence_len to %zu, or excess_length_strategy to truncate or drop",
+                                n, opt->sequence_len, n);
             e->record = rec->index;
             goto done;
         }
@@ -167,7 +182,7 @@ done:
 
 static tune_status prepare_dataset(const tune_data_options *opt, const tune_dataset_options *ds,
                                    const tune_data_tokenizer *tok, int d, tune_example_set *set,
-                                   tune_data_report *rep, text_list *tl, tune_error *err)
+                                   tune_data_report *rep, long *shortest_drop, text_list *tl, tune_error *err)
 {
     tune_dataset_report *dr = &rep->datasets[d];
     snprintf(dr->name, sizeof dr->name, "%s", ds->name ? ds->name : (ds->n_files ? ds->files[0] : "?"));
@@ -177,6 +192,7 @@ static tune_status prepare_dataset(const tune_data_options *opt, const tune_data
         int before = rep->skipped.count;
         tune_status st = tune_data_read_file(ds->files[fi], ds->format, &recs,
                                              opt->skip_bad_records ? &rep->skipped : NULL, err);
+        if (st && err) stop_at_record(err);
         dr->skipped += rep->skipped.count - before;
         dr->records += rep->skipped.count - before;
         long in_file = rep->skipped.count - before + (long)recs.count;
@@ -186,7 +202,7 @@ static tune_status prepare_dataset(const tune_data_options *opt, const tune_data
             dr->records++;
             /* the record's number in the dataset counts skipped records too */
             tune_status rs = prepare_record(opt, ds, tok, &recs.items[i], d, record + recs.items[i].index, set, dr,
-                                            tl, &e);
+                                            shortest_drop, tl, &e);
             if (rs) st = reject(opt, rep, dr, &e, err);
         }
         record += in_file;
@@ -220,8 +236,10 @@ static tune_status split(const tune_data_options *opt, tune_example_set *all, tu
         return TUNE_OK;
     }
     if (n_val >= n)
-        return tune_fail_input(err, NULL, "val_set_size %g takes %zu of %zu examples and leaves none to train on",
-                               opt->val_set_size, n_val, n);
+        return tune_fail_input(err, NULL,
+                               "val_set_size %g takes %zu of %zu examples and leaves none to train on: set it below "
+                               "%zu (a count) or below 1 (a fraction), or add data",
+                               opt->val_set_size, n_val, n, n);
     size_t *perm = malloc(n * sizeof *perm);
     unsigned char *is_val = calloc(n, 1);
     tune_strbuf *texts = tl ? malloc(n * sizeof *texts) : NULL;
@@ -433,6 +451,46 @@ static int cache_load(const char *path, int n_reports, tune_prepared *p)
 
 /* ---- the whole stage ---- */
 
+/* Why datasets [first, end) of the report (the config's `key`) gave no
+ * `what` example, and what to change. shortest: the shortest example dropped
+ * as too long. */
+static tune_status no_examples(const tune_data_options *opt, const tune_data_report *rep, int first, int end,
+                               const char *key, const char *what, long shortest, tune_error *err)
+{
+    long records = 0, skipped = 0, too_long = 0, untrained = 0, longest = 0;
+    for (int d = first; d < end; d++) {
+        const tune_dataset_report *dr = &rep->datasets[d];
+        records += dr->records;
+        skipped += dr->skipped;
+        too_long += dr->dropped_long;
+        untrained += dr->dropped_untrained;
+        if (dr->longest > longest) longest = dr->longest;
+    }
+    char why[900] = "";
+    size_t n = 0;
+#define WHY(...) n += (size_t)snprintf(why + n, n < sizeof why ? sizeof why - n : 0, __VA_ARGS__)
+    if (records == 0) WHY("; the files have no records");
+    if (too_long == 1)
+        WHY("; 1 example, of %ld tokens, is longer than sequence_len %d and excess_length_strategy: drop drops it: "
+            "set sequence_len to %ld, or excess_length_strategy: truncate to cut it to %d tokens",
+            longest, opt->sequence_len, longest, opt->sequence_len);
+    else if (too_long)
+        WHY("; %ld examples are longer than sequence_len %d (the shortest %ld tokens, the longest %ld) and "
+            "excess_length_strategy: drop drops them: set sequence_len to %ld to keep them all (%ld keeps the "
+            "shortest), or excess_length_strategy: truncate to cut them to %d tokens",
+            too_long, opt->sequence_len, shortest, longest, longest, shortest, opt->sequence_len);
+    if (untrained)
+        WHY("; %ld example%s no trained token (every label is -100): check train_on_inputs, roles_to_train and "
+            "that the outputs are not empty",
+            untrained, untrained == 1 ? " has" : "s have");
+    if (skipped)
+        WHY("; %ld unreadable record%s skipped (skip_bad_records; tune preprocess lists why)", skipped,
+            skipped == 1 ? " was" : "s were");
+#undef WHY
+    return tune_fail_input(err, NULL, "the %s gave no %s examples%s%s", key, what, why[0] ? ":" : "",
+                           why[0] ? why + 1 : "");
+}
+
 tune_status tune_data_prepare(const tune_data_options *opt, const tune_data_tokenizer *tok, const char *cache_dir,
                               int keep_text, tune_prepared *out, tune_error *err)
 {
@@ -462,13 +520,19 @@ tune_status tune_data_prepare(const tune_data_options *opt, const tune_data_toke
     out->report.n_datasets = n_reports;
     tune_example_set all = {0};
     text_list tl = {0}, tl_val = {0};
+    long shortest_drop = 0, shortest_drop_val = 0;
     st = TUNE_OK;
     for (int d = 0; d < opt->n_datasets && !st; d++)
-        st = prepare_dataset(opt, &opt->datasets[d], tok, d, &all, &out->report, keep_text ? &tl : NULL, err);
+        st = prepare_dataset(opt, &opt->datasets[d], tok, d, &all, &out->report, &shortest_drop,
+                             keep_text ? &tl : NULL, err);
     for (int d = 0; d < opt->n_test_datasets && !st; d++)
         st = prepare_dataset(opt, &opt->test_datasets[d], tok, opt->n_datasets + d, &out->val, &out->report,
-                             keep_text ? &tl_val : NULL, err);
-    if (!st && all.count == 0) st = tune_fail_input(err, NULL, "the datasets gave no training examples");
+                             &shortest_drop_val, keep_text ? &tl_val : NULL, err);
+    if (!st && all.count == 0) st = no_examples(opt, &out->report, 0, opt->n_datasets, "datasets", "training", shortest_drop,
+                                                    err);
+    if (!st && opt->n_test_datasets > 0 && out->val.count == 0)
+        st = no_examples(opt, &out->report, opt->n_datasets, n_reports, "test_datasets", "evaluation",
+                         shortest_drop_val, err);
     if (!st) {
         if (opt->n_test_datasets > 0) {
             out->train = all;

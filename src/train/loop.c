@@ -183,7 +183,8 @@ static tune_status write_failed(const run *R, const char *what, tune_error *err)
 {
     char why[1200];
     tune_error_format(err, why, sizeof why);
-    return stop_run(R, err, "cannot write %s: %s", what, why);
+    return stop_run(R, err, "cannot write %s: %s (free some space, or make the folder writable, then resume)", what,
+                    why);
 }
 
 static tune_status log_entry_add(run *R, cJSON *entry, tune_error *err)
@@ -193,7 +194,7 @@ static tune_status log_entry_add(run *R, cJSON *entry, tune_error *err)
         cJSON_Delete(entry);
         return tune_fail_run(err, NULL, "out of memory for the training log");
     }
-    return report_log_append(R->o->output_dir, entry, err);
+    return report_log_append(R->o->output_dir, entry, err) ? write_failed(R, "the training log", err) : TUNE_OK;
 }
 
 static cJSON *log_entry_new(const train_state *st)
@@ -679,8 +680,9 @@ static tune_status finish(run *R, tune_error *err)
     if (e && stopped_by_watchdog(R)) cJSON_AddTrueToObject(e, "stopped_by_loss_watchdog");
     st = log_entry_add(R, e, err);
     if (!st) st = fetch_state(R, 0, err);
-    if (!st) st = tune_lora_save_peft(R->lora, o->output_dir, o->base_model_name_or_path, err);
     if (st) return st;
+    if ((st = tune_lora_save_peft(R->lora, o->output_dir, o->base_model_name_or_path, err)))
+        return write_failed(R, "the adapter", err);
     tune_strbuf json = {0};
     char path[4096];
     st = train_state_json(&R->st, &json, err);
@@ -689,7 +691,7 @@ static tune_status finish(run *R, tune_error *err)
     tune_strbuf_free(&json);
     if (!st) st = report_loss_svg(o->output_dir, &R->st, err);
     if (!st) st = report_manifest(o, &R->st, err);
-    if (st) return st;
+    if (st) return write_failed(R, "the run's reports", err);
     emit(R, (tune_train_event){.kind = TUNE_EVENT_END, .loss = R->st.last_loss, .path = o->output_dir,
                                .eval_loss = R->eval ? R->st.last_eval : NAN, .stopped_early = stopped_early(R),
                                .stopped_by_watchdog = stopped_by_watchdog(R)});
