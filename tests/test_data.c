@@ -125,8 +125,8 @@ static tune_data_options base_options(const tune_dataset_options *ds, int n)
     memset(&o, 0, sizeof o);
     o.datasets = ds;
     o.n_datasets = n;
-    o.template_id = TUNE_TEMPLATE_LLAMA3;
-    o.template_options = tune_template_default_options(TUNE_TEMPLATE_LLAMA3);
+    o.chat_template.id = TUNE_TEMPLATE_LLAMA3;
+    o.chat_template.opt = tune_template_default_options(TUNE_TEMPLATE_LLAMA3);
     o.sequence_len = 4096;
     o.excess = TUNE_DATA_EXCESS_DROP;
     o.seed = 42;
@@ -187,7 +187,7 @@ static tune_error read_error(const char *path, tune_data_format fmt)
 static tune_error prepare_error(tune_dataset_options *d, tune_template_id tpl)
 {
     tune_data_options o = base_options(d, 1);
-    o.template_id = tpl;
+    o.chat_template.id = tpl;
     tune_data_tokenizer tok = tokenizer(&TOY);
     tune_prepared p;
     tune_error err;
@@ -395,8 +395,8 @@ START_TEST(test_sharegpt_chatml_labels)
     const char *files[] = {fixture("sharegpt.json")};
     tune_dataset_options d = dataset("sharegpt", files, 1);
     tune_data_options o = base_options(&d, 1);
-    o.template_id = TUNE_TEMPLATE_CHATML;
-    o.template_options = tune_template_default_options(TUNE_TEMPLATE_CHATML);
+    o.chat_template.id = TUNE_TEMPLATE_CHATML;
+    o.chat_template.opt = tune_template_default_options(TUNE_TEMPLATE_CHATML);
     tune_data_tokenizer tok = tokenizer(&TOY);
     tune_prepared p;
     tune_error err;
@@ -427,7 +427,7 @@ START_TEST(test_llama2_text_records)
     const char *files[] = {fixture("llama2.txt")};
     tune_dataset_options d = dataset("llama2", files, 1);
     tune_data_options o = base_options(&d, 1);
-    o.template_options = tune_template_default_options(TUNE_TEMPLATE_LLAMA2); /* a tokenizer with <s> / </s> */
+    o.chat_template.opt = tune_template_default_options(TUNE_TEMPLATE_LLAMA2); /* a tokenizer with <s> / </s> */
     tune_data_tokenizer tok = tokenizer(&TOY);
     tune_prepared p;
     tune_error err;
@@ -471,8 +471,8 @@ START_TEST(test_llama2_text_trains_tokenizer_eos)
     tune_dataset_options d = dataset("llama2", NULL, 0);
     tune_data_options o = base_options(&d, 1);
     /* as the plan sets them: the tokenizer's BOS/EOS texts */
-    o.template_options.bos = tune_tokenizer_id_to_token(tk, sp->bos);
-    o.template_options.eos = tune_tokenizer_id_to_token(tk, sp->eos);
+    o.chat_template.opt.bos = tune_tokenizer_id_to_token(tk, sp->bos);
+    o.chat_template.opt.eos = tune_tokenizer_id_to_token(tk, sp->eos);
     char text[] = "<s>[INST] Sum A1 to A3 [/INST] =SUM(A1:A3) </s><s>[INST] And B? [/INST] =SUM(B1:B3) </s>";
     tune_record rec = {.text = text, .text_len = strlen(text), .file = "mem", .line = 1};
     tune_formatted f;
@@ -533,7 +533,7 @@ START_TEST(test_pieces_vs_whole_tokenization)
                                                    "{\"role\": \"assistant\", \"content\": \"ab\"}]}\n")};
     tune_dataset_options d = dataset("chat_template", files, 1);
     tune_data_options o = base_options(&d, 1);
-    o.template_id = TUNE_TEMPLATE_VICUNA; /* "... ASSISTANT: ab</s>" */
+    o.chat_template.id = TUNE_TEMPLATE_VICUNA; /* "... ASSISTANT: ab</s>" */
     tune_data_tokenizer tok = tokenizer(&TOY_MERGE);
     tune_prepared p;
     tune_error err;
@@ -821,7 +821,7 @@ START_TEST(test_cache_invalidation)
     ck_assert_int_eq(tune_data_cache_key(&o2, &tok, k, &err), TUNE_OK);
     ck_assert_str_ne(k, k0);
     o2 = o;
-    o2.template_id = TUNE_TEMPLATE_CHATML;
+    o2.chat_template.id = TUNE_TEMPLATE_CHATML;
     ck_assert_int_eq(tune_data_cache_key(&o2, &tok, k, &err), TUNE_OK);
     ck_assert_str_ne(k, k0);
     tune_data_tokenizer tok2 = tokenizer(&TOY_MERGE);
@@ -1102,7 +1102,7 @@ START_TEST(test_record_system_field)
                                         "{\"role\": \"assistant\", \"content\": \"A\"}]}\n")};
     tune_dataset_options d = dataset("chat_template", files, 1);
     tune_data_options o = base_options(&d, 1);
-    o.template_id = TUNE_TEMPLATE_CHATML;
+    o.chat_template.id = TUNE_TEMPLATE_CHATML;
     o.default_system_message = "D";
     tune_data_tokenizer tok = tokenizer(&TOY);
     tune_prepared p;
@@ -1148,10 +1148,10 @@ START_TEST(test_ids_match_transformers)
         tune_record rec = {.json = obj, .file = "golden", .line = 1, .index = checked};
         tune_dataset_options d = dataset("chat_template", NULL, 0);
         tune_data_options o = base_options(&d, 1);
-        o.template_id = id;
-        o.template_options.bos = cJSON_GetObjectItem(e, "bos")->valuestring;
-        o.template_options.eos = cJSON_GetObjectItem(e, "eos")->valuestring;
-        o.template_options.date = "26 Jul 2024";
+        o.chat_template.id = id;
+        o.chat_template.opt.bos = cJSON_GetObjectItem(e, "bos")->valuestring;
+        o.chat_template.opt.eos = cJSON_GetObjectItem(e, "eos")->valuestring;
+        o.chat_template.opt.date = "26 Jul 2024";
         tune_formatted f;
         ck_assert_int_eq(tune_data_format_record(&rec, &d, &o, &f, &err), TUNE_OK);
         ck_assert_str_eq(f.text.data, cJSON_GetObjectItem(e, "text")->valuestring);

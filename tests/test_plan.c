@@ -366,7 +366,7 @@ START_TEST(prepare_data_gives_the_plan_its_counts)
             /* the ShareGPT entry took its own field names */
             ck_assert_str_eq(d.setup.datasets[1].field_messages, "conversations");
             ck_assert_str_eq(d.setup.datasets[1].field_role, "from");
-            ck_assert_int_eq(d.setup.opt.template_id, TUNE_TEMPLATE_CHATML);
+            ck_assert_int_eq(d.setup.opt.chat_template.id, TUNE_TEMPLATE_CHATML);
             tune_plan_data_free(&d);
             tune_plan_free(&p);
             tune_config_free(&cfg);
@@ -465,7 +465,7 @@ START_TEST(data_errors_are_explained_not_fatal)
     ck_assert_int_eq(d.dtok.pad_id, tune_tokenizer_token_to_id(d.tok, "<|endoftext|>"));
     ck_assert_int_eq(d.batch.pad_id, d.dtok.pad_id);
     ck_assert_int_eq(d.dtok.eos_id, tune_tokenizer_token_to_id(d.tok, "<|im_start|>"));
-    ck_assert_str_eq(d.setup.opt.template_options.eos, "<|im_start|>");
+    ck_assert_str_eq(d.setup.opt.chat_template.opt.eos, "<|im_start|>");
     tune_plan_data_free(&d);
     tune_plan_free(&p);
     tune_config_free(&cfg);

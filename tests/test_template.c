@@ -195,12 +195,122 @@ START_TEST(test_resolve)
     ck_assert_int_eq(tune_template_resolve("chatml", NULL, &id, &err), TUNE_OK);
     ck_assert_int_eq(id, TUNE_TEMPLATE_CHATML);
     ck_assert_int_eq(tune_template_resolve("tokenizer_default", NULL, &id, &err), TUNE_ERR_INPUT);
-    ck_assert_int_eq(tune_template_resolve("tokenizer_default", "{{ x }}", &id, &err), TUNE_ERR_INPUT);
+    /* A template tune has no renderer for runs as Jinja; a fallback applies only without one. */
+    ck_assert_int_eq(tune_template_resolve("tokenizer_default", "{{ x }}", &id, &err), TUNE_OK);
+    ck_assert_int_eq(id, TUNE_TEMPLATE_JINJA);
     ck_assert_int_eq(tune_template_resolve("tokenizer_default_fallback_zephyr", "{{ x }}", &id, &err), TUNE_OK);
+    ck_assert_int_eq(id, TUNE_TEMPLATE_JINJA);
+    ck_assert_int_eq(tune_template_resolve("tokenizer_default_fallback_zephyr", NULL, &id, &err), TUNE_OK);
     ck_assert_int_eq(id, TUNE_TEMPLATE_ZEPHYR);
+    ck_assert_int_eq(tune_template_resolve("jinja", smol, &id, &err), TUNE_OK);
+    ck_assert_int_eq(id, TUNE_TEMPLATE_JINJA);
     ck_assert_int_eq(tune_template_resolve("jinja2", NULL, &id, &err), TUNE_ERR_INPUT);
     ck_assert_ptr_nonnull(strstr(err.message, "'jinja2'"));
     cJSON_Delete(g);
+}
+END_TEST
+
+/* Each built-in's real Jinja source, run by the engine with spans found
+ * Axolotl's way (renders up to each message with placeholders), gives the
+ * built-in renderer's text and exactly its spans, which were written by
+ * hand from each template's structure. */
+START_TEST(test_jinja_spans_match_builtin_spans)
+{
+    cJSON *g = load_golden();
+    cJSON *tpl;
+    int checked = 0;
+    cJSON_ArrayForEach(tpl, cJSON_GetObjectItem(g, "templates"))
+    {
+        tune_template builtin = {0}, jinja;
+        tune_error err;
+        ck_assert(tune_template_from_name(tpl->string, &builtin.id));
+        const char *src = cJSON_GetObjectItem(tpl, "source")->valuestring;
+        ck_assert_int_eq(tune_template_open("jinja", NULL, src, tpl->string, &jinja, &err), TUNE_OK);
+        builtin.opt = (tune_template_options){cJSON_GetObjectItem(tpl, "bos")->valuestring,
+                                              cJSON_GetObjectItem(tpl, "eos")->valuestring, "26 Jul 2024"};
+        jinja.opt = builtin.opt;
+        for (int c = 0; c < cJSON_GetArraySize(cJSON_GetObjectItem(g, "conversations")); c++) {
+            tune_chat_message msgs[8];
+            tune_message_span want[8], got[8];
+            int n = conversation(g, c, msgs, 8);
+            tune_strbuf a = {0}, b = {0};
+            tune_strbuf_puts(&b, "prefix:"); /* spans are offsets into out, after what it held */
+            tune_status sa = tune_chat_render(&builtin, msgs, n, 0, &a, want, &err);
+            tune_status sb = tune_chat_render(&jinja, msgs, n, 0, &b, got, &err);
+            ck_assert_int_eq(sa, sb);
+            if (sa == TUNE_OK) {
+                ck_assert_str_eq(a.data, b.data + 7);
+                for (int i = 0; i < n; i++) {
+                    /* A template that folds the system message into the first user turn
+                     * (Llama 2) writes nothing for it alone: no span, as in Axolotl. */
+                    if (!strcmp(msgs[i].role, "system") && got[i].start == got[i].end) continue;
+                    ck_assert_msg(got[i].start == want[i].start + 7 && got[i].end == want[i].end + 7,
+                                  "%s conversation %d message %d: content [%zu, %zu), built-in [%zu, %zu)", tpl->string,
+                                  c, i, got[i].start - 7, got[i].end - 7, want[i].start, want[i].end);
+                    if (!strcmp(msgs[i].role, "assistant"))
+                        ck_assert_msg(got[i].eot_start == want[i].eot_start + 7 && got[i].eot_end == want[i].eot_end + 7,
+                                      "%s conversation %d message %d: end of turn [%zu, %zu), built-in [%zu, %zu)",
+                                      tpl->string, c, i, got[i].eot_start - 7, got[i].eot_end - 7, want[i].eot_start,
+                                      want[i].eot_end);
+                }
+                checked++;
+            }
+            tune_strbuf_free(&a);
+            tune_strbuf_free(&b);
+        }
+        tune_template_close(&jinja);
+    }
+    ck_assert_int_ge(checked, 30);
+    cJSON_Delete(g);
+}
+END_TEST
+
+/* A template's raise_exception stops the render with its message quoted. */
+START_TEST(test_jinja_raise_is_quoted)
+{
+    tune_template t;
+    tune_error err;
+    const char *src = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                      "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}";
+    ck_assert_int_eq(tune_template_open("jinja", NULL, src, "gemma.jinja", &t, &err), TUNE_OK);
+    t.opt.date = "26 Jul 2024";
+    tune_chat_message m[] = {{"system", "s"}, {"user", "u"}};
+    tune_strbuf out = {0};
+    ck_assert_int_eq(tune_chat_render(&t, m, 2, 0, &out, NULL, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.message, "\"System role not supported\""));
+    ck_assert_ptr_nonnull(strstr(err.message, "gemma.jinja:1:"));
+    tune_strbuf_free(&out);
+    ck_assert_int_eq(tune_chat_render(&t, m + 1, 1, 0, &out, NULL, &err), TUNE_OK);
+    ck_assert_str_eq(out.data, "u");
+    tune_strbuf_free(&out);
+    tune_template_close(&t);
+    /* chat_template: jinja without a template says what is missing. */
+    ck_assert_int_eq(tune_template_open("jinja", NULL, NULL, NULL, &t, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.message, "chat_template_jinja"));
+}
+END_TEST
+
+/* A template that writes a message differently once more follow cannot be
+ * cut into spans: an error, never wrong labels. */
+START_TEST(test_jinja_unstable_prefix_is_an_error)
+{
+    tune_template t;
+    tune_error err;
+    const char *src = "{% for m in messages %}{% if loop.last %}{{ m['content'] }}{% else %}{{ m['content'] | upper }}"
+                      "{% endif %};{% endfor %}";
+    ck_assert_int_eq(tune_template_open("jinja", NULL, src, "t.jinja", &t, &err), TUNE_OK);
+    t.opt.date = "26 Jul 2024";
+    t.opt.eos = ";";
+    tune_chat_message m[] = {{"user", "q"}, {"assistant", "a"}};
+    tune_message_span sp[2];
+    tune_strbuf out = {0};
+    ck_assert_int_eq(tune_chat_render(&t, m, 2, 0, &out, NULL, &err), TUNE_OK);
+    ck_assert_str_eq(out.data, "Q;a;");
+    tune_strbuf_free(&out);
+    ck_assert_int_eq(tune_chat_render(&t, m, 2, 0, &out, sp, &err), TUNE_ERR_INPUT);
+    ck_assert_ptr_nonnull(strstr(err.message, "message 0 (user)"));
+    tune_strbuf_free(&out);
+    tune_template_close(&t);
 }
 END_TEST
 
@@ -215,6 +325,9 @@ int main(void)
     tcase_add_test(tc, test_strip_like_python);
     tcase_add_test(tc, test_names);
     tcase_add_test(tc, test_resolve);
+    tcase_add_test(tc, test_jinja_spans_match_builtin_spans);
+    tcase_add_test(tc, test_jinja_raise_is_quoted);
+    tcase_add_test(tc, test_jinja_unstable_prefix_is_an_error);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -42,6 +42,7 @@ int tune_cli_eval(int argc, char **argv);
 int tune_cli_config(int argc, char **argv);
 int tune_cli_merge(int argc, char **argv);
 int tune_cli_tokenize(int argc, char **argv);
+int tune_cli_template(int argc, char **argv);
 int tune_cli_tokens(int argc, char **argv);
 int tune_cli_export(int argc, char **argv);
 int tune_cli_preprocess(int argc, char **argv);

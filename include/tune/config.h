@@ -51,6 +51,7 @@ typedef enum {
     TUNE_CHAT_TEMPLATE_SMOLLM2,
     TUNE_CHAT_TEMPLATE_ZEPHYR,
     TUNE_CHAT_TEMPLATE_ALPACA,
+    TUNE_CHAT_TEMPLATE_JINJA, /* chat_template_jinja */
     /* tokenizer_default_fallback_NAME: the tokenizer's own template when tune
      * knows it, else NAME; stored as TUNE_CHAT_TEMPLATE_FALLBACK + NAME's value */
     TUNE_CHAT_TEMPLATE_FALLBACK = 16,

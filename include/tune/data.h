@@ -62,9 +62,9 @@ typedef struct tune_dataset_options {
     tune_data_train_on_eos train_on_eos;
     /* completion / llama2: the text field of JSON records */
     const char *field;
-    /* chat: template for this entry; < 0 uses tune_data_options.template_id
+    /* chat: template for this entry; NULL uses tune_data_options.chat_template
      * (llama2 text always renders with the llama2 template) */
-    int template_id;
+    const tune_template *chat_template;
 } tune_dataset_options;
 
 /* Fills o with the defaults of a dataset `type:` ("alpaca", "sharegpt",
@@ -79,8 +79,7 @@ typedef struct tune_data_options {
     int n_datasets;
     const tune_dataset_options *test_datasets; /* when given, the validation set (no split; val_set_size must be 0) */
     int n_test_datasets;
-    tune_template_id template_id;              /* chat_template (see tune_template_resolve) */
-    tune_template_options template_options;    /* BOS/EOS text of the tokenizer, the fixed date */
+    tune_template chat_template;          /* with the tokenizer's BOS/EOS texts and the fixed date */
     const char *default_system_message;        /* prepended to conversations without one; NULL none */
     int sequence_len;
     tune_data_excess excess;

@@ -137,12 +137,13 @@ typedef struct tune_lm tune_lm;
 tune_status tune_lm_open(const tune_backend *be, const char *model_path, const char *adapter_dir, tune_lm **out,
                          tune_error *err);
 void tune_lm_close(tune_lm *lm);
-/* NULL when prompts can be rendered with a chat template (the model's own
- * is one tune renders, template.h, or one was set); otherwise why not. */
+/* NULL when prompts can be rendered with a chat template (the model has
+ * one that parses, or one was set); otherwise why not. */
 const char *tune_lm_template_missing(const tune_lm *lm);
 /* Renders prompts with the template a config's chat_template: NAME means
  * for this model (tune_template_resolve: "chatml", "llama3", ...,
- * "tokenizer_default_fallback_chatml"). */
+ * "tokenizer_default_fallback_chatml"), or with the Jinja template in the
+ * file NAME when it ends in ".jinja". */
 tune_status tune_lm_set_template(tune_lm *lm, const char *name, tune_error *err);
 /* The EOS ids generation stops at; returns their count. */
 int tune_lm_eos_ids(const tune_lm *lm, const int32_t **ids);

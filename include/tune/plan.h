@@ -150,6 +150,10 @@ typedef struct tune_plan_data_setup {
     tune_data_options opt;           /* what tune_data_prepare takes; points into the arrays below */
     tune_dataset_options *datasets;  /* (n_datasets + n_test_datasets): datasets, then test_datasets */
     char ***files;                   /* (n_datasets + n_test_datasets) resolved file lists */
+    tune_template *templates;   /* (1 + n_datasets + n_test_datasets): the top-level one (opt.chat_template
+                                      * is a copy of it), then each entry's own where it has one */
+    int n_templates;
+    char *jinja;                     /* chat_template_jinja's text (read from its file), or NULL */
     int n_datasets, n_test_datasets;
 } tune_plan_data_setup;
 

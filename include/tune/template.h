@@ -1,14 +1,16 @@
-/* Built-in chat templates, rendered in C (no Jinja engine). Each renderer
- * produces exactly the text Transformers' apply_chat_template renders with
- * the model's published Jinja template (tests/data/data/templates_golden.json),
- * and reports where every message's content and end-of-turn marker sit in
- * that text, so the data stage can train on exactly those characters. */
+/* Chat templates. Built-in ones are rendered in C: each produces exactly the
+ * text Transformers' apply_chat_template renders with the model's published
+ * Jinja template (tests/data/data/templates_golden.json). Any other template
+ * runs in tune's Jinja engine (tune/jinja.h). Either way the renderer reports
+ * where every message's content and end-of-turn marker sit in the text, so
+ * the data stage can train on exactly those characters. */
 #ifndef TUNE_TEMPLATE_H
 #define TUNE_TEMPLATE_H
 
 #include <stddef.h>
 
 #include "tune/error.h"
+#include "tune/jinja.h"
 #include "tune/util.h"
 
 typedef enum {
@@ -20,7 +22,10 @@ typedef enum {
     TUNE_TEMPLATE_VICUNA,   /* Vicuna v1.1 (FastChat) */
     TUNE_TEMPLATE_ZEPHYR,   /* Zephyr / TinyLlama-chat */
     TUNE_TEMPLATE_ALPACA,   /* Axolotl's alpaca chat template */
-    TUNE_N_TEMPLATES
+    TUNE_N_TEMPLATES,
+    /* Not a built-in: a Jinja template (the model's own, or chat_template_jinja)
+     * run by the engine of tune/jinja.h. */
+    TUNE_TEMPLATE_JINJA = TUNE_N_TEMPLATES
 } tune_template_id;
 
 /* The date Llama 3.1/3.2 templates fall back to ("Today Date: ..."). */
@@ -63,6 +68,38 @@ tune_status tune_template_render(tune_template_id id, const tune_template_option
                                  const tune_chat_message *msgs, int n, int add_generation_prompt,
                                  tune_strbuf *out, tune_message_span *spans, tune_error *err);
 
+/* A template ready to render: a built-in, or a parsed Jinja template with
+ * the source it came from. Filled by tune_template_open (or, for a
+ * built-in, by setting id and opt); freed by tune_template_close. */
+typedef struct tune_template {
+    tune_template_id id;
+    tune_template_options opt; /* BOS/EOS texts (bos_token/eos_token for Jinja), the date */
+    tune_jinja *jinja;         /* TUNE_TEMPLATE_JINJA: the parsed template (owned) */
+    char sha256[65];           /* TUNE_TEMPLATE_JINJA: fingerprint of the source, for the data cache */
+} tune_template;
+
+/* The template a config's chat_template: value means (tune_template_resolve),
+ * parsed when it is Jinja: the model's own template when tune_template_resolve
+ * says so, or jinja_source (named jinja_name in errors) for "jinja". opt gets
+ * the template's default BOS/EOS texts and date; callers set the tokenizer's. */
+tune_status tune_template_open(const char *name, const char *model_source, const char *jinja_source,
+                                    const char *jinja_name, tune_template *t, tune_error *err);
+void tune_template_close(tune_template *t);
+
+/* Renders msgs (n > 0) with t into out (appended), spans as for
+ * tune_template_render. For a Jinja template the spans are found the way
+ * Axolotl's chat_template strategy finds turns: the conversation up to each
+ * message is rendered with the message's content replaced by two different
+ * placeholders, and the content sits where those renders differ; its
+ * end-of-turn marker is the EOS text among what the template writes right
+ * after it. {% generation %} blocks, where a template has them, give the
+ * assistant messages' spans instead. A template that calls raise_exception
+ * fails with TUNE_ERR_INPUT quoting its message; one that renders a message
+ * differently once later messages follow (so its span cannot be found) fails
+ * too, saying so. */
+tune_status tune_chat_render(const tune_template *t, const tune_chat_message *msgs, int n,
+                             int add_generation_prompt, tune_strbuf *out, tune_message_span *spans, tune_error *err);
+
 /* Maps a model's Jinja template text (tokenizer_config.json's chat_template,
  * GGUF tokenizer.chat_template) to the built-in that renders it, by
  * fingerprint: SHA-256 of the source with Jinja's whitespace-control dashes
@@ -71,9 +108,11 @@ tune_status tune_template_render(tune_template_id id, const tune_template_option
 tune_status tune_template_recognize(const char *source, tune_template_id *id, tune_error *err);
 /* The template a config's chat_template: value means for a model whose own
  * template text is model_source (NULL when the model has none):
- * "tokenizer_default" (or NULL/empty) recognises model_source;
- * "tokenizer_default_fallback_NAME" recognises it or else uses NAME; any
- * other value is a built-in name. A family name picks the model's own
+ * "tokenizer_default" (or NULL/empty) is the built-in model_source is
+ * recognised as, else TUNE_TEMPLATE_JINJA (the model's own, run as Jinja);
+ * "tokenizer_default_fallback_NAME" is the same when the model has a
+ * template and NAME when it has none; "jinja" is TUNE_TEMPLATE_JINJA (the
+ * caller's chat_template_jinja); any other value is a built-in name. A family name picks the model's own
  * member: "chatml" on a SmolLM2 model gives the SmolLM2 variant (with its
  * default system message), "llama3" on a Llama 3.1/3.2 model gives llama3_1.
  * Errors (TUNE_ERR_INPUT) name the value and list the built-ins. */

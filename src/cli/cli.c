@@ -19,6 +19,7 @@ static const tune_verb VERBS[] = {
     {"config", tune_cli_config, "config tools: 'keys' lists every key, 'resolve' prints the resolved config"},
     {"tokenize", tune_cli_tokenize, "encode text with a model's tokenizer: ids, tokens, decoded round trip"},
     {"tokens", tune_cli_tokens, "list added/special tokens with roles; writes special_tokens_analysis.csv"},
+    {"template", tune_cli_template, "show a model's chat template; render a conversation with it (--ids)"},
     {"preprocess", tune_cli_preprocess, "run the data stage: processed examples, a report, --debug N token views"},
     {"export", tune_cli_export, "convert datasets between alpaca, sharegpt and llama2 text, with export filters"},
 };

@@ -106,6 +106,9 @@ static int model_config(const eval_args *a, tune_config *cfg)
     tune_error_clear(&err);
     if (tune_config_init(cfg, &err)) return report(&err);
     const char *type = a->type ? a->type : "alpaca";
+    /* --chat_template FILE.jinja is chat_template: jinja with that file. */
+    size_t tl = a->chat_template ? strlen(a->chat_template) : 0;
+    int jinja_file = tl > 6 && !strcmp(a->chat_template + tl - 6, ".jinja");
     const struct {
         const char *key, *value, *flag;
     } sets[] = {
@@ -120,7 +123,8 @@ static int model_config(const eval_args *a, tune_config *cfg)
         {"sequence_len", a->sequence_len ? a->sequence_len : "2048", "--sequence_len"},
         {"micro_batch_size", a->batch_size ? a->batch_size : "1", "--batch_size"},
         {"eval_batch_size", a->batch_size ? a->batch_size : "1", "--batch_size"},
-        {"chat_template", a->chat_template, "--chat_template"},
+        {"chat_template", jinja_file ? "jinja" : a->chat_template, "--chat_template"},
+        {"chat_template_jinja", jinja_file ? a->chat_template : NULL, "--chat_template"},
         {"backend", a->backend, "--backend"},
         {"learning_rate", "1e-4", NULL},
         {"lora_target_linear", "true", NULL},

@@ -114,10 +114,11 @@ const char *tune_cli_gen_help(void)
            "  --stop STR             end the reply before STR (repeatable; STR is not printed)\n"
            "  --backend B            auto (the GPU when tune has CUDA and one is usable), cpu\n"
            "                         or cuda\n"
-           "  --chat_template NAME   render prompts with this built-in template instead of the\n"
-           "                         model's own, as a config's chat_template: llama3, llama3_1,\n"
-           "                         llama2, chatml, smollm2, vicuna_v1.1, zephyr, alpaca,\n"
-           "                         tokenizer_default_fallback_NAME\n";
+           "  --chat_template NAME   render prompts with this template instead of the model's\n"
+           "                         own: a built-in, as a config's chat_template: llama3,\n"
+           "                         llama3_1, llama2, chatml, smollm2, vicuna_v1.1, zephyr,\n"
+           "                         alpaca, tokenizer_default_fallback_NAME; or FILE.jinja,\n"
+           "                         a Jinja template run as Transformers runs it\n";
 }
 
 tune_status tune_cli_open_lm(const char *model, const char *adapter, const tune_cli_gen_args *a, tune_lm **out)

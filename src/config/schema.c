@@ -76,6 +76,7 @@ static const enum_value chat_template_values[] = {
     {"smollm2", TUNE_CHAT_TEMPLATE_SMOLLM2, 1},
     {"zephyr", TUNE_CHAT_TEMPLATE_ZEPHYR, 1},
     {"alpaca", TUNE_CHAT_TEMPLATE_ALPACA, 1},
+    {"jinja", TUNE_CHAT_TEMPLATE_JINJA, 1},
 #define FALLBACK(name, v) {"tokenizer_default_fallback_" name, TUNE_CHAT_TEMPLATE_FALLBACK + TUNE_CHAT_TEMPLATE_##v, 1}
     FALLBACK("chatml", CHATML),
     FALLBACK("llama3", LLAMA3),
@@ -89,7 +90,6 @@ static const enum_value chat_template_values[] = {
     FALLBACK("zephyr", ZEPHYR),
     FALLBACK("alpaca", ALPACA),
 #undef FALLBACK
-    {"jinja", -1, 0},
     {"mistral_v1", -1, 0},
     {"gemma", -1, 0},
     {"phi_3", -1, 0},
@@ -264,10 +264,11 @@ const key_spec tune_config_keys[] = {
             "need lora_modules_to_save: [embed_tokens, lm_head]."},
     {.name = "chat_template", .type = K_ENUM, .off = CF(chat_template), .def = "tokenizer_default",
      .en = &chat_template, YES, .section = S_DATA,
-     .doc = "Chat template for chat_template and sharegpt datasets: the tokenizer's own (tokenizer_default), a "
-            "built-in one, or tokenizer_default_fallback_NAME (the tokenizer's own when tune knows it, else NAME)."},
-    {.name = "chat_template_jinja", .type = K_STR, .off = CF(chat_template_jinja), NOT_YET, .section = S_DATA,
-     .doc = "A custom Jinja chat template."},
+     .doc = "Chat template for chat_template and sharegpt datasets: the tokenizer's own (tokenizer_default, run by "
+            "tune's Jinja engine), a built-in one, jinja (chat_template_jinja), or tokenizer_default_fallback_NAME "
+            "(the tokenizer's own when it has one, else NAME)."},
+    {.name = "chat_template_jinja", .type = K_STR, .off = CF(chat_template_jinja), YES, .section = S_DATA,
+     .doc = "The Jinja chat template chat_template: jinja runs: its text, or the path of a .jinja file."},
     {.name = "default_system_message", .type = K_STR, .off = CF(default_system_message), YES, .section = S_DATA,
      .doc = "System message for conversations that have none (default: the template's own)."},
     {.name = "chat_template_date", .type = K_STR, .off = CF(chat_template_date), .def = "\"26 Jul 2024\"", YES,

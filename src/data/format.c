@@ -31,7 +31,6 @@ tune_status tune_dataset_options_init(tune_dataset_options *o, const char *type,
     o->n_roles_to_train = 1;
     o->train_on_eos = TUNE_DATA_EOS_TURN;
     o->field = "text";
-    o->template_id = -1;
     if (!type || !strcmp(type, "alpaca")) {
         o->format = TUNE_FORMAT_ALPACA;
     } else if (!strcmp(type, "chat_template")) {
@@ -132,12 +131,12 @@ static int role_trained(const tune_dataset_options *ds, const char *role)
 
 /* Renders msgs with the template and cuts the text at the trained spans. */
 static tune_status render_pieces(const tune_record *rec, const tune_dataset_options *ds,
-                                 const tune_data_options *opt, tune_template_id tpl, const tune_template_options *to,
+                                 const tune_data_options *opt, const tune_template *tpl,
                                  const tune_chat_message *msgs, int n, tune_formatted *f, tune_error *err)
 {
     tune_message_span *sp = calloc((size_t)n, sizeof *sp);
     if (!sp) return tune_fail_run(err, NULL, "out of memory");
-    tune_status st = tune_template_render(tpl, to, msgs, n, 0, &f->text, sp, err);
+    tune_status st = tune_chat_render(tpl, msgs, n, 0, &f->text, sp, err);
     if (st) {
         if (err) {
             /* Point the template's complaint at the record. */
@@ -183,9 +182,9 @@ static const char *map_role(const tune_dataset_options *ds, const char *role)
     return NULL;
 }
 
-static tune_template_id template_of(const tune_dataset_options *ds, const tune_data_options *opt)
+static const tune_template *template_of(const tune_dataset_options *ds, const tune_data_options *opt)
 {
-    return ds->template_id >= 0 ? (tune_template_id)ds->template_id : opt->template_id;
+    return ds->chat_template ? ds->chat_template : &opt->chat_template;
 }
 
 static tune_status format_chat(const tune_record *rec, const tune_dataset_options *ds, const tune_data_options *opt,
@@ -246,7 +245,7 @@ static tune_status format_chat(const tune_record *rec, const tune_dataset_option
             first = msgs;
             k++;
         }
-        st = render_pieces(rec, ds, opt, template_of(ds, opt), &opt->template_options, first, k, f, err);
+        st = render_pieces(rec, ds, opt, template_of(ds, opt), first, k, f, err);
     }
     free(msgs);
     return st;
@@ -382,7 +381,8 @@ static tune_status format_llama2(const tune_record *rec, const tune_dataset_opti
      * template does with bos_token/eos_token, so the trained end of a turn is
      * the EOS token even where "</s>" is plain text (SmolLM2). Options without
      * texts fall back to the Llama-2 defaults "<s>" / "</s>". */
-    st = render_pieces(rec, ds, opt, TUNE_TEMPLATE_LLAMA2, &opt->template_options, msgs, n, f, err);
+    const tune_template llama2 = {.id = TUNE_TEMPLATE_LLAMA2, .opt = opt->chat_template.opt};
+    st = render_pieces(rec, ds, opt, &llama2, msgs, n, f, err);
     free(msgs);
     free(storage);
     return st;

@@ -288,6 +288,16 @@ static void key_num(tune_sha256 *h, const char *tag, double v)
     key_str(h, tag, buf);
 }
 
+/* A template is its built-in id, or its Jinja source's fingerprint, and the texts it writes. */
+static void key_template(tune_sha256 *h, const tune_template *t)
+{
+    key_num(h, "chat_template", t->id);
+    if (t->id == TUNE_TEMPLATE_JINJA) key_str(h, "jinja", t->sha256);
+    key_str(h, "bos", t->opt.bos);
+    key_str(h, "eos", t->opt.eos);
+    key_str(h, "date", t->opt.date);
+}
+
 static tune_status key_dataset(tune_sha256 *h, const tune_dataset_options *ds, tune_error *err)
 {
     key_num(h, "format", ds->format);
@@ -305,7 +315,7 @@ static tune_status key_dataset(tune_sha256 *h, const tune_dataset_options *ds, t
     }
     for (int i = 0; i < ds->n_roles_to_train; i++) key_str(h, "train_role", ds->roles_to_train[i]);
     key_num(h, "train_on_eos", ds->train_on_eos);
-    key_num(h, "template", ds->template_id);
+    if (ds->chat_template) key_template(h, ds->chat_template);
     for (int i = 0; i < ds->n_files; i++) {
         char hex[65];
         tune_status st = tune_sha256_file_hex(ds->files[i], hex, err);
@@ -321,7 +331,7 @@ tune_status tune_data_cache_key(const tune_data_options *opt, const tune_data_to
 {
     tune_sha256 h;
     tune_sha256_init(&h);
-    key_str(&h, "tune-data", "2"); /* 2: llama2 text renders with the tokenizer's BOS/EOS */
+    key_str(&h, "tune-data", "3"); /* 3: Jinja templates */
     for (int i = 0; i < opt->n_datasets; i++) {
         key_str(&h, "dataset", "train");
         tune_status st = key_dataset(&h, &opt->datasets[i], err);
@@ -332,10 +342,7 @@ tune_status tune_data_cache_key(const tune_data_options *opt, const tune_data_to
         tune_status st = key_dataset(&h, &opt->test_datasets[i], err);
         if (st) return st;
     }
-    key_num(&h, "chat_template", opt->template_id);
-    key_str(&h, "bos", opt->template_options.bos);
-    key_str(&h, "eos", opt->template_options.eos);
-    key_str(&h, "date", opt->template_options.date);
+    key_template(&h, &opt->chat_template);
     key_str(&h, "default_system_message", opt->default_system_message);
     key_num(&h, "sequence_len", opt->sequence_len);
     key_num(&h, "excess", opt->excess);

@@ -17,6 +17,7 @@ static const char VICUNA_SYSTEM[] =
 
 const char *tune_template_name(tune_template_id id)
 {
+    if (id == TUNE_TEMPLATE_JINJA) return "jinja";
     return (unsigned)id < TUNE_N_TEMPLATES ? NAMES[id] : "unknown";
 }
 
@@ -416,23 +417,26 @@ tune_status tune_template_resolve(const char *name, const char *model_source, tu
     static const char FALLBACK[] = "tokenizer_default_fallback_";
     const char *fallback = NULL;
     if (name && !strncmp(name, FALLBACK, sizeof FALLBACK - 1)) fallback = name + sizeof FALLBACK - 1;
-    if (!name || !*name || !strcmp(name, "tokenizer_default") || fallback) {
-        if (model_source && tune_template_recognize(model_source, id, fallback ? NULL : err) == TUNE_OK) return TUNE_OK;
-        if (!fallback) {
-            if (!model_source)
-                return tune_error_set(err, TUNE_ERR_INPUT, NULL, 0, 0,
-                                      "chat_template: tokenizer_default, but the model has no chat template; set "
-                                      "chat_template: to one of llama3, llama3_1, llama2, chatml, smollm2, "
-                                      "vicuna_v1.1, zephyr, alpaca");
-            return TUNE_ERR_INPUT; /* recognize said why */
-        }
-        name = fallback;
+    if (!name || !*name || !strcmp(name, "tokenizer_default") || (fallback && model_source)) {
+        if (!model_source)
+            return tune_error_set(err, TUNE_ERR_INPUT, NULL, 0, 0,
+                                  "chat_template: tokenizer_default, but the model has no chat template; set "
+                                  "chat_template: to one of llama3, llama3_1, llama2, chatml, smollm2, "
+                                  "vicuna_v1.1, zephyr, alpaca, or to jinja with chat_template_jinja:");
+        /* A template tune renders in C gives the same text without the engine. */
+        if (tune_template_recognize(model_source, id, NULL) != TUNE_OK) *id = TUNE_TEMPLATE_JINJA;
+        return TUNE_OK;
+    }
+    if (fallback) name = fallback;
+    if (!strcmp(name, "jinja")) {
+        *id = TUNE_TEMPLATE_JINJA;
+        return TUNE_OK;
     }
     if (!tune_template_from_name(name, id))
         return tune_error_set(err, TUNE_ERR_INPUT, NULL, 0, 0,
                               "unknown chat_template '%s' (expected tokenizer_default, "
-                              "tokenizer_default_fallback_NAME or one of llama3, llama3_1, llama3_2, llama2, "
-                              "chatml, smollm2, vicuna_v1.1, zephyr, alpaca)",
+                              "tokenizer_default_fallback_NAME, jinja or one of llama3, llama3_1, llama3_2, "
+                              "llama2, chatml, smollm2, vicuna_v1.1, zephyr, alpaca)",
                               name);
     /* A family name picks the member the model itself uses. */
     tune_template_id model;

@@ -16,8 +16,7 @@ struct tune_lm {
     tune_tokenizer *tok;
     int has_template;
     char no_template[sizeof(((tune_error *)0)->message)]; /* why there is none */
-    tune_template_id tpl;
-    tune_template_options tpl_opt;
+    tune_template tpl;
     int32_t eos[TUNE_MAX_EOS + 8]; /* (n_eos) */
     int n_eos;
     tune_decoder *dec;
@@ -35,14 +34,23 @@ static void add_eos(tune_lm *lm, int32_t id)
     if (lm->n_eos < (int)(sizeof lm->eos / sizeof lm->eos[0])) lm->eos[lm->n_eos++] = id;
 }
 
-/* The template's BOS/EOS texts are the tokenizer's own where it has them. */
-static void set_template_options(tune_lm *lm)
+/* Opens the template chat_template: NAME means for this model (NULL: its
+ * own; "jinja": jinja, the text of the file jinja_file); its BOS/EOS texts
+ * are the tokenizer's own where it has them. */
+static tune_status open_template(tune_lm *lm, const char *name, const char *jinja, const char *jinja_file,
+                                 tune_error *err)
 {
+    tune_template t;
+    tune_status st = tune_template_open(name, tune_tokenizer_chat_template(lm->tok), jinja, jinja_file, &t, err);
+    if (st) return st;
     const tune_special_ids *sp = tune_tokenizer_specials(lm->tok);
-    lm->tpl_opt = tune_template_default_options(lm->tpl);
     const char *bos = tune_tokenizer_id_to_token(lm->tok, sp->bos), *eos = tune_tokenizer_id_to_token(lm->tok, sp->eos);
-    if (bos) lm->tpl_opt.bos = bos;
-    if (eos) lm->tpl_opt.eos = eos;
+    if (bos) t.opt.bos = bos;
+    if (eos) t.opt.eos = eos;
+    tune_template_close(&lm->tpl);
+    lm->tpl = t;
+    lm->has_template = 1;
+    return TUNE_OK;
 }
 
 tune_status tune_lm_open(const tune_backend *be, const char *model_path, const char *adapter_dir, tune_lm **out,
@@ -63,12 +71,11 @@ tune_status tune_lm_open(const tune_backend *be, const char *model_path, const c
         tune_lm_close(lm);
         return st;
     }
-    const char *src = tune_tokenizer_chat_template(lm->tok);
     tune_error why;
-    lm->has_template = src && tune_template_resolve(NULL, src, &lm->tpl, &why) == TUNE_OK;
-    if (!src) snprintf(lm->no_template, sizeof lm->no_template, "the model has no chat template");
-    else if (!lm->has_template) snprintf(lm->no_template, sizeof lm->no_template, "%s", why.message);
-    if (lm->has_template) set_template_options(lm);
+    if (!tune_tokenizer_chat_template(lm->tok))
+        snprintf(lm->no_template, sizeof lm->no_template, "the model has no chat template");
+    else if (open_template(lm, NULL, NULL, NULL, &why) != TUNE_OK)
+        tune_error_format(&why, lm->no_template, sizeof lm->no_template);
     for (int i = 0; i < lm->model.cfg.n_eos_token_ids; i++) add_eos(lm, lm->model.cfg.eos_token_ids[i]);
     add_eos(lm, tune_tokenizer_specials(lm->tok)->eos);
     for (size_t i = 0; i < sizeof EOS_TOKENS / sizeof EOS_TOKENS[0]; i++)
@@ -80,6 +87,7 @@ tune_status tune_lm_open(const tune_backend *be, const char *model_path, const c
 void tune_lm_close(tune_lm *lm)
 {
     if (!lm) return;
+    tune_template_close(&lm->tpl);
     tune_decoder_free(lm->dec);
     tune_lora_free(lm->lora);
     tune_tokenizer_free(lm->tok);
@@ -91,13 +99,14 @@ const char *tune_lm_template_missing(const tune_lm *lm) { return lm->has_templat
 
 tune_status tune_lm_set_template(tune_lm *lm, const char *name, tune_error *err)
 {
-    tune_template_id id;
-    const tune_status st = tune_template_resolve(name, tune_tokenizer_chat_template(lm->tok), &id, err);
-    if (st != TUNE_OK) return st;
-    lm->tpl = id;
-    lm->has_template = 1;
-    set_template_options(lm);
-    return TUNE_OK;
+    size_t n = strlen(name);
+    if (n <= 6 || strcmp(name + n - 6, ".jinja")) return open_template(lm, name, NULL, NULL, err);
+    char *text = NULL;
+    size_t len;
+    tune_status st = tune_read_file(name, &text, &len, err);
+    if (st == TUNE_OK) st = open_template(lm, "jinja", text, name, err);
+    free(text);
+    return st;
 }
 
 int tune_lm_eos_ids(const tune_lm *lm, const int32_t **ids)
@@ -117,7 +126,7 @@ tune_status tune_lm_prompt(tune_lm *lm, const tune_chat_message *msgs, int n, in
         return tune_fail_input(err, NULL, "%s; use --raw to feed the prompt as it is", lm->no_template);
     tune_strbuf text = {0};
     /* Rendered templates already hold BOS: no special tokens are added again. */
-    tune_status st = tune_template_render(lm->tpl, &lm->tpl_opt, msgs, n, 1, &text, NULL, err);
+    tune_status st = tune_chat_render(&lm->tpl, msgs, n, 1, &text, NULL, err);
     if (st == TUNE_OK && text.oom) st = tune_fail_run(err, NULL, "out of memory");
     if (st == TUNE_OK) st = tune_tokenizer_encode(lm->tok, text.data, text.len, 0, ids, err);
     tune_strbuf_free(&text);

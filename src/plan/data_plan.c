@@ -22,16 +22,44 @@ static tune_status at_key(const tune_config *cfg, const tune_origin *o, const ch
     return code;
 }
 
-/* The built-in a config chat_template value means for this tokenizer. */
-static tune_status template_for(const tune_config *cfg, const tune_origin *o, const char *key, int value,
-                                const tune_tokenizer *tok, int *id, tune_error *err)
+/* chat_template_jinja: the template text, or the path of a file holding it. */
+static tune_status jinja_source(const tune_config *cfg, char **text, tune_error *err)
 {
-    tune_template_id t;
-    tune_status st = tune_template_resolve(tune_config_enum_name("chat_template", value),
-                                           tune_tokenizer_chat_template(tok), &t, err);
-    if (st) return at_key(cfg, o, key, err);
-    *id = (int)t;
-    return TUNE_OK;
+    const char *v = cfg->chat_template_jinja;
+    *text = NULL;
+    if (!v) return TUNE_OK;
+    int used = cfg->chat_template == TUNE_CHAT_TEMPLATE_JINJA;
+    for (int i = 0; i < cfg->datasets_count; i++) used |= cfg->datasets[i].chat_template == TUNE_CHAT_TEMPLATE_JINJA;
+    for (int i = 0; i < cfg->test_datasets_count; i++)
+        used |= cfg->test_datasets[i].chat_template == TUNE_CHAT_TEMPLATE_JINJA;
+    if (!used)
+        return tune_config_error_at(cfg, tune_config_origin(cfg, "chat_template_jinja"), err,
+                                    "chat_template_jinja is set but no chat_template is jinja, so it would be "
+                                    "ignored; set chat_template: jinja");
+    int markup = strstr(v, "{{") || strstr(v, "{%") || strstr(v, "{#");
+    if (!markup && tune_path_exists(v)) {
+        size_t len;
+        tune_status st = tune_read_file(v, text, &len, err);
+        if (st) return at_key(cfg, tune_config_origin(cfg, "chat_template_jinja"), "chat_template_jinja", err);
+        if (strlen(*text) != len)
+            return tune_config_error_at(cfg, tune_config_origin(cfg, "chat_template_jinja"), err,
+                                        "chat_template_jinja: '%s' holds a NUL byte", v);
+        return TUNE_OK;
+    }
+    if (!markup && strlen(v) > 6 && !strcmp(v + strlen(v) - 6, ".jinja"))
+        return tune_config_error_at(cfg, tune_config_origin(cfg, "chat_template_jinja"), err,
+                                    "chat_template_jinja: '%s' does not exist", v);
+    return (*text = strdup(v)) ? TUNE_OK : tune_fail_run(err, NULL, "out of memory");
+}
+
+/* The template a config chat_template value means for this tokenizer. */
+static tune_status template_for(const tune_config *cfg, const tune_origin *o, const char *key, int value,
+                                const tune_tokenizer *tok, const char *jinja, tune_template *t,
+                                tune_error *err)
+{
+    tune_status st = tune_template_open(tune_config_enum_name("chat_template", value),
+                                             tune_tokenizer_chat_template(tok), jinja, cfg->chat_template_jinja, t, err);
+    return st ? at_key(cfg, o, key, err) : TUNE_OK;
 }
 
 static int is_chat(tune_dataset_type t) { return t == TUNE_DS_CHAT_TEMPLATE || t == TUNE_DS_SHAREGPT; }
@@ -39,8 +67,8 @@ static int is_chat(tune_dataset_type t) { return t == TUNE_DS_CHAT_TEMPLATE || t
 /* One config dataset entry (`key` is "datasets[i]") as data-stage options;
  * *files receives the resolved file list. */
 static tune_status dataset_options(const tune_config *cfg, const tune_dataset_config *dc, const char *key,
-                                   const char *path, const tune_tokenizer *tok, tune_dataset_options *o,
-                                   char ***files, tune_error *err)
+                                   const char *path, const tune_tokenizer *tok, const char *jinja,
+                                   tune_template *tpl, tune_dataset_options *o, char ***files, tune_error *err)
 {
     const char *type = tune_config_enum_name("type", (int)dc->type);
     tune_status st = tune_dataset_options_init(o, type, err);
@@ -79,10 +107,12 @@ static tune_status dataset_options(const tune_config *cfg, const tune_dataset_co
     case TUNE_EOS_NONE: o->train_on_eos = TUNE_DATA_EOS_NONE; break;
     default: o->train_on_eos = TUNE_DATA_EOS_TURN; break;
     }
-    if (dc->chat_template != TUNE_CHAT_TEMPLATE_UNSET && is_chat(dc->type) &&
-        (st = template_for(cfg, tune_dataset_origin(dc, "chat_template"), key, (int)dc->chat_template, tok,
-                           &o->template_id, err)))
-        return st;
+    if (dc->chat_template != TUNE_CHAT_TEMPLATE_UNSET && is_chat(dc->type)) {
+        if ((st = template_for(cfg, tune_dataset_origin(dc, "chat_template"), key, (int)dc->chat_template, tok, jinja,
+                               tpl, err)))
+            return st;
+        o->chat_template = tpl;
+    }
     int n = 0;
     st = tune_data_resolve_files(path, (const char *const *)dc->data_files, dc->data_files_count, dc->split, files,
                                  &n, err);
@@ -113,7 +143,11 @@ tune_status tune_plan_data_options(const tune_config *cfg, const tune_plan *plan
         return tune_fail_run(err, NULL, "the plan was made from another config");
     s->datasets = calloc((size_t)n + 1, sizeof *s->datasets);
     s->files = calloc((size_t)n + 1, sizeof *s->files);
-    if (!s->datasets || !s->files) return tune_fail_run(err, NULL, "out of memory");
+    s->templates = calloc((size_t)n + 1, sizeof *s->templates);
+    if (!s->datasets || !s->files || !s->templates) return tune_fail_run(err, NULL, "out of memory");
+    s->n_templates = n + 1;
+    tune_status st = jinja_source(cfg, &s->jinja, err);
+    if (st) return st;
     int any_chat = 0;
     for (int i = 0; i < n; i++) {
         int test = i >= cfg->datasets_count;
@@ -121,42 +155,41 @@ tune_status tune_plan_data_options(const tune_config *cfg, const tune_plan *plan
         const tune_dataset_config *dc = test ? &cfg->test_datasets[j] : &cfg->datasets[j];
         char key[64];
         snprintf(key, sizeof key, "%s[%d]", test ? "test_datasets" : "datasets", j);
-        tune_status st = dataset_options(cfg, dc, key, test ? plan->eval_paths[j] : plan->train_paths[j], tok,
-                                         &s->datasets[i], &s->files[i], err);
+        st = dataset_options(cfg, dc, key, test ? plan->eval_paths[j] : plan->train_paths[j], tok, s->jinja,
+                             &s->templates[i + 1], &s->datasets[i], &s->files[i], err);
         if (st) return st;
         if (test) s->n_test_datasets++;
         else s->n_datasets++;
-        any_chat |= is_chat(dc->type) && s->datasets[i].template_id < 0;
+        any_chat |= is_chat(dc->type) && !s->datasets[i].chat_template;
     }
     o->datasets = s->datasets;
     o->n_datasets = s->n_datasets;
     o->test_datasets = s->datasets + s->n_datasets;
     o->n_test_datasets = s->n_test_datasets;
     /* The top-level template matters only to chat datasets without their own. */
-    int id = TUNE_TEMPLATE_CHATML;
-    if (any_chat) {
-        tune_status st = template_for(cfg, tune_config_origin(cfg, "chat_template"), "chat_template",
-                                      (int)cfg->chat_template, tok, &id, err);
-        if (st) return st;
-    }
-    o->template_id = (tune_template_id)id;
-    o->template_options = tune_template_default_options(o->template_id);
+    s->templates[0].id = TUNE_TEMPLATE_CHATML;
+    if (any_chat && (st = template_for(cfg, tune_config_origin(cfg, "chat_template"), "chat_template",
+                                       (int)cfg->chat_template, tok, s->jinja, &s->templates[0], err)))
+        return st;
+    /* Every template writes the tokenizer's BOS/EOS texts (or the
+     * special_tokens overrides) and the fixed date. */
+    tune_template_options texts = tune_template_default_options(s->templates[0].id);
     const tune_special_ids *sp = tune_tokenizer_specials(tok);
-    if (sp->bos >= 0) o->template_options.bos = tune_tokenizer_id_to_token(tok, sp->bos);
-    if (sp->eos >= 0) o->template_options.eos = tune_tokenizer_id_to_token(tok, sp->eos);
-    /* special_tokens overrides of the texts the templates write */
-    const struct { const char *name, *text; const char **dst; } texts[] = {
-        {"bos_token", cfg->special_tokens.bos_token, &o->template_options.bos},
-        {"eos_token", cfg->special_tokens.eos_token, &o->template_options.eos},
+    if (sp->bos >= 0) texts.bos = tune_tokenizer_id_to_token(tok, sp->bos);
+    if (sp->eos >= 0) texts.eos = tune_tokenizer_id_to_token(tok, sp->eos);
+    const struct { const char *name, *text; const char **dst; } overrides[] = {
+        {"bos_token", cfg->special_tokens.bos_token, &texts.bos},
+        {"eos_token", cfg->special_tokens.eos_token, &texts.eos},
     };
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    for (size_t i = 0; i < sizeof overrides / sizeof overrides[0]; i++) {
         int32_t id;
-        if (!texts[i].text) continue;
-        tune_status st = special_token(cfg, tok, texts[i].name, texts[i].text, &id, err);
-        if (st) return st;
-        *texts[i].dst = texts[i].text;
+        if (!overrides[i].text) continue;
+        if ((st = special_token(cfg, tok, overrides[i].name, overrides[i].text, &id, err))) return st;
+        *overrides[i].dst = overrides[i].text;
     }
-    if (cfg->chat_template_date) o->template_options.date = cfg->chat_template_date;
+    if (cfg->chat_template_date) texts.date = cfg->chat_template_date;
+    for (int i = 0; i <= n; i++) s->templates[i].opt = texts;
+    o->chat_template = s->templates[0];
     o->default_system_message = cfg->default_system_message;
     o->sequence_len = (int)cfg->sequence_len;
     o->excess = cfg->excess_length_strategy == TUNE_EXCESS_TRUNCATE ? TUNE_DATA_EXCESS_TRUNCATE
@@ -175,6 +208,9 @@ void tune_plan_data_setup_free(tune_plan_data_setup *s)
     for (int i = 0; s->files && i < n; i++) tune_data_files_free(s->files[i], s->datasets[i].n_files);
     free(s->files);
     free(s->datasets);
+    for (int i = 0; i < s->n_templates; i++) tune_template_close(&s->templates[i]);
+    free(s->templates);
+    free(s->jinja);
     memset(s, 0, sizeof *s);
 }
 

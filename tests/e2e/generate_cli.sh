@@ -112,13 +112,18 @@ expect_rc 2 generate "$M"                                        # no --prompt
 expect_rc 2 generate "$M" --prompt hi --top_p 0                  # bad value
 expect_rc 2 generate "$M" --prompt hi --temperature warm
 expect_rc 2 generate "$M" --prompt hi --bogus
-expect_rc 2 generate "$M" --prompt hi                            # the tiny template is not one tune renders
-grep -q -- "--raw" "$work/err"
+expect_rc 0 generate "$M" --prompt hi --max_new_tokens 2         # the tiny model's own template runs as Jinja
 expect_rc 2 generate "$M" --raw --prompt "$prompt" --max_new_tokens 40  # passes max_position_embeddings (64)
 grep -q "max_position_embeddings" "$work/err"
 expect_rc 2 generate tests/data/nonexistent --raw --prompt hi
 expect_rc 2 compare "$M" --prompts "$work/prompts.txt"
-expect_rc 2 chat "$M"                                            # no template: chat refuses
+# A model without a chat template: generate wants --raw, chat refuses.
+cp -r "$M" "$work/untemplated"
+python3 -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); del c["chat_template"]; json.dump(c, open(p, "w"))' \
+    "$work/untemplated/tokenizer_config.json"
+expect_rc 2 generate "$work/untemplated" --prompt hi
+grep -q -- "--raw" "$work/err"
+expect_rc 2 chat "$work/untemplated"
 grep -q -- "--chat_template" "$work/err"
 expect_rc 2 generate "$M" --chat_template nope --prompt hi
 printf '{"text": 1}\n' >"$work/bad.jsonl"
