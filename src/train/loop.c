@@ -459,8 +459,8 @@ static tune_status train_step(run *R, tune_error *err)
         emit(R, (tune_train_event){.kind = TUNE_EVENT_SKIP, .lr = lr, .what = what});
     }
 
-    /* A log needs a step that counted since the last one. */
-    if (o->logging_steps > 0 && S->global_step % o->logging_steps == 0 && S->log_n > 0) {
+    /* A skipped step logs no mean: its interval joins the next log. */
+    if (finite && o->logging_steps > 0 && S->global_step % o->logging_steps == 0) {
         st = do_log(R, lr, grad_norm, err);
         if (st) return st;
     }
@@ -690,8 +690,8 @@ static tune_status finish(run *R, tune_error *err)
     if (!st) st = tune_write_file_atomic(path, json.data, json.len, err);
     tune_strbuf_free(&json);
     if (!st) st = report_loss_svg(o->output_dir, &R->st, err);
-    if (!st) st = report_manifest(o, &R->st, err);
-    if (st) return write_failed(R, "the run's reports", err);
+    if (st) return write_failed(R, "trainer_state.json or loss.svg", err);
+    if ((st = report_manifest(o, &R->st, err))) return st;
     emit(R, (tune_train_event){.kind = TUNE_EVENT_END, .loss = R->st.last_loss, .path = o->output_dir,
                                .eval_loss = R->eval ? R->st.last_eval : NAN, .stopped_early = stopped_early(R),
                                .stopped_by_watchdog = stopped_by_watchdog(R)});
