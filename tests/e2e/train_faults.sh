@@ -83,8 +83,8 @@ start() {
 stopped() {
     local state
     for _ in $(seq 1 2000); do
-        state=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
-        case $state in T*) return 0 ;; esac
+        state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || return 1
+        case $state in T* | t*) return 0 ;; Z*) return 1 ;; esac
         sleep 0.01
     done
     return 1
@@ -179,6 +179,7 @@ mkdir -p mnt
 kb=$(du -sk runs/full | cut -f1)
 if mount -t tmpfs -o size=$((kb + 64))k tmpfs mnt 2>/dev/null; then
     mounted=1
+    trap 'umount "$work/mnt"; rm -rf "$work"' EXIT
     reason="No space left on device"
     cp -r runs/full mnt/full
     "$TUNE" train tiny.yml --output_dir mnt/full --auto_resume_from_checkpoints true >out.txt 2>err.txt
@@ -199,7 +200,7 @@ has err.txt "checkpoint-20.tmp/optimizer.safetensors.tmp: write failed: $reason"
 has err.txt "the last good checkpoint is $PWD/mnt/full/checkpoint-10"
 [ -e mnt/full/checkpoint-20 ] || [ -e mnt/full/checkpoint-20.tmp ] && fail "a full disk left checkpoint-20"
 rm -rf runs/full && cp -r mnt/full runs/full
-[ "$mounted" = 1 ] && umount mnt
+[ "$mounted" = 1 ] && umount mnt && trap 'rm -rf "$work"' EXIT
 complete full
 resume full "a full disk"
 
