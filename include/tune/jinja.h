@@ -37,7 +37,8 @@ tune_status tune_jinja_parse(const char *source, size_t len, const char *name, t
 void tune_jinja_free(tune_jinja *t);
 
 /* [start, end) byte offsets of one {% generation %} ... {% endgeneration %}
- * block's output in the rendered text. */
+ * block's output in the rendered text (counted from the start of this
+ * render's text, whatever out held before). */
 typedef struct tune_jinja_span {
     size_t start, end;
 } tune_jinja_span;

@@ -731,7 +731,7 @@ static int exec_set(rctx *c, const node *n, jv v)
     jv ns; /* {% set ns.attr = v %} */
     if (lookup(c, n->names[0], &ns)) return jv_unref(v), -1;
     int rc;
-    if (ns.t != JV_NS) rc = jfail(c, TUNE_ERR_INPUT, "Cannot assign attribute on non-namespace object");
+    if (ns.t != JV_NS) rc = jfail(c, TUNE_ERR_INPUT, "cannot assign attribute on non-namespace object");
     else if (n->name[0] == '_')
         rc = jfail(c, TUNE_ERR_INPUT, "Chat templates cannot store underscore-prefixed attributes on a namespace, "
                                       "but got '%s'. Please rename the attribute.", n->name);
@@ -881,7 +881,11 @@ static int exec_node(rctx *c, const node *n)
     jv v;
     switch (n->kind) {
     case S_DATA: return sbput(c, c->out, n->text, n->len);
-    case S_OUT: return eval(c, n->a, &v) ? -1 : print_value(c, v);
+    case S_OUT:
+        if (n->a) return eval(c, n->a, &v) ? -1 : print_value(c, v);
+        for (int i = 0; i < n->items.n; i++)
+            if (eval(c, n->items.v[i], &v) || print_value(c, v)) return -1;
+        return 0;
     case S_IF: {
         if (eval(c, n->a, &v)) return -1;
         int truth = jv_truthy(v);

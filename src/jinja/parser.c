@@ -8,7 +8,7 @@
  *   E_CALL a(items, names = kw); E_FILTER / E_TEST a|name(items, names = kw)
  *     (a NULL: a filter block's text); E_NOT/E_NEG/E_POS a; E_BIN/E_AND/E_OR a op b
  *   E_CMP a ops[i] items[i]...; E_COND b if a else c
- *   S_DATA text; S_OUT a; S_IF a body orelse; S_FOR names in a if b body orelse
+ *   S_DATA text; S_OUT a (or items, from {% print %}); S_IF a body orelse; S_FOR names in a if b body orelse
  *   S_SET names = a (names[0].name = a when name is set: a namespace attribute)
  *   S_SETBLOCK names |b body (the same targets); S_MACRO name(names = kw) body;
  *   S_CALLBLOCK (names = kw) a body; S_FILTERBLOCK b body; S_GEN body */
@@ -27,6 +27,7 @@
 typedef struct open_block {
     const char *tag;
     int line, col;
+    const char *const *ends; /* the tags its body runs to */
 } open_block;
 
 typedef struct parser {
@@ -219,6 +220,17 @@ static int parse_call_args(parser *P, node *n)
     return expect_op(P, ")");
 }
 
+/* callee(args); errors in the call point at the callee. */
+static node *parse_call(parser *P, node *callee)
+{
+    node *call = mk(P, E_CALL, cur(P));
+    if (!call) return NULL;
+    call->a = callee;
+    call->line = callee->line;
+    call->col = callee->col;
+    return parse_call_args(P, call) ? call : NULL;
+}
+
 /* |name(args)|name... applied to n (NULL: a filter block's text). */
 static node *parse_filters(parser *P, node *n, int start_inline)
 {
@@ -275,10 +287,7 @@ static node *parse_filter_expr(parser *P, node *n)
         } else if (is_name(cur(P), "is")) {
             n = parse_test(P, n);
         } else if (is_op(cur(P), "(")) {
-            node *call = mk(P, E_CALL, cur(P));
-            if (!call) return NULL;
-            call->a = n;
-            n = parse_call_args(P, call) ? call : NULL;
+            n = parse_call(P, n);
         } else {
             break;
         }
@@ -356,10 +365,7 @@ static node *parse_postfix(parser *P, node *n)
         if (is_op(cur(P), ".") || is_op(cur(P), "[")) {
             n = parse_subscript(P, n);
         } else if (is_op(cur(P), "(")) {
-            node *call = mk(P, E_CALL, cur(P));
-            if (!call) return NULL;
-            call->a = n;
-            n = parse_call_args(P, call) ? call : NULL;
+            n = parse_call(P, n);
         } else {
             break;
         }
@@ -727,6 +733,15 @@ static int parse_scoped_body(parser *P, const char *end, nodelist *body)
     return ok && next(P);
 }
 
+/* 'a' or 'b' or 'c' */
+static const char *tag_list(const char *const *ends, char *buf, size_t size)
+{
+    buf[0] = 0;
+    for (int k = 0; ends && ends[k]; k++)
+        snprintf(buf + strlen(buf), size - strlen(buf), "%s'%s'", k ? " or " : "", ends[k]);
+    return buf;
+}
+
 static node *parse_statement(parser *P)
 {
     const token *t = cur(P);
@@ -770,19 +785,25 @@ static node *parse_statement(parser *P)
         if (!P->loops) return FAIL(P, t, "'%s' outside of a for loop", tag);
         return mk(P, tag[0] == 'b' ? S_BREAK : S_CONTINUE, t);
     }
-    if (!strcmp(tag, "print")) {
+    if (!strcmp(tag, "print")) { /* {% print a, b %} prints each */
+        int cap = 0;
         if (!(n = mk(P, S_OUT, t))) return NULL;
-        return (n->a = parse_tuple(P, 1, NULL, 0)) ? n : NULL;
+        while (cur(P)->type != TK_BLOCK_END)
+            if ((n->items.n && !expect_op(P, ",")) || !nl_push(P, &n->items, &cap, parse_expression(P, 1)))
+                return NULL;
+        return n;
     }
     static const char *const unsupported[] = {"block", "extends", "include", "import", "from",
                                               "with", "autoescape", NULL};
     for (int k = 0; unsupported[k]; k++)
         if (!strcmp(tag, unsupported[k]))
             return FAIL(P, t, "the '%s' tag is not supported (a chat template is one self-contained file)", tag);
-    if (P->nopen) {
-        const open_block *o = &P->open[P->nopen - 1];
-        return FAIL(P, t, "Encountered unknown tag '%s'. The innermost block that needs to be closed is '%s' "
-                          "(line %d, column %d).", tag, o->tag, o->line, o->col);
+    if (P->nopen > 1) { /* the block around this tag (the last entry is the tag itself) */
+        const open_block *o = &P->open[P->nopen - 2];
+        char want[128];
+        return FAIL(P, t, "Encountered unknown tag '%s'. Jinja was looking for the following tags: %s. The "
+                          "innermost block that needs to be closed is '%s' (line %d, column %d).",
+                    tag, tag_list(o->ends, want, sizeof want), o->tag, o->line, o->col);
     }
     return FAIL(P, t, "Encountered unknown tag '%s'.", tag);
 }
@@ -800,16 +821,16 @@ static int parse_body(parser *P, const char *const *ends, nodelist *body)
 {
     int cap = 0;
     if (!enter(P)) return 0;
+    if (ends) P->open[P->nopen - 1].ends = ends;
     for (;;) {
         const token *t = cur(P);
         if (t->type == TK_EOF) {
             if (!ends) break;
             const open_block *o = &P->open[P->nopen - 1];
-            char want[128] = "";
-            for (int k = 0; ends[k]; k++)
-                snprintf(want + strlen(want), sizeof want - strlen(want), "%s'%s'", k ? " or " : "", ends[k]);
+            char want[128];
             return fail_at(P, o->line, o->col, "unexpected end of template: the '%s' block opened here is never "
-                                               "closed (Jinja was looking for %s)", o->tag, want), 0;
+                                               "closed (Jinja was looking for %s)", o->tag,
+                           tag_list(ends, want, sizeof want)), 0;
         }
         if (t->type == TK_DATA) {
             node *d = mk(P, S_DATA, next(P));
@@ -830,6 +851,7 @@ static int parse_body(parser *P, const char *const *ends, nodelist *body)
             o->tag = tag->type == TK_NAME ? tag->s : "?";
             o->line = t->line;
             o->col = t->col;
+            o->ends = NULL;
             node *s = parse_statement(P);
             P->nopen--;
             if (!s || !block_end(P) || !nl_push(P, body, &cap, s)) return 0;
