@@ -338,6 +338,15 @@ static const render_case filters_cases[] = {
      "SS ÉA école Élan Vital Ñandú"},
 };
 
+static const render_case generators_cases[] = {
+    {"{% if []|select %}always true{% endif %}|{{ [1, 2]|map('string') is sequence }}|{{ [1, 2]|select is iterable }}|{{ ([3, 1]|reverse)[0] }}|{{ [1, 2]|select('odd')|list|length }}|{{ {'a': 1}|items is sequence }}",
+     NULL,
+     "always true|False|True||1|False"},
+    {"{% for k, v in {'b': 1, 'a': 2}|items %}{{ k }}{{ v }}{% endfor %}|{{ [1, 1, 2]|unique|join }}|{{ ([1]|map('string')) == ['1'] }}|{{ [1, 2]|reverse|first }}",
+     NULL,
+     "b1a2|12|False|2"},
+};
+
 static const render_case tojson_cases[] = {
     {"{{ x|tojson }}|{{ x|tojson(indent=2) }}|{{ x|tojson(sort_keys=true) }}|{{ x|tojson(separators=(',', ':')) }}",
      "{\"x\": {\"b\": [1, 2.5, null, true], \"a\": \"é\\n\"}}",
@@ -366,6 +375,9 @@ static const render_case methods_cases[] = {
     {"{{ 'a-b-c'.replace('-', '+') }} {{ 'a-b-c'.replace('-', '+', 1) }} {{ 'abcb'.find('b') }} {{ 'abcb'.rfind('b') }} {{ 'héb'.find('b') }} {{ 'abcb'.count('b') }} {{ ', '.join(['a','b']) }} {{ 'a\\nb\\r\\nc'.splitlines() }}",
      NULL,
      "a+b+c a+b-c 1 3 2 2 a, b ['a', 'b', 'c']"},
+    {"{{ [1, 2, 1].count(1) }} {{ (1, 2).index(2) }} {{ '%s|' % [1] }}{{ 'x' % {'a': 1} }}{{ '%s' % (('a', 'b'),) }}",
+     NULL,
+     "2 1 [1]|x('a', 'b')"},
     {"{{ d.get('a') }} {{ d.get('z') }} {{ d.get('z', 5) }} {{ d.items()|list }} {{ d.keys() | list }} {{ d.values() | list }}",
      "{\"d\": {\"a\": 1, \"b\": \"x\"}}",
      "1 None 5 [('a', 1), ('b', 'x')] ['a', 'b'] [1, 'x']"},
@@ -409,6 +421,7 @@ CASES(scoping)
 CASES(macros)
 CASES(blocks)
 CASES(filters)
+CASES(generators)
 CASES(tojson)
 CASES(methods)
 CASES(tests)
@@ -483,6 +496,10 @@ static const error_case runtime_errors[] = {
     {"{{ 'x'.split('') }}", NULL, 1, 7, "empty separator"},
     {"{{ 5() }}", NULL, 1, 4, "'int' object is not callable"},
     {"{{ [1]|join(x=1) }}", NULL, 1, 8, "join() got an unexpected keyword argument 'x'"},
+    {"{{ [1] in {'a': 1} }}", NULL, 1, 4, "unhashable type: 'list'"},
+    {"{{ x[1:] }}", "{\"x\": 5}", 1, 6, "'int' object is not subscriptable"},
+    {"{{ [1]|select|length }}", NULL, 1, 15, "object of type 'generator' has no len()"},
+    {"{{ 'a' % 'b' }}", NULL, 1, 8, "not all arguments converted during string formatting"},
 };
 
 static void check_errors(const error_case *cases, int n, tune_status want_status)
@@ -849,6 +866,7 @@ static Suite *jinja_suite(void)
     tcase_add_test(tc, test_macros);
     tcase_add_test(tc, test_blocks);
     tcase_add_test(tc, test_filters);
+    tcase_add_test(tc, test_generators);
     tcase_add_test(tc, test_tojson);
     tcase_add_test(tc, test_methods);
     tcase_add_test(tc, test_tests);

@@ -1,6 +1,7 @@
 /* jinja2's filters and tests, the str / dict methods templates call, and
  * Transformers' globals (range, dict, namespace, raise_exception,
  * strftime_now), each with the Python behaviour it stands for. */
+#include <ctype.h>
 #include <locale.h>
 #include <math.h>
 #include <stdlib.h>
@@ -83,14 +84,7 @@ static int case_map(rctx *c, jv in, case_mode mode, jv *out)
     int rc = 0, prev_cased = 0, word_start = 1;
     for (size_t i = 0; i < str->len && !rc;) {
         uint32_t cp = utf8_next(str->s, str->len, &i), m;
-        int upper;
-        switch (mode) {
-        case CASE_UPPER: upper = 1; break;
-        case CASE_LOWER: upper = 0; break;
-        case CASE_TITLE: upper = !prev_cased; break;
-        case CASE_CAPITALIZE: upper = word_start; break;
-        default: upper = word_start; break;
-        }
+        int upper = mode == CASE_UPPER ? 1 : mode == CASE_LOWER ? 0 : mode == CASE_TITLE ? !prev_cased : word_start;
         if (mode == CASE_TITLE || mode == CASE_CAPITALIZE)
             m = upper ? (uint32_t)utf8proc_totitle((utf8proc_int32_t)cp) : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
         else
@@ -465,6 +459,14 @@ FILTER(f_default)
     return arg_given(s[0]) ? (*out = jv_ref(s[0]), 0) : jv_strz(c, "", out);
 }
 
+/* A new, empty generator (see seq_kind). */
+static int generator(rctx *c, size_t cap, jv *out)
+{
+    if (jv_list(c, cap, out)) return -1;
+    L(*out)->kind = SEQ_GENERATOR;
+    return 0;
+}
+
 /* (key, value) tuples of a dict. */
 static int dict_items(rctx *c, jv d, jv *out)
 {
@@ -472,7 +474,7 @@ static int dict_items(rctx *c, jv d, jv *out)
     for (size_t i = 0; i < D(d)->n; i++) {
         jv pair;
         if (jv_list(c, 2, &pair)) return jv_unref(*out), -1;
-        L(pair)->tuple = 1;
+        L(pair)->kind = SEQ_TUPLE;
         if (list_push(c, L(pair), jv_ref(D(d)->k[i])) || list_push(c, L(pair), jv_ref(D(d)->v[i])) ||
             list_push(c, L(*out), pair))
             return jv_unref(pair), jv_unref(*out), -1;
@@ -483,9 +485,11 @@ static int dict_items(rctx *c, jv d, jv *out)
 FILTER(f_items)
 {
     if (bind_args(c, "items", a, "", NULL)) return -1;
-    if (in.t == JV_UNDEF) return jv_list(c, 0, out);
+    if (in.t == JV_UNDEF) return generator(c, 0, out);
     if (in.t != JV_DICT) return jfail(c, TUNE_ERR_INPUT, "Can only get item pairs from a mapping.");
-    return dict_items(c, in, out);
+    if (dict_items(c, in, out)) return -1;
+    L(*out)->kind = SEQ_GENERATOR;
+    return 0;
 }
 
 /* A new list of in's items, in order or reversed. */
@@ -539,9 +543,9 @@ static int walk(rctx *c, jv in, const jargs *a, walk_kind kind, jv *out)
         memmove(rest.pos, a->pos + off, (size_t)rest.npos * sizeof *rest.pos);
     }
     jv items;
-    if (!jv_truthy(in)) return jv_list(c, 0, out); /* jinja2 walks nothing when the value is falsy */
+    if (!jv_truthy(in)) return generator(c, 0, out); /* jinja2 walks nothing when the value is falsy */
     if (jv_iter(c, in, &items)) return -1;
-    int rc = jv_list(c, L(items)->n, out);
+    int rc = generator(c, L(items)->n, out);
     for (size_t i = 0; !rc && i < L(items)->n; i++) {
         jv item = L(items)->v[i], v, r;
         if (arg_given(attribute)) {
@@ -635,7 +639,7 @@ static int parse_int(const jstr *s, int64_t *out)
     if (i == len) return -1;
     uint64_t v = 0;
     for (; i < len; i++) {
-        if (p[i] == '_' && i + 1 < len && p[i - 1] >= '0' && p[i - 1] <= '9') continue;
+        if (p[i] == '_' && i > 0 && i + 1 < len && p[i - 1] >= '0' && p[i - 1] <= '9') continue;
         if (p[i] < '0' || p[i] > '9' || v > (UINT64_MAX - 9) / 10) return -1;
         v = v * 10 + (uint64_t)(p[i] - '0');
     }
@@ -681,11 +685,15 @@ FILTER(f_indent)
     if (bind_args(c, "indent", a, "width first blank", s)) return -1;
     jv w = or_default(s[0], jv_int(4));
     if (w.t != JV_STR && want_int(c, w, "indent width", &width)) return -1;
+    if (jv_check_defined(c, in)) return -1;
+    if (in.t != JV_STR) /* jinja2 adds "\n" to the value itself */
+        return jfail(c, TUNE_ERR_INPUT, "unsupported operand type(s) for +=: '%s' and 'str'", jv_type_name(in));
     tune_strbuf sb = {0}, pad = {0};
     int rc = 0;
     if (w.t == JV_STR) rc = sbput(c, &pad, S(w)->s, S(w)->len);
     for (int64_t k = 0; w.t != JV_STR && k < width && !rc; k++) rc = sbput(c, &pad, " ", 1);
-    if (!rc && (rc = jv_print(c, &sb, in) || sbput(c, &sb, "\n", 1))) rc = -1;
+    if (!rc) rc = sbput(c, &sb, S(in)->s, S(in)->len);
+    if (!rc) rc = sbput(c, &sb, "\n", 1);
     if (rc || jv_str_buf(c, &sb, &str)) return tune_strbuf_free(&pad), tune_strbuf_free(&sb), -1;
     rc = splitlines(c, S(str), &lines);
     jv_unref(str);
@@ -714,9 +722,10 @@ FILTER(f_unique)
     int rc = entries(c, items, s[1], jv_truthy(or_default(s[0], jv_bool(0))), &e);
     jv_unref(items);
     if (rc) return -1;
-    if (jv_list(c, 0, out)) return free_entries(e, n), -1;
+    if (generator(c, 0, out)) return free_entries(e, n), -1;
     for (size_t i = 0; i < n && !rc; i++) {
         int seen = 0;
+        if ((rc = check_hashable(c, e[i].key))) break;
         for (size_t j = 0; j < i && !seen; j++) seen = jv_eq(e[j].key, e[i].key);
         if (!seen) rc = list_push(c, L(*out), jv_ref(e[i].item));
     }
@@ -759,7 +768,11 @@ FILTER(f_sort)
 FILTER(f_reverse)
 {
     if (bind_args(c, "reverse", a, "", NULL)) return -1;
-    if (in.t != JV_STR) return list_copy(c, in, 1, out);
+    if (in.t != JV_STR) { /* a reversed iterator */
+        if (list_copy(c, in, 1, out)) return -1;
+        L(*out)->kind = SEQ_GENERATOR;
+        return 0;
+    }
     jv chars;
     if (list_copy(c, in, 1, &chars)) return -1;
     tune_strbuf sb = {0};
@@ -903,7 +916,7 @@ FILTER(f_format)
     if (jv_to_str(c, in, &str)) return -1;
     int rc = a->nkw ? jv_dict(c, &args) : jv_list(c, (size_t)a->npos, &args);
     if (rc) return jv_unref(str), -1;
-    if (args.t == JV_LIST) L(args)->tuple = 1;
+    if (args.t == JV_LIST) L(args)->kind = SEQ_TUPLE;
     for (int k = 0; !rc && k < a->nkw; k++) {
         jv key;
         rc = jv_strz(c, a->kwname[k], &key);
@@ -918,12 +931,12 @@ FILTER(f_format)
 
 /* ---- printf-style and str.format ---- */
 
-/* Pads v's text to width code points (left-aligned when left). */
-static int put_padded(rctx *c, tune_strbuf *sb, const char *s, size_t n, int64_t width, int left, char fill)
+/* s[0, n) padded with spaces to width code points (left-aligned when left). */
+static int put_padded(rctx *c, tune_strbuf *sb, const char *s, size_t n, int64_t width, int left)
 {
     int64_t pad = width - (int64_t)utf8_count(s, n);
     int rc = 0;
-    for (int64_t k = 0; !left && k < pad && !rc; k++) rc = sbput(c, sb, &fill, 1);
+    for (int64_t k = 0; !left && k < pad && !rc; k++) rc = sbput(c, sb, " ", 1);
     if (!rc) rc = sbput(c, sb, s, n);
     for (int64_t k = 0; left && k < pad && !rc; k++) rc = sbput(c, sb, " ", 1);
     return rc;
@@ -932,7 +945,7 @@ static int put_padded(rctx *c, tune_strbuf *sb, const char *s, size_t n, int64_t
 int percent_format(rctx *c, jv fmt, jv args, jv *out)
 {
     const jstr *f = S(fmt);
-    int is_tuple = args.t == JV_LIST && L(args)->tuple;
+    int is_tuple = args.t == JV_LIST && L(args)->kind == SEQ_TUPLE;
     size_t next = 0, nargs = is_tuple ? L(args)->n : 1;
     tune_strbuf sb = {0};
     int rc = 0;
@@ -952,10 +965,12 @@ int percent_format(rctx *c, jv fmt, jv args, jv *out)
         }
         int left = 0, zero = 0;
         for (; i < f->len && strchr("-0 +#", f->s[i]); i++) left |= f->s[i] == '-', zero |= f->s[i] == '0';
-        int64_t width = 0, prec = -1;
-        for (; i < f->len && f->s[i] >= '0' && f->s[i] <= '9'; i++) width = width * 10 + (f->s[i] - '0');
+        int64_t width = 0, prec = -1; /* both bounded: the digits may be hostile */
+        for (; i < f->len && f->s[i] >= '0' && f->s[i] <= '9'; i++)
+            if (width < 100000) width = width * 10 + (f->s[i] - '0');
         if (i < f->len && f->s[i] == '.')
-            for (prec = 0, i++; i < f->len && f->s[i] >= '0' && f->s[i] <= '9'; i++) prec = prec * 10 + (f->s[i] - '0');
+            for (prec = 0, i++; i < f->len && f->s[i] >= '0' && f->s[i] <= '9'; i++)
+                if (prec < 100) prec = prec * 10 + (f->s[i] - '0');
         char conv = i < f->len ? f->s[i++] : 0;
         if (conv == '%') { rc = sbput(c, &sb, "%", 1); continue; }
         if (!strchr("sridfFxXeEgG", conv) || !conv) {
@@ -975,34 +990,32 @@ int percent_format(rctx *c, jv fmt, jv args, jv *out)
             v = is_tuple ? L(args)->v[next] : args;
             next++;
         }
-        tune_strbuf piece = {0};
-        char num[512];
         if (conv == 's' || conv == 'r') {
+            tune_strbuf piece = {0};
             rc = conv == 's' ? jv_print(c, &piece, v) : jv_repr(c, &piece, v);
             const char *text = piece.data ? piece.data : "";
             size_t n = 0; /* a precision keeps that many code points */
             for (int64_t k = 0; n < piece.len && (prec < 0 || k < prec); k++) utf8_next(text, piece.len, &n);
-            if (!rc) rc = put_padded(c, &sb, text, n, width, left, ' ');
-        } else if (!jv_is_num(v)) {
-            rc = jfail(c, TUNE_ERR_INPUT, "%%%c format: a real number is required, not %s", conv, jv_type_name(v));
-        } else {
-            char spec[32];
-            int ints = strchr("idxX", conv) != NULL;
-            snprintf(spec, sizeof spec, "%%%s%s%s%s", left ? "-" : "", zero ? "0" : "", "*",
-                     ints ? (conv == 'x' ? "llx" : conv == 'X' ? "llX" : "lld") : ".*f");
-            if (ints) {
-                long long iv = v.t == JV_FLOAT ? (long long)v.u.f : (long long)v.u.i;
-                snprintf(num, sizeof num, spec, (int)width, iv);
+            if (!rc) rc = put_padded(c, &sb, text, n, width, left);
+            tune_strbuf_free(&piece);
+        } else if (!jv_is_num(v) || (v.t == JV_FLOAT && strchr("idxX", conv) && !(fabs(v.u.f) < 9.2e18))) {
+            rc = jfail(c, TUNE_ERR_INPUT, "%%%c format: a number in range is required, not %s", conv,
+                       jv_type_name(v));
+        } else { /* C's printf does these as Python does */
+            char spec[16], num[640];
+            int w = (int)(width > 500 ? 500 : width), p = (int)(prec < 0 ? 6 : prec);
+            if (strchr("idxX", conv)) {
+                snprintf(spec, sizeof spec, "%%%s%s*ll%c", left ? "-" : "", zero ? "0" : "", conv == 'i' ? 'd' : conv);
+                snprintf(num, sizeof num, spec, w, v.t == JV_FLOAT ? (long long)v.u.f : (long long)v.u.i);
             } else {
-                spec[strlen(spec) - 1] = conv;
-                snprintf(num, sizeof num, spec, (int)width, (int)(prec < 0 ? 6 : prec > 100 ? 100 : prec),
-                         v.t == JV_FLOAT ? v.u.f : (double)v.u.i);
+                snprintf(spec, sizeof spec, "%%%s%s*.*%c", left ? "-" : "", zero ? "0" : "", conv);
+                snprintf(num, sizeof num, spec, w, p, v.t == JV_FLOAT ? v.u.f : (double)v.u.i);
             }
             rc = sbputs(c, &sb, num);
         }
-        tune_strbuf_free(&piece);
     }
-    if (!rc && args.t != JV_DICT && next < nargs)
+    /* a lone list, dict or Undefined (anything with __getitem__) may go unused */
+    if (!rc && (is_tuple || (args.t != JV_LIST && args.t != JV_DICT && args.t != JV_UNDEF)) && next < nargs)
         rc = jfail(c, TUNE_ERR_INPUT, "not all arguments converted during string formatting");
     if (rc) return tune_strbuf_free(&sb), -1;
     return jv_str_buf(c, &sb, out);
@@ -1034,10 +1047,17 @@ static int str_format(rctx *c, jv fmt, const jargs *a, jv *out)
         char conv = nameend + 1 < a1 && f->s[nameend] == '!' ? f->s[nameend + 1] : 's';
         if (memchr(f->s + a0, ':', a1 - a0)) { rc = jfail(c, TUNE_ERR_INPUT, "format specs are not supported"); break; }
         jv v = MISSING;
+        size_t digits = a0, word = a0;
+        while (digits < nameend && f->s[digits] >= '0' && f->s[digits] <= '9') digits++;
+        while (word < nameend && (f->s[word] == '_' || isalnum((unsigned char)f->s[word]))) word++;
+        if (word < nameend || (digits > a0 && digits < nameend)) { /* {0.attr}, {x[k]} */
+            rc = jfail(c, TUNE_ERR_INPUT, "format field '%.*s' is not supported", (int)(nameend - a0), f->s + a0);
+            break;
+        }
         if (nameend == a0) {
             if (autonum >= a->npos) { rc = jfail(c, TUNE_ERR_INPUT, "Replacement index %d out of range", autonum); break; }
             v = a->pos[autonum++];
-        } else if (f->s[a0] >= '0' && f->s[a0] <= '9') {
+        } else if (digits == nameend) {
             long k = strtol(f->s + a0, NULL, 10);
             if (k >= a->npos) { rc = jfail(c, TUNE_ERR_INPUT, "Replacement index %ld out of range", k); break; }
             v = a->pos[k];
@@ -1084,7 +1104,7 @@ static int affix(rctx *c, jv self, const jargs *a, int end, jv *out)
     jv s[1];
     if (bind_args(c, end ? "endswith" : "startswith", a, "prefix", s)) return -1;
     jv p = s[0];
-    size_t n = p.t == JV_LIST && L(p)->tuple ? L(p)->n : 1;
+    size_t n = p.t == JV_LIST && L(p)->kind == SEQ_TUPLE ? L(p)->n : 1;
     const jstr *str = S(self);
     for (size_t i = 0; i < n; i++) {
         jv one = p.t == JV_LIST ? L(p)->v[i] : p;
@@ -1177,6 +1197,23 @@ static int keys_or_values(rctx *c, jv self, const jargs *a, int values, jv *out)
 METHOD(m_keys) { return keys_or_values(c, self, a, 0, out); }
 METHOD(m_values) { return keys_or_values(c, self, a, 1, out); }
 
+/* list.count(x) / list.index(x) */
+static int list_find(rctx *c, jv self, const jargs *a, int index, jv *out)
+{
+    jv s[1];
+    if (bind_args(c, index ? "index" : "count", a, "value", s)) return -1;
+    int64_t n = 0;
+    for (size_t i = 0; i < L(self)->n; i++) {
+        if (!jv_eq(L(self)->v[i], s[0])) continue;
+        if (index) return *out = jv_int((int64_t)i), 0;
+        n++;
+    }
+    if (index) return jfail(c, TUNE_ERR_INPUT, "value is not in list");
+    return *out = jv_int(n), 0;
+}
+METHOD(m_list_count) { return list_find(c, self, a, 0, out); }
+METHOD(m_list_index) { return list_find(c, self, a, 1, out); }
+
 METHOD(m_cycle)
 {
     const jloop *l = self.u.o;
@@ -1199,11 +1236,13 @@ static const struct {
     {JV_STR, {"splitlines", m_splitlines}},
     {JV_DICT, {"get", m_get}},          {JV_DICT, {"items", m_items}},
     {JV_DICT, {"keys", m_keys}},        {JV_DICT, {"values", m_values}},
+    {JV_LIST, {"count", m_list_count}}, {JV_LIST, {"index", m_list_index}},
     {JV_LOOP, {"cycle", m_cycle}},
 };
 
 jbuiltin_fn find_method(jv self, const char *name)
 {
+    if (self.t == JV_LIST && L(self)->kind == SEQ_GENERATOR) return NULL;
     for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
         if (methods[i].t == self.t && !strcmp(methods[i].b.name, name)) return methods[i].b.fn;
     return NULL;
@@ -1214,7 +1253,9 @@ int unsafe_method(jv self, const char *name)
     static const char *const list_ops[] = {"append", "clear", "pop", "reverse", "insert", "sort", "extend",
                                            "remove", NULL};
     static const char *const dict_ops[] = {"clear", "pop", "popitem", "setdefault", "update", NULL};
-    const char *const *ops = self.t == JV_LIST && !L(self)->tuple ? list_ops : self.t == JV_DICT ? dict_ops : NULL;
+    const char *const *ops = self.t == JV_LIST && L(self)->kind == SEQ_LIST ? list_ops
+                             : self.t == JV_DICT                            ? dict_ops
+                                                                            : NULL;
     for (; ops && *ops; ops++)
         if (!strcmp(*ops, name)) return 1;
     return 0;
@@ -1241,7 +1282,7 @@ TEST(t_float, v.t == JV_FLOAT)
 TEST(t_number, jv_is_num(v))
 TEST(t_string, v.t == JV_STR)
 TEST(t_mapping, v.t == JV_DICT)
-TEST(t_sequence, v.t == JV_STR || v.t == JV_LIST || v.t == JV_DICT || v.t == JV_UNDEF)
+TEST(t_sequence, v.t == JV_STR || (v.t == JV_LIST && L(v)->kind != SEQ_GENERATOR) || v.t == JV_DICT || v.t == JV_UNDEF)
 TEST(t_iterable, v.t == JV_STR || v.t == JV_LIST || v.t == JV_DICT || v.t == JV_UNDEF)
 TEST(t_callable, v.t == JV_FUNC)
 TEST(t_escaped, v.t == JV_STR && S(v)->markup)
@@ -1281,7 +1322,7 @@ static int t_in(rctx *c, jv v, const jargs *a, jv *out)
 
 static int t_sameas(rctx *c, jv v, const jargs *a, jv *out)
 {
-    jv other;
+    jv other = jv_none();
     if (one_arg(c, "sameas", a, &other)) return -1;
     int same = v.t == other.t && (v.t == JV_NONE || v.t == JV_UNDEF ||
                                   (v.t == JV_BOOL || v.t == JV_INT ? v.u.i == other.u.i

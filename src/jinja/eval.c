@@ -164,7 +164,7 @@ int get_item(rctx *c, jv obj, jv key, jv *out)
         if (v) return *out = jv_ref(*v), 0;
     }
     int int_key = key.t == JV_INT || key.t == JV_BOOL;
-    if (int_key && obj.t == JV_LIST) {
+    if (int_key && obj.t == JV_LIST && L(obj)->kind != SEQ_GENERATOR) {
         int64_t i = index_of(key, L(obj)->n);
         if (i >= 0) return *out = jv_ref(L(obj)->v[i]), 0;
     }
@@ -214,12 +214,14 @@ static int slice_indices(rctx *c, const jv *part, size_t n, int64_t *start, int6
 static int slice(rctx *c, jv obj, const jv *part, jv *out)
 {
     if (jv_check_defined(c, obj)) return -1;
-    if (obj.t != JV_LIST && obj.t != JV_STR) return jv_undef(c, out, "'%s' object is not subscriptable", jv_type_name(obj));
+    /* jinja2 compiles a slice to a plain Python subscript: no Undefined here */
+    if ((obj.t != JV_LIST && obj.t != JV_STR) || (obj.t == JV_LIST && L(obj)->kind == SEQ_GENERATOR))
+        return jfail(c, TUNE_ERR_INPUT, "'%s' object is not subscriptable", jv_type_name(obj));
     int64_t start, step;
     size_t count;
     if (obj.t == JV_LIST) {
         if (slice_indices(c, part, L(obj)->n, &start, &step, &count) || jv_list(c, count, out)) return -1;
-        L(*out)->tuple = L(obj)->tuple;
+        L(*out)->kind = L(obj)->kind;
         for (size_t k = 0; k < count; k++)
             if (list_push(c, L(*out), jv_ref(L(obj)->v[start + (int64_t)k * step]))) return jv_unref(*out), -1;
         return 0;
@@ -307,7 +309,7 @@ static int repeat(rctx *c, jv seq, int64_t times, jv *out)
         return 0;
     }
     if (jv_list(c, 0, out)) return -1;
-    L(*out)->tuple = L(seq)->tuple;
+    L(*out)->kind = L(seq)->kind;
     for (int64_t k = 0; k < times; k++)
         for (size_t i = 0; i < L(seq)->n; i++)
             if (list_push(c, L(*out), jv_ref(L(seq)->v[i]))) return jv_unref(*out), -1;
@@ -380,6 +382,8 @@ static int arith(rctx *c, jop op, jv a, jv b, jv *out)
         if (ints && y >= 0) return int_pow(c, x, y, out);
         if (fx == 0.0 && fy < 0) return jfail(c, TUNE_ERR_INPUT, "0.0 cannot be raised to a negative power");
         if (fx < 0 && fy != floor(fy)) return jfail(c, TUNE_ERR_INPUT, "a negative number to a fractional power");
+        if (isinf(pow(fx, fy)) && isfinite(fx) && isfinite(fy))
+            return jfail(c, TUNE_ERR_INPUT, "(34, 'Numerical result out of range')");
         return *out = jv_float(pow(fx, fy)), 0;
     default: return type_error2(c, "?", a, b);
     }
@@ -398,11 +402,11 @@ int binop(rctx *c, jop op, jv a, jv b, jv *out)
         return jfail(c, TUNE_ERR_INPUT, "can only concatenate str (not \"%s\") to str", jv_type_name(b));
     }
     if (op == OP_ADD && a.t == JV_LIST) {
-        if (b.t != JV_LIST || L(a)->tuple != L(b)->tuple)
+        if (b.t != JV_LIST || L(a)->kind != L(b)->kind || L(a)->kind == SEQ_GENERATOR)
             return jfail(c, TUNE_ERR_INPUT, "can only concatenate %s (not \"%s\") to %s", jv_type_name(a),
                          jv_type_name(b), jv_type_name(a));
         if (jv_list(c, L(a)->n + L(b)->n, out)) return -1;
-        L(*out)->tuple = L(a)->tuple;
+        L(*out)->kind = L(a)->kind;
         for (int side = 0; side < 2; side++) {
             const jlist *l = L(side ? b : a);
             for (size_t i = 0; i < l->n; i++)
@@ -413,12 +417,21 @@ int binop(rctx *c, jop op, jv a, jv b, jv *out)
     if (op == OP_MUL && (a.t == JV_STR || a.t == JV_LIST || b.t == JV_STR || b.t == JV_LIST)) {
         int a_seq = a.t == JV_STR || a.t == JV_LIST;
         jv seq = a_seq ? a : b, times = a_seq ? b : a;
+        if (seq.t == JV_LIST && L(seq)->kind == SEQ_GENERATOR) return type_error2(c, "*", a, b);
         if (times.t != JV_INT && times.t != JV_BOOL)
             return jfail(c, TUNE_ERR_INPUT, "can't multiply sequence by non-int of type '%s'", jv_type_name(times));
         return repeat(c, seq, times.u.i, out);
     }
     if (op == OP_MOD && a.t == JV_STR) return percent_format(c, a, b, out);
     return arith(c, op, a, b, out);
+}
+
+/* Python's dicts and sets take only hashable keys. */
+int check_hashable(rctx *c, jv v)
+{
+    if (v.t == JV_DICT || v.t == JV_NS || (v.t == JV_LIST && L(v)->kind == SEQ_LIST))
+        return jfail(c, TUNE_ERR_INPUT, "unhashable type: '%s'", jv_type_name(v));
+    return 0;
 }
 
 /* item in container */
@@ -437,7 +450,10 @@ int contains(rctx *c, jv container, jv item, int *result)
     case JV_LIST:
         for (size_t i = 0; i < L(container)->n && !*result; i++) *result = jv_eq(L(container)->v[i], item);
         return 0;
-    case JV_DICT: *result = dict_get(D(container), item) != NULL; return 0;
+    case JV_DICT:
+        if (check_hashable(c, item)) return -1;
+        *result = dict_get(D(container), item) != NULL;
+        return 0;
     default:
         return jfail(c, TUNE_ERR_INPUT, "argument of type '%s' is not iterable", jv_type_name(container));
     }
@@ -583,10 +599,11 @@ static int eval_filter(rctx *c, const node *n, jv *out)
 static int eval_items(rctx *c, const node *n, jv *out)
 {
     if (n->kind == E_DICT ? jv_dict(c, out) : jv_list(c, (size_t)n->items.n, out)) return -1;
-    if (n->kind == E_TUPLE) L(*out)->tuple = 1;
+    if (n->kind == E_TUPLE) L(*out)->kind = SEQ_TUPLE;
     for (int i = 0; i < n->items.n; i++) {
         jv v, k = jv_none();
-        if (n->kind == E_DICT && eval(c, n->items.v[i++], &k)) return jv_unref(*out), -1;
+        if (n->kind == E_DICT && (eval(c, n->items.v[i++], &k) || check_hashable(c, k)))
+            return jv_unref(k), jv_unref(*out), -1;
         if (eval(c, n->items.v[i], &v)) return jv_unref(k), jv_unref(*out), -1;
         if (n->kind == E_DICT ? dict_set(c, D(*out), k, v) : list_push(c, L(*out), v)) return jv_unref(*out), -1;
     }

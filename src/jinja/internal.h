@@ -18,7 +18,7 @@ typedef enum {
     JV_INT,
     JV_FLOAT,
     JV_STR,  /* jstr */
-    JV_LIST, /* jlist (a tuple when its tuple flag is set) */
+    JV_LIST, /* jlist: a list, tuple or generator (see seq_kind) */
     JV_DICT, /* jdict, insertion ordered */
     JV_NS,   /* namespace(): a jdict that `set ns.x = ...` may change */
     JV_FUNC, /* jfunc: macro, caller, global function or bound method */
@@ -49,9 +49,13 @@ typedef struct jstr {
     char s[]; /* NUL-terminated */
 } jstr;
 
+/* What a jlist stands for. jinja2's map, select, unique, |items, ... give
+ * generators: always true, no len(), no indexing, not JSON. */
+typedef enum { SEQ_LIST, SEQ_TUPLE, SEQ_GENERATOR } seq_kind;
+
 typedef struct jlist {
     jobj h;
-    int tuple;
+    seq_kind kind;
     int depth; /* nesting depth, bounded so recursion over values is bounded */
     size_t n, cap;
     jv *v;
@@ -288,6 +292,7 @@ int ns_register(rctx *c, jv ns);
 int binop(rctx *c, jop op, jv a, jv b, jv *out);
 int compare(rctx *c, jop op, jv a, jv b, int *result);
 int contains(rctx *c, jv container, jv item, int *result);
+int check_hashable(rctx *c, jv v);
 /* markupsafe.escape(s) of a str: a Markup str. */
 int escape_str(rctx *c, jv s, jv *out);
 

@@ -197,7 +197,7 @@ int jv_undef(rctx *c, jv *out, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    jv m;
+    jv m = jv_none();
     if (jv_strz(c, msg, &m)) return -1;
     *out = (jv){.t = JV_UNDEF, .u.o = m.u.o};
     return 0;
@@ -342,7 +342,7 @@ int jv_truthy(jv v)
     case JV_INT: return v.u.i != 0;
     case JV_FLOAT: return v.u.f != 0.0;
     case JV_STR: return S(v)->len != 0;
-    case JV_LIST: return L(v)->n != 0;
+    case JV_LIST: return L(v)->n != 0 || L(v)->kind == SEQ_GENERATOR;
     case JV_DICT: return D(v)->n != 0;
     default: return 1;
     }
@@ -357,7 +357,7 @@ const char *jv_type_name(jv v)
     case JV_INT: return "int";
     case JV_FLOAT: return "float";
     case JV_STR: return "str";
-    case JV_LIST: return L(v)->tuple ? "tuple" : "list";
+    case JV_LIST: return L(v)->kind == SEQ_TUPLE ? "tuple" : L(v)->kind == SEQ_GENERATOR ? "generator" : "list";
     case JV_DICT: return "dict";
     case JV_NS: return "Namespace";
     case JV_FUNC: return ((jfunc *)v.u.o)->kind == F_MACRO ? "Macro" : "function";
@@ -383,7 +383,8 @@ int jv_eq(jv a, jv b)
     case JV_NONE: return 1;
     case JV_STR: return S(a)->len == S(b)->len && !memcmp(S(a)->s, S(b)->s, S(a)->len);
     case JV_LIST:
-        if (L(a)->tuple != L(b)->tuple || L(a)->n != L(b)->n) return 0;
+        if (L(a)->kind != L(b)->kind || L(a)->n != L(b)->n) return 0;
+        if (L(a)->kind == SEQ_GENERATOR) return a.u.o == b.u.o;
         for (size_t i = 0; i < L(a)->n; i++)
             if (!jv_eq(L(a)->v[i], L(b)->v[i])) return 0;
         return 1;
@@ -411,7 +412,7 @@ int jv_cmp(rctx *c, jv a, jv b, int *result)
         *result = r ? (r > 0) - (r < 0) : (S(a)->len > S(b)->len) - (S(a)->len < S(b)->len);
         return 0;
     }
-    if (a.t == JV_LIST && b.t == JV_LIST && L(a)->tuple == L(b)->tuple) {
+    if (a.t == JV_LIST && b.t == JV_LIST && L(a)->kind == L(b)->kind && L(a)->kind != SEQ_GENERATOR) {
         for (size_t i = 0; i < L(a)->n && i < L(b)->n; i++)
             if (!jv_eq(L(a)->v[i], L(b)->v[i])) return jv_cmp(c, L(a)->v[i], L(b)->v[i], result);
         *result = (L(a)->n > L(b)->n) - (L(a)->n < L(b)->n);
@@ -433,10 +434,14 @@ int jv_len(rctx *c, jv v, int64_t *n)
     switch (v.t) {
     case JV_UNDEF: *n = 0; return 0;
     case JV_STR: *n = (int64_t)(S(v)->ascii ? S(v)->len : utf8_count(S(v)->s, S(v)->len)); return 0;
-    case JV_LIST: *n = (int64_t)L(v)->n; return 0;
+    case JV_LIST:
+        if (L(v)->kind == SEQ_GENERATOR) break;
+        *n = (int64_t)L(v)->n;
+        return 0;
     case JV_DICT: *n = (int64_t)D(v)->n; return 0;
-    default: return jfail(c, TUNE_ERR_INPUT, "object of type '%s' has no len()", jv_type_name(v));
+    default: break;
     }
+    return jfail(c, TUNE_ERR_INPUT, "object of type '%s' has no len()", jv_type_name(v));
 }
 
 int jv_iter(rctx *c, jv v, jv *list)
@@ -558,13 +563,17 @@ static int print(rctx *c, tune_strbuf *sb, jv v, int repr, int depth)
     case JV_BOOL: return sbputs(c, sb, v.u.i ? "True" : "False");
     case JV_INT: snprintf(buf, sizeof buf, "%lld", (long long)v.u.i); return sbputs(c, sb, buf);
     case JV_FLOAT: fmt_float(buf, sizeof buf, v.u.f); return sbputs(c, sb, buf);
-    case JV_STR: return repr ? repr_str(c, sb, S(v)) : sbput(c, sb, S(v)->s, S(v)->len);
+    case JV_STR:
+        if (!repr) return sbput(c, sb, S(v)->s, S(v)->len);
+        if (!S(v)->markup) return repr_str(c, sb, S(v));
+        return sbputs(c, sb, "Markup(") || repr_str(c, sb, S(v)) || sbputs(c, sb, ")") ? -1 : 0;
     case JV_LIST: {
         const jlist *l = L(v);
-        if (sbputs(c, sb, l->tuple ? "(" : "[")) return -1;
+        if (l->kind == SEQ_GENERATOR) return sbputs(c, sb, "<generator object>");
+        if (sbputs(c, sb, l->kind == SEQ_TUPLE ? "(" : "[")) return -1;
         for (size_t i = 0; i < l->n; i++)
             if ((i && sbputs(c, sb, ", ")) || print(c, sb, l->v[i], 1, depth + 1)) return -1;
-        return sbputs(c, sb, !l->tuple ? "]" : l->n == 1 ? ",)" : ")");
+        return sbputs(c, sb, l->kind == SEQ_LIST ? "]" : l->n == 1 ? ",)" : ")");
     }
     case JV_NS:
     case JV_DICT: {
@@ -728,11 +737,13 @@ static int json_value(rctx *c, tune_strbuf *sb, jv v, const json_opts *o, int le
         return sbputs(c, sb, buf);
     case JV_STR: return json_str(c, sb, S(v)->s, S(v)->len, o->ensure_ascii);
     case JV_LIST:
+        if (L(v)->kind == SEQ_GENERATOR) break;
+        return json_container(c, sb, v, o, level);
     case JV_DICT: return json_container(c, sb, v, o, level);
-    default:
-        return jfail(c, TUNE_ERR_INPUT, "Object of type %s is not JSON serializable",
-                     v.t == JV_NS ? "TemplateNamespace" : jv_type_name(v));
+    default: break;
     }
+    return jfail(c, TUNE_ERR_INPUT, "Object of type %s is not JSON serializable",
+                 v.t == JV_NS ? "TemplateNamespace" : jv_type_name(v));
 }
 
 int jv_json(rctx *c, tune_strbuf *sb, jv v, int ensure_ascii, const char *indent, const char *item_sep,
