@@ -43,6 +43,12 @@ all: $(BUILD)/tune
 
 # The git revision for `tune --version`, rewritten only when it changes.
 $(BUILD)/gen/version.h: FORCE
+# Data parallelism over Open MPI (tune/parallel.h); with CUDA, NCCL moves the gradients.
+ifeq ($(MPI),1)
+CFLAGS   += -DTUNE_MPI $(shell pkg-config --cflags ompi-c)
+LDLIBS   += $(shell pkg-config --libs ompi-c) $(if $(filter 1,$(CUDA)),-lnccl)
+endif
+
 	@mkdir -p $(dir $@)
 	@rev=$$(git describe --always --dirty 2>/dev/null || echo unknown); \
 	 line="#define TUNE_GIT_REV \"$$rev\""; \

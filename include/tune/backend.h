@@ -90,6 +90,7 @@ typedef struct tune_backend {
     void (*adamw_update)(float *params, float *exp_avg, float *exp_avg_sq, const float *grads, size_t n,
                          const tune_adamw_coeffs *c);
     float (*clip_grad_norm)(float *grads, const tune_span *tensors, int n_tensors, float max_norm);
+    void (*add)(float *y, const float *x, size_t n);
 } tune_backend;
 
 /* The `backend:` key: auto (CUDA when this build has it and a GPU is usable,
@@ -107,6 +108,9 @@ const tune_backend *tune_backend_cpu(void);
 /* The CUDA table when this build has CUDA and a GPU is usable; otherwise
  * NULL with the reason in why. On success why names the GPU and its memory. */
 const tune_backend *tune_backend_cuda(char *why, size_t why_size);
+/* The GPU tune_backend_cuda opens (default 0), set before its first call:
+ * data-parallel ranks take the one of their node-local rank. */
+void tune_backend_cuda_pick(int ordinal);
 /* The GPU and its memory, or why there is none (for `tune --version`). */
 void tune_backend_cuda_describe(char *buf, size_t size);
 
@@ -233,6 +237,10 @@ void tune_cpu_dropout_apply(float *out, const float *x, const uint32_t *bits, si
 /* AdamW over n elements (tune_adamw_element). params, exp_avg, exp_avg_sq, grads: (n) */
 void tune_cpu_adamw_update(float *params, float *exp_avg, float *exp_avg_sq, const float *grads, size_t n,
                            const tune_adamw_coeffs *c);
+
+/* y += x, element by element (the sum of two micro-batches' gradients).
+ * y, x: (n) */
+void tune_cpu_add(float *y, const float *x, size_t n);
 
 /* Gradient clipping as torch.nn.utils.clip_grad_norm_: the global L2 norm
  * over the tensors (each tensor's norm first, then the norm of those norms,

@@ -75,8 +75,11 @@ typedef struct tune_plan {
     int sample_packing, pad_to_sequence_len;
     double num_epochs;
     long max_steps;                  /* -1: from num_epochs */
+    int ranks;                       /* processes sharing each step (data parallelism; 1 alone): each takes
+                                        gradient_accumulation_steps micro-batches of the step, as Axolotl counts */
+    struct tune_parallel *parallel;  /* those ranks for the training loop (NULL: this process alone) */
     long micro_batches_per_epoch;    /* ceil(n_train / micro_batch_size) */
-    long steps_per_epoch;            /* ceil(micro_batches_per_epoch / gradient_accumulation_steps) */
+    long steps_per_epoch;            /* ceil(micro_batches_per_epoch / (gradient_accumulation_steps · ranks)) */
     long total_steps;                /* max_steps, else ceil(num_epochs · steps_per_epoch) */
     long warmup_steps;               /* warmup_steps, else ceil(warmup_ratio · total) */
     long logging_steps;
@@ -133,6 +136,9 @@ tune_status tune_plan_init(tune_plan *plan, const tune_config *cfg, tune_error_l
 
 /* Model dimensions (tune_plan_init reads them): parameter counts and the memory estimate. */
 void tune_plan_set_model(tune_plan *plan, const tune_model_config *model);
+
+/* The number of ranks (mpirun -np); recomputes every step number and the schedule. */
+void tune_plan_set_ranks(tune_plan *plan, int ranks);
 
 /* Example counts from the data stage; recomputes every step number and the schedule. */
 void tune_plan_set_examples(tune_plan *plan, long n_train, long n_eval);

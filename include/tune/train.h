@@ -87,12 +87,14 @@ typedef struct tune_train_event {
 /* Plain values from the plan; the loop never reads the config. */
 typedef struct tune_train_options {
     const tune_backend *backend;   /* where the step runs (NULL: the CPU) */
+    struct tune_parallel *parallel; /* the ranks that share each step (tune/parallel.h; NULL: this
+                                      process alone); only rank 0 writes files */
     long long device_bytes;        /* on a device: the plan's estimate, checked against free memory
                                       before anything is allocated (<= 0: not checked) */
     const char *output_dir;
     long total_steps;              /* optimizer steps of the whole run */
     const double *lr;              /* (total_steps): learning rate of each step, from the schedule */
-    int gradient_accumulation_steps;
+    int gradient_accumulation_steps; /* micro-batches per optimizer step, every rank's together */
     double adam_beta1, adam_beta2, adam_epsilon, weight_decay;
     double max_grad_norm;          /* <= 0: no clipping (the norm is still logged) */
     int skip_nonfinite;            /* a step whose loss or gradient is NaN or infinite: 0 stops the run

@@ -18,6 +18,8 @@ void tune_backend_cuda_describe(char *buf, size_t size)
 {
     tune_backend_cuda(buf, size);
 }
+
+void tune_backend_cuda_pick(int ordinal) { (void)ordinal; }
 #endif
 
 tune_status tune_backend_select(tune_backend_kind kind, const tune_backend **be, char *why, size_t why_size,

@@ -1,5 +1,6 @@
 #include "tune/backend.h"
 #include "tune/cli.h"
+#include "tune/parallel.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -74,10 +75,11 @@ int tune_cli_main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(first, "--version") || !strcmp(first, "version")) {
-        char cuda[256], blas[512];
+        char cuda[256], blas[512], mpi[512];
         tune_backend_cuda_describe(cuda, sizeof cuda);
         tune_cpu_blas_describe(blas, sizeof blas);
-        printf("tune %s\ncpu: %s\ncuda: %s\n", tune_cli_version(), blas, cuda);
+        tune_parallel_describe(mpi, sizeof mpi);
+        printf("tune %s\ncpu: %s\ncuda: %s\nmpi: %s\n", tune_cli_version(), blas, cuda, mpi);
         return 0;
     }
     for (int i = 0; i < N_VERBS; i++)

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "tune/cli.h"
+#include "tune/parallel.h"
 #include "tune/plan.h"
 
 static void usage(FILE *out)
@@ -28,7 +29,11 @@ static void usage(FILE *out)
             "SIGINT or SIGTERM (Ctrl-C, a scheduler's stop) during training: the step in\n"
             "progress finishes, a checkpoint is written, the command that resumes is\n"
             "printed, and tune exits 130 (SIGINT) or 143 (SIGTERM); a second signal ends it\n"
-            "at once. Exit status: 0 done, 1 failure while running, 2 bad input.\n");
+            "at once. Exit status: 0 done, 1 failure while running, 2 bad input.\n\n"
+            "Data parallelism (a build with `make MPI=1`): mpirun -np N tune CONFIG.yml runs\n"
+            "N ranks, each taking gradient_accumulation_steps micro-batches of every step;\n"
+            "the adapter equals that of one process with gradient_accumulation_steps x N,\n"
+            "byte for byte. Rank 0 prints and writes (docs/parallel.md).\n");
 }
 
 /* SIGINT/SIGTERM during training: the first asks the loop to stop after its
@@ -99,6 +104,7 @@ static void print_resume_command(int argc, char **argv, const char *checkpoint)
 typedef struct progress {
     int tty;
     int bar_drawn;
+    int quiet; /* a rank other than 0: rank 0 reports for all */
 } progress;
 
 static void on_event(void *ctx, const tune_train_event *ev)
@@ -107,7 +113,7 @@ static void on_event(void *ctx, const tune_train_event *ev)
     if (ev->kind == TUNE_EVENT_START) catch_stop_signals();
     char line[512];
     tune_train_format_event(ev, p->tty, line, sizeof line);
-    if (!line[0]) return;
+    if (!line[0] || p->quiet) return;
     if (p->tty && ev->kind == TUNE_EVENT_STEP) {
         fprintf(stderr, "\r%s", line);
         p->bar_drawn = 1;
@@ -118,15 +124,33 @@ static void on_event(void *ctx, const tune_train_event *ev)
     fflush(stderr);
 }
 
+/* A failure on this rank: rank 0 reports what every rank agreed on, each
+ * rank its own failures ("tune: rank R: ..."). */
+static void print_error(const tune_parallel *par, const tune_error *err)
+{
+    const int rank = tune_parallel_rank(par);
+    if (rank > 0 && tune_parallel_agreed(par)) return;
+    if (rank == 0) {
+        tune_error_print(stderr, err);
+        return;
+    }
+    char line[2048];
+    tune_error_format(err, line, sizeof line);
+    fprintf(stderr, "tune: rank %d: error: %s\n", rank, line);
+}
+
 /* args: the config file and its overrides, for the resume command. */
 static int train(tune_plan *plan, const tune_config *cfg, int argc, char **args)
 {
-    progress prog = {.tty = isatty(STDERR_FILENO)};
-    const tune_run_hooks hooks = {.ctx = &prog, .on_planned = tune_cli_on_planned, .on_note = tune_cli_on_note, .on_event = on_event};
+    const int rank0 = tune_parallel_rank(plan->parallel) == 0;
+    progress prog = {.tty = isatty(STDERR_FILENO), .quiet = !rank0};
+    const tune_run_hooks hooks = {.ctx = &prog, .on_planned = rank0 ? tune_cli_on_planned : NULL,
+                                  .on_note = rank0 ? tune_cli_on_note : NULL, .on_event = on_event};
     tune_error err;
     tune_error_clear(&err);
     const tune_status st = tune_plan_train(plan, cfg, args[0], tune_cli_version(), &hooks, &err);
     if (st && prog.bar_drawn) fputc('\n', stderr);
+    if (st == TUNE_INTERRUPTED && !rank0) return 128 + (got_signal ? got_signal : SIGTERM);
     if (st == TUNE_INTERRUPTED) {
         fprintf(stderr, "tune: %s received: %s; the checkpoint is %s\n", got_signal == SIGINT ? "SIGINT" : "SIGTERM",
                 err.message, err.file);
@@ -134,10 +158,10 @@ static int train(tune_plan *plan, const tune_config *cfg, int argc, char **args)
         return 128 + (got_signal ? got_signal : SIGTERM);
     }
     if (st) {
-        tune_error_print(stderr, &err);
+        print_error(plan->parallel, &err);
         return err.code ? (int)err.code : 1;
     }
-    printf("tune: adapter written to %s\n", plan->output_dir);
+    if (rank0) printf("tune: adapter written to %s\n", plan->output_dir);
     return 0;
 }
 
@@ -147,12 +171,31 @@ int tune_cli_train(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    tune_parallel *par;
+    tune_error err;
+    tune_error_clear(&err);
+    if (tune_parallel_start(&par, &err)) {
+        tune_error_print(stderr, &err);
+        return (int)err.code;
+    }
     tune_config cfg;
     tune_plan plan;
     int rc = tune_cli_load_plan("train", argc - 1, argv + 1, &cfg, &plan);
-    if (rc) return rc;
-    rc = train(&plan, &cfg, argc - 1, argv + 1);
-    tune_plan_free(&plan);
-    tune_config_free(&cfg);
+    /* A rank whose config does not load stops every rank (its errors are printed above). */
+    if (rc) tune_error_set(&err, (tune_status)rc, NULL, 0, 0, "the config could not be loaded");
+    if (tune_parallel_agree(par, (tune_status)rc, &err) && !rc) {
+        print_error(par, &err);
+        tune_plan_free(&plan);
+        tune_config_free(&cfg);
+        rc = (int)err.code;
+    } else if (!rc) {
+        plan.parallel = par;
+        tune_plan_set_ranks(&plan, tune_parallel_size(par));
+        rc = train(&plan, &cfg, argc - 1, argv + 1);
+        tune_plan_free(&plan);
+        tune_config_free(&cfg);
+    }
+    /* Interrupted (128 + signal): every rank stopped after the same step. */
+    tune_parallel_end(par, rc != 0 && rc < 128, rc);
     return rc;
 }

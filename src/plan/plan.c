@@ -67,8 +67,8 @@ static void recompute(tune_plan *p)
 {
     if (p->n_train_examples >= 0) {
         p->micro_batches_per_epoch = (p->n_train_examples + p->micro_batch_size - 1) / p->micro_batch_size;
-        p->steps_per_epoch =
-            tune_plan_steps_per_epoch(p->n_train_examples, p->micro_batch_size, p->gradient_accumulation_steps);
+        p->steps_per_epoch = tune_plan_steps_per_epoch(p->n_train_examples, p->micro_batch_size,
+                                                       p->gradient_accumulation_steps * p->ranks);
     } else {
         p->micro_batches_per_epoch = p->steps_per_epoch = TUNE_PLAN_UNKNOWN;
     }
@@ -88,6 +88,12 @@ static void recompute(tune_plan *p)
     p->eval_every = p->has_eval && p->n_eval_examples != 0 ? every(p, p->eval_steps, p->evals_per_epoch) : 0;
     p->schedule.warmup_steps = p->warmup_steps;
     p->schedule.total_steps = p->total_steps;
+}
+
+void tune_plan_set_ranks(tune_plan *plan, int ranks)
+{
+    plan->ranks = ranks > 1 ? ranks : 1;
+    recompute(plan);
 }
 
 void tune_plan_set_examples(tune_plan *plan, long n_train, long n_eval)
@@ -267,6 +273,7 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
     p->has_eval = cfg->test_datasets_count > 0 || cfg->val_set_size > 0;
     p->micro_batch_size = cfg->micro_batch_size;
     p->gradient_accumulation_steps = cfg->gradient_accumulation_steps;
+    p->ranks = 1;
     p->eval_batch_size = cfg->eval_batch_size > 0 ? cfg->eval_batch_size : cfg->micro_batch_size;
     p->sequence_len = cfg->sequence_len;
     p->sample_packing = cfg->sample_packing;
@@ -357,7 +364,8 @@ void tune_plan_train_options(const tune_plan *p, tune_train_options *o)
     o->device_bytes = p->mem_device;
     o->output_dir = p->output_dir;
     o->total_steps = p->total_steps;
-    o->gradient_accumulation_steps = (int)p->gradient_accumulation_steps;
+    o->parallel = p->parallel;
+    o->gradient_accumulation_steps = (int)(p->gradient_accumulation_steps * p->ranks);
     o->adam_beta1 = p->adam_beta1;
     o->adam_beta2 = p->adam_beta2;
     o->adam_epsilon = p->adam_epsilon;
@@ -468,9 +476,13 @@ tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
     tune_strbuf_puts(sb, "; train tokens per epoch ");
     if (p->n_train_tokens >= 0) put_count(sb, p->n_train_tokens);
     else tune_strbuf_puts(sb, "unknown until the data stage");
-    tune_strbuf_printf(sb, "\nbatch        %ld sequences x %ld accumulation = %ld sequences of up to %ld tokens per step\n",
-                       p->micro_batch_size, p->gradient_accumulation_steps,
-                       p->micro_batch_size * p->gradient_accumulation_steps, p->sequence_len);
+    tune_strbuf_printf(sb, "\nbatch        %ld sequences x %ld accumulation", p->micro_batch_size,
+                       p->gradient_accumulation_steps);
+    if (p->ranks > 1)
+        tune_strbuf_printf(sb, " = %ld per rank, x %d ranks", p->micro_batch_size * p->gradient_accumulation_steps,
+                           p->ranks);
+    tune_strbuf_printf(sb, " = %ld sequences of up to %ld tokens per step\n",
+                       p->micro_batch_size * p->gradient_accumulation_steps * p->ranks, p->sequence_len);
     tune_strbuf_puts(sb, "steps        per epoch ");
     put_steps(sb, p->steps_per_epoch);
     tune_strbuf_puts(sb, "; total ");
@@ -602,6 +614,10 @@ tune_status tune_plan_to_json(const tune_plan *p, char **json, tune_error *err)
         json_count(steps, "train_tokens", p->n_train_tokens);
         cJSON_AddNumberToObject(steps, "micro_batch_size", (double)p->micro_batch_size);
         cJSON_AddNumberToObject(steps, "gradient_accumulation_steps", (double)p->gradient_accumulation_steps);
+        cJSON_AddNumberToObject(steps, "ranks", p->ranks);
+        cJSON_AddNumberToObject(steps, "batch_per_rank", (double)(p->micro_batch_size * p->gradient_accumulation_steps));
+        cJSON_AddNumberToObject(steps, "global_batch",
+                                (double)(p->micro_batch_size * p->gradient_accumulation_steps * p->ranks));
         cJSON_AddNumberToObject(steps, "eval_batch_size", (double)p->eval_batch_size);
         cJSON_AddNumberToObject(steps, "sequence_len", (double)p->sequence_len);
         cJSON_AddNumberToObject(steps, "num_epochs", p->num_epochs);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tune/parallel.h"
 #include "tune/plan.h"
 #include "tune/tokenizer.h"
 
@@ -120,19 +121,69 @@ static tune_status prepare(tune_plan *plan, const tune_config *cfg, const tune_r
     return st;
 }
 
+/* The sha256 of the resolved config and of the prepared examples, which
+ * every rank must share. */
+static tune_status fingerprints(const tune_config *cfg, const tune_plan_data *data, char config_hex[65],
+                                char data_hex[65], tune_error *err)
+{
+    tune_strbuf text = {0};
+    if (tune_config_format_resolved(cfg, &text) != TUNE_OK) {
+        tune_strbuf_free(&text);
+        return tune_fail_run(err, NULL, "out of memory");
+    }
+    tune_sha256_hex(text.data, text.len, config_hex);
+    tune_strbuf_free(&text);
+    tune_sha256 h;
+    tune_sha256_init(&h);
+    const tune_example_set *sets[2] = {&data->prep.train, &data->prep.val};
+    for (int i = 0; i < 2; i++) {
+        const uint64_t counts[2] = {sets[i]->count, sets[i]->n_tokens};
+        tune_sha256_update(&h, counts, sizeof counts);
+        tune_sha256_update(&h, sets[i]->ids, sets[i]->n_tokens * sizeof *sets[i]->ids);
+        tune_sha256_update(&h, sets[i]->labels, sets[i]->n_tokens * sizeof *sets[i]->labels);
+    }
+    uint8_t digest[32];
+    tune_sha256_final(&h, digest);
+    for (int i = 0; i < 32; i++) snprintf(data_hex + 2 * i, 3, "%02x", digest[i]);
+    return TUNE_OK;
+}
+
+/* The data stage on every rank, rank 0 first (the others then read its
+ * cache: writers of one cache file would collide); then the ranks' config
+ * and data are compared. Only rank 0 locks output_dir. */
+static tune_status prepare_ranks(tune_plan *plan, const tune_config *cfg, const tune_run_hooks *hooks,
+                                 tune_plan_data *data, int *lock, tune_error *err)
+{
+    tune_parallel *par = plan->parallel;
+    const int first = tune_parallel_rank(par) == 0;
+    *lock = -1;
+    /* One run per output_dir; an output_dir that cannot be written stops
+     * the run here, before the data stage. */
+    tune_status st = first ? tune_lock_output_dir(plan->output_dir, lock, err) : TUNE_OK;
+    if (!st && first) st = prepare(plan, cfg, hooks, data, err);
+    st = tune_parallel_agree(par, st, err);
+    if (!st) st = tune_parallel_agree(par, first ? TUNE_OK : prepare(plan, cfg, hooks, data, err), err);
+    char config_hex[65] = "", data_hex[65] = "";
+    if (!st && tune_parallel_size(par) > 1) {
+        st = tune_parallel_agree(par, fingerprints(cfg, data, config_hex, data_hex, err), err);
+        if (!st) st = tune_parallel_same(par, "the resolved config (sha256)", config_hex, err);
+        if (!st) st = tune_parallel_same(par, "the prepared data (sha256 of its tokens)", data_hex, err);
+    }
+    if (st) {
+        tune_plan_data_free(data); /* safe on what prepare already freed */
+        if (*lock >= 0) tune_unlock_output_dir(*lock);
+    }
+    return st;
+}
+
 tune_status tune_plan_train(tune_plan *plan, const tune_config *cfg, const char *config_path, const char *version,
                             const tune_run_hooks *hooks, tune_error *err)
 {
-    /* One run per output_dir; an output_dir that cannot be written stops
-     * the run here, before the data stage. */
     int lock;
-    tune_status st = tune_lock_output_dir(plan->output_dir, &lock, err);
+    tune_plan_data data = {0};
+    tune_status st = prepare_ranks(plan, cfg, hooks, &data, &lock, err);
     if (st) return st;
-    tune_plan_data data;
-    if ((st = prepare(plan, cfg, hooks, &data, err))) {
-        tune_unlock_output_dir(lock);
-        return st;
-    }
+    const int first = tune_parallel_rank(plan->parallel) == 0; /* the rank that writes */
     tune_model model = {0};
     tune_lora *lora = NULL;
     tune_batcher *train_b = NULL, *eval_b = NULL;
@@ -144,14 +195,17 @@ tune_status tune_plan_train(tune_plan *plan, const tune_config *cfg, const char 
     snprintf(resolved, sizeof resolved, "%s/config_resolved.yml", plan->output_dir);
     if (plan->total_steps <= 0)
         st = tune_fail_input(err, config_path, "the plan has no training steps (no examples?)");
-    if (!st) st = tune_config_write_resolved(cfg, resolved, err);
+    if (!st && first) st = tune_config_write_resolved(cfg, resolved, err);
     if (st) goto done;
     omp_set_num_threads(plan->threads);
     note(hooks, "%ld steps (%ld per epoch), %ld training sequences, %ld eval; loading %s", plan->total_steps,
          plan->steps_per_epoch, plan->n_train_examples, plan->n_eval_examples, plan->base_model);
     note_backend(hooks, plan);
+    if (plan->ranks > 1)
+        note(hooks, "%d ranks (MPI): each computes %ld of the %ld micro-batches of a step; rank 0 writes", plan->ranks,
+             plan->gradient_accumulation_steps, plan->gradient_accumulation_steps * plan->ranks);
     /* The model grows to a vocabulary that added tokens extended. */
-    if ((st = save_tokenizer(plan, &data, err)) ||
+    if ((first && (st = save_tokenizer(plan, &data, err))) ||
         (st = tune_model_load_stored(plan->base_model, plan->weight_storage, &model, err)) ||
         (plan->vocab_size > model.cfg.vocab_size && (st = tune_model_resize_vocab(&model, plan->vocab_size, err))) ||
         (st = lora_for(plan, &model, &lora, err)) ||

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "tune/parallel.h"
 
 /* The micro-batches of one optimizer step, copied out of the source so all
  * can be counted before the first backward pass. */
@@ -44,6 +45,12 @@ typedef struct run {
     tune_span *d_tensors;        /* be: the same table */
     int n_tensors;
     tune_workspace *ws;
+    tune_parallel *par;          /* the ranks (NULL: this process alone) */
+    float *slots;                /* be: (n_slots, n_params) gradients of this rank's micro-batches */
+    int n_slots;                 /* 1 on rank 0, which adds each as it goes; per_rank on the others */
+    double *mb_loss;             /* (per_rank): loss sums of this rank's micro-batches */
+    double *all_loss;            /* (ranks · per_rank): every rank's, in global micro-batch order */
+    long per_rank;               /* micro-batches of a step each rank computes, at most */
     step_batches sb;
     long *epoch_first;           /* (n_epochs + 1): first step of each epoch the run reaches, then total_steps */
     long *epoch_mb;              /* (n_epochs): its micro-batches */
@@ -69,6 +76,10 @@ static double now_s(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+/* Rank 0: the one that writes logs, checkpoints and the adapter, and whose
+ * micro-batches begin each step's gradient sum. */
+static int rank0(const run *R) { return tune_parallel_rank(R->par) == 0; }
 
 /* Trained targets of a micro-batch, by the rule of tune_llama_forward:
  * logits[b, t] is scored against labels[b, t + 1] unless that label is
@@ -194,6 +205,7 @@ static tune_status log_entry_add(run *R, cJSON *entry, tune_error *err)
         cJSON_Delete(entry);
         return tune_fail_run(err, NULL, "out of memory for the training log");
     }
+    if (!rank0(R)) return TUNE_OK;
     return report_log_append(R->o->output_dir, entry, err) ? write_failed(R, "the training log", err) : TUNE_OK;
 }
 
@@ -209,9 +221,12 @@ static cJSON *log_entry_new(const train_state *st)
 
 static tune_status do_eval(run *R, tune_error *err)
 {
-    double loss;
+    double loss = 0.0;
     long n_targets;
-    tune_status st = tune_evaluate(&R->dmodel, &R->dlora, R->eval, R->ws, &loss, &n_targets, err);
+    /* Rank 0 evaluates and every rank takes its loss, so all make the same early-stopping decision. */
+    tune_status st = rank0(R) ? tune_evaluate(&R->dmodel, &R->dlora, R->eval, R->ws, &loss, &n_targets, err) : TUNE_OK;
+    st = tune_parallel_agree(R->par, st, err);
+    if (!st) st = tune_parallel_bcast(R->par, &loss, sizeof loss, err);
     if (st) return st;
     if (!isfinite(loss)) {
         char where[64];
@@ -277,6 +292,11 @@ static tune_status do_save(run *R, tune_error *err)
 {
     const tune_train_options *o = R->o;
     char path[4096];
+    if (!rank0(R)) { /* rank 0's checkpoint, named for this rank's messages */
+        snprintf(R->last_checkpoint, sizeof R->last_checkpoint, "%s/checkpoint-%ld", o->output_dir, R->st.global_step);
+        R->saved_step = R->st.global_step;
+        return TUNE_OK;
+    }
     tune_status st = fetch_state(R, 1, err);
     if (st) return st;
     st = checkpoint_write(o->output_dir, &R->st, R->lora, R->exp_avg, R->exp_avg_sq, o->base_model_name_or_path,
@@ -297,7 +317,11 @@ static tune_status do_save(run *R, tune_error *err)
 /* The gradient of step s (0-based) into lora->grads: every micro-batch
  * forward and backward with grad_scale = 1 / (trained targets of the whole
  * step). *loss is the step's mean token loss. The micro-batches are already
- * in R->sb. */
+ * in R->sb, all of them on every rank (each counts the step's targets).
+ * Each micro-batch's gradient is made alone, from zero, and the step's sum
+ * adds them one at a time in micro-batch order, whatever rank made them
+ * (tune_parallel_fold; the loss sums likewise): N ranks give one process's
+ * bytes. Rank 0 adds its own as it goes; the others keep theirs for the fold. */
 static tune_status accumulate(run *R, long s, int epoch, long first, double *loss, tune_error *err)
 {
     long n_targets = 0;
@@ -306,26 +330,38 @@ static tune_status accumulate(run *R, long s, int epoch, long first, double *los
         return tune_fail_input(err, NULL, "step %ld (epoch %d, micro-batches %ld-%ld) has no trained tokens: "
                                           "every label is -100",
                                s + 1, epoch, first, first + R->sb.n - 1);
-    R->be->zero(R->dlora.grads, R->lora->n_params * sizeof(float));
-    tune_workspace_reset_loss(R->ws);
+    const size_t n = R->lora->n_params;
+    float *acc = R->dlora.grads;
+    R->be->zero(acc, n * sizeof(float));
+    long mine, count;
+    tune_parallel_share(R->par, R->st.accum, R->sb.n, &mine, &count);
+    memset(R->mb_loss, 0, (size_t)R->per_rank * sizeof *R->mb_loss);
     const float grad_scale = (float)(1.0 / (double)n_targets);
-    for (int j = 0; j < R->sb.n; j++) {
+    tune_status st = TUNE_OK;
+    for (long i = 0; i < count && !st; i++) {
+        const long j = mine + i;
         const tune_batch *b = &R->sb.mb[j];
         const tune_dropout drop = {.p = R->lora->cfg.dropout, .seed = R->st.seed,
                                    .micro_batch = (uint64_t)s * (uint64_t)R->st.accum + (uint64_t)j};
+        float *slot = R->slots + (rank0(R) ? 0 : (size_t)i * n);
+        R->be->zero(slot, n * sizeof(float));
+        R->dlora.grads = slot; /* the passes add this micro-batch's gradient here */
         long nt;
-        tune_status st = tune_llama_forward(&R->dmodel, &R->dlora, b, &drop, grad_scale, R->ws, NULL, &nt, err);
-        if (st) return st;
-        if (nt != R->sb.targets[j])
-            return tune_fail_run(err, NULL, "internal error: the forward pass scored %ld targets in micro-batch %ld "
-                                            "of epoch %d, the loop counted %ld",
-                                 nt, first + j, epoch, R->sb.targets[j]);
-        st = tune_llama_backward(&R->dmodel, &R->dlora, b, &drop, R->ws, err);
-        if (st) return st;
+        st = tune_llama_forward(&R->dmodel, &R->dlora, b, &drop, grad_scale, R->ws, &R->mb_loss[i], &nt, err);
+        if (!st && nt != R->sb.targets[j])
+            st = tune_fail_run(err, NULL, "internal error: the forward pass scored %ld targets in micro-batch %ld "
+                                          "of epoch %d, the loop counted %ld",
+                               nt, first + j, epoch, R->sb.targets[j]);
+        if (!st) st = tune_llama_backward(&R->dmodel, &R->dlora, b, &drop, R->ws, err);
+        R->dlora.grads = acc;
+        if (!st && rank0(R)) R->be->add(acc, slot, n);
     }
-    double loss_sum; /* the step's one download, with the gradient norm */
-    tune_status st = tune_workspace_loss(R->ws, &loss_sum, err);
     if (st) return st;
+    st = tune_parallel_fold(R->par, R->be, acc, R->slots, rank0(R) ? 0 : (int)count, n, err);
+    if (!st) st = tune_parallel_gather(R->par, R->mb_loss, R->all_loss, (size_t)R->per_rank * sizeof *R->mb_loss, err);
+    if (st) return st;
+    double loss_sum = 0.0; /* in micro-batch order, as the forward passes of one process add them */
+    for (int j = 0; j < R->sb.n; j++) loss_sum += R->all_loss[j];
     *loss = loss_sum / (double)n_targets;
     return TUNE_OK;
 }
@@ -523,9 +559,9 @@ static tune_status check_resumed(const run *R, const char *dir, tune_error *err)
     const tune_train_options *o = R->o;
     if (S->accum != o->gradient_accumulation_steps || S->seed != o->seed || S->total_steps != o->total_steps)
         return tune_fail_input(err, dir,
-                               "this checkpoint comes from a run with %ld steps, gradient_accumulation_steps %d "
-                               "and seed %llu; this run has %ld, %d and %llu: resuming needs the same data, batch "
-                               "settings and seed",
+                               "this checkpoint comes from a run with %ld steps, %d micro-batches per step "
+                               "(gradient_accumulation_steps x ranks) and seed %llu; this run has %ld, %d and %llu: "
+                               "resuming needs the same data, global batch and seed",
                                S->total_steps, S->accum, (unsigned long long)S->seed, o->total_steps,
                                o->gradient_accumulation_steps, (unsigned long long)o->seed);
     if (S->global_step > S->total_steps)
@@ -579,7 +615,7 @@ static tune_status start(run *R, tune_error *err)
 {
     const tune_train_options *o = R->o;
     tune_lora *lora = R->lora;
-    tune_status st = tune_mkdir_p(o->output_dir, err);
+    tune_status st = rank0(R) ? tune_mkdir_p(o->output_dir, err) : TUNE_OK;
     if (!st) st = epoch_table(R, err);
     if (st) return st;
     state_init(&R->st, R);
@@ -618,9 +654,11 @@ static tune_status start(run *R, tune_error *err)
         R->st.log_history = cJSON_CreateArray();
         if (!R->st.log_history) return tune_fail_run(err, NULL, "out of memory");
     }
-    st = report_log_rewrite(o->output_dir, &R->st, err);
-    if (!st) st = checkpoint_remove_partial(o->output_dir, err);
-    if (st) return st;
+    if (rank0(R)) {
+        st = report_log_rewrite(o->output_dir, &R->st, err);
+        if (!st) st = checkpoint_remove_partial(o->output_dir, err);
+        if (st) return st;
+    }
 
     int max_B = R->train->max_B, max_T = R->train->max_T;
     if (R->eval) {
@@ -648,6 +686,15 @@ static tune_status start(run *R, tune_error *err)
     if (!R->d_exp_avg || !R->d_exp_avg_sq || !R->d_tensors)
         return tune_fail_run(err, NULL, "out of %s memory for the optimizer state (%zu parameters)", R->be->name,
                              lora->n_params);
+    const int ranks = tune_parallel_size(R->par);
+    R->per_rank = (R->st.accum + ranks - 1) / ranks;
+    R->n_slots = rank0(R) ? 1 : (int)R->per_rank;
+    R->slots = R->be->alloc((size_t)R->n_slots * bytes);
+    R->mb_loss = calloc((size_t)R->per_rank, sizeof *R->mb_loss);
+    R->all_loss = calloc((size_t)R->per_rank * (size_t)ranks, sizeof *R->all_loss);
+    if (!R->slots || !R->mb_loss || !R->all_loss)
+        return tune_fail_run(err, NULL, "out of %s memory for %d micro-batch gradients (%zu parameters)", R->be->name,
+                             R->n_slots, lora->n_params);
     st = tune_workspace_create(R->be, &R->model->cfg, &R->dlora, max_B, max_T, &R->ws, err);
     if (!st) st = step_batches_init(&R->sb, R->st.accum, R->train->max_B, R->train->max_T, err);
     R->first_step = R->st.global_step;
@@ -679,8 +726,8 @@ static tune_status finish(run *R, tune_error *err)
     if (e && stopped_early(R)) cJSON_AddTrueToObject(e, "stopped_early");
     if (e && stopped_by_watchdog(R)) cJSON_AddTrueToObject(e, "stopped_by_loss_watchdog");
     st = log_entry_add(R, e, err);
-    if (!st) st = fetch_state(R, 0, err);
-    if (st) return st;
+    if (!st && rank0(R)) st = fetch_state(R, 0, err);
+    if (st || !rank0(R)) return st;
     if ((st = tune_lora_save_peft(R->lora, o->output_dir, o->base_model_name_or_path, err)))
         return write_failed(R, "the adapter", err);
     tune_strbuf json = {0};
@@ -705,19 +752,29 @@ tune_status tune_train_run(const tune_train_options *opts, const tune_batch_sour
     tune_status st = check_options(opts, train, eval, lora, err);
     if (st) return st;
     run R = {.o = opts, .train = train, .eval = eval, .model = model, .lora = lora,
-             .be = opts->backend ? opts->backend : tune_backend_cpu(), .saved_step = -1};
+             .be = opts->backend ? opts->backend : tune_backend_cpu(), .saved_step = -1, .par = opts->parallel};
     R.t0 = now_s();
-    st = start(&R, err);
+    st = tune_parallel_agree(R.par, start(&R, err), err);
+    if (!st) { /* every rank resumed from the same checkpoint (or none) */
+        char step[32];
+        snprintf(step, sizeof step, "%ld", R.st.global_step);
+        st = tune_parallel_same(R.par, "the step to resume from", step, err);
+    }
     if (!st) emit(&R, (tune_train_event){.kind = TUNE_EVENT_START});
     while (!st && R.st.global_step < R.st.total_steps && !stopped_early(&R) && !stopped_by_watchdog(&R)) {
         st = train_step(&R, err);
-        if (!st && stop_requested) st = interrupt(&R, err);
+        int stop = 0; /* a signal that reached any rank stops every rank after the same step */
+        if (!st) st = tune_parallel_any(R.par, stop_requested, &stop, err);
+        if (!st && stop) st = interrupt(&R, err);
     }
     if (!st) st = finish(&R, err);
     step_batches_free(&R.sb);
     free(R.epoch_first);
     free(R.epoch_mb);
     tune_workspace_free(R.ws);
+    if (R.slots) R.be->release(R.slots);
+    free(R.mb_loss);
+    free(R.all_loss);
     if (R.d_exp_avg) tune_backend_unmirror(R.be, R.d_exp_avg, R.exp_avg);
     if (R.d_exp_avg_sq) tune_backend_unmirror(R.be, R.d_exp_avg_sq, R.exp_avg_sq);
     if (R.d_tensors) tune_backend_unmirror(R.be, R.d_tensors, R.tensors);

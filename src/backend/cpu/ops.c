@@ -231,6 +231,12 @@ void tune_cpu_adamw_update(float *params, float *exp_avg, float *exp_avg_sq, con
         tune_adamw_element(&params[i], &exp_avg[i], &exp_avg_sq[i], grads[i], c);
 }
 
+void tune_cpu_add(float *y, const float *x, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
 float tune_cpu_clip_grad_norm(float *grads, const tune_span *tensors, int n_tensors, float max_norm)
 {
     /* torch: the fp32 norm of each tensor, then the fp32 norm of those. */

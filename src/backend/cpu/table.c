@@ -76,6 +76,7 @@ static const tune_backend cpu = {
     .dropout_apply = tune_cpu_dropout_apply,
     .adamw_update = tune_cpu_adamw_update,
     .clip_grad_norm = tune_cpu_clip_grad_norm,
+    .add = tune_cpu_add,
 };
 
 const tune_backend *tune_backend_cpu(void) { return &cpu; }

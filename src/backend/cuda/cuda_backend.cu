@@ -155,18 +155,28 @@ static const tune_backend table = {
     tune_cuda_dropout_apply,
     tune_cuda_adamw_update,
     tune_cuda_clip_grad_norm,
+    tune_cuda_add,
 };
 
 static int usable = -1;   /* -1: not tried yet */
 static char description[256];
+static int ordinal;       /* the GPU to open (tune_backend_cuda_pick) */
 
-/* Device 0, its context and a cuBLAS handle, once. */
+extern "C" void tune_backend_cuda_pick(int index) { ordinal = index; }
+
+/* The picked device, its context and a cuBLAS handle, once. */
 static void init(void)
 {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e == cudaSuccess && count == 0) e = cudaErrorNoDevice;
-    if (e == cudaSuccess) e = cudaSetDevice(0);
+    if (e == cudaSuccess && ordinal >= count) {
+        snprintf(description, sizeof description, "no usable CUDA device: GPU %d was asked for (one per rank, by "
+                 "node-local rank) but this node has %d", ordinal, count);
+        usable = 0;
+        return;
+    }
+    if (e == cudaSuccess) e = cudaSetDevice(ordinal);
     if (e == cudaSuccess) e = cudaFree(0); /* creates the context */
     if (e != cudaSuccess) {
         snprintf(description, sizeof description, "no usable CUDA device: %s", cudaGetErrorString(e));
@@ -185,8 +195,8 @@ static void init(void)
         return;
     }
     cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
-        snprintf(description, sizeof description, "no usable CUDA device: cannot read device 0's properties");
+    if (cudaGetDeviceProperties(&prop, ordinal) != cudaSuccess) {
+        snprintf(description, sizeof description, "no usable CUDA device: cannot read device %d's properties", ordinal);
         usable = 0;
         return;
     }

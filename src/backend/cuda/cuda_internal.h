@@ -44,6 +44,7 @@ void tune_cuda_weight_rows(float *out, const tune_weight *w, const int32_t *ids,
 
 /* kernels.cu */
 void tune_cuda_scale(float *c, size_t n, float beta);
+void tune_cuda_add(float *y, const float *x, size_t n);
 void tune_cuda_embedding(float *out, const float *table, const int32_t *ids, int N, int C);
 void tune_cuda_embedding_backward(float *dtable, const float *dout, const int32_t *ids, int N, int C);
 void tune_cuda_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps);

@@ -44,6 +44,19 @@ void tune_cuda_scale(float *c, size_t n, float beta)
     tune_cuda_launched("scale kernel");
 }
 
+/* y += x. y, x: (n) */
+__global__ static void add_kernel(float *y, const float *x, size_t n)
+{
+    GRID_STRIDE(i, n) y[i] += x[i];
+}
+
+void tune_cuda_add(float *y, const float *x, size_t n)
+{
+    if (!n) return;
+    add_kernel<<<tune_cuda_blocks(n), TUNE_CUDA_THREADS>>>(y, x, n);
+    tune_cuda_launched("add kernel");
+}
+
 /* out: (N, C)   table: (V, C)   ids: (N) */
 __global__ static void embedding_kernel(float *out, const float *table, const int32_t *ids, int N, int C)
 {
