@@ -5,7 +5,7 @@
 CC       ?= cc
 BUILD    ?= build
 PREFIX   ?= /usr/local
-PKGS     := yaml-0.1 libcjson openblas libpcre2-8 libutf8proc
+PKGS     := yaml-0.1 libcjson openblas libpcre2-8 libutf8proc libmicrohttpd libcurl
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -Iinclude \
@@ -54,6 +54,12 @@ endif
 	 line="#define TUNE_GIT_REV \"$$rev\""; \
 	 [ -f $@ ] && [ "$$(cat $@)" = "$$line" ] || echo "$$line" > $@
 $(BUILD)/obj/src/cli/cli.o: $(BUILD)/gen/version.h
+
+# tune serve's chat page, embedded in the binary as a byte array (no build step of its own).
+$(BUILD)/gen/chat_page.h: src/serve/chat.html
+	@mkdir -p $(dir $@)
+	od -An -v -tx1 $< | sed 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g' > $@
+$(BUILD)/obj/src/serve/page.o: $(BUILD)/gen/chat_page.h
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -730,7 +730,7 @@ START_TEST(session_streams_transformers_text_and_knows_eos)
     /* streamed pieces add up to the reply, which is Transformers' decoded text */
     tune_strbuf reply = {0}, streamed = {0};
     tune_reply_stats st;
-    tune_reply_opts o = {tune_sampling_greedy(), 16, NULL, 0, 0};
+    tune_reply_opts o = {tune_sampling_greedy(), 16, NULL, 0, 0, NULL};
     ck_assert_int_eq(tune_lm_generate(lm, ids.ids, (int)ids.n, &o, collect, &streamed, &reply, &st, &err), TUNE_OK);
     ck_assert_str_eq(reply.data, want);
     ck_assert_str_eq(streamed.data, want);

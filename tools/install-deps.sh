@@ -3,7 +3,8 @@
 # Idempotent: quiet and quick when everything is present.
 set -euo pipefail
 PACKAGES=(build-essential pkg-config libyaml-dev libcjson-dev libopenblas-dev
-          libpcre2-dev libutf8proc-dev check libomp-dev python3 python3-pip unzip time)
+          libpcre2-dev libutf8proc-dev check libomp-dev python3 python3-pip unzip time
+          libmicrohttpd-dev libcurl4-openssl-dev curl)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -6,6 +6,7 @@
 #ifndef TUNE_GENERATE_H
 #define TUNE_GENERATE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,11 @@ typedef struct tune_decoder tune_decoder;
 tune_status tune_decoder_create(const tune_backend *be, const tune_model *model, const tune_lora *lora,
                                 tune_decoder **out, tune_error *err);
 void tune_decoder_free(tune_decoder *d);
+/* Makes every product add lora's updates instead (NULL: none); a change of
+ * adapter forgets the cache. On the CPU this clears lora's gradients, so two
+ * decoders must not take the same adapter at the same moment. */
+tune_status tune_decoder_set_lora(tune_decoder *d, const tune_lora *lora, tune_error *err);
+const tune_lora *tune_decoder_lora(const tune_decoder *d);
 /* Tokens held in the cache, and the cache's token ids: (length). */
 int tune_decoder_length(const tune_decoder *d);
 int tune_decoder_vocab_size(const tune_decoder *d);
@@ -161,9 +167,10 @@ typedef struct tune_reply_opts {
     const char *const *stops; /* (n_stops) stop strings: the reply ends before the first */
     int n_stops;
     uint64_t first_step;      /* sampling step of the first token */
+    const atomic_int *cancel; /* NULL, or set by another thread to end the reply after the current token */
 } tune_reply_opts;
 
-typedef enum { TUNE_STOP_LENGTH, TUNE_STOP_EOS, TUNE_STOP_STRING } tune_stop_reason;
+typedef enum { TUNE_STOP_LENGTH, TUNE_STOP_EOS, TUNE_STOP_STRING, TUNE_STOP_CANCELLED } tune_stop_reason;
 
 typedef struct tune_reply_stats {
     int prompt_tokens, new_tokens;
@@ -179,6 +186,28 @@ typedef void (*tune_text_fn)(void *ctx, const char *s, size_t n);
 tune_status tune_lm_generate(tune_lm *lm, const int32_t *prompt, int n_prompt, const tune_reply_opts *o,
                              tune_text_fn write, void *ctx, tune_strbuf *reply, tune_reply_stats *stats,
                              tune_error *err);
+
+/* ---- Several adapters and generations on one copy of the weights -------
+ * (the server's slots): siblings share an lm's weights, each with its own
+ * adapter, tokenizer and template; decoders give each concurrent
+ * generation its own cache. */
+
+/* The weights of base (which must outlive it) with the PEFT adapter in
+ * adapter_dir, and the tokenizer tune_lm_open would pick for it. Adapters
+ * with modules_to_save are refused: their copies change the shared
+ * vocabulary (merge such an adapter, or serve it alone). */
+tune_status tune_lm_open_sibling(tune_lm *base, const char *adapter_dir, tune_lm **out, tune_error *err);
+/* A decoder over lm's weights, with lm's adapter and a cache of its own. */
+tune_status tune_lm_decoder_create(const tune_lm *lm, tune_decoder **out, tune_error *err);
+/* Makes d (made for lm or one of its siblings) decode with lm's adapter
+ * (tune_decoder_set_lora: callers serialise binds of one adapter). */
+tune_status tune_lm_bind(const tune_lm *lm, tune_decoder *d, tune_error *err);
+/* tune_lm_generate on d, which must be bound to lm (tune_lm_bind). */
+tune_status tune_lm_generate_on(tune_lm *lm, tune_decoder *d, const int32_t *prompt, int n_prompt,
+                                const tune_reply_opts *o, tune_text_fn write, void *ctx, tune_strbuf *reply,
+                                tune_reply_stats *stats, tune_error *err);
+/* The most positions a prompt and its reply may take together. */
+int tune_lm_context_length(const tune_lm *lm);
 
 /* ---- Scoring answers against references ------------------------------- */
 

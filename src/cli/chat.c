@@ -129,7 +129,7 @@ int tune_cli_chat(int argc, char **argv)
         tune_reply_stats stats = {0};
         tune_status turn = tune_lm_prompt(lm, c.msgs, c.n, 0, &ids, &err);
         if (turn == TUNE_OK) {
-            const tune_reply_opts o = {g.sampling, g.max_new_tokens, g.stops, g.n_stops, step};
+            const tune_reply_opts o = {g.sampling, g.max_new_tokens, g.stops, g.n_stops, step, NULL};
             turn = tune_lm_generate(lm, ids.ids, (int)ids.n, &o, write_stdout, NULL, &reply, &stats, &err);
         }
         step += (uint64_t)stats.new_tokens + 1;

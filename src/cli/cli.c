@@ -16,6 +16,7 @@ static const tune_verb VERBS[] = {
     {"generate", tune_cli_generate, "continue a prompt with a model (and adapter), streaming the text"},
     {"chat", tune_cli_chat, "talk with a model (and adapter) on stdin/stdout; /reset, /exit"},
     {"compare", tune_cli_compare, "answer the same prompts with two models; writes model_comparison_results.csv"},
+    {"serve", tune_cli_serve, "serve a model and its adapters over the OpenAI HTTP API, with a chat page"},
     {"merge", tune_cli_merge, "merge a LoRA adapter into its base model and write a Hugging Face folder"},
     {"config", tune_cli_config, "config tools: 'keys' lists every key, 'resolve' prints the resolved config"},
     {"tokenize", tune_cli_tokenize, "encode text with a model's tokenizer: ids, tokens, decoded round trip"},
@@ -35,7 +36,7 @@ static void print_help(FILE *out)
             "usage: tune CONFIG.yml [--key value ...]   (same as: tune train CONFIG.yml)\n"
             "       tune VERB [args] (tune VERB --help for details)\n\nverbs:\n",
             TUNE_VERSION);
-    for (int i = 0; i < N_VERBS; i++) fprintf(out, "  %-10s %s\n", VERBS[i].name, VERBS[i].summary);
+    for (int i = 0; i < N_VERBS; i++) fprintf(out, "  %-11s %s\n", VERBS[i].name, VERBS[i].summary);
     fprintf(out, "\noptions: --help, --version\n");
 }
 

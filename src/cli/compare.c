@@ -151,7 +151,7 @@ static tune_status answer(side *sd, const char *system, const prompt_item *p, co
     tune_ids ids = {0};
     tune_status st = tune_cli_prompt_ids(sd->lm, sd->format, system, p->instruction, p->input, &ids, err);
     if (st == TUNE_OK) {
-        const tune_reply_opts o = {g->sampling, g->max_new_tokens, g->stops, g->n_stops, 0};
+        const tune_reply_opts o = {g->sampling, g->max_new_tokens, g->stops, g->n_stops, 0, NULL};
         st = tune_lm_generate(sd->lm, ids.ids, (int)ids.n, &o, NULL, NULL, reply, stats, err);
     }
     tune_ids_free(&ids);

@@ -96,7 +96,7 @@ int tune_cli_generate(int argc, char **argv)
     tune_reply_stats stats;
     st = tune_cli_prompt_ids(lm, format, system, prompt, input, &ids, &err);
     if (st == TUNE_OK) {
-        const tune_reply_opts o = {g.sampling, g.max_new_tokens, g.stops, g.n_stops, 0};
+        const tune_reply_opts o = {g.sampling, g.max_new_tokens, g.stops, g.n_stops, 0, NULL};
         st = tune_lm_generate(lm, ids.ids, (int)ids.n, &o, write_stdout, NULL, &reply, &stats, &err);
     }
     if (st == TUNE_OK) {

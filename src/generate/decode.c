@@ -57,9 +57,15 @@ void tune_decoder_free(tune_decoder *d)
     free(d);
 }
 
-/* The adapters where the decoder computes, and the embedding and lm_head it reads. */
-static tune_status attach_lora(tune_decoder *d, const tune_lora *lora, tune_error *err)
+tune_status tune_decoder_set_lora(tune_decoder *d, const tune_lora *lora, tune_error *err)
 {
+    if (lora == d->lora_host) return TUNE_OK;
+    if (d->has_lora) tune_backend_lora_free(d->be, &d->lora, d->lora_host);
+    if (d->lora_u) d->be->release(d->lora_u);
+    d->has_lora = 0;
+    d->lora_host = NULL;
+    d->lora_u = NULL;
+    d->len = 0; /* keys and values computed with the old adapter */
     d->embed = d->m.embed;
     d->lm_head = d->m.lm_head;
     if (!lora) return TUNE_OK;
@@ -69,11 +75,17 @@ static tune_status attach_lora(tune_decoder *d, const tune_lora *lora, tune_erro
     if (st) return st;
     d->has_lora = 1;
     d->lora_host = lora;
+    if (!(d->lora_u = d->be->alloc((size_t)CHUNK * lora->cfg.r * sizeof(float)))) {
+        tune_decoder_set_lora(d, NULL, err);
+        return tune_fail_run(err, NULL, "out of %s memory for the adapter's scratch", d->be->name);
+    }
     const tune_weight copy = {TUNE_Q_F32, d->V, d->C, NULL, NULL};
     if (lora->saved & TUNE_SAVE_EMBED) d->embed = copy, d->embed.f32 = d->lora.params + lora->embed_offset;
     if (lora->saved & TUNE_SAVE_LM_HEAD) d->lm_head = copy, d->lm_head.f32 = d->lora.params + lora->head_offset;
     return TUNE_OK;
 }
+
+const tune_lora *tune_decoder_lora(const tune_decoder *d) { return d->lora_host; }
 
 tune_status tune_decoder_create(const tune_backend *be, const tune_model *model, const tune_lora *lora,
                                 tune_decoder **out, tune_error *err)
@@ -92,6 +104,8 @@ tune_status tune_decoder_create(const tune_backend *be, const tune_model *model,
         return st;
     }
     d->has_model = 1;
+    d->embed = d->m.embed;
+    d->lm_head = d->m.lm_head;
     d->L = c->num_hidden_layers;
     d->C = c->hidden_size;
     d->H = c->num_attention_heads;
@@ -103,10 +117,6 @@ tune_status tune_decoder_create(const tune_backend *be, const tune_model *model,
     d->kvd = d->Hkv * d->hd;
     d->max_pos = c->max_position_embeddings;
     d->n_threads = omp_get_max_threads();
-    if ((st = attach_lora(d, lora, err))) {
-        tune_decoder_free(d);
-        return st;
-    }
     const size_t n = CHUNK;
     struct { float **p; size_t count; } bufs[] = {
         {&d->inv_freq, (size_t)d->hd / 2}, {&d->x, n * d->C}, {&d->xn, n * d->C}, {&d->rstd, n},
@@ -114,7 +124,6 @@ tune_status tune_decoder_create(const tune_backend *be, const tune_model *model,
         {&d->cos_t, n * (d->hd / 2)}, {&d->sin_t, n * (d->hd / 2)},
         {&d->scores, (size_t)d->n_threads * d->max_pos},
         {&d->logits, be->device ? n * d->V : 0},
-        {&d->lora_u, lora ? n * (size_t)lora->cfg.r : 0},
     };
     int ok = 1;
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -126,8 +135,9 @@ tune_status tune_decoder_create(const tune_backend *be, const tune_model *model,
     }
     float inv_freq[d->hd / 2];
     tune_rope_inv_freq(c, inv_freq);
-    if (be->upload(d->inv_freq, inv_freq, sizeof inv_freq)) {
-        st = tune_backend_failed(d->be, "creating the decoder", err);
+    if (be->upload(d->inv_freq, inv_freq, sizeof inv_freq)) st = tune_backend_failed(d->be, "creating the decoder", err);
+    if (st == TUNE_OK) st = tune_decoder_set_lora(d, lora, err);
+    if (st != TUNE_OK) {
         tune_decoder_free(d);
         return st;
     }

@@ -11,8 +11,10 @@
 #include "tune/lora.h"
 
 struct tune_lm {
-    tune_model model;
-    tune_lora *lora; /* NULL without an adapter */
+    const tune_backend *be;
+    tune_model own;     /* the weights, unless shared */
+    tune_model *model;  /* &own, or the weights of the lm this one is a sibling of */
+    tune_lora *lora;    /* NULL without an adapter */
     tune_tokenizer *tok;
     int has_template;
     char no_template[sizeof(((tune_error *)0)->message)]; /* why there is none */
@@ -20,6 +22,7 @@ struct tune_lm {
     int32_t eos[TUNE_MAX_EOS + 8]; /* (n_eos) */
     int n_eos;
     tune_decoder *dec;
+    char *path; /* the weights' file or folder: the tokenizer's fallback source */
 };
 
 /* Ends of a turn or a document, whatever the model's config lists. */
@@ -28,7 +31,7 @@ static const char *const EOS_TOKENS[] = {"<|eot_id|>", "<|im_end|>", "<|end_of_t
 
 static void add_eos(tune_lm *lm, int32_t id)
 {
-    if (id < 0 || id >= lm->model.cfg.vocab_size) return;
+    if (id < 0 || id >= lm->model->cfg.vocab_size) return;
     for (int i = 0; i < lm->n_eos; i++)
         if (lm->eos[i] == id) return;
     if (lm->n_eos < (int)(sizeof lm->eos / sizeof lm->eos[0])) lm->eos[lm->n_eos++] = id;
@@ -53,20 +56,16 @@ static tune_status open_template(tune_lm *lm, const char *name, const char *jinj
     return TUNE_OK;
 }
 
-tune_status tune_lm_open(const tune_backend *be, const char *model_path, const char *adapter_dir, tune_lm **out,
-                         tune_error *err)
+/* The rest of opening lm, whose weights (and adapter) are in place: the
+ * tokenizer, a decoder, the template and the EOS ids. Closes lm on failure. */
+static tune_status finish_open(tune_lm *lm, const char *adapter_dir, tune_lm **out, tune_error *err)
 {
-    *out = NULL;
-    tune_lm *lm = calloc(1, sizeof *lm);
-    if (!lm) return tune_fail_run(err, NULL, "out of memory");
-    tune_status st = tune_model_load_stored(model_path, TUNE_STORE_FILE, &lm->model, err);
-    if (st == TUNE_OK && adapter_dir) st = tune_lora_open_peft(&lm->model, adapter_dir, &lm->lora, err);
-    const char *tok_path = tune_lora_tokenizer_source(adapter_dir, model_path);
-    if (st == TUNE_OK) st = tune_tokenizer_load(tok_path, &lm->tok, err);
-    if (st == TUNE_OK && tune_tokenizer_vocab_size(lm->tok) > lm->model.cfg.vocab_size)
+    const char *tok_path = tune_lora_tokenizer_source(adapter_dir, lm->path);
+    tune_status st = tune_tokenizer_load(tok_path, &lm->tok, err);
+    if (st == TUNE_OK && tune_tokenizer_vocab_size(lm->tok) > lm->model->cfg.vocab_size)
         st = tune_fail_input(err, tok_path, "the tokenizer has %d ids but the model only %d",
-                             (int)tune_tokenizer_vocab_size(lm->tok), lm->model.cfg.vocab_size);
-    if (st == TUNE_OK) st = tune_decoder_create(be, &lm->model, lm->lora, &lm->dec, err);
+                             (int)tune_tokenizer_vocab_size(lm->tok), lm->model->cfg.vocab_size);
+    if (st == TUNE_OK) st = tune_lm_decoder_create(lm, &lm->dec, err);
     if (st != TUNE_OK) {
         tune_lm_close(lm);
         return st;
@@ -76,13 +75,80 @@ tune_status tune_lm_open(const tune_backend *be, const char *model_path, const c
         snprintf(lm->no_template, sizeof lm->no_template, "the model has no chat template");
     else if (open_template(lm, NULL, NULL, NULL, &why) != TUNE_OK)
         tune_error_format(&why, lm->no_template, sizeof lm->no_template);
-    for (int i = 0; i < lm->model.cfg.n_eos_token_ids; i++) add_eos(lm, lm->model.cfg.eos_token_ids[i]);
+    for (int i = 0; i < lm->model->cfg.n_eos_token_ids; i++) add_eos(lm, lm->model->cfg.eos_token_ids[i]);
     add_eos(lm, tune_tokenizer_specials(lm->tok)->eos);
     for (size_t i = 0; i < sizeof EOS_TOKENS / sizeof EOS_TOKENS[0]; i++)
         add_eos(lm, tune_tokenizer_token_to_id(lm->tok, EOS_TOKENS[i]));
     *out = lm;
     return TUNE_OK;
 }
+
+/* An lm with no parts yet, for the weights at path. */
+static tune_lm *new_lm(const tune_backend *be, const char *path, tune_error *err)
+{
+    tune_lm *lm = calloc(1, sizeof *lm);
+    char *p = strdup(path);
+    if (!lm || !p) {
+        free(lm);
+        free(p);
+        tune_fail_run(err, NULL, "out of memory");
+        return NULL;
+    }
+    lm->be = be;
+    lm->path = p;
+    lm->model = &lm->own;
+    return lm;
+}
+
+tune_status tune_lm_open(const tune_backend *be, const char *model_path, const char *adapter_dir, tune_lm **out,
+                         tune_error *err)
+{
+    *out = NULL;
+    tune_lm *lm = new_lm(be, model_path, err);
+    if (!lm) return TUNE_ERR_RUN;
+    tune_status st = tune_model_load_stored(model_path, TUNE_STORE_FILE, &lm->own, err);
+    if (st == TUNE_OK && adapter_dir) st = tune_lora_open_peft(&lm->own, adapter_dir, &lm->lora, err);
+    if (st != TUNE_OK) {
+        tune_lm_close(lm);
+        return st;
+    }
+    return finish_open(lm, adapter_dir, out, err);
+}
+
+tune_status tune_lm_open_sibling(tune_lm *base, const char *adapter_dir, tune_lm **out, tune_error *err)
+{
+    *out = NULL;
+    const tune_model_config *mc = &base->model->cfg;
+    unsigned char *selected = calloc((size_t)mc->num_hidden_layers * TUNE_N_LINEAR, 1);
+    if (!selected) return tune_fail_run(err, adapter_dir, "out of memory");
+    tune_lora_config lc;
+    tune_status st = tune_lora_read_peft_config(adapter_dir, mc, &lc, selected, err);
+    free(selected);
+    if (st == TUNE_OK && lc.modules_to_save)
+        st = tune_fail_input(err, adapter_dir, "the adapter has modules_to_save (its own embed_tokens/lm_head), "
+                             "which cannot share the base's weights; merge it (tune merge) or open it alone");
+    if (st != TUNE_OK) return st;
+    tune_lm *lm = new_lm(base->be, base->path, err);
+    if (!lm) return TUNE_ERR_RUN;
+    lm->model = base->model;
+    if ((st = tune_lora_open_peft(lm->model, adapter_dir, &lm->lora, err)) != TUNE_OK) {
+        tune_lm_close(lm);
+        return st;
+    }
+    return finish_open(lm, adapter_dir, out, err);
+}
+
+tune_status tune_lm_decoder_create(const tune_lm *lm, tune_decoder **out, tune_error *err)
+{
+    return tune_decoder_create(lm->be, lm->model, lm->lora, out, err);
+}
+
+tune_status tune_lm_bind(const tune_lm *lm, tune_decoder *d, tune_error *err)
+{
+    return tune_decoder_set_lora(d, lm->lora, err);
+}
+
+int tune_lm_context_length(const tune_lm *lm) { return lm->model->cfg.max_position_embeddings; }
 
 void tune_lm_close(tune_lm *lm)
 {
@@ -91,7 +157,8 @@ void tune_lm_close(tune_lm *lm)
     tune_decoder_free(lm->dec);
     tune_lora_free(lm->lora);
     tune_tokenizer_free(lm->tok);
-    tune_model_free(&lm->model);
+    if (lm->model == &lm->own) tune_model_free(&lm->own);
+    free(lm->path);
     free(lm);
 }
 
@@ -142,6 +209,8 @@ typedef struct {
     tune_strbuf *reply;
     tune_text_fn write;
     void *ctx;
+    const atomic_int *cancel;
+    int cancelled;
     tune_status st;
     tune_error *err;
 } reply_state;
@@ -164,7 +233,8 @@ static int on_token(void *ctx, int32_t id)
     reply_state *r = ctx;
     r->ids[r->n++] = id;
     emit(r, 0);
-    return r->st != TUNE_OK || r->ts.stopped;
+    r->cancelled = r->cancel && atomic_load(r->cancel);
+    return r->st != TUNE_OK || r->ts.stopped || r->cancelled;
 }
 
 static double now(void)
@@ -178,13 +248,21 @@ tune_status tune_lm_generate(tune_lm *lm, const int32_t *prompt, int n_prompt, c
                              tune_text_fn write, void *ctx, tune_strbuf *reply, tune_reply_stats *stats,
                              tune_error *err)
 {
+    return tune_lm_generate_on(lm, lm->dec, prompt, n_prompt, o, write, ctx, reply, stats, err);
+}
+
+tune_status tune_lm_generate_on(tune_lm *lm, tune_decoder *d, const int32_t *prompt, int n_prompt,
+                                const tune_reply_opts *o, tune_text_fn write, void *ctx, tune_strbuf *reply,
+                                tune_reply_stats *stats, tune_error *err)
+{
     memset(stats, 0, sizeof *stats);
     if (o->max_new_tokens < 0) return tune_fail_input(err, NULL, "max_new_tokens must be >= 0");
+    if (tune_decoder_lora(d) != lm->lora) return tune_fail_run(err, NULL, "the decoder is bound to another adapter");
     tune_sampler *sm;
-    tune_status st = tune_sampler_create(&o->sampling, lm->model.cfg.vocab_size, &sm, err);
+    tune_status st = tune_sampler_create(&o->sampling, lm->model->cfg.vocab_size, &sm, err);
     if (st != TUNE_OK) return st;
     reply_state r = {lm, malloc(((size_t)o->max_new_tokens + 1) * sizeof(int32_t)), 0, {0}, reply, write, ctx,
-                     TUNE_OK, err};
+                     o->cancel, 0, TUNE_OK, err};
     int32_t *out = malloc(((size_t)o->max_new_tokens + 1) * sizeof *out);
     if (!r.ids || !out) st = tune_fail_run(err, NULL, "out of memory");
     tune_text_stream_init(&r.ts, o->stops, o->n_stops);
@@ -192,7 +270,7 @@ tune_status tune_lm_generate(tune_lm *lm, const int32_t *prompt, int n_prompt, c
     int n_out = 0, hit_eos = 0;
     if (st == TUNE_OK) {
         const tune_generate_opts g = {o->max_new_tokens, lm->eos, lm->n_eos, o->first_step};
-        st = tune_generate(lm->dec, sm, prompt, n_prompt, &g, on_token, &r, out, &n_out, &hit_eos, err);
+        st = tune_generate(d, sm, prompt, n_prompt, &g, on_token, &r, out, &n_out, &hit_eos, err);
     }
     if (st == TUNE_OK) st = r.st;
     if (st == TUNE_OK) emit(&r, 1);
@@ -200,7 +278,10 @@ tune_status tune_lm_generate(tune_lm *lm, const int32_t *prompt, int n_prompt, c
     stats->prompt_tokens = n_prompt;
     stats->new_tokens = n_out;
     stats->seconds = now() - t0;
-    stats->stop = hit_eos ? TUNE_STOP_EOS : r.ts.stopped ? TUNE_STOP_STRING : TUNE_STOP_LENGTH;
+    stats->stop = hit_eos        ? TUNE_STOP_EOS
+                  : r.ts.stopped ? TUNE_STOP_STRING
+                  : r.cancelled  ? TUNE_STOP_CANCELLED
+                                 : TUNE_STOP_LENGTH;
     free(r.ids);
     free(out);
     tune_sampler_free(sm);
