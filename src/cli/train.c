@@ -42,6 +42,11 @@ static void usage(FILE *out)
  * dying at once loses nothing (every file is written atomically). */
 static volatile sig_atomic_t got_signal;
 
+/* With several ranks, what the handler says at once: the signal may come
+ * from mpirun ending the job because another rank failed, and then this
+ * rank never finishes its step (mpirun kills it). */
+static char rank_stop_line[160];
+
 static void on_stop_signal(int sig)
 {
     if (got_signal) {
@@ -50,6 +55,10 @@ static void on_stop_signal(int sig)
         return;
     }
     got_signal = sig;
+    if (rank_stop_line[0]) {
+        const ssize_t w = write(STDERR_FILENO, rank_stop_line, strlen(rank_stop_line)); /* async-signal-safe */
+        (void)w; /* nothing to do if stderr is gone */
+    }
     tune_train_request_stop();
 }
 
@@ -86,9 +95,10 @@ static void put_shell_word(FILE *out, const char *arg)
 
 /* The command line of this run (args: the config and overrides) with the
  * checkpoint to resume from added last, where it overrides any other. */
-static void print_resume_command(int argc, char **argv, const char *checkpoint)
+static void print_resume_command(int ranks, int argc, char **argv, const char *checkpoint)
 {
     fputs("tune: resume with: ", stderr);
+    if (ranks > 1) fprintf(stderr, "mpirun -np %d ", ranks); /* any number of ranks may resume it */
     put_shell_word(stderr, program_invocation_name);
     fputs(" train", stderr);
     for (int i = 0; i < argc; i++) {
@@ -143,6 +153,11 @@ static void print_error(const tune_parallel *par, const tune_error *err)
 static int train(tune_plan *plan, const tune_config *cfg, int argc, char **args)
 {
     const int rank0 = tune_parallel_rank(plan->parallel) == 0;
+    if (plan->ranks > 1)
+        snprintf(rank_stop_line, sizeof rank_stop_line,
+                 "tune: rank %d: stop signal: finishing this step with the other ranks (if one of them died, mpirun "
+                 "ends this rank; written checkpoints stay intact)\n",
+                 tune_parallel_rank(plan->parallel));
     progress prog = {.tty = isatty(STDERR_FILENO), .quiet = !rank0};
     const tune_run_hooks hooks = {.ctx = &prog, .on_planned = rank0 ? tune_cli_on_planned : NULL,
                                   .on_note = rank0 ? tune_cli_on_note : NULL, .on_event = on_event};
@@ -154,7 +169,7 @@ static int train(tune_plan *plan, const tune_config *cfg, int argc, char **args)
     if (st == TUNE_INTERRUPTED) {
         fprintf(stderr, "tune: %s received: %s; the checkpoint is %s\n", got_signal == SIGINT ? "SIGINT" : "SIGTERM",
                 err.message, err.file);
-        print_resume_command(argc, args, err.file);
+        print_resume_command(plan->ranks, argc, args, err.file);
         return 128 + (got_signal ? got_signal : SIGTERM);
     }
     if (st) {
