@@ -7,6 +7,8 @@
 #   2. Peak memory of one training step on Llama-3.2-1B's shapes with fp32,
 #      load_in_8bit and QLoRA base weights (sequence QSEQ).
 #   3. Tokenizer encode throughput (tools/bench/tokenizer_bench.sh).
+#   4. CPU data parallelism: 2 ranks x 1 thread against 1 rank x 1 and x 2
+#      threads (tools/bench/parallel.sh; needs a build with MPI=1).
 # Needs `make model`, and a Python with torch, transformers, peft, gguf and
 # tokenizers (PYTHON names it; without them only tune's figures are printed).
 # usage: tools/bench/run.sh BUILD/tune
@@ -95,3 +97,9 @@ fi
 echo
 echo "== Tokenizer encode throughput (single thread)"
 PYTHON="$PYTHON" bash tools/bench/tokenizer_bench.sh || echo "tokenizer bench: not run"
+
+echo
+# This build when it has MPI, else build/mpi/tune (make MPI=1 BUILD=build/mpi).
+"$TUNE" --version | grep -q '^mpi: Open MPI' && mpi_tune=$TUNE || mpi_tune=build/mpi/tune
+PYTHON="$PYTHON" MODEL="$MODEL" BATCH="$BATCH" SEQ="$SEQ" STEPS="$STEPS" bash tools/bench/parallel.sh "$mpi_tune" ||
+    echo "parallel bench: not run"
