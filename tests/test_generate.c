@@ -317,7 +317,7 @@ static float *full_forward(const tune_model *m, const int32_t *ids, int T)
 {
     tune_error err;
     tune_workspace *ws;
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m->cfg, NULL, 1, T, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m->cfg, NULL, 1, T, 0, &ws, &err), TUNE_OK);
     int32_t *labels = malloc((size_t)T * sizeof *labels);
     for (int t = 0; t < T; t++) labels[t] = TUNE_IGNORE_INDEX;
     const tune_batch b = {1, T, ids, labels, NULL, NULL};
@@ -458,7 +458,7 @@ START_TEST(merged_decoding_equals_unmerged_forward)
         labels[t] = TUNE_IGNORE_INDEX;
     }
     tune_workspace *ws;
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), mc, lora, 1, T, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), mc, lora, 1, T, 0, &ws, &err), TUNE_OK);
     const tune_batch b = {1, T, ids, labels, NULL, NULL};
     float *full = malloc((size_t)T * V * sizeof *full);
     ck_assert_int_eq(tune_llama_logits(&base, lora, &b, ws, full, &err), TUNE_OK);
@@ -895,6 +895,65 @@ START_TEST(chrf_counts_clipped_matches_of_invalid_bytes_as_fffd)
 }
 END_TEST
 
+/* ---- BLEU and Excel accuracy ---- */
+
+START_TEST(bleu_matches_sacrebleu)
+{
+    tune_error err;
+    cJSON *g = test_read_json("bleu/golden.json");
+    tune_bleu_stats corpus;
+    memset(&corpus, 0, sizeof corpus);
+    int n = 0;
+    const cJSON *pair;
+    cJSON_ArrayForEach(pair, cJSON_GetObjectItem(g, "pairs"))
+    {
+        const char *hyp = cJSON_GetObjectItem(pair, "hyp")->valuestring;
+        const char *ref = cJSON_GetObjectItem(pair, "ref")->valuestring;
+        tune_bleu_stats one;
+        memset(&one, 0, sizeof one);
+        ck_assert_int_eq(tune_bleu_add(&one, hyp, ref, &err), TUNE_OK);
+        ck_assert_int_eq(tune_bleu_add(&corpus, hyp, ref, &err), TUNE_OK);
+        const double want = cJSON_GetObjectItem(pair, "bleu")->valuedouble;
+        ck_assert_msg(fabs(tune_bleu_score(&one, 1) - want) < 1e-9, "pair %d (%s | %s): %.12f, sacreBLEU %.12f", n, hyp,
+                      ref, tune_bleu_score(&one, 1), want);
+        n++;
+    }
+    ck_assert_int_ge(n, 45);
+    ck_assert_double_eq_tol(tune_bleu_score(&corpus, 0), cJSON_GetObjectItem(g, "corpus_bleu")->valuedouble, 1e-9);
+    cJSON_Delete(g);
+}
+END_TEST
+
+START_TEST(excel_accuracy_names_functions_and_matches_formulas)
+{
+    tune_error err;
+    tune_excel_stats s;
+    memset(&s, 0, sizeof s);
+    const char *ref = "=VLOOKUP(A2, $F$2:$G$100, 2, FALSE)로 찾고, IFERROR(로 감쌉니다. Excel(엑셀) 예: =SUM(A1:A10).";
+    /* The three functions named (any case), the VLOOKUP formula with other spacing and case; not the SUM one. */
+    ck_assert_int_eq(tune_excel_add(&s, "use vlookup: =vlookup(A2,$F$2:$G$100,2,false) inside IFERROR, or Sum", ref, &err),
+                     TUNE_OK);
+    ck_assert_int_eq(s.fn_answers, 1);
+    ck_assert_int_eq(s.fn_named, 1);
+    ck_assert_int_eq(s.formulas, 2);
+    ck_assert_int_eq(s.formulas_matched, 1);
+    /* VLOOKUPS is another word; another formula does not match; SUM(A1:A10) without "=" is no formula. */
+    ck_assert_int_eq(tune_excel_add(&s, "VLOOKUPS and IFERROR; =HLOOKUP(A2,$F$2:$G$100,2,FALSE) SUM(A1:A10)", ref, &err),
+                     TUNE_OK);
+    ck_assert_int_eq(s.fn_answers, 2);
+    ck_assert_int_eq(s.fn_named, 1);
+    ck_assert_int_eq(s.formulas, 4);
+    ck_assert_int_eq(s.formulas_matched, 1);
+    /* Strings keep their case; a reference without functions or formulas counts for neither. */
+    ck_assert_int_eq(tune_excel_add(&s, "=COUNTIF(A:A, \"Seoul\")", "=countif(a:a,\"Seoul\")", &err), TUNE_OK);
+    ck_assert_int_eq(s.formulas, 5);
+    ck_assert_int_eq(s.formulas_matched, 5 - 4 + 1);
+    ck_assert_int_eq(tune_excel_add(&s, "anything", "합계는 자동 합계 버튼으로 구합니다.", &err), TUNE_OK);
+    ck_assert_int_eq(s.fn_answers, 2);
+    ck_assert_int_eq(s.formulas, 5);
+}
+END_TEST
+
 static Suite *generate_suite(void)
 {
     Suite *s = suite_create("generate");
@@ -928,6 +987,8 @@ static Suite *generate_suite(void)
     tc = tcase_create("chrf");
     tcase_add_test(tc, chrf_matches_sacrebleu);
     tcase_add_test(tc, chrf_counts_clipped_matches_of_invalid_bytes_as_fffd);
+    tcase_add_test(tc, bleu_matches_sacrebleu);
+    tcase_add_test(tc, excel_accuracy_names_functions_and_matches_formulas);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -72,6 +72,38 @@ const char *tune_cli_gen_help(void);
 /* Opens MODEL (+ adapter) for a verb and applies --chat_template; prints the error. */
 tune_status tune_cli_open_lm(const char *model, const char *adapter, const tune_cli_gen_args *a, tune_lm **out);
 
+/* A prompts file (compare, bench-serve): one prompt per line, or JSONL with
+ * "prompt", or "instruction" (+ "input"), per line (.jsonl, or a first line
+ * starting with '{'); "reference" or else "output" is the reference answer,
+ * so an Alpaca eval file works as it is. */
+typedef struct tune_cli_prompt {
+    char *instruction, *input, *ref; /* input and ref may be NULL */
+} tune_cli_prompt;
+
+typedef struct tune_cli_prompt_list {
+    tune_cli_prompt *items; /* (n) */
+    int n, cap, n_refs;
+} tune_cli_prompt_list;
+
+/* An input error naming the file and line for a bad record, or no prompts. */
+tune_status tune_cli_read_prompts(const char *path, tune_cli_prompt_list *p, tune_error *err);
+void tune_cli_prompts_free(tune_cli_prompt_list *p);
+
+/* Scores of answers against their references (compare, bench-serve). */
+typedef struct tune_cli_scores {
+    tune_chrf_stats chrf;
+    tune_bleu_stats bleu;
+    tune_excel_stats excel;
+    int n; /* answers scored */
+} tune_cli_scores;
+
+/* Adds an answer to s; *chrf and *bleu get its sentence scores (0-100). */
+tune_status tune_cli_score(tune_cli_scores *s, const char *hyp, const char *ref, double *chrf, double *bleu,
+                           tune_error *err);
+/* "chrF C, BLEU B, functions named P% (k/n), formulas matched P% (k/n)" (the Excel
+ * parts only where the references call functions or write formulas). */
+void tune_cli_scores_format(const tune_cli_scores *s, char *buf, size_t size);
+
 /* How prompts are rendered for one model. */
 typedef enum {
     TUNE_CLI_PROMPT_CHAT,   /* a user message (after the system one) in the chat template */

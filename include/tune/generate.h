@@ -228,4 +228,33 @@ tune_status tune_chrf_add(tune_chrf_stats *acc, const char *hyp, const char *ref
 /* 0–100. */
 double tune_chrf_score(const tune_chrf_stats *s);
 
+/* BLEU as sacreBLEU's default BLEU() computes it: tokenizer 13a, word
+ * n-grams of orders 1–4, clipped counts, brevity penalty, "exp" smoothing.
+ * Statistics add up over sentences. */
+#define TUNE_BLEU_ORDER 4
+
+typedef struct tune_bleu_stats {
+    long sys_len, ref_len;                                    /* tokens */
+    long correct[TUNE_BLEU_ORDER], total[TUNE_BLEU_ORDER];    /* n-gram counts per order */
+} tune_bleu_stats;
+
+tune_status tune_bleu_add(tune_bleu_stats *acc, const char *hyp, const char *ref, tune_error *err);
+/* 0–100. effective_order: as BLEU(effective_order=True), sacreBLEU's advice
+ * for one sentence (orders without any hypothesis n-gram are left out). */
+double tune_bleu_score(const tune_bleu_stats *s, int effective_order);
+
+/* Excel task accuracy of answers against references: the worksheet
+ * functions a reference calls (upper-case names before "(": SUMIFS(,
+ * T.TEST() and the formulas it writes ("=" and a call or reference up to
+ * where its parentheses close). An answer names the functions when each one
+ * occurs in it as a word (any case); a reference formula is matched when the
+ * answer writes the same formula once spaces are removed and letters
+ * upper-cased. */
+typedef struct tune_excel_stats {
+    long fn_answers, fn_named;       /* answers whose reference calls functions; those naming all of them */
+    long formulas, formulas_matched; /* reference formulas; those the answer writes too */
+} tune_excel_stats;
+
+tune_status tune_excel_add(tune_excel_stats *acc, const char *hyp, const char *ref, tune_error *err);
+
 #endif

@@ -1,4 +1,3 @@
-#include <cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +14,11 @@ static void usage(FILE *out)
             "Answers the same prompts with two models (base vs instruct, or base vs base + adapter:\n"
             "MODEL_B may be MODEL_A with --adapter-b) and writes a CSV with the columns prompt,\n"
             "answer_a, answer_b, tokens_a, tokens_b, seconds_a, seconds_b. When prompts come with\n"
-            "reference answers, three more columns (reference, chrf_a, chrf_b) score each answer\n"
-            "against its reference with chrF (sacreBLEU's default, 0-100), and the corpus chrF of both\n"
-            "models is printed at the end.\n\n"
+            "reference answers, five more columns (reference, chrf_a, chrf_b, bleu_a, bleu_b) score each\n"
+            "answer against its reference with chrF and BLEU (sacreBLEU's defaults, 0-100; sentence BLEU\n"
+            "with its effective order), and both models' corpus chrF and BLEU and Excel task accuracy\n"
+            "(answers naming the reference's worksheet functions, reference formulas written alike once\n"
+            "spaces and case are set aside) are printed at the end.\n\n"
             "  --prompts FILE         one prompt per line, or JSONL with \"prompt\" or \"instruction\"\n"
             "                         (+ \"input\") per line (.jsonl, or a first line starting with '{');\n"
             "                         \"reference\" or \"output\" is the reference answer (so an Alpaca\n"
@@ -36,116 +37,13 @@ static void usage(FILE *out)
             tune_cli_gen_help());
 }
 
-/* One prompt: the instruction, its input and the reference answer (both may be NULL). */
-typedef struct {
-    char *instruction, *input, *ref;
-} prompt_item;
-
-typedef struct {
-    prompt_item *items; /* (n) */
-    int n, cap, n_refs;
-} prompt_list;
-
-static void prompts_free(prompt_list *p)
-{
-    for (int i = 0; i < p->n; i++) {
-        free(p->items[i].instruction);
-        free(p->items[i].input);
-        free(p->items[i].ref);
-    }
-    free(p->items);
-}
-
-/* Copies the three strings (input and ref may be NULL). */
-static tune_status prompts_add(prompt_list *p, const char *instruction, size_t len, const char *input,
-                               const char *ref, const char *path, tune_error *err)
-{
-    if (p->n == p->cap) {
-        const int cap = p->cap ? 2 * p->cap : 64;
-        prompt_item *items = realloc(p->items, (size_t)cap * sizeof *items);
-        if (!items) return tune_fail_run(err, path, "out of memory");
-        p->items = items;
-        p->cap = cap;
-    }
-    prompt_item it = {strndup(instruction, len), input ? strdup(input) : NULL, ref ? strdup(ref) : NULL};
-    if (!it.instruction || (input && !it.input) || (ref && !it.ref)) {
-        free(it.instruction);
-        free(it.input);
-        free(it.ref);
-        return tune_fail_run(err, path, "out of memory");
-    }
-    p->items[p->n++] = it;
-    p->n_refs += ref != NULL;
-    return TUNE_OK;
-}
-
-/* One JSONL record: "prompt", or "instruction" with an optional "input" after a blank line;
- * the reference answer from "reference" or else "output" (an Alpaca record), when there is one. */
-static tune_status json_prompt(const char *line, size_t len, const char *path, int lineno, prompt_list *p,
-                               tune_error *err)
-{
-    cJSON *o = cJSON_ParseWithLength(line, len);
-    tune_status st = TUNE_OK;
-    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(o, "prompt");
-    const cJSON *ins = cJSON_GetObjectItemCaseSensitive(o, "instruction");
-    const cJSON *in = cJSON_GetObjectItemCaseSensitive(o, "input");
-    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(o, "reference");
-    if (!ref) ref = cJSON_GetObjectItemCaseSensitive(o, "output");
-    const char *reference = cJSON_IsString(ref) ? ref->valuestring : NULL;
-    if (!cJSON_IsObject(o)) {
-        st = tune_error_set(err, TUNE_ERR_INPUT, path, lineno, 0, "not a JSON object");
-    } else if (ref && !reference) {
-        st = tune_error_set(err, TUNE_ERR_INPUT, path, lineno, 0, "\"%s\" must be a string", ref->string);
-    } else if (cJSON_IsString(pr)) {
-        st = prompts_add(p, pr->valuestring, strlen(pr->valuestring), NULL, reference, path, err);
-    } else if (cJSON_IsString(ins)) {
-        const char *input = cJSON_IsString(in) && in->valuestring[0] ? in->valuestring : NULL;
-        st = prompts_add(p, ins->valuestring, strlen(ins->valuestring), input, reference, path, err);
-    } else {
-        st = tune_error_set(err, TUNE_ERR_INPUT, path, lineno, 0,
-                            "expected a string \"prompt\" or \"instruction\" field");
-    }
-    cJSON_Delete(o);
-    return st;
-}
-
-static tune_status read_prompts(const char *path, prompt_list *p, tune_error *err)
-{
-    char *data;
-    size_t len;
-    tune_status st = tune_read_file(path, &data, &len, err);
-    if (st != TUNE_OK) return st;
-    size_t first = 0;
-    while (first < len && (data[first] == ' ' || data[first] == '\t' || data[first] == '\r' || data[first] == '\n'))
-        first++;
-    const size_t plen = strlen(path);
-    const int jsonl = (plen > 6 && !strcmp(path + plen - 6, ".jsonl")) || (first < len && data[first] == '{');
-    int lineno = 0;
-    for (size_t at = 0; at < len && st == TUNE_OK;) {
-        const char *nl = memchr(data + at, '\n', len - at);
-        size_t end = nl ? (size_t)(nl - data) : len, next = nl ? end + 1 : len;
-        lineno++;
-        if (end > at && data[end - 1] == '\r') end--;
-        size_t a = at;
-        while (a < end && (data[a] == ' ' || data[a] == '\t')) a++;
-        if (a < end) {
-            if (jsonl) st = json_prompt(data + at, end - at, path, lineno, p, err);
-            else st = prompts_add(p, data + at, end - at, NULL, NULL, path, err);
-        }
-        at = next;
-    }
-    free(data);
-    if (st == TUNE_OK && p->n == 0) st = tune_fail_input(err, path, "no prompts in the file");
-    return st;
-}
-
 typedef struct {
     tune_lm *lm;
     const char *name;
     tune_cli_prompt_format format;
 } side;
 
-static tune_status answer(side *sd, const char *system, const prompt_item *p, const tune_cli_gen_args *g,
+static tune_status answer(side *sd, const char *system, const tune_cli_prompt *p, const tune_cli_gen_args *g,
                           tune_strbuf *reply, tune_reply_stats *stats, tune_error *err)
 {
     tune_ids ids = {0};
@@ -158,24 +56,19 @@ static tune_status answer(side *sd, const char *system, const prompt_item *p, co
     return st;
 }
 
-/* The reference and each answer's sentence chrF as CSV columns; adds to the corpus statistics
- * and counts which answer is closer. reply: (2) */
-static tune_status score_answers(tune_strbuf *csv, const tune_strbuf *reply, const char *ref,
-                                 tune_chrf_stats *corpus, int *closer, tune_error *err)
+/* The reference and each answer's sentence chrF and BLEU as CSV columns; adds to the corpus
+ * scores and counts which answer is closer by chrF. reply: (2)   scores: (2) */
+static tune_status score_answers(tune_strbuf *csv, const tune_strbuf *reply, const char *ref, tune_cli_scores *scores,
+                                 int *closer, tune_error *err)
 {
-    double score[2];
-    for (int s = 0; s < 2; s++) {
-        tune_chrf_stats one;
-        memset(&one, 0, sizeof one);
-        const char *hyp = reply[s].data ? reply[s].data : "";
-        if (tune_chrf_add(&one, hyp, ref, err) != TUNE_OK || tune_chrf_add(&corpus[s], hyp, ref, err) != TUNE_OK)
+    double chrf[2], bleu[2];
+    for (int s = 0; s < 2; s++)
+        if (tune_cli_score(&scores[s], reply[s].data ? reply[s].data : "", ref, &chrf[s], &bleu[s], err) != TUNE_OK)
             return TUNE_ERR_RUN;
-        score[s] = tune_chrf_score(&one);
-    }
-    if (score[0] != score[1]) closer[score[1] > score[0]]++;
+    if (chrf[0] != chrf[1]) closer[chrf[1] > chrf[0]]++;
     tune_strbuf_puts(csv, ",");
     tune_strbuf_csv_field(csv, ref, strlen(ref));
-    tune_strbuf_printf(csv, ",%.2f,%.2f", score[0], score[1]);
+    tune_strbuf_printf(csv, ",%.2f,%.2f,%.2f,%.2f", chrf[0], chrf[1], bleu[0], bleu[1]);
     return TUNE_OK;
 }
 
@@ -221,9 +114,9 @@ int tune_cli_compare(int argc, char **argv)
         return tune_cli_usage_error("compare", "--raw, --alpaca and --chat_template exclude each other");
 
     tune_error err;
-    prompt_list prompts = {0};
+    tune_cli_prompt_list prompts = {0};
     side sides[2] = {{NULL, "model A", TUNE_CLI_PROMPT_CHAT}, {NULL, "model B", TUNE_CLI_PROMPT_CHAT}};
-    tune_status st = read_prompts(prompts_path, &prompts, &err);
+    tune_status st = tune_cli_read_prompts(prompts_path, &prompts, &err);
     if (st != TUNE_OK) tune_error_print(stderr, &err);
     for (int s = 0; s < 2 && st == TUNE_OK; s++) {
         st = tune_cli_open_lm(models[s], adapters[s], &g, &sides[s].lm);
@@ -241,10 +134,10 @@ int tune_cli_compare(int argc, char **argv)
     }
     tune_strbuf csv = {0};
     tune_strbuf_puts(&csv, "prompt,answer_a,answer_b,tokens_a,tokens_b,seconds_a,seconds_b");
-    tune_strbuf_puts(&csv, prompts.n_refs ? ",reference,chrf_a,chrf_b\r\n" : "\r\n");
+    tune_strbuf_puts(&csv, prompts.n_refs ? ",reference,chrf_a,chrf_b,bleu_a,bleu_b\r\n" : "\r\n");
     double total[2] = {0, 0};
-    tune_chrf_stats corpus[2];
-    memset(corpus, 0, sizeof corpus);
+    tune_cli_scores scores[2];
+    memset(scores, 0, sizeof scores);
     int closer[2] = {0, 0};
     for (int i = 0; i < prompts.n && st == TUNE_OK; i++) {
         tune_strbuf reply[2] = {{0}, {0}};
@@ -254,7 +147,7 @@ int tune_cli_compare(int argc, char **argv)
             if (st == TUNE_OK) total[s] += stats[s].seconds;
         }
         if (st == TUNE_OK) {
-            const prompt_item *p = &prompts.items[i];
+            const tune_cli_prompt *p = &prompts.items[i];
             tune_strbuf shown = {0}; /* the prompt column: instruction, then input after a blank line */
             tune_strbuf_puts(&shown, p->instruction);
             if (p->input) tune_strbuf_printf(&shown, "\n\n%s", p->input);
@@ -266,8 +159,8 @@ int tune_cli_compare(int argc, char **argv)
             }
             tune_strbuf_printf(&csv, ",%d,%d,%.3f,%.3f", stats[0].new_tokens, stats[1].new_tokens,
                                stats[0].seconds, stats[1].seconds);
-            if (p->ref) st = score_answers(&csv, reply, p->ref, corpus, closer, &err);
-            else if (prompts.n_refs) tune_strbuf_puts(&csv, ",,,");
+            if (p->ref) st = score_answers(&csv, reply, p->ref, scores, closer, &err);
+            else if (prompts.n_refs) tune_strbuf_puts(&csv, ",,,,,");
             tune_strbuf_puts(&csv, "\r\n");
             fprintf(stderr, "tune compare: %d/%d  A %d tokens %.2f s  B %d tokens %.2f s\n", i + 1, prompts.n,
                     stats[0].new_tokens, stats[0].seconds, stats[1].new_tokens, stats[1].seconds);
@@ -277,12 +170,16 @@ int tune_cli_compare(int argc, char **argv)
     }
     if (st == TUNE_OK && csv.oom) st = tune_fail_run(&err, out, "out of memory");
     if (st == TUNE_OK) st = tune_write_file_atomic(out, csv.data, csv.len, &err);
-    if (st == TUNE_OK && prompts.n_refs)
+    if (st == TUNE_OK && prompts.n_refs) {
+        char line[2][256];
+        tune_cli_scores_format(&scores[0], line[0], sizeof line[0]);
+        tune_cli_scores_format(&scores[1], line[1], sizeof line[1]);
         fprintf(stderr,
                 "tune compare: chrF against the %d references: A %.2f, B %.2f; closer: A on %d, B on %d, "
-                "tied on %d\n",
-                prompts.n_refs, tune_chrf_score(&corpus[0]), tune_chrf_score(&corpus[1]), closer[0], closer[1],
-                prompts.n_refs - closer[0] - closer[1]);
+                "tied on %d\ntune compare: A: %s\ntune compare: B: %s\n",
+                prompts.n_refs, tune_chrf_score(&scores[0].chrf), tune_chrf_score(&scores[1].chrf), closer[0],
+                closer[1], prompts.n_refs - closer[0] - closer[1], line[0], line[1]);
+    }
     if (st == TUNE_OK)
         fprintf(stderr, "tune compare: wrote %s (%d prompts; A %.2f s, B %.2f s)\n", out, prompts.n, total[0],
                 total[1]);
@@ -291,6 +188,6 @@ int tune_cli_compare(int argc, char **argv)
     tune_strbuf_free(&csv);
     tune_lm_close(sides[0].lm);
     tune_lm_close(sides[1].lm);
-    prompts_free(&prompts);
+    tune_cli_prompts_free(&prompts);
     return st;
 }

@@ -7,14 +7,7 @@
 #include <utf8proc.h>
 
 #include "tune/generate.h"
-
-/* Python's str.isspace (what str.split() removes). */
-static int python_space(int32_t c)
-{
-    return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f ||
-           c == 0x3000;
-}
+#include "ngram.h"
 
 /* Code points of s without whitespace; an invalid byte becomes U+FFFD. */
 static int32_t *code_points(const char *s, long *n_out)
@@ -29,60 +22,10 @@ static int32_t *code_points(const char *s, long *n_out)
             utf8proc_iterate((const utf8proc_uint8_t *)s + at, (utf8proc_ssize_t)(len - at), &c);
         at += k > 0 ? (size_t)k : 1;
         if (k <= 0) c = 0xfffd;
-        if (!python_space(c)) cp[n++] = c;
+        if (!tune_python_space(c)) cp[n++] = c;
     }
     *n_out = n;
     return cp;
-}
-
-static int ngram_cmp(const int32_t *x, const int32_t *y, int order)
-{
-    for (int i = 0; i < order; i++)
-        if (x[i] != y[i]) return x[i] < y[i] ? -1 : 1;
-    return 0;
-}
-
-typedef struct {
-    const int32_t *text;
-    int order;
-} ngram_key;
-
-static int compare_starts(const void *a, const void *b, void *ctx)
-{
-    const ngram_key *k = ctx;
-    return ngram_cmp(k->text + *(const long *)a, k->text + *(const long *)b, k->order);
-}
-
-/* Start positions of the order-n n-grams of text (n_text code points), sorted by content. */
-static void sorted_ngrams(const int32_t *text, long n_text, int order, long *starts, long *n_out)
-{
-    const long n = n_text >= order ? n_text - order + 1 : 0;
-    for (long i = 0; i < n; i++) starts[i] = i;
-    ngram_key key = {text, order};
-    qsort_r(starts, (size_t)n, sizeof *starts, compare_starts, &key);
-    *n_out = n;
-}
-
-/* Σ over distinct n-grams of the smaller of its two counts; both lists sorted by content. */
-static long clipped_matches(const int32_t *h, const long *hs, long nh, const int32_t *r, const long *rs, long nr,
-                            int order)
-{
-    long match = 0, i = 0, j = 0;
-    while (i < nh && j < nr) {
-        const int d = ngram_cmp(h + hs[i], r + rs[j], order);
-        if (d) {
-            i += d < 0;
-            j += d > 0;
-            continue;
-        }
-        long ci = 1, cj = 1;
-        while (i + ci < nh && !ngram_cmp(h + hs[i + ci], h + hs[i], order)) ci++;
-        while (j + cj < nr && !ngram_cmp(r + rs[j + cj], r + rs[j], order)) cj++;
-        match += ci < cj ? ci : cj;
-        i += ci;
-        j += cj;
-    }
-    return match;
 }
 
 tune_status tune_chrf_add(tune_chrf_stats *acc, const char *hyp, const char *ref, tune_error *err)
@@ -93,11 +36,11 @@ tune_status tune_chrf_add(tune_chrf_stats *acc, const char *hyp, const char *ref
     tune_status st = h && r && hs && rs ? TUNE_OK : tune_fail_run(err, "chrF", "out of memory");
     for (int n = 1; n <= TUNE_CHRF_ORDER && st == TUNE_OK; n++) {
         long kh, kr;
-        sorted_ngrams(h, nh, n, hs, &kh);
-        sorted_ngrams(r, nr, n, rs, &kr);
+        tune_ngrams_sorted(h, nh, n, hs, &kh);
+        tune_ngrams_sorted(r, nr, n, rs, &kr);
         acc->hyp[n - 1] += kr ? kh : 0; /* sacreBLEU counts no hypothesis n-grams against a reference without any */
         acc->ref[n - 1] += kr;
-        acc->match[n - 1] += clipped_matches(h, hs, kh, r, rs, kr, n);
+        acc->match[n - 1] += tune_ngrams_clipped(h, hs, kh, r, rs, kr, n);
     }
     free(h);
     free(r);

@@ -62,12 +62,14 @@ PY
 python3 - "$work/cmp3.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1], newline="")))
-assert list(rows[0])[-3:] == ["reference", "chrf_a", "chrf_b"], list(rows[0])
+assert list(rows[0])[-5:] == ["reference", "chrf_a", "chrf_b", "bleu_a", "bleu_b"], list(rows[0])
 assert float(rows[0]["chrf_a"]) == 100.0 and float(rows[0]["chrf_b"]) < 100.0, rows[0]
-assert rows[1]["reference"] == rows[1]["chrf_a"] == rows[1]["chrf_b"] == "", rows[1]
+assert float(rows[0]["bleu_a"]) > 99.99 and float(rows[0]["bleu_b"]) < 100.0, rows[0]
+assert rows[1]["reference"] == rows[1]["chrf_a"] == rows[1]["chrf_b"] == rows[1]["bleu_b"] == "", rows[1]
 assert rows[2]["reference"] == "unrelated words" and float(rows[2]["chrf_a"]) < 30, rows[2]
 PY
 grep -q "chrF against the 2 references: A [0-9.]*, B [0-9.]*; closer: A on 2, B on 0, tied on 0" "$work/log"
+grep -q "tune compare: A: chrF [0-9.]*, BLEU [0-9.]*" "$work/log"
 
 # The same model with the common ChatML template source (one tune recognises; it renders
 # exactly as the tiny model's own): the default prompt path gives Transformers' text too.
