@@ -12,17 +12,26 @@
 #include "internal.h"
 #include "tune/template.h"
 
-char jarg_missing;
+/* An argument not given: an Undefined without a message, which evaluation
+ * never makes (its Undefineds say what is missing). */
+#define MISSING ((jv){.t = JV_UNDEF, .u.o = NULL})
 
-#define MISSING ((jv){.t = JV_UNDEF, .u.o = &jarg_missing})
+static int arg_given(jv v) { return !(v.t == JV_UNDEF && !v.u.o); }
 
-int bind_args(rctx *c, const char *fname, const jargs *a, const char *params, jv *slot)
+/* Binds a builtin's arguments to its parameters, named in params (space
+ * separated; a trailing ! marks a required one). slot[i] is borrowed, and
+ * MISSING when an optional parameter is not given. */
+static int bind_args(rctx *c, const char *fname, const jargs *a, const char *params, jv *slot)
 {
-    char buf[160], *save = NULL;
-    const char *names[12];
-    int n = 0;
+    char buf[160], *save = NULL, *names[12];
+    int n = 0, required[12];
     snprintf(buf, sizeof buf, "%s", params);
-    for (char *p = strtok_r(buf, " ", &save); p && n < 12; p = strtok_r(NULL, " ", &save)) names[n++] = p;
+    for (char *p = strtok_r(buf, " ", &save); p && n < 12; p = strtok_r(NULL, " ", &save)) {
+        size_t len = strlen(p);
+        required[n] = p[len - 1] == '!';
+        if (required[n]) p[len - 1] = 0;
+        names[n++] = p;
+    }
     for (int i = 0; i < n; i++) slot[i] = MISSING;
     if (a->npos > n)
         return jfail(c, TUNE_ERR_INPUT, "%s() takes at most %d argument%s (%d given)", fname, n, n == 1 ? "" : "s",
@@ -36,6 +45,9 @@ int bind_args(rctx *c, const char *fname, const jargs *a, const char *params, jv
             return jfail(c, TUNE_ERR_INPUT, "%s() got multiple values for argument '%s'", fname, a->kwname[k]);
         slot[i] = a->kwval[k];
     }
+    for (int i = 0; i < n; i++)
+        if (required[i] && !arg_given(slot[i]))
+            return jfail(c, TUNE_ERR_INPUT, "%s() missing required argument '%s'", fname, names[i]);
     return 0;
 }
 
@@ -245,7 +257,7 @@ static int attr_path(rctx *c, jv item, jv attribute, jv *out)
         const char *dot = memchr(path->s + i, '.', path->len - i);
         size_t end = dot ? (size_t)(dot - path->s) : path->len, k = i;
         while (k < end && path->s[k] >= '0' && path->s[k] <= '9') k++;
-        jv key, next;
+        jv key = jv_none(), next;
         int rc = k == end && end > i ? (key = jv_int(strtoll(path->s + i, NULL, 10)), 0)
                                      : jv_str(c, path->s + i, end - i, &key);
         if (!rc) rc = get_item(c, cur, key, &next);
@@ -259,28 +271,7 @@ static int attr_path(rctx *c, jv item, jv attribute, jv *out)
     return 0;
 }
 
-/* ---- sorting (stable, like Python's) ---- */
-
-typedef struct sort_ent {
-    jv key, item;
-} sort_ent;
-
-static int merge_sort(rctx *c, sort_ent *e, sort_ent *tmp, size_t n, int reverse)
-{
-    if (n < 2) return 0;
-    size_t h = n / 2;
-    if (merge_sort(c, e, tmp, h, reverse) || merge_sort(c, e + h, tmp, n - h, reverse)) return -1;
-    size_t i = 0, j = h, k = 0;
-    while (i < h && j < n) {
-        int r;
-        if (jv_cmp(c, e[i].key, e[j].key, &r)) return -1;
-        tmp[k++] = (reverse ? r >= 0 : r <= 0) ? e[i++] : e[j++];
-    }
-    while (i < h) tmp[k++] = e[i++];
-    while (j < n) tmp[k++] = e[j++];
-    memcpy(e, tmp, n * sizeof *e);
-    return 0;
-}
+/* ---- sorting ---- */
 
 /* The key a sort / unique / min / max compares: the attribute when given,
  * lower-cased when a str and not case sensitive. */
@@ -324,10 +315,7 @@ static int entries(rctx *c, jv seq, jv attribute, int case_sensitive, sort_ent *
 
 static int sorted_list(rctx *c, sort_ent *e, size_t n, int reverse, jv *out)
 {
-    sort_ent *tmp = malloc((n ? n : 1) * sizeof *tmp);
-    if (!tmp) return free_entries(e, n), joom(c);
-    int rc = merge_sort(c, e, tmp, n, reverse);
-    free(tmp);
+    int rc = jv_sort(c, e, n, reverse);
     if (!rc && !(rc = jv_list(c, n, out)))
         for (size_t i = 0; i < n && !rc; i++)
             if ((rc = list_push(c, L(*out), jv_ref(e[i].item)))) jv_unref(*out);
@@ -438,8 +426,7 @@ FILTER(f_replace)
 {
     jv s[3], str;
     int64_t count = -1;
-    if (bind_args(c, "replace", a, "old new count", s)) return -1;
-    if (!arg_given(s[0]) || !arg_given(s[1])) return jfail(c, TUNE_ERR_INPUT, "replace() needs old and new");
+    if (bind_args(c, "replace", a, "old! new! count", s)) return -1;
     if (arg_given(s[2]) && s[2].t != JV_NONE && want_int(c, s[2], "replace() count", &count)) return -1;
     jv old, new;
     if (jv_to_str(c, in, &str)) return -1;
@@ -545,7 +532,8 @@ static int walk(rctx *c, jv in, const jargs *a, walk_kind kind, jv *out)
     jv items;
     if (!jv_truthy(in)) return generator(c, 0, out); /* jinja2 walks nothing when the value is falsy */
     if (jv_iter(c, in, &items)) return -1;
-    int rc = generator(c, L(items)->n, out);
+    if (generator(c, L(items)->n, out)) return jv_unref(items), -1;
+    int rc = 0;
     for (size_t i = 0; !rc && i < L(items)->n; i++) {
         jv item = L(items)->v[i], v, r;
         if (arg_given(attribute)) {
@@ -1102,7 +1090,7 @@ METHOD(m_split)
 static int affix(rctx *c, jv self, const jargs *a, int end, jv *out)
 {
     jv s[1];
-    if (bind_args(c, end ? "endswith" : "startswith", a, "prefix", s)) return -1;
+    if (bind_args(c, end ? "endswith" : "startswith", a, "prefix!", s)) return -1;
     jv p = s[0];
     size_t n = p.t == JV_LIST && L(p)->kind == SEQ_TUPLE ? L(p)->n : 1;
     const jstr *str = S(self);
@@ -1130,8 +1118,7 @@ METHOD(m_replace)
 {
     jv s[3];
     int64_t count = -1;
-    if (bind_args(c, "replace", a, "old new count", s)) return -1;
-    if (!arg_given(s[0]) || !arg_given(s[1])) return jfail(c, TUNE_ERR_INPUT, "replace() needs old and new");
+    if (bind_args(c, "replace", a, "old! new! count", s)) return -1;
     if (arg_given(s[2]) && want_int(c, s[2], "replace() count", &count)) return -1;
     return replace(c, self, s[0], s[1], count, out);
 }
@@ -1139,7 +1126,7 @@ METHOD(m_replace)
 static int find_method_impl(rctx *c, jv self, const jargs *a, int mode, jv *out)
 {
     jv s[1];
-    if (bind_args(c, mode == 2 ? "count" : "find", a, "sub", s) || want_str(c, s[0], "substring")) return -1;
+    if (bind_args(c, mode == 2 ? "count" : "find", a, "sub!", s) || want_str(c, s[0], "substring")) return -1;
     if (mode < 2) return *out = jv_int(find(S(self), S(s[0]), mode)), 0;
     int64_t n = 0;
     const jstr *str = S(self), *sub = S(s[0]);
@@ -1156,7 +1143,7 @@ METHOD(m_format) { return str_format(c, self, a, out); }
 METHOD(m_join)
 {
     jv s[1], items;
-    if (bind_args(c, "join", a, "iterable", s) || jv_iter(c, s[0], &items)) return -1;
+    if (bind_args(c, "join", a, "iterable!", s) || jv_iter(c, s[0], &items)) return -1;
     tune_strbuf sb = {0};
     int rc = 0;
     for (size_t i = 0; i < L(items)->n && !rc; i++) {
@@ -1179,8 +1166,7 @@ METHOD(m_splitlines)
 METHOD(m_get)
 {
     jv s[2];
-    if (bind_args(c, "get", a, "key default", s)) return -1;
-    if (!arg_given(s[0])) return jfail(c, TUNE_ERR_INPUT, "get expected at least 1 argument, got 0");
+    if (bind_args(c, "get", a, "key! default", s)) return -1;
     const jv *v = dict_get(D(self), s[0]);
     return *out = jv_ref(v ? *v : or_default(s[1], jv_none())), 0;
 }
@@ -1201,7 +1187,7 @@ METHOD(m_values) { return keys_or_values(c, self, a, 1, out); }
 static int list_find(rctx *c, jv self, const jargs *a, int index, jv *out)
 {
     jv s[1];
-    if (bind_args(c, index ? "index" : "count", a, "value", s)) return -1;
+    if (bind_args(c, index ? "index" : "count", a, "value!", s)) return -1;
     int64_t n = 0;
     for (size_t i = 0; i < L(self)->n; i++) {
         if (!jv_eq(L(self)->v[i], s[0])) continue;
@@ -1290,8 +1276,7 @@ TEST(t_escaped, v.t == JV_STR && S(v)->markup)
 static int one_arg(rctx *c, const char *name, const jargs *a, jv *arg)
 {
     jv s[1];
-    if (bind_args(c, name, a, "other", s)) return -1;
-    if (!arg_given(s[0])) return jfail(c, TUNE_ERR_INPUT, "test '%s' needs an argument", name);
+    if (bind_args(c, name, a, "other!", s)) return -1;
     *arg = s[0];
     return 0;
 }
@@ -1300,7 +1285,9 @@ static int cmp_test(rctx *c, jv v, const jargs *a, jop op, jv *out)
 {
     jv other;
     int r;
-    if (one_arg(c, "comparison", a, &other) || compare(c, op, v, other, &r)) return -1;
+    const char *name = op == OP_EQ ? "eq" : op == OP_NE ? "ne" : op == OP_LT ? "lt" : op == OP_LE ? "le"
+                     : op == OP_GT ? "gt" : "ge";
+    if (one_arg(c, name, a, &other) || compare(c, op, v, other, &r)) return -1;
     return *out = jv_bool(r), 0;
 }
 #define CMP_TEST(name, op) \
@@ -1528,7 +1515,7 @@ static int g_strftime_now(rctx *c, jv self, const jargs *a, jv *out)
 {
     (void)self;
     jv s[1];
-    if (bind_args(c, "strftime_now", a, "format", s) || want_str(c, s[0], "strftime_now format")) return -1;
+    if (bind_args(c, "strftime_now", a, "format!", s) || want_str(c, s[0], "strftime_now format")) return -1;
     time_t now = (time_t)c->now;
     struct tm tm;
     if (!gmtime_r(&now, &tm)) return jfail(c, TUNE_ERR_INPUT, "strftime_now: the time is out of range");

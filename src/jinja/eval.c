@@ -12,6 +12,8 @@
  * template (trees are at most 1000 deep; macros add their calls). */
 #define NESTING_MAX 1000
 
+static int eval(rctx *c, const node *n, jv *out);
+
 /* ---- scopes ---- */
 
 static frame *frame_new(rctx *c, frame *parent)
@@ -66,7 +68,7 @@ static int lookup(rctx *c, const char *name, jv *out)
     return jv_undef(c, out, "'%s' is undefined", name);
 }
 
-int count_iteration(rctx *c)
+static int count_iteration(rctx *c)
 {
     if (++c->iterations <= c->lim.max_iterations) return 0;
     return jfail(c, TUNE_ERR_INPUT, "more than max_iterations (%ld) loop iterations", c->lim.max_iterations);
@@ -131,7 +133,9 @@ static int loop_attr(rctx *c, jv obj, const char *name, jv *out)
     return no_attribute(c, obj, name, out);
 }
 
-int get_attr(rctx *c, jv obj, const char *name, jv *out)
+/* obj.name as jinja2's sandbox does it: the attribute (a method, say),
+ * else the item, else an Undefined that says which. */
+static int get_attr(rctx *c, jv obj, const char *name, jv *out)
 {
     if (jv_check_defined(c, obj)) return -1;
     if (name[0] != '_') {
@@ -557,7 +561,7 @@ static int call_macro(rctx *c, const jfunc *fn, const jargs *a, jv *out)
     return rc;
 }
 
-int call_value(rctx *c, jv fn, const jargs *a, jv *out)
+static int call_value(rctx *c, jv fn, const jargs *a, jv *out)
 {
     if (jv_check_defined(c, fn)) return -1;
     if (fn.t != JV_FUNC) return jfail(c, TUNE_ERR_INPUT, "'%s' object is not callable", jv_type_name(fn));
@@ -714,10 +718,12 @@ static int enter(rctx *c, const node *n, const node **saved)
     return jfail(c, TUNE_ERR_INPUT, "expressions, blocks and macro calls nested deeper than %d", NESTING_MAX);
 }
 
-int eval(rctx *c, const node *n, jv *out)
+/* On failure *out is None, so a caller may release it either way. */
+static int eval(rctx *c, const node *n, jv *out)
 {
     const node *saved;
     int rc = enter(c, n, &saved) ? -1 : eval_node(c, n, out);
+    if (rc) *out = jv_none();
     c->nesting--;
     c->at = saved;
     return rc;
@@ -754,9 +760,10 @@ static int exec_set(rctx *c, const node *n, jv v)
                                       "but got '%s'. Please rename the attribute.", n->name);
     else {
         jv key;
-        rc = jv_strz(c, n->name, &key);
-        if (!rc) rc = dict_set(c, D(ns), key, v);
-        v = jv_none();
+        if (!(rc = jv_strz(c, n->name, &key))) {
+            rc = dict_set(c, D(ns), key, v); /* takes key and v */
+            v = jv_none();
+        }
     }
     jv_unref(v);
     jv_unref(ns);
@@ -831,7 +838,8 @@ static int exec_for(rctx *c, const node *n)
         if (rc == 1) break;
         if (rc == 2) rc = 0;
     }
-    if (rc >= 0 && !L(items)->n && n->orelse.n) {
+    if (rc > 0) rc = 0; /* this loop's break ends here */
+    if (!rc && !L(items)->n && n->orelse.n) { /* a break or continue in the else is the outer loop's */
         frame *f = frame_new(c, parent);
         c->frame = f;
         rc = f ? exec_body(c, &n->orelse) : -1;
@@ -840,7 +848,7 @@ static int exec_for(rctx *c, const node *n)
     }
     jv_unref(loopv);
     jv_unref(items);
-    return rc < 0 ? -1 : 0;
+    return rc;
 }
 
 /* A macro or a call block's caller: a function closing over this scope. */
@@ -952,7 +960,7 @@ tune_status tune_jinja_render(const tune_jinja *t, const tune_jinja_render_optio
     if (opt->context && !cJSON_IsObject(opt->context))
         rc = jfail(&c, TUNE_ERR_INPUT, "the template's context must be a JSON object");
     else
-        rc = opt->context ? jv_from_json(&c, opt->context, 0, &globals) : jv_dict(&c, &globals);
+        rc = opt->context ? jv_from_json(&c, opt->context, &globals) : jv_dict(&c, &globals);
     if (!rc) {
         c.globals = D(globals);
         c.frame = frame_new(&c, NULL);

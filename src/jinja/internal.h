@@ -250,7 +250,7 @@ int list_push(rctx *c, jlist *l, jv v); /* takes v */
 int dict_set(rctx *c, jdict *d, jv k, jv v); /* takes k and v */
 jv *dict_get(const jdict *d, jv key);
 jv *dict_getz(const jdict *d, const char *key);
-int jv_from_json(rctx *c, const cJSON *j, int depth, jv *out);
+int jv_from_json(rctx *c, const cJSON *j, jv *out);
 void dict_clear(jdict *d);
 
 int jv_truthy(jv v);
@@ -269,8 +269,13 @@ int jv_json(rctx *c, tune_strbuf *sb, jv v, int ensure_ascii, const char *indent
 int jv_check_defined(rctx *c, jv v);
 /* The items a for loop / filter walks: a new reference to a list. */
 int jv_iter(rctx *c, jv v, jv *list);
-void fmt_float(char *buf, size_t size, double f);
 int jv_len(rctx *c, jv v, int64_t *n);
+
+/* Python's sorted(): stable, by key (references borrowed). */
+typedef struct sort_ent {
+    jv key, item;
+} sort_ent;
+int jv_sort(rctx *c, sort_ent *e, size_t n, int reverse);
 
 /* UTF-8 by code point. */
 uint32_t utf8_next(const char *s, size_t n, size_t *i);
@@ -282,11 +287,9 @@ size_t utf8_offset(const jstr *s, size_t k);
 
 /* ---- eval.c ---- */
 
-int eval(rctx *c, const node *n, jv *out);
-int call_value(rctx *c, jv fn, const jargs *a, jv *out);
-int get_attr(rctx *c, jv obj, const char *name, jv *out);
+/* obj[key] as jinja2's sandbox does it: the item, else the attribute (a
+ * str key), else an Undefined that says which. */
 int get_item(rctx *c, jv obj, jv key, jv *out);
-int count_iteration(rctx *c);
 int ns_register(rctx *c, jv ns);
 /* a op b for + - * / // % ** ~; comparisons and `in` (*result 0 or 1). */
 int binop(rctx *c, jop op, jv a, jv b, jv *out);
@@ -305,11 +308,6 @@ jbuiltin_fn find_method(jv self, const char *name);
 /* list.append & co.: the immutable sandbox refuses them. */
 int unsafe_method(jv self, const char *name);
 const jfunc *find_global(const char *name);
-/* Binds a builtin's arguments to its parameter names (space separated);
- * slot[i] is borrowed, JV_UNDEF with u.o == &jarg_missing when not given. */
-extern char jarg_missing;
-int bind_args(rctx *c, const char *fname, const jargs *a, const char *params, jv *slot);
-static inline int arg_given(jv v) { return !(v.t == JV_UNDEF && v.u.o == &jarg_missing); }
 int run_test(rctx *c, const jbuiltin *t, jv v, const jargs *a, int *result);
 /* fmt % args (printf-style formatting of a str). */
 int percent_format(rctx *c, jv fmt, jv args, jv *out);

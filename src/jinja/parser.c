@@ -689,7 +689,8 @@ static node *parse_if(parser *P, const token *t)
         if (!enter(P)) return NULL;
         node *e = parse_if(P, end);
         leave(P);
-        if (!e || !(n->orelse.v = arena_alloc(P->a, sizeof *n->orelse.v))) return oom(P);
+        if (!e) return NULL;
+        if (!(n->orelse.v = arena_alloc(P->a, sizeof *n->orelse.v))) return oom(P);
         n->orelse.v[0] = e;
         n->orelse.n = 1;
     } else if (is_name(end, "else")) {

@@ -90,7 +90,7 @@ int py_isspace(uint32_t cp)
 static jobj *heap(jv v)
 {
     switch (v.t) {
-    case JV_UNDEF: return v.u.o == &jarg_missing ? NULL : v.u.o;
+    case JV_UNDEF:
     case JV_STR:
     case JV_LIST:
     case JV_DICT:
@@ -302,9 +302,7 @@ int dict_set(rctx *c, jdict *d, jv k, jv v)
     return 0;
 }
 
-/* JSON numbers without a fraction are ints (cJSON keeps only the double:
- * integral and exactly representable means int). */
-int jv_from_json(rctx *c, const cJSON *j, int depth, jv *out)
+static int from_json(rctx *c, const cJSON *j, int depth, jv *out)
 {
     if (depth > JV_MAX_DEPTH)
         return jfail(c, TUNE_ERR_INPUT, "the context nests deeper than %d levels", JV_MAX_DEPTH);
@@ -316,7 +314,7 @@ int jv_from_json(rctx *c, const cJSON *j, int depth, jv *out)
         {
             jv k = jv_none(), v;
             if (obj && jv_strz(c, e->string ? e->string : "", &k)) return jv_unref(*out), -1;
-            if (jv_from_json(c, e, depth + 1, &v)) return jv_unref(k), jv_unref(*out), -1;
+            if (from_json(c, e, depth + 1, &v)) return jv_unref(k), jv_unref(*out), -1;
             if (obj ? dict_set(c, D(*out), k, v) : list_push(c, L(*out), v)) return jv_unref(*out), -1;
         }
         return 0;
@@ -329,6 +327,15 @@ int jv_from_json(rctx *c, const cJSON *j, int depth, jv *out)
     }
     *out = cJSON_IsTrue(j) ? jv_bool(1) : cJSON_IsFalse(j) ? jv_bool(0) : jv_none();
     return 0;
+}
+
+/* JSON numbers without a fraction are ints (cJSON keeps only the double:
+ * integral and exactly representable means int). */
+int jv_from_json(rctx *c, const cJSON *j, jv *out)
+{
+    int rc = from_json(c, j, 0, out);
+    if (rc) *out = jv_none(); /* from_json freed what it had built */
+    return rc;
 }
 
 /* ---- Python semantics ---- */
@@ -470,7 +477,7 @@ int jv_iter(rctx *c, jv v, jv *list)
 
 /* Python's float repr: the shortest digits that read back as f; plain
  * notation for exponents -5 < e < 16, else d.ddde+XX. */
-void fmt_float(char *buf, size_t size, double f)
+static void fmt_float(char *buf, size_t size, double f)
 {
     if (isnan(f)) {
         snprintf(buf, size, "nan");
@@ -677,21 +684,30 @@ typedef struct json_opts {
 
 static int json_value(rctx *c, tune_strbuf *sb, jv v, const json_opts *o, int level);
 
-/* The order sort_keys=True writes a dict's entries in: indices sorted by key. */
-static int sorted_keys(rctx *c, const jdict *d, size_t *idx)
+static int merge_sort(rctx *c, sort_ent *e, sort_ent *tmp, size_t n, int reverse)
 {
-    for (size_t i = 0; i < d->n; i++) {
-        size_t j = i;
-        idx[i] = i;
-        for (; j > 0; j--) {
-            int r;
-            if (jv_cmp(c, d->k[idx[j - 1]], d->k[i], &r)) return -1;
-            if (r <= 0) break;
-            idx[j] = idx[j - 1];
-        }
-        idx[j] = i;
+    if (n < 2) return 0;
+    size_t h = n / 2;
+    if (merge_sort(c, e, tmp, h, reverse) || merge_sort(c, e + h, tmp, n - h, reverse)) return -1;
+    size_t i = 0, j = h, k = 0;
+    while (i < h && j < n) {
+        int r;
+        if (jv_cmp(c, e[i].key, e[j].key, &r)) return -1;
+        tmp[k++] = (reverse ? r >= 0 : r <= 0) ? e[i++] : e[j++];
     }
+    while (i < h) tmp[k++] = e[i++];
+    while (j < n) tmp[k++] = e[j++];
+    memcpy(e, tmp, n * sizeof *e);
     return 0;
+}
+
+int jv_sort(rctx *c, sort_ent *e, size_t n, int reverse)
+{
+    sort_ent *tmp = malloc((n ? n : 1) * sizeof *tmp);
+    if (!tmp) return joom(c);
+    int rc = merge_sort(c, e, tmp, n, reverse);
+    free(tmp);
+    return rc;
 }
 
 static int json_container(rctx *c, tune_strbuf *sb, jv v, const json_opts *o, int level)
@@ -699,10 +715,11 @@ static int json_container(rctx *c, tune_strbuf *sb, jv v, const json_opts *o, in
     int is_list = v.t == JV_LIST;
     size_t n = is_list ? L(v)->n : D(v)->n;
     if (!n) return sbputs(c, sb, is_list ? "[]" : "{}");
-    size_t *idx = NULL;
+    sort_ent *idx = NULL; /* sort_keys: the entries by key, item the index */
     if (!is_list && o->sort_keys) {
         if (!(idx = malloc(n * sizeof *idx))) return joom(c);
-        if (sorted_keys(c, D(v), idx)) return free(idx), -1;
+        for (size_t i = 0; i < n; i++) idx[i] = (sort_ent){D(v)->k[i], jv_int((int64_t)i)};
+        if (jv_sort(c, idx, n, 0)) return free(idx), -1;
     }
     int rc = sbputs(c, sb, is_list ? "[" : "{");
     if (!rc && o->indent) rc = newline_indent(c, sb, o->indent, level + 1);
@@ -711,7 +728,7 @@ static int json_container(rctx *c, tune_strbuf *sb, jv v, const json_opts *o, in
             rc = sbputs(c, sb, o->item_sep);
             if (!rc && o->indent) rc = newline_indent(c, sb, o->indent, level + 1);
         }
-        size_t k = idx ? idx[i] : i;
+        size_t k = idx ? (size_t)idx[i].item.u.i : i;
         if (!rc && !is_list) {
             rc = json_key(c, sb, D(v)->k[k], o->ensure_ascii);
             if (!rc) rc = sbputs(c, sb, o->key_sep);
