@@ -344,7 +344,7 @@ static void lora_gradients_match_finite_differences(tune_rope_type rope, int tie
     tune_lora *lora = tiny_lora_on(&m, p, selected);
     tune_workspace *ws;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, 0, &ws, &err), TUNE_OK);
     const tune_batch b = tiny_batch(0, TB);
     const tune_dropout dp = {p, 1234, 17};
     double loss;
@@ -402,7 +402,7 @@ START_TEST(reruns_are_bit_identical)
     tune_lora *lora = tiny_lora(&m, 0.3f);
     tune_workspace *ws;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, 0, &ws, &err), TUNE_OK);
     const tune_batch b = tiny_batch(0, TB);
     const tune_dropout dp = {0.3f, 99, 4};
     float *g1 = malloc(lora->n_params * 4);
@@ -433,7 +433,7 @@ START_TEST(packed_row_equals_separate_sequences)
     tune_lora *lora = tiny_lora(&m, 0.0f);
     tune_workspace *ws;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, 1, TT, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, 1, TT, 0, &ws, &err), TUNE_OK);
     const tune_batch packed = tiny_batch(1, 1);
     double lp, l1, l2;
     long np, n1, n2;
@@ -466,7 +466,7 @@ START_TEST(accumulated_half_batches_equal_full_batch)
     tune_lora *lora = tiny_lora(&m, 0.0f);
     tune_workspace *ws;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, 0, &ws, &err), TUNE_OK);
     const tune_batch full = tiny_batch(0, TB), h0 = tiny_batch(0, 1), h1 = tiny_batch(1, 1);
     double loss;
     long n;
@@ -489,6 +489,46 @@ START_TEST(accumulated_half_batches_equal_full_batch)
 }
 END_TEST
 
+/* Gradient checkpointing recomputes each layer in the backward pass: the
+ * same loss and gradients bit for bit, with dropout and with adapters on
+ * some layers only, from a smaller workspace. */
+START_TEST(checkpointing_gives_identical_gradients)
+{
+    static const unsigned char upper_layers[3] = {0, 1, 1};
+    for (int variant = 0; variant < 2; variant++) {
+        tune_model m;
+        tiny_model(&m, 1, TUNE_ROPE_DEFAULT);
+        const float p = variant ? 0.25f : 0.0f;
+        tune_lora *lora = tiny_lora_on(&m, p, variant ? upper_layers : NULL);
+        const tune_dropout dp = {p, 7, 3};
+        const tune_batch b = tiny_batch(0, TB);
+        float *grads[2];
+        double loss[2];
+        for (int ckpt = 0; ckpt < 2; ckpt++) {
+            tune_workspace *ws;
+            tune_error err;
+            long n;
+            ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, ckpt, &ws, &err), TUNE_OK);
+            memset(lora->grads, 0, lora->n_params * 4);
+            ck_assert_int_eq(tune_llama_forward(&m, lora, &b, &dp, 0.125f, ws, &loss[ckpt], &n, &err), TUNE_OK);
+            ck_assert_int_eq(tune_llama_backward(&m, lora, &b, &dp, ws, &err), TUNE_OK);
+            grads[ckpt] = malloc(lora->n_params * 4);
+            memcpy(grads[ckpt], lora->grads, lora->n_params * 4);
+            tune_workspace_free(ws);
+        }
+        ck_assert(loss[0] == loss[1]);
+        ck_assert_mem_eq(grads[0], grads[1], lora->n_params * 4);
+        ck_assert(memcmp(grads[0], (float[64]){0}, 64 * 4)); /* something was trained */
+        ck_assert_uint_lt(tune_workspace_bytes(tune_backend_cpu(), &m.cfg, lora->n_modules, 2, 0, TB, TT, 1),
+                          tune_workspace_bytes(tune_backend_cpu(), &m.cfg, lora->n_modules, 2, 0, TB, TT, 0));
+        free(grads[0]);
+        free(grads[1]);
+        tune_lora_free(lora);
+        tiny_free(&m);
+    }
+}
+END_TEST
+
 /* Freshly initialised LoRA (B = 0) leaves the base model's logits unchanged. */
 START_TEST(fresh_lora_keeps_base_logits)
 {
@@ -499,8 +539,8 @@ START_TEST(fresh_lora_keeps_base_logits)
     tune_workspace *wb, *wl;
     tune_error err;
     ck_assert_int_eq(tune_lora_create(&m.cfg, &lc, NULL, 5, &lora, &err), TUNE_OK);
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, NULL, TB, TT, &wb, &err), TUNE_OK);
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, &wl, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, NULL, TB, TT, 0, &wb, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, TB, TT, 0, &wl, &err), TUNE_OK);
     const tune_batch b = tiny_batch(0, TB);
     const tune_dropout dp = {0.5f, 1, 0};
     const double lb = loss_of(&m, NULL, &b, NULL, 0.0f, wb), ll = loss_of(&m, lora, &b, &dp, 0.0f, wl);
@@ -525,7 +565,7 @@ START_TEST(bad_batches_are_input_errors)
     tune_lora *lora = tiny_lora(&m, 0.1f);
     tune_workspace *ws;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, 1, TT, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, 1, TT, 0, &ws, &err), TUNE_OK);
     tune_batch b = tiny_batch(0, 1);
     ck_assert_int_eq(tune_llama_backward(&m, lora, &b, NULL, ws, &err), TUNE_ERR_INPUT);
     int32_t ids[TT];
@@ -709,8 +749,8 @@ static void check_golden_model(const char *name)
     const long n_targets = (long)json_num(&g, "n_targets");
     tune_workspace *ws, *wb;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &g.model.cfg, g.lora, B, T, &ws, &err), TUNE_OK);
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &g.model.cfg, NULL, B, T, &wb, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &g.model.cfg, g.lora, B, T, 0, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &g.model.cfg, NULL, B, T, 0, &wb, &err), TUNE_OK);
     double loss;
     long n;
     /* base model */
@@ -743,7 +783,7 @@ static void check_golden_model(const char *name)
     int32_t *pids = read_i32(&g, "packed_input_ids", P), *plab = read_i32(&g, "packed_labels", P);
     int32_t *ppos = read_i32(&g, "packed_position_ids", P), *pseg = read_i32(&g, "packed_segment_ids", P);
     float *ploss = read_f32(&g, "packed_loss", 1);
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &g.model.cfg, g.lora, 1, 2 * T, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &g.model.cfg, g.lora, 1, 2 * T, 0, &ws, &err), TUNE_OK);
     const tune_batch packed = {1, 2 * T, pids, plab, ppos, pseg};
     memset(g.lora->grads, 0, g.lora->n_params * sizeof(float));
     ck_assert_int_eq(tune_llama_logits(&g.model, g.lora, &packed, ws, got, &err), TUNE_OK);
@@ -788,6 +828,7 @@ int main(void)
     tcase_add_test(t, reruns_are_bit_identical);
     tcase_add_test(t, packed_row_equals_separate_sequences);
     tcase_add_test(t, accumulated_half_batches_equal_full_batch);
+    tcase_add_test(t, checkpointing_gives_identical_gradients);
     tcase_add_test(t, fresh_lora_keeps_base_logits);
     tcase_add_test(t, bad_batches_are_input_errors);
     suite_add_tcase(s, t);

@@ -125,7 +125,7 @@ static float golden_logits_diff(const tune_model *m, const char *name)
     float *want = malloc(want_t->numel * sizeof *want);
     ck_assert_int_eq(tune_st_read_f32(want_t, want, &err), TUNE_OK);
     tune_workspace *ws;
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m->cfg, NULL, 2, 12, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m->cfg, NULL, 2, 12, 0, &ws, &err), TUNE_OK);
     const tune_batch b = {2, 12, ids, labels, NULL, NULL};
     float *got = malloc(want_t->numel * sizeof *got);
     ck_assert_int_eq(tune_llama_logits(m, NULL, &b, ws, got, &err), TUNE_OK);

@@ -202,7 +202,7 @@ START_TEST(lora_size_and_memory_from_model_dims)
     ck_assert_int_eq(p.mem_weights, 4 * 134515008LL);
     ck_assert_int_eq(p.mem_lora, 16 * 4884480LL);
     /* the workspace of the run: 210 adapted modules of rank 16, batches of 2 x 256 */
-    ck_assert_int_eq(p.mem_activations, (long long)tune_workspace_bytes(p.be, &p.model, 210, 16, 0, 2, 256));
+    ck_assert_int_eq(p.mem_activations, (long long)tune_workspace_bytes(p.be, &p.model, 210, 16, 0, 2, 256, 0));
     /* per token it keeps, per layer, residuals, q, k, v, attention output, gate, up (about
      * 4C + 24·hd + 2I floats), and no whole-batch logits (2·V would add 393 KB a token) */
     const long long per_token = p.mem_activations / (2 * 256);

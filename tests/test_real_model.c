@@ -197,7 +197,7 @@ static float *forward(const tune_lora *lora, const int32_t *ids, const int32_t *
 {
     tune_error err = {0};
     tune_workspace *ws = NULL;
-    ck_assert_msg(tune_workspace_create(tune_backend_cpu(), &model.cfg, lora, 1, N, &ws, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_msg(tune_workspace_create(tune_backend_cpu(), &model.cfg, lora, 1, N, 0, &ws, &err) == TUNE_OK, "%s", err.message);
     const tune_batch batch = {.B = 1, .T = N, .input_ids = ids, .labels = labels};
     double loss_sum = 0.0;
     ck_assert_msg(tune_llama_forward(&model, lora, &batch, NULL, 0.0f, ws, &loss_sum, n_targets, &err) == TUNE_OK,
@@ -292,7 +292,7 @@ static void check_greedy_loop(const tune_st_file *golden, const char *p, int G)
     for (int t = 0; t < N; t++) labels[t] = TUNE_IGNORE_INDEX;
     tune_error err = {0};
     tune_workspace *ws = NULL;
-    ck_assert_msg(tune_workspace_create(tune_backend_cpu(), &model.cfg, NULL, 1, N, &ws, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_msg(tune_workspace_create(tune_backend_cpu(), &model.cfg, NULL, 1, N, 0, &ws, &err) == TUNE_OK, "%s", err.message);
     float *logits = malloc((size_t)N * V * sizeof *logits); // (N, V)
     ck_assert(logits);
     for (int s = 0; s < G; s++) {

@@ -784,7 +784,7 @@ START_TEST(eval_loss_is_mean_over_eval_set)
     ck_assert_msg(run_into(&fx, "run", &r, 0, 0, NULL, 0, &eval, &rec, &err) == TUNE_OK, "%s", err.message);
     ck_assert_int_eq(rec.n_evals, 3); /* steps 2, 4, 6 */
     tune_workspace *ws;
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &fx.model.cfg, fx.lora, 2, 12, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &fx.model.cfg, fx.lora, 2, 12, 0, &ws, &err), TUNE_OK);
     double sum = 0.0;
     long n = 0;
     for (long i = 0; i < 3; i++) {

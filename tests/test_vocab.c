@@ -129,7 +129,7 @@ static void check_saved_gradients(const char *name)
     ck_assert_int_eq(tune_st_read_i32(t, labels, &err), TUNE_OK);
     const tune_batch batch = {.B = B, .T = T, .input_ids = ids, .labels = labels};
     tune_workspace *ws;
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, B, T, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora, B, T, 0, &ws, &err), TUNE_OK);
     double loss_sum;
     long n_targets;
     ck_assert_msg(tune_llama_forward(&m, lora, &batch, NULL, 0.0f, ws, &loss_sum, &n_targets, &err) == TUNE_OK, "%s",
@@ -264,7 +264,7 @@ static void forward_logits(const tune_model *m, const tune_lora *lora, const int
     const tune_batch batch = {.B = B, .T = T, .input_ids = ids, .labels = labels};
     tune_workspace *ws;
     tune_error err;
-    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m->cfg, lora, B, T, &ws, &err), TUNE_OK);
+    ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m->cfg, lora, B, T, 0, &ws, &err), TUNE_OK);
     ck_assert_msg(tune_llama_logits(m, lora, &batch, ws, out, &err) == TUNE_OK, "%s", err.message);
     tune_workspace_free(ws);
 }

@@ -47,17 +47,19 @@ void tune_rope_inv_freq(const tune_model_config *cfg, float *inv_freq);
  * tune_backend_lora; on the CPU the host ones are).
  * lora: the adapters it will run with (NULL: the base model only); when
  * lora->cfg.dropout > 0 it also keeps the dropout masks (1 bit per LoRA
- * input element). */
+ * input element). checkpoint (gradient_checkpointing) keeps only each
+ * layer's input; the backward recomputes the rest layer by layer, giving
+ * the same gradients bit for bit for about a third more compute. */
 typedef struct tune_workspace tune_workspace;
 
 tune_status tune_workspace_create(const tune_backend *be, const tune_model_config *cfg, const tune_lora *lora,
-                                  int B, int T, tune_workspace **ws, tune_error *err);
+                                  int B, int T, int checkpoint, tune_workspace **ws, tune_error *err);
 void tune_workspace_free(tune_workspace *ws);
 /* Bytes of backend memory a workspace for these shapes takes: n_modules
  * adapters of rank r whose inputs have dropout_in elements per token in all
  * (0 without dropout). The plan's device estimate comes from here. */
 size_t tune_workspace_bytes(const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
-                            size_t dropout_in, int B, int T);
+                            size_t dropout_in, int B, int T, int checkpoint);
 /* The workspace keeps a running sum of the losses of the forward passes
  * run with loss_sum NULL (on a device it stays there: reading it is the one
  * download a training step needs). Reset sets it to 0; loss reads it. */

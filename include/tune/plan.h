@@ -94,6 +94,10 @@ typedef struct tune_plan {
     long long mem_weights_stored;    /* from the model file's headers; -1 when not read */
     long long mem_lora;              /* LoRA params + grads + 2 AdamW moments */
     long long mem_activations;       /* kept for backward, micro_batch_size × sequence_len */
+    long long mem_activations_other; /* the same with gradient_checkpointing the other way */
+    int gradient_checkpointing;      /* keep only each layer's input; the backward recomputes the rest */
+    long long mem_runtime;           /* what the process holds once its data is prepared (code, libraries,
+                                      * tokenizer, examples): its peak resident memory then; -1 before */
     long long mem_total;
     long long mem_device;            /* on a device backend: weights + LoRA state + the exact workspace; else -1 */
     long long device_free;           /* free device memory when planned; -1 on the CPU */

@@ -97,6 +97,7 @@ typedef struct tune_train_options {
     int gradient_accumulation_steps; /* micro-batches per optimizer step, every rank's together */
     double adam_beta1, adam_beta2, adam_epsilon, weight_decay;
     double max_grad_norm;          /* <= 0: no clipping (the norm is still logged) */
+    int gradient_checkpointing;    /* the backward recomputes activations (same gradients, less memory) */
     int skip_nonfinite;            /* a step whose loss or gradient is NaN or infinite: 0 stops the run
                                       (TUNE_ERR_RUN), 1 skips its update (logged; the run goes on) */
     uint64_t seed;                 /* LoRA dropout masks */

@@ -317,8 +317,9 @@ const key_spec tune_config_keys[] = {
      .doc = "fp16 mixed precision."},
     {.name = "tf32", .type = K_BOOL, .off = CF(tf32), .def = "false", NOT_YET, .section = S_TRAIN,
      .doc = "TF32 tensor-core matmuls on CUDA."},
-    {.name = "gradient_checkpointing", .type = K_BOOL, .off = CF(gradient_checkpointing), .def = "false", NOT_YET,
-     .section = S_TRAIN, .doc = "Recompute activations in the backward pass to save memory."},
+    {.name = "gradient_checkpointing", .type = K_BOOL, .off = CF(gradient_checkpointing), .def = "false", YES,
+     .section = S_TRAIN, .doc = "Keep only each layer's input between the passes; the backward recomputes the rest "
+                                "(about a third more compute, the same gradients bit for bit, much less memory)."},
     {.name = "flash_attention", .type = K_BOOL, .off = CF(flash_attention), .def = "false", NOT_YET,
      .section = S_TRAIN, .doc = "FlashAttention kernels."},
     {.name = "neftune_noise_alpha", .type = K_FLOAT, .off = CF(neftune_noise_alpha), .def = "0.0", GE(0), NOT_YET,

@@ -13,7 +13,12 @@
  * input x (N, in) of module m in micro-batch mb is Philox word
  *   (seed, stream = TUNE_STREAM_DROPOUT + (mb << 32), index = (m << 40) + e),
  * e = (b·T + t)·in + i. The forward keeps the masks as bits for the
- * backward; nothing depends on thread count or backend. */
+ * backward; nothing depends on thread count or backend.
+ *
+ * Gradient checkpointing keeps only each layer's input (resid) between the
+ * passes: the per-layer buffers below hold one layer, and the backward runs
+ * each layer's forward again, with the same kernels on the same inputs, so
+ * the gradients are bit for bit those of a run without it. */
 #include "tune/llama.h"
 
 #include <math.h>
@@ -37,17 +42,18 @@ struct tune_workspace {
     int L, C, V, H, Hkv, hd, I, qd, kvd, max_in;
     int n_modules, r; /* LoRA shape the workspace was sized for (0 without LoRA) */
     int n_threads;
+    int checkpoint;   /* gradient checkpointing: the per-layer buffers hold one layer */
     size_t NC, NQ, NKV, NI; /* per-layer strides at capacity: N·C, N·qd, N·kvd, N·I */
     float *inv_freq;  /* (hd/2) */
-    /* kept for backward */
+    /* kept for backward; Lk = L, or 1 with checkpointing (slot()) */
     float *resid;     /* (L + 1, N, C): input of each layer; [L] is the final hidden state */
-    float *resid2;    /* (L, N, C): after the attention block */
-    float *rstd1, *rstd2; /* (L, N) */
-    float *q, *att;   /* (L, N, H·hd): q after RoPE; attention output */
-    float *k, *v;     /* (L, N, Hkv·hd): k after RoPE */
-    float *lse_att;   /* (L, B, H, T) */
-    float *gate, *up; /* (L, N, I) */
-    float *lora_u;    /* (n_modules, N, r): A·dropout(x) */
+    float *resid2;    /* (Lk, N, C): after the attention block */
+    float *rstd1, *rstd2; /* (Lk, N) */
+    float *q, *att;   /* (Lk, N, H·hd): q after RoPE; attention output */
+    float *k, *v;     /* (Lk, N, Hkv·hd): k after RoPE */
+    float *lse_att;   /* (Lk, B, H, T) */
+    float *gate, *up; /* (Lk, N, I) */
+    float *lora_u;    /* (n_modules, N, r): A·dropout(x); with checkpointing (TUNE_N_LINEAR, N, r) */
     float *xf, *rstd_f; /* (N, C), (N): final norm */
     float *xc;        /* (chunk, C): the chunk's rows of xf, then their gradient */
     float *logits;    /* (chunk, V): the chunk's logits, then their gradient */
@@ -117,9 +123,10 @@ static tune_status check_config(const tune_model_config *c, tune_error *err)
 
 /* The dimensions of a workspace for batches up to B x T and n_modules adapters of rank r. */
 static void set_dims(tune_workspace *ws, const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
-                     int B, int T)
+                     int B, int T, int checkpoint)
 {
     ws->be = be;
+    ws->checkpoint = checkpoint;
     ws->B = B;
     ws->T = T;
     ws->L = cfg->num_hidden_layers;
@@ -148,18 +155,19 @@ static void set_dims(tune_workspace *ws, const tune_backend *be, const tune_mode
  * aligned starts); with base, points each buffer into it. */
 static size_t place_buffers(tune_workspace *ws, float *base)
 {
-    const size_t N = (size_t)ws->B * ws->T, L = (size_t)ws->L;
+    const size_t N = (size_t)ws->B * ws->T, L = (size_t)ws->L, Lk = ws->checkpoint ? 1 : L;
+    const size_t n_u = ws->checkpoint && ws->n_modules ? TUNE_N_LINEAR : (size_t)ws->n_modules;
     const tune_attention_shape as = {ws->B, ws->T, ws->H, ws->Hkv, ws->hd};
     float *loss_mem = NULL, *row_loss_mem = NULL;
     struct { float **p; size_t n; } bufs[] = {
         {&ws->inv_freq, (size_t)ws->hd / 2},
-        {&ws->resid, (L + 1) * ws->NC}, {&ws->resid2, L * ws->NC},
-        {&ws->rstd1, L * N}, {&ws->rstd2, L * N},
-        {&ws->q, L * ws->NQ}, {&ws->att, L * ws->NQ},
-        {&ws->k, L * ws->NKV}, {&ws->v, L * ws->NKV},
-        {&ws->lse_att, L * N * ws->H},
-        {&ws->gate, L * ws->NI}, {&ws->up, L * ws->NI},
-        {&ws->lora_u, (size_t)ws->n_modules * N * ws->r},
+        {&ws->resid, (L + 1) * ws->NC}, {&ws->resid2, Lk * ws->NC},
+        {&ws->rstd1, Lk * N}, {&ws->rstd2, Lk * N},
+        {&ws->q, Lk * ws->NQ}, {&ws->att, Lk * ws->NQ},
+        {&ws->k, Lk * ws->NKV}, {&ws->v, Lk * ws->NKV},
+        {&ws->lse_att, Lk * N * ws->H},
+        {&ws->gate, Lk * ws->NI}, {&ws->up, Lk * ws->NI},
+        {&ws->lora_u, n_u * N * ws->r},
         {&ws->xf, ws->NC}, {&ws->rstd_f, N},
         {&ws->xc, (size_t)ws->chunk * ws->C}, {&ws->logits, (size_t)ws->chunk * ws->V},
         {&ws->lse_ce, N}, {&row_loss_mem, 2 * N}, /* N doubles */
@@ -185,24 +193,24 @@ static size_t place_buffers(tune_workspace *ws, float *base)
 }
 
 size_t tune_workspace_bytes(const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
-                            size_t dropout_in, int B, int T)
+                            size_t dropout_in, int B, int T, int checkpoint)
 {
     tune_workspace ws = {0};
-    set_dims(&ws, be, cfg, n_modules, r, B, T);
+    set_dims(&ws, be, cfg, n_modules, r, B, T, checkpoint);
     const size_t N = (size_t)B * T;
     return place_buffers(&ws, NULL) * sizeof(float) + 5 * N * sizeof(int32_t) +
            (N * dropout_in + 31 * (size_t)n_modules) / 32 * sizeof(uint32_t);
 }
 
 tune_status tune_workspace_create(const tune_backend *be, const tune_model_config *cfg, const tune_lora *lora,
-                                  int B, int T, tune_workspace **out, tune_error *err)
+                                  int B, int T, int checkpoint, tune_workspace **out, tune_error *err)
 {
     *out = NULL;
     if (check_config(cfg, err)) return TUNE_ERR_INPUT;
     if (B < 1 || T < 1) return tune_fail_input(err, NULL, "workspace: batch %d x %d is empty", B, T);
     tune_workspace *ws = calloc(1, sizeof *ws);
     if (!ws) return tune_fail_run(err, NULL, "out of memory creating the workspace");
-    set_dims(ws, be, cfg, lora ? lora->n_modules : 0, lora ? lora->cfg.r : 0, B, T);
+    set_dims(ws, be, cfg, lora ? lora->n_modules : 0, lora ? lora->cfg.r : 0, B, T, checkpoint);
     const size_t N = (size_t)B * T, total = place_buffers(ws, NULL);
     ws->mem = be->alloc(total * sizeof(float));
     ws->imem = be->alloc(5 * N * sizeof(int32_t));
@@ -376,6 +384,15 @@ static int has_module(const tune_lora *lora, int layer, tune_linear_kind first, 
     return 0;
 }
 
+/* Where module mi (of kind) keeps u = A·dropout(x).  (N, r) */
+static float *lora_u_of(const tune_workspace *ws, int mi, tune_linear_kind kind)
+{
+    return ws->lora_u + (size_t)(ws->checkpoint ? (int)kind : mi) * ws->B * ws->T * ws->r;
+}
+
+/* The slot of layer l in the per-layer buffers. */
+static size_t slot(const tune_workspace *ws, int l) { return ws->checkpoint ? 0 : (size_t)l; }
+
 /* y = beta·y + x·Wᵀ + scaling · (dropout(x)·Aᵀ)·Bᵀ.  x: (N, in)   y: (N, out) */
 static void linear_forward(tune_workspace *ws, const tune_model *m, const tune_lora *lora,
                            const tune_dropout *dp, int layer, tune_linear_kind kind, const float *x, float *y,
@@ -389,7 +406,7 @@ static void linear_forward(tune_workspace *ws, const tune_model *m, const tune_l
     if (mi < 0) return;
     const tune_lora_module *mod = &lora->modules[mi];
     const int r = lora->cfg.r;
-    float *u = ws->lora_u + (size_t)mi * ws->B * ws->T * r; /* (N, r) */
+    float *u = lora_u_of(ws, mi, kind); /* (N, r) */
     ws->be->matmul(u, lora_input(ws, dp, mi, x, N, in, 1), lora->params + mod->a_offset, N, r, in, 0, 1, 1.0f, 0.0f);
     ws->be->matmul(y, u, lora->params + mod->b_offset, N, out, r, 0, 1, lora->scaling, 1.0f);
 }
@@ -410,7 +427,7 @@ static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *
     const int r = lora->cfg.r;
     const float s = lora->scaling, *A = lora->params + mod->a_offset, *Bm = lora->params + mod->b_offset;
     float *gA = lora->grads + mod->a_offset, *gB = lora->grads + mod->b_offset;
-    const float *u = ws->lora_u + (size_t)mi * ws->B * ws->T * r; /* (N, r) */
+    const float *u = lora_u_of(ws, mi, kind); /* (N, r) */
     ws->be->matmul(gB, dy, u, out, r, N, 1, 0, s, 1.0f);        /* dB += s·dyᵀ·u */
     ws->be->matmul(ws->du, dy, Bm, N, r, out, 0, 0, s, 0.0f);   /* du = s·dy·B */
     const float *xd = lora_input(ws, dp, mi, x, N, in, 0);
@@ -424,6 +441,39 @@ static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *
     ws->be->dropout_apply(dx, ws->lora_x, ws->drop_bits + ws->bits_off[mi], (size_t)N * in, dp->p, 1);
 }
 
+/* Layer l on its input ws->resid[l]: its output into ws->resid[l + 1], and
+ * what its backward needs into its slot of the per-layer buffers. */
+static void layer_forward(tune_workspace *ws, const tune_model *model, const tune_lora *lora,
+                          const tune_dropout *dropout, int l)
+{
+    const tune_model_config *cfg = &model->cfg;
+    const int N = ws->cur_B * ws->cur_T, C = ws->C, hd = ws->hd;
+    const tune_attention_shape as = {ws->cur_B, ws->cur_T, ws->H, ws->Hkv, hd};
+    const tune_layer *ly = &model->layers[l];
+    const size_t s = slot(ws, l), BT = (size_t)ws->B * ws->T;
+    float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + s * ws->NC, *hn = h + ws->NC;
+    float *q = ws->q + s * ws->NQ, *k = ws->k + s * ws->NKV, *v = ws->v + s * ws->NKV;
+    float *att = ws->att + s * ws->NQ, *gate = ws->gate + s * ws->NI, *up = ws->up + s * ws->NI;
+    /* attention block: h2 = h + o(attn(rope(q), rope(k), v)) */
+    ws->be->rmsnorm_forward(ws->xn, ws->rstd1 + s * BT, h, ly->attn_norm, N, C, cfg->rms_norm_eps);
+    linear_forward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, q, 0.0f);
+    linear_forward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, k, 0.0f);
+    linear_forward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, v, 0.0f);
+    ws->be->rope_forward(q, ws->cos_t, ws->sin_t, N, ws->H, hd);
+    ws->be->rope_forward(k, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
+    ws->be->attention_forward(att, ws->lse_att + s * BT * ws->H, q, k, v, ws->start, &as, ws->attn_scratch,
+                              ws->n_threads);
+    ws->be->copy(h2, h, (size_t)N * C * sizeof *h);
+    linear_forward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, h2, 1.0f);
+    /* MLP block: hn = h2 + down(silu(gate(x)) · up(x)) */
+    ws->be->rmsnorm_forward(ws->xn, ws->rstd2 + s * BT, h2, ly->ffn_norm, N, C, cfg->rms_norm_eps);
+    linear_forward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, gate, 0.0f);
+    linear_forward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, up, 0.0f);
+    ws->be->swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
+    ws->be->copy(hn, h2, (size_t)N * C * sizeof *h);
+    linear_forward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, hn, 1.0f);
+}
+
 /* Checks and uploads the batch and runs every layer and the final norm:
  * ws->xf. grad_scale > 0 marks a training forward, which the backward may follow. */
 static tune_status forward_layers(const tune_model *model, const tune_lora *lora, const tune_batch *batch,
@@ -433,42 +483,16 @@ static tune_status forward_layers(const tune_model *model, const tune_lora *lora
     ws->cur_B = ws->cur_T = 0;
     if (check_inputs(model, lora, ws, dropout, err) || prepare_batch(cfg, batch, ws, err)) return TUNE_ERR_INPUT;
     if (grad_scale > 0.0f && !lora) return tune_fail_input(err, NULL, "a training forward needs LoRA adapters");
-    const int B = batch->B, T = batch->T, N = B * T, C = ws->C, hd = ws->hd;
-    ws->cur_B = B;
-    ws->cur_T = T;
+    const int N = batch->B * batch->T, C = ws->C, hd = ws->hd;
+    ws->cur_B = batch->B;
+    ws->cur_T = batch->T;
     ws->cur_lora = lora;
     ws->cur_dropout = dropout && dropout->p > 0.0f ? *dropout : (tune_dropout){0};
     ws->grad_scale = grad_scale;
-    const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
     ws->be->rope_tables(ws->cos_t, ws->sin_t, ws->pos, ws->inv_freq, N, hd / 2);
     const tune_weight embed = embed_of(model, lora);
     ws->be->weight_rows(ws->resid, &embed, ws->ids, N);
-    for (int l = 0; l < ws->L; l++) {
-        const tune_layer *ly = &model->layers[l];
-        float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + l * ws->NC, *hn = h + ws->NC;
-        float *q = ws->q + l * ws->NQ, *k = ws->k + l * ws->NKV, *v = ws->v + l * ws->NKV;
-        float *att = ws->att + l * ws->NQ, *gate = ws->gate + l * ws->NI, *up = ws->up + l * ws->NI;
-        /* attention block: h2 = h + o(attn(rope(q), rope(k), v)) */
-        ws->be->rmsnorm_forward(ws->xn, ws->rstd1 + (size_t)l * ws->B * ws->T, h, ly->attn_norm, N, C,
-                                cfg->rms_norm_eps);
-        linear_forward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, q, 0.0f);
-        linear_forward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, k, 0.0f);
-        linear_forward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, v, 0.0f);
-        ws->be->rope_forward(q, ws->cos_t, ws->sin_t, N, ws->H, hd);
-        ws->be->rope_forward(k, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
-        ws->be->attention_forward(att, ws->lse_att + (size_t)l * ws->B * ws->T * ws->H, q, k, v, ws->start, &as,
-                                  ws->attn_scratch, ws->n_threads);
-        ws->be->copy(h2, h, (size_t)N * C * sizeof *h);
-        linear_forward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, h2, 1.0f);
-        /* MLP block: hn = h2 + down(silu(gate(x)) · up(x)) */
-        ws->be->rmsnorm_forward(ws->xn, ws->rstd2 + (size_t)l * ws->B * ws->T, h2, ly->ffn_norm, N, C,
-                                cfg->rms_norm_eps);
-        linear_forward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, gate, 0.0f);
-        linear_forward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, up, 0.0f);
-        ws->be->swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
-        ws->be->copy(hn, h2, (size_t)N * C * sizeof *h);
-        linear_forward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, hn, 1.0f);
-    }
+    for (int l = 0; l < ws->L; l++) layer_forward(ws, model, lora, dropout, l);
     ws->be->rmsnorm_forward(ws->xf, ws->rstd_f, ws->resid + ws->L * ws->NC, model->final_norm, N, C,
                             cfg->rms_norm_eps);
     return TUNE_OK;
@@ -544,34 +568,36 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
     /* Layers below the lowest adapted one need no gradient, unless the embedding trains. */
     const int lowest = lora->saved & TUNE_SAVE_EMBED ? 0 : lora->modules[0].layer;
     for (int l = ws->L - 1; l >= lowest; l--) {
+        if (ws->checkpoint) layer_forward(ws, model, lora, dropout, l); /* its activations, again */
         const tune_layer *ly = &model->layers[l];
-        const float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + l * ws->NC;
-        const float *q = ws->q + l * ws->NQ, *k = ws->k + l * ws->NKV, *v = ws->v + l * ws->NKV;
-        const float *att = ws->att + l * ws->NQ, *gate = ws->gate + l * ws->NI, *up = ws->up + l * ws->NI;
+        const size_t s = slot(ws, l), BT = (size_t)ws->B * ws->T;
+        const float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + s * ws->NC;
+        const float *q = ws->q + s * ws->NQ, *k = ws->k + s * ws->NKV, *v = ws->v + s * ws->NKV;
+        const float *att = ws->att + s * ws->NQ, *gate = ws->gate + s * ws->NI, *up = ws->up + s * ws->NI;
         /* MLP block; ws->dh holds d(hn) and becomes d(h2) */
         if (has_module(lora, l, TUNE_DOWN_PROJ, TUNE_DOWN_PROJ)) ws->be->swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
         linear_backward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, ws->dh, ws->dact, 0.0f);
         ws->be->swiglu_backward(ws->dgate, ws->dup, ws->dact, gate, up, (size_t)N * ws->I);
         if (has_module(lora, l, TUNE_GATE_PROJ, TUNE_UP_PROJ)) /* their LoRA input, as the forward made it */
-            ws->be->rmsnorm_forward(ws->xn, ws->rstd2 + (size_t)l * ws->B * ws->T, h2, ly->ffn_norm, N, C,
+            ws->be->rmsnorm_forward(ws->xn, ws->rstd2 + s * BT, h2, ly->ffn_norm, N, C,
                                      model->cfg.rms_norm_eps);
         linear_backward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, ws->dgate, ws->dxn, 0.0f);
         linear_backward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, ws->dup, ws->dxn, 1.0f);
-        ws->be->rmsnorm_backward(ws->dh, ws->dxn, h2, ly->ffn_norm, ws->rstd2 + (size_t)l * ws->B * ws->T, N, C);
+        ws->be->rmsnorm_backward(ws->dh, ws->dxn, h2, ly->ffn_norm, ws->rstd2 + s * BT, N, C);
         /* attention block; ws->dh becomes d(h) */
         linear_backward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, ws->dh, ws->datt, 0.0f);
         ws->be->attention_backward(ws->dq, ws->dk, ws->dv, ws->datt, q, k, v, att,
-                                   ws->lse_att + (size_t)l * ws->B * ws->T * ws->H, ws->start, &as,
+                                   ws->lse_att + s * BT * ws->H, ws->start, &as,
                                    ws->attn_scratch, ws->n_threads);
         ws->be->rope_backward(ws->dq, ws->cos_t, ws->sin_t, N, ws->H, hd);
         ws->be->rope_backward(ws->dk, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
         if (has_module(lora, l, TUNE_Q_PROJ, TUNE_V_PROJ))
-            ws->be->rmsnorm_forward(ws->xn, ws->rstd1 + (size_t)l * ws->B * ws->T, h, ly->attn_norm, N, C,
+            ws->be->rmsnorm_forward(ws->xn, ws->rstd1 + s * BT, h, ly->attn_norm, N, C,
                                      model->cfg.rms_norm_eps);
         linear_backward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, ws->dq, ws->dxn, 0.0f);
         linear_backward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, ws->dk, ws->dxn, 1.0f);
         linear_backward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, ws->dv, ws->dxn, 1.0f);
-        ws->be->rmsnorm_backward(ws->dh, ws->dxn, h, ly->attn_norm, ws->rstd1 + (size_t)l * ws->B * ws->T, N, C);
+        ws->be->rmsnorm_backward(ws->dh, ws->dxn, h, ly->attn_norm, ws->rstd1 + s * BT, N, C);
     }
     if (lora->saved & TUNE_SAVE_EMBED) /* scatter-add d(h) of the input into the rows of its ids */
         ws->be->embedding_backward(lora->grads + lora->embed_offset, ws->dh, ws->ids, N, C);

@@ -349,6 +349,9 @@ static tune_status prepare(tune_plan *plan, const tune_config *cfg, int keep_tex
     }
     plan->n_train_unpacked = (long)d->prep.train.count;
     plan->n_train_tokens = (long long)d->prep.train.n_tokens;
+    /* The memory the run holds besides weights, adapters and workspace. */
+    plan->mem_runtime = (long long)tune_peak_rss_bytes();
+    if (plan->have_model) tune_plan_set_model(plan, &plan->model);
     tune_plan_set_examples(plan, rows, plan->has_eval ? (long)d->prep.val.count : 0);
     data_warnings(plan, cfg, &d->prep.report);
     return TUNE_OK;

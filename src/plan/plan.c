@@ -132,10 +132,12 @@ void tune_plan_set_model(tune_plan *plan, const tune_model_config *m)
     const long B = plan->has_eval && plan->eval_batch_size > plan->micro_batch_size ? plan->eval_batch_size
                                                                                      : plan->micro_batch_size;
     const tune_backend *be = plan->be ? plan->be : tune_backend_cpu();
-    plan->mem_activations = (long long)tune_workspace_bytes(be, m, (int)(L * plan->n_lora_targets), plan->lora_r,
-                                                            plan->lora_dropout > 0 ? (size_t)(L * lora_in) : 0, (int)B,
-                                                            (int)plan->sequence_len);
-    plan->mem_total = plan->mem_weights + plan->mem_lora + plan->mem_activations;
+    for (int other = 0; other < 2; other++)
+        *(other ? &plan->mem_activations_other : &plan->mem_activations) = (long long)tune_workspace_bytes(
+            be, m, (int)(L * plan->n_lora_targets), plan->lora_r, plan->lora_dropout > 0 ? (size_t)(L * lora_in) : 0,
+            (int)B, (int)plan->sequence_len, plan->gradient_checkpointing != other);
+    plan->mem_total = plan->mem_weights + plan->mem_lora + plan->mem_activations +
+                      (plan->mem_runtime > 0 ? plan->mem_runtime : 0);
     plan->mem_device = be->device ? plan->mem_total : -1;
 }
 
@@ -268,6 +270,7 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
     p->n_lora_params = -1;
     p->n_train_tokens = TUNE_PLAN_UNKNOWN;
     p->mem_weights = p->mem_weights_f32 = p->mem_weights_stored = p->mem_lora = p->mem_activations = p->mem_total = -1;
+    p->mem_runtime = -1;
     p->weight_storage = cfg->load_in_8bit ? TUNE_STORE_INT8 : cfg->load_in_4bit ? TUNE_STORE_NF4 : TUNE_STORE_FILE;
 
     p->has_eval = cfg->test_datasets_count > 0 || cfg->val_set_size > 0;
@@ -297,6 +300,7 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
     p->adam_epsilon = cfg->adam_epsilon;
     p->weight_decay = cfg->weight_decay;
     p->max_grad_norm = cfg->max_grad_norm;
+    p->gradient_checkpointing = cfg->gradient_checkpointing;
     p->loss_watchdog_threshold = cfg->loss_watchdog_threshold;
     p->loss_watchdog_patience = cfg->loss_watchdog_patience;
     p->early_stopping_patience = cfg->early_stopping_patience > 0 ? cfg->early_stopping_patience : 0;
@@ -371,6 +375,7 @@ void tune_plan_train_options(const tune_plan *p, tune_train_options *o)
     o->adam_epsilon = p->adam_epsilon;
     o->weight_decay = p->weight_decay;
     o->max_grad_norm = p->max_grad_norm;
+    o->gradient_checkpointing = p->gradient_checkpointing;
     o->seed = (uint64_t)p->seed;
     o->loss_watchdog_threshold = p->loss_watchdog_threshold;
     o->loss_watchdog_patience = p->loss_watchdog_patience;
@@ -522,6 +527,13 @@ tune_status tune_plan_format(const tune_plan *p, tune_strbuf *sb)
         put_bytes(sb, p->mem_lora);
         tune_strbuf_puts(sb, ", activations ");
         put_bytes(sb, p->mem_activations);
+        tune_strbuf_printf(sb, " (%s gradient_checkpointing: ", p->gradient_checkpointing ? "without" : "with");
+        put_bytes(sb, p->mem_activations_other);
+        tune_strbuf_puts(sb, ")");
+        if (p->mem_runtime > 0) {
+            tune_strbuf_puts(sb, ", process with tokenizer and data ");
+            put_bytes(sb, p->mem_runtime);
+        }
     } else {
         tune_strbuf_puts(sb, "unknown without the model dimensions");
     }
@@ -645,6 +657,9 @@ tune_status tune_plan_to_json(const tune_plan *p, char **json, tune_error *err)
         cJSON_AddStringToObject(mem, "weight_storage", tune_storage_name(p->weight_storage));
         json_count(mem, "lora_with_grads_and_adamw", p->mem_lora);
         json_count(mem, "activations", p->mem_activations);
+        json_count(mem, p->gradient_checkpointing ? "activations_without_checkpointing" : "activations_with_checkpointing",
+                   p->mem_activations_other);
+        json_count(mem, "process_with_data", p->mem_runtime);
         json_count(mem, "total", p->mem_total);
     }
     cJSON_AddStringToObject(o, "backend", p->be->name);

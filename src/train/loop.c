@@ -695,7 +695,8 @@ static tune_status start(run *R, tune_error *err)
     if (!R->slots || !R->mb_loss || !R->all_loss)
         return tune_fail_run(err, NULL, "out of %s memory for %d micro-batch gradients (%zu parameters)", R->be->name,
                              R->n_slots, lora->n_params);
-    st = tune_workspace_create(R->be, &R->model->cfg, &R->dlora, max_B, max_T, &R->ws, err);
+    st = tune_workspace_create(R->be, &R->model->cfg, &R->dlora, max_B, max_T, R->o->gradient_checkpointing,
+                               &R->ws, err);
     if (!st) st = step_batches_init(&R->sb, R->st.accum, R->train->max_B, R->train->max_T, err);
     R->first_step = R->st.global_step;
     return st;
