@@ -5,7 +5,9 @@
 #      seven linear layers, micro-batch BATCH x SEQ tokens, STEPS steps after
 #      one warm-up step): tokens/s and peak memory of each.
 #   2. Peak memory of one training step on Llama-3.2-1B's shapes with fp32,
-#      load_in_8bit and QLoRA base weights (sequence QSEQ).
+#      load_in_8bit and QLoRA base weights (sequence QSEQ); then training on
+#      those shapes at sequence LSEQ: tokens/s and peak memory, without and
+#      with gradient_checkpointing.
 #   3. Tokenizer encode throughput (tools/bench/tokenizer_bench.sh).
 #   4. CPU data parallelism: 2 ranks x 1 thread against 1 rank x 1 and x 2
 #      threads (tools/bench/parallel.sh; needs a build with MPI=1).
@@ -20,6 +22,7 @@ BATCH=${BATCH:-4}
 SEQ=${SEQ:-256}
 STEPS=${STEPS:-4}
 QSEQ=${QSEQ:-1024}
+LSEQ=${LSEQ:-2048}
 THREADS=${THREADS:-$(nproc)}
 [ -f "$MODEL" ] || { echo "bench: $MODEL is missing (run: make model)" >&2; exit 2; }
 work=$(mktemp -d)
@@ -88,6 +91,21 @@ if "$PYTHON" tools/gpu/make_models.py "$work/models" llama1b > "$work/make.log" 
             printf '%-22s peak %6d MiB  (%s s with loading)\n' "$name" $((rss / 1024)) "$secs"
         else
             echo "$name: failed ($(tail -1 "$work/q.err"))"
+        fi
+    done
+    echo
+    echo "== Llama-3.2-1B's shapes at sequence $LSEQ (fp32 base, r 16 on every linear layer): tokens/s of the"
+    echo "   second step and peak memory, without and with gradient_checkpointing"
+    sed -e "s#^sequence_len: .*#sequence_len: $LSEQ#" -e "s#^max_steps: .*#max_steps: 2#" "$work/q.yml" > "$work/l.yml"
+    for v in "plain:" "gradient_checkpointing:--gradient_checkpointing true"; do
+        name=${v%%:*}
+        rm -rf "$work/q"
+        # shellcheck disable=SC2086 # the flags split on purpose
+        if /usr/bin/time -f '%M' -o "$work/l.rss" "$TUNE" "$work/l.yml" ${v#*:} > /dev/null 2> "$work/l.err"; then
+            tps=$(grep -o '"tokens_per_second":[0-9.]*' "$work/q/training_log.jsonl" | tail -1 | cut -d: -f2)
+            printf '%-22s %12.1f tokens/s  peak %6d MiB\n' "$name" "$tps" $(($(cat "$work/l.rss") / 1024))
+        else
+            echo "$name: failed ($(tail -1 "$work/l.err"))"
         fi
     done
 else
