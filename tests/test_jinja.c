@@ -285,6 +285,9 @@ static const render_case blocks_cases[] = {
     {"{% generation %}gen {{ 1 }}{% endgeneration %} tail",
      NULL,
      "gen 1 tail"},
+    {"{% set a = 5 %}{% with a = 1, b = a %}{{ a }}{{ b }}{% set c = 3 %}{% endwith %}{{ a }}[{{ c }}]|{% for i in [1, 2, 3] %}{% with x = i %}{% if x == 2 %}{% break %}{% endif %}{{ x }}{% endwith %}{% endfor %}",
+     NULL,
+     "155[]|1"},
 };
 
 static const render_case filters_cases[] = {

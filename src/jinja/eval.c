@@ -900,6 +900,25 @@ static int exec_generation(rctx *c, const node *n)
     return print_value(c, text);
 }
 
+/* {% with %}: the values, seen from outside, bound in a scope of their own;
+ * a break or continue inside belongs to the loop around it. */
+static int exec_with(rctx *c, const node *n)
+{
+    frame *parent = c->frame, *f = frame_new(c, parent);
+    int rc = f ? 0 : -1;
+    for (int i = 0; !rc && i < n->nnames; i++) {
+        jv v;
+        rc = eval(c, n->kw.v[i], &v) || frame_set(c, f, n->names[i], v) ? -1 : 0;
+    }
+    if (!rc) {
+        c->frame = f;
+        rc = exec_body(c, &n->body);
+        c->frame = parent;
+    }
+    if (f) frame_end(f);
+    return rc;
+}
+
 /* 0, -1 on failure, 1 for break, 2 for continue. */
 static int exec_node(rctx *c, const node *n)
 {
@@ -924,6 +943,7 @@ static int exec_node(rctx *c, const node *n)
     case S_MACRO: return make_macro(c, n, F_MACRO, &v) ? -1 : frame_set(c, c->frame, n->name, v);
     case S_CALLBLOCK: return exec_callblock(c, n);
     case S_GEN: return exec_generation(c, n);
+    case S_WITH: return exec_with(c, n);
     case S_BREAK: return 1;
     case S_CONTINUE: return 2;
     default: return jfail(c, TUNE_ERR_RUN, "internal error: not a statement");

@@ -121,7 +121,7 @@ struct jargs {
 typedef enum {
     E_CONST, E_NAME, E_LIST, E_TUPLE, E_DICT, E_ATTR, E_ITEM, E_SLICE, E_CALL, E_FILTER, E_TEST,
     E_NOT, E_NEG, E_POS, E_BIN, E_AND, E_OR, E_CMP, E_COND,
-    S_DATA, S_OUT, S_IF, S_FOR, S_SET, S_SETBLOCK, S_MACRO, S_CALLBLOCK, S_FILTERBLOCK, S_GEN,
+    S_DATA, S_OUT, S_IF, S_FOR, S_SET, S_SETBLOCK, S_MACRO, S_CALLBLOCK, S_FILTERBLOCK, S_GEN, S_WITH,
     S_BREAK, S_CONTINUE,
 } node_kind;
 
@@ -235,11 +235,12 @@ void jv_unref(jv v);
 void frame_clear(frame *f);
 void frame_unref(frame *f);
 
-/* Constructors fail (-1) when out of memory or past the render's bounds. */
 /* Appends to a buffer, failing past max_output bytes (every text the render
  * builds is bounded so, not only its output). */
 int sbput(rctx *c, tune_strbuf *sb, const char *s, size_t n);
 int sbputs(rctx *c, tune_strbuf *sb, const char *s);
+/* Constructors fail (-1) when out of memory or past the render's bounds;
+ * on failure *out is not set. */
 int jv_str(rctx *c, const char *s, size_t n, jv *out);
 int jv_strz(rctx *c, const char *s, jv *out);
 int jv_str_buf(rctx *c, tune_strbuf *sb, jv *out); /* frees sb */
@@ -256,7 +257,7 @@ void dict_clear(jdict *d);
 int jv_truthy(jv v);
 const char *jv_type_name(jv v); /* Python's type name: "str", "NoneType", ... */
 int jv_eq(jv a, jv b);
-/* a < b as Python orders them; -1 on TypeError (reported). */
+/* *result -1, 0 or 1 as Python orders a and b; fails (TypeError) when they do not order. */
 int jv_cmp(rctx *c, jv a, jv b, int *result);
 /* str(v) / repr(v) appended to sb. */
 int jv_print(rctx *c, tune_strbuf *sb, jv v);

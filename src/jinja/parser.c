@@ -11,7 +11,7 @@
  *   S_DATA text; S_OUT a (or items, from {% print %}); S_IF a body orelse; S_FOR names in a if b body orelse
  *   S_SET names = a (names[0].name = a when name is set: a namespace attribute)
  *   S_SETBLOCK names |b body (the same targets); S_MACRO name(names = kw) body;
- *   S_CALLBLOCK (names = kw) a body; S_FILTERBLOCK b body; S_GEN body */
+ *   S_CALLBLOCK (names = kw) a body; S_FILTERBLOCK b body; S_GEN body; S_WITH (names = kw) body */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -453,6 +453,7 @@ static node *parse_unary(parser *P, int with_filter)
     return with_filter ? parse_filter_expr(P, n) : n;
 }
 
+/* a op b; op means something for E_BIN only (E_AND and E_OR pass OP_ADD). */
 static node *binary(parser *P, node_kind kind, jop op, const token *at, node *a, node *b)
 {
     if (!a || !b) return NULL;
@@ -778,6 +779,19 @@ static node *parse_statement(parser *P)
         if (!(n = mk(P, S_FILTERBLOCK, t)) || !(n->b = parse_filters(P, NULL, 1))) return NULL;
         return parse_scoped_body(P, "endfilter", &n->body) ? n : NULL;
     }
+    if (!strcmp(tag, "with")) { /* {% with a = x, b = y %}: a scope, inside any loop around it */
+        static const char *const end_with[] = {"endwith", NULL};
+        int ncap = 0, kcap = 0;
+        if (!(n = mk(P, S_WITH, t))) return NULL;
+        while (cur(P)->type != TK_BLOCK_END) {
+            if (n->nnames && !expect_op(P, ",")) return NULL;
+            const token *name = cur(P);
+            if (!expect_type(P, TK_NAME, "a variable name") || !name_push(P, n, &ncap, name->s) ||
+                !expect_op(P, "=") || !nl_push(P, &n->kw, &kcap, parse_expression(P, 1)))
+                return NULL;
+        }
+        return block_end(P) && parse_body(P, end_with, &n->body) && next(P) ? n : NULL;
+    }
     if (!strcmp(tag, "generation")) {
         if (!(n = mk(P, S_GEN, t))) return NULL;
         return parse_scoped_body(P, "endgeneration", &n->body) ? n : NULL;
@@ -794,8 +808,8 @@ static node *parse_statement(parser *P)
                 return NULL;
         return n;
     }
-    static const char *const unsupported[] = {"block", "extends", "include", "import", "from",
-                                              "with", "autoescape", NULL};
+    static const char *const unsupported[] = {"block", "extends", "include", "import", "from", "autoescape",
+                                              NULL};
     for (int k = 0; unsupported[k]; k++)
         if (!strcmp(tag, unsupported[k]))
             return FAIL(P, t, "the '%s' tag is not supported (a chat template is one self-contained file)", tag);
@@ -890,7 +904,8 @@ static int check_tree(parser *P, const node *n, int soft, int depth)
     switch (n->kind) {
     case S_IF:
     case E_COND: own = inner = 1; break;
-    case S_FOR: inner = 0; break;
+    case S_FOR:
+    case S_WITH: inner = 0; break;
     case S_MACRO:
     case S_SETBLOCK:
     case S_FILTERBLOCK:
