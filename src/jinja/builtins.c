@@ -40,7 +40,8 @@ static int bind_args(rctx *c, const char *fname, const jargs *a, const char *par
     for (int k = 0; k < a->nkw; k++) {
         int i = 0;
         while (i < n && strcmp(names[i], a->kwname[k])) i++;
-        if (i == n) return jfail(c, TUNE_ERR_INPUT, "%s() got an unexpected keyword argument '%s'", fname, a->kwname[k]);
+        if (i == n)
+            return jfail(c, TUNE_ERR_INPUT, "%s() got an unexpected keyword argument '%s'", fname, a->kwname[k]);
         if (arg_given(slot[i]))
             return jfail(c, TUNE_ERR_INPUT, "%s() got multiple values for argument '%s'", fname, a->kwname[k]);
         slot[i] = a->kwval[k];
@@ -97,10 +98,10 @@ static int case_map(rctx *c, jv in, case_mode mode, jv *out)
     for (size_t i = 0; i < str->len && !rc;) {
         uint32_t cp = utf8_next(str->s, str->len, &i), m;
         int upper = mode == CASE_UPPER ? 1 : mode == CASE_LOWER ? 0 : mode == CASE_TITLE ? !prev_cased : word_start;
-        if (mode == CASE_TITLE || mode == CASE_CAPITALIZE)
-            m = upper ? (uint32_t)utf8proc_totitle((utf8proc_int32_t)cp) : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
-        else
-            m = upper ? (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp) : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
+        utf8proc_int32_t u32 = (utf8proc_int32_t)cp; /* title case for str.title and capitalize */
+        m = (uint32_t)(!upper                                                 ? utf8proc_tolower(u32)
+                       : mode == CASE_TITLE || mode == CASE_CAPITALIZE ? utf8proc_totitle(u32)
+                                                                          : utf8proc_toupper(u32));
         prev_cased = is_cased(cp);
         word_start = mode == CASE_JTITLE ? (py_isspace(cp) || (cp < 0x80 && strchr("-({[<", (int)cp))) : 0;
         char u[8];
@@ -946,8 +947,8 @@ int percent_format(rctx *c, jv fmt, jv args, jv *out)
         jv key = MISSING, v;
         if (i < f->len && f->s[i] == '(') { /* %(name)s */
             const char *close = memchr(f->s + i, ')', f->len - i);
-            if (!close) { rc = jfail(c, TUNE_ERR_INPUT, "incomplete format key"); break; }
-            if (args.t != JV_DICT) { rc = jfail(c, TUNE_ERR_INPUT, "format requires a mapping"); break; }
+            if (!close) return tune_strbuf_free(&sb), jfail(c, TUNE_ERR_INPUT, "incomplete format key");
+            if (args.t != JV_DICT) return tune_strbuf_free(&sb), jfail(c, TUNE_ERR_INPUT, "format requires a mapping");
             if ((rc = jv_str(c, f->s + i + 1, (size_t)(close - f->s) - i - 1, &key))) break;
             i = (size_t)(close - f->s) + 1;
         }
@@ -960,7 +961,10 @@ int percent_format(rctx *c, jv fmt, jv args, jv *out)
             for (prec = 0, i++; i < f->len && f->s[i] >= '0' && f->s[i] <= '9'; i++)
                 if (prec < 100) prec = prec * 10 + (f->s[i] - '0');
         char conv = i < f->len ? f->s[i++] : 0;
-        if (conv == '%') { rc = sbput(c, &sb, "%", 1); continue; }
+        if (conv == '%') {
+            rc = sbput(c, &sb, "%", 1);
+            continue;
+        }
         if (!strchr("sridfFxXeEgG", conv) || !conv) {
             rc = jfail(c, TUNE_ERR_INPUT, "unsupported format character '%c'", conv ? conv : '?');
             break;
@@ -968,13 +972,14 @@ int percent_format(rctx *c, jv fmt, jv args, jv *out)
         if (arg_given(key)) {
             const jv *hit = dict_get(D(args), key);
             jv_unref(key);
-            if (!hit) { rc = jfail(c, TUNE_ERR_INPUT, "format key not found"); break; }
+            if (!hit) return tune_strbuf_free(&sb), jfail(c, TUNE_ERR_INPUT, "format key not found");
             v = *hit;
         } else if (args.t == JV_DICT && !is_tuple) {
             v = args;
             next++;
         } else {
-            if (next >= nargs) { rc = jfail(c, TUNE_ERR_INPUT, "not enough arguments for format string"); break; }
+            if (next >= nargs)
+                return tune_strbuf_free(&sb), jfail(c, TUNE_ERR_INPUT, "not enough arguments for format string");
             v = is_tuple ? L(args)->v[next] : args;
             next++;
         }
@@ -1022,18 +1027,20 @@ static int str_format(rctx *c, jv fmt, const jargs *a, jv *out)
             i += 2;
             continue;
         }
-        if (ch == '}') { rc = jfail(c, TUNE_ERR_INPUT, "Single '}' encountered in format string"); break; }
+        if (ch == '}')
+            return tune_strbuf_free(&sb), jfail(c, TUNE_ERR_INPUT, "Single '}' encountered in format string");
         if (ch != '{') {
             rc = sbput(c, &sb, &ch, 1);
             i++;
             continue;
         }
         const char *close = memchr(f->s + i, '}', f->len - i);
-        if (!close) { rc = jfail(c, TUNE_ERR_INPUT, "Single '{' encountered in format string"); break; }
+        if (!close) return tune_strbuf_free(&sb), jfail(c, TUNE_ERR_INPUT, "Single '{' encountered in format string");
         size_t a0 = i + 1, a1 = (size_t)(close - f->s), nameend = a0;
         while (nameend < a1 && f->s[nameend] != '!' && f->s[nameend] != ':') nameend++;
         char conv = nameend + 1 < a1 && f->s[nameend] == '!' ? f->s[nameend + 1] : 's';
-        if (memchr(f->s + a0, ':', a1 - a0)) { rc = jfail(c, TUNE_ERR_INPUT, "format specs are not supported"); break; }
+        if (memchr(f->s + a0, ':', a1 - a0))
+            return tune_strbuf_free(&sb), jfail(c, TUNE_ERR_INPUT, "format specs are not supported");
         jv v = MISSING;
         size_t digits = a0, word = a0;
         while (digits < nameend && f->s[digits] >= '0' && f->s[digits] <= '9') digits++;
@@ -1043,11 +1050,15 @@ static int str_format(rctx *c, jv fmt, const jargs *a, jv *out)
             break;
         }
         if (nameend == a0) {
-            if (autonum >= a->npos) { rc = jfail(c, TUNE_ERR_INPUT, "Replacement index %d out of range", autonum); break; }
+            if (autonum >= a->npos) {
+                rc = jfail(c, TUNE_ERR_INPUT, "Replacement index %d out of range", autonum);
+                break;
+            }
             v = a->pos[autonum++];
         } else if (digits == nameend) {
             long k = strtol(f->s + a0, NULL, 10);
-            if (k >= a->npos) { rc = jfail(c, TUNE_ERR_INPUT, "Replacement index %ld out of range", k); break; }
+            if (k >= a->npos)
+                return tune_strbuf_free(&sb), jfail(c, TUNE_ERR_INPUT, "Replacement index %ld out of range", k);
             v = a->pos[k];
         } else {
             for (int k = 0; k < a->nkw; k++)
