@@ -18,6 +18,16 @@ CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 LDLIBS  += -fsanitize=address,undefined
 endif
 
+# The libFuzzer harnesses' build (make fuzz): clang, ASan + UBSan, the
+# library instrumented for coverage. The instrumentation keeps some
+# `omp simd` loops from vectorizing, which clang would report as an error.
+ifeq ($(FUZZ),1)
+CC       := clang
+CFLAGS  += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
+            -Wno-pass-failed
+LDLIBS  += -fsanitize=address,undefined
+endif
+
 ifeq ($(CUDA),1)
 NVCC     ?= nvcc
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell which $(NVCC)))
@@ -33,22 +43,29 @@ NVFLAGS  += -std=c++17 -fmad=false -Iinclude -DTUNE_CUDA -Xcompiler -Wall,-Werro
             -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
 endif
 
-SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
-OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o) $(CU_OBJ)
-TEST_SRC := $(sort $(wildcard tests/test_*.c))
-TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-
-.PHONY: all test check unit e2e install clean bench bench-decode model FORCE
-all: $(BUILD)/tune
-
-# The git revision for `tune --version`, rewritten only when it changes.
-$(BUILD)/gen/version.h: FORCE
 # Data parallelism over Open MPI (tune/parallel.h); with CUDA, NCCL moves the gradients.
 ifeq ($(MPI),1)
 CFLAGS   += -DTUNE_MPI $(shell pkg-config --cflags ompi-c)
 LDLIBS   += $(shell pkg-config --libs ompi-c) $(if $(filter 1,$(CUDA)),-lnccl)
 endif
 
+SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
+OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o) $(CU_OBJ)
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# Fuzz targets (fuzz/targets.h lists them), shared by the harnesses and the
+# suite that replays their saved inputs.
+FUZZ_SRC := $(filter-out fuzz/libfuzzer.c,$(sort $(wildcard fuzz/*.c)))
+FUZZ_OBJ := $(FUZZ_SRC:%.c=$(BUILD)/obj/%.o)
+FUZZ_TARGETS := $(shell sed -n 's/^ *X(\([a-z0-9_]*\)).*/\1/p' fuzz/targets.h)
+FUZZ_BUILD   ?= build/fuzz
+FUZZ_SECONDS ?= 60
+
+.PHONY: all test check unit e2e install clean bench bench-decode model fuzz fuzz-harnesses FORCE
+all: $(BUILD)/tune
+
+# The git revision for `tune --version`, rewritten only when it changes.
+$(BUILD)/gen/version.h: FORCE
 	@mkdir -p $(dir $@)
 	@rev=$$(git describe --always --dirty 2>/dev/null || echo unknown); \
 	 line="#define TUNE_GIT_REV \"$$rev\""; \
@@ -78,7 +95,9 @@ $(BUILD)/tune: $(BUILD)/obj/src/main.o $(BUILD)/libtune.a
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libtune.a tests/testutil.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libtune.a $(TEST_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests -Ifuzz -o $@ $< $(filter %.o,$^) $(BUILD)/libtune.a $(TEST_LIBS) $(LDLIBS)
+
+$(BUILD)/tests/test_fuzz_regressions: $(FUZZ_OBJ)
 
 # Check kills a test after 4 s by default; tests must never depend on timing.
 unit: $(TESTS)
@@ -93,6 +112,19 @@ test: unit e2e
 # Tests under AddressSanitizer + UndefinedBehaviorSanitizer, in a build of their own.
 check:
 	$(MAKE) BUILD=build/san SAN=1 test
+
+# Each libFuzzer harness for FUZZ_SECONDS (fuzz/run.sh: seeds, limits, the
+# table of executions and coverage); a crash, leak, hang or sanitizer report
+# fails it and leaves the input in $(FUZZ_BUILD)/artifacts/.
+fuzz:
+	@$(MAKE) --no-print-directory FUZZ=1 BUILD=$(FUZZ_BUILD) fuzz-harnesses
+	@bash fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-harnesses: $(FUZZ_TARGETS:%=$(BUILD)/harness/%)
+
+$(BUILD)/harness/%: fuzz/libfuzzer.c fuzz/targets.h $(FUZZ_OBJ) $(BUILD)/libtune.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -DTUNE_FUZZ_TARGET=tune_fuzz_$* -o $@ $< $(FUZZ_OBJ) $(BUILD)/libtune.a $(LDLIBS)
 
 install: $(BUILD)/tune
 	install -d $(DESTDIR)$(PREFIX)/bin
@@ -116,4 +148,4 @@ model:
 clean:
 	rm -rf build
 
--include $(OBJ:.o=.d) $(BUILD)/obj/src/main.d
+-include $(OBJ:.o=.d) $(FUZZ_OBJ:.o=.d) $(BUILD)/obj/src/main.d

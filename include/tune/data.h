@@ -122,6 +122,10 @@ typedef struct tune_record_list {
  * record — or, when skipped is not NULL, is added there and reading goes on. */
 tune_status tune_data_read_file(const char *path, tune_data_format format, tune_record_list *out,
                                 tune_error_list *skipped, tune_error *err);
+/* The same for bytes already in memory (data[0..len), need not be
+ * NUL-terminated): path names them in errors and its suffix picks the reader. */
+tune_status tune_data_read_buffer(const char *path, const char *data, size_t len, tune_data_format format,
+                                  tune_record_list *out, tune_error_list *skipped, tune_error *err);
 void tune_record_list_free(tune_record_list *list);
 
 /* Checks that s[0..n) is valid UTF-8; on failure *bad_offset is the first bad byte. */

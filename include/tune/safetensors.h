@@ -41,13 +41,18 @@ struct tune_st_file {
     tune_st_tensor *tensors;   /* sorted by name */
     int n_meta;
     char **meta_keys, **meta_values;  /* __metadata__, in header order */
-    void *map;                 /* the whole file, mapped read-only */
+    void *map;                 /* the whole file, mapped read-only (or the caller's buffer) */
     size_t map_size;
+    int mapped;                /* map is an mmap this file owns */
 };
 
 /* Opens and validates a file: header size and JSON, dtypes, shapes,
  * offsets tiling the data buffer exactly, unique names. */
 tune_status tune_st_open(const char *path, tune_st_file **out, tune_error *err);
+/* The same over a buffer the caller keeps alive until tune_st_close; name
+ * is used in error messages. */
+tune_status tune_st_open_memory(const void *data, size_t size, const char *name, tune_st_file **out,
+                                tune_error *err);
 void tune_st_close(tune_st_file *f);
 const tune_st_tensor *tune_st_find(const tune_st_file *f, const char *name);
 /* A __metadata__ value, or NULL. */

@@ -101,6 +101,12 @@ static tune_status render_once(const tune_template *t, long long now, const tune
     return st;
 }
 
+/* memcmp of two prefixes, from buffers that are NULL when empty (a template may render nothing). */
+static int same_bytes(const char *a, const char *b, size_t n)
+{
+    return !n || !memcmp(a, b, n);
+}
+
 /* Where message i's content sits in full (the whole conversation's text),
  * from renders of msgs[0, i]: with two placeholders, and with the real
  * content (Axolotl's find_turn, on text). */
@@ -117,10 +123,11 @@ static tune_status find_content(const tune_template *t, long long now, const tun
     while (s < shorter - p && a.data[a.len - 1 - s] == b.data[b.len - 1 - s]) s++;
     /* The real render must be the placeholder render with the content in
      * place, and the whole conversation must begin with it. */
-    int same = r.len >= p + s && !memcmp(r.data, a.data, p) && !memcmp(r.data + r.len - s, a.data + a.len - s, s);
+    int same = r.len >= p + s && same_bytes(r.data, a.data, p) &&
+               (!s || !memcmp(r.data + r.len - s, a.data + a.len - s, s));
     sp->start = p;
     sp->end = same ? r.len - s : p;
-    if (!same || full->len < sp->end || memcmp(full->data, r.data, sp->end))
+    if (!same || full->len < sp->end || !same_bytes(full->data, r.data, sp->end))
         st = tune_fail_input(err, NULL,
                              "the chat template renders message %d (%s) differently once later messages follow, so "
                              "tune cannot tell which text is that message's to train on",

@@ -266,6 +266,15 @@ static int ends_with(const char *s, const char *suffix)
     return n >= m && !strcmp(s + n - m, suffix);
 }
 
+tune_status tune_data_read_buffer(const char *path, const char *data, size_t len, tune_data_format format,
+                                  tune_record_list *out, tune_error_list *skipped, tune_error *err)
+{
+    if (len >= 3 && !memcmp(data, "\xEF\xBB\xBF", 3)) data += 3, len -= 3; /* byte-order mark */
+    if (ends_with(path, ".jsonl") || ends_with(path, ".ndjson")) return read_jsonl(path, data, len, out, skipped, err);
+    if (ends_with(path, ".json")) return read_json(path, data, len, out, skipped, err);
+    return read_text(path, data, len, format, out, skipped, err);
+}
+
 tune_status tune_data_read_file(const char *path, tune_data_format format, tune_record_list *out,
                                 tune_error_list *skipped, tune_error *err)
 {
@@ -273,14 +282,7 @@ tune_status tune_data_read_file(const char *path, tune_data_format format, tune_
     size_t len;
     tune_status st = tune_read_file(path, &data, &len, err);
     if (st) return st;
-    const char *p = data;
-    if (len >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3, len -= 3; /* byte-order mark */
-    if (ends_with(path, ".jsonl") || ends_with(path, ".ndjson"))
-        st = read_jsonl(path, p, len, out, skipped, err);
-    else if (ends_with(path, ".json"))
-        st = read_json(path, p, len, out, skipped, err);
-    else
-        st = read_text(path, p, len, format, out, skipped, err);
+    st = tune_data_read_buffer(path, data, len, format, out, skipped, err);
     free(data);
     return st;
 }

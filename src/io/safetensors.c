@@ -98,7 +98,7 @@ void tune_st_close(tune_st_file *f)
     for (int i = 0; i < f->n_meta; i++) { free(f->meta_keys[i]); free(f->meta_values[i]); }
     free(f->meta_keys);
     free(f->meta_values);
-    if (f->map) munmap(f->map, f->map_size);
+    if (f->mapped) munmap(f->map, f->map_size);
     free(f->path);
     free(f);
 }
@@ -114,10 +114,10 @@ static tune_status map_file(tune_st_file *f, tune_error *err)
         return tune_fail_input(err, f->path, "cannot stat: %s", strerror(e));
     }
     if (!S_ISREG(st.st_mode)) { close(fd); return tune_fail_input(err, f->path, "not a regular file"); }
-    if (st.st_size < 8) {
+    if (st.st_size < 8) { /* parse_header says so; an empty file cannot be mapped */
         close(fd);
-        return tune_fail_input(err, f->path, "%lld bytes: too short for a safetensors header",
-                               (long long)st.st_size);
+        f->map_size = (size_t)st.st_size;
+        return TUNE_OK;
     }
     void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
@@ -125,6 +125,7 @@ static tune_status map_file(tune_st_file *f, tune_error *err)
     if (map == MAP_FAILED) return tune_fail_run(err, f->path, "cannot map: %s", strerror(e));
     f->map = map;
     f->map_size = (size_t)st.st_size;
+    f->mapped = 1;
     return TUNE_OK;
 }
 
@@ -228,6 +229,8 @@ static tune_status check_tiling(const tune_st_file *f, span *spans, int n, size_
 static tune_status parse_header(tune_st_file *f, tune_error *err)
 {
     const uint8_t *base = f->map;
+    if (f->map_size < 8)
+        return tune_fail_input(err, f->path, "%zu bytes: too short for a safetensors header", f->map_size);
     uint64_t hlen;
     memcpy(&hlen, base, 8);
     if (hlen > TUNE_ST_MAX_HEADER)
@@ -291,16 +294,35 @@ done:
     return st;
 }
 
-tune_status tune_st_open(const char *path, tune_st_file **out, tune_error *err)
+/* Opens path's mapping, or (path NULL) the buffer data[0, size) named name. */
+static tune_status open_file(const char *path, const void *data, size_t size, const char *name,
+                             tune_st_file **out, tune_error *err)
 {
     *out = NULL;
     tune_st_file *f = calloc(1, sizeof *f);
-    if (!f || !(f->path = strdup(path))) { free(f); return tune_fail_run(err, path, "out of memory"); }
-    tune_status st = map_file(f, err);
+    if (!f || !(f->path = strdup(path ? path : name))) { free(f); return tune_fail_run(err, name, "out of memory"); }
+    tune_status st = TUNE_OK;
+    if (path) {
+        st = map_file(f, err);
+    } else {
+        f->map = (void *)data; /* never written: the header is parsed from a copy */
+        f->map_size = size;
+    }
     if (st == TUNE_OK) st = parse_header(f, err);
     if (st != TUNE_OK) { tune_st_close(f); return st; }
     *out = f;
     return TUNE_OK;
+}
+
+tune_status tune_st_open(const char *path, tune_st_file **out, tune_error *err)
+{
+    return open_file(path, NULL, 0, path, out, err);
+}
+
+tune_status tune_st_open_memory(const void *data, size_t size, const char *name, tune_st_file **out,
+                                tune_error *err)
+{
+    return open_file(NULL, data, size, name, out, err);
 }
 
 const tune_st_tensor *tune_st_find(const tune_st_file *f, const char *name)

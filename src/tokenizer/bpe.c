@@ -414,7 +414,7 @@ int tk_bpe_encode(tk_bpe *b, const char *s, size_t n, tune_ids *out)
     free(slot->word);
     free(slot->ids);
     memcpy(word, s, n);
-    memcpy(ids, out->ids + first, (out->n - first) * sizeof *ids);
+    if (out->n > first) memcpy(ids, out->ids + first, (out->n - first) * sizeof *ids); /* out->ids may be NULL */
     *slot = (cache_slot){word, ids, (uint32_t)n, (uint32_t)(out->n - first)};
     return 0;
 }

@@ -148,8 +148,10 @@ int tk_postprocess(const tk_postproc *p, tune_ids *ids)
     size_t n = ids->n;
     for (size_t i = 0; i < p->n_before + p->n_after; i++)
         if (tk_ids_push(ids, 0)) return -1;
-    memmove(ids->ids + p->n_before, ids->ids, n * sizeof *ids->ids);
-    if (p->n_before) memcpy(ids->ids, p->before, p->n_before * sizeof *ids->ids);
+    if (p->n_before) { /* else ids->ids may be NULL */
+        memmove(ids->ids + p->n_before, ids->ids, n * sizeof *ids->ids);
+        memcpy(ids->ids, p->before, p->n_before * sizeof *ids->ids);
+    }
     if (p->n_after) memcpy(ids->ids + p->n_before + n, p->after, p->n_after * sizeof *ids->ids);
     return 0;
 }
