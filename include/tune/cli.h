@@ -50,6 +50,7 @@ int tune_cli_generate(int argc, char **argv);
 int tune_cli_chat(int argc, char **argv);
 int tune_cli_compare(int argc, char **argv);
 int tune_cli_serve(int argc, char **argv);
+int tune_cli_bench_serve(int argc, char **argv);
 
 /* Sampling and length options shared by generate, chat and compare. */
 #define TUNE_CLI_MAX_STOPS 16

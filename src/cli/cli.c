@@ -17,6 +17,7 @@ static const tune_verb VERBS[] = {
     {"chat", tune_cli_chat, "talk with a model (and adapter) on stdin/stdout; /reset, /exit"},
     {"compare", tune_cli_compare, "answer the same prompts with two models; writes model_comparison_results.csv"},
     {"serve", tune_cli_serve, "serve a model and its adapters over the OpenAI HTTP API, with a chat page"},
+    {"bench-serve", tune_cli_bench_serve, "latency, throughput and cost of an OpenAI-compatible endpoint"},
     {"merge", tune_cli_merge, "merge a LoRA adapter into its base model and write a Hugging Face folder"},
     {"config", tune_cli_config, "config tools: 'keys' lists every key, 'resolve' prints the resolved config"},
     {"tokenize", tune_cli_tokenize, "encode text with a model's tokenizer: ids, tokens, decoded round trip"},
