@@ -494,7 +494,9 @@ END_TEST
  * some layers only, from a smaller workspace. */
 START_TEST(checkpointing_gives_identical_gradients)
 {
-    static const unsigned char upper_layers[3] = {0, 1, 1};
+    /* (layer, kind): nothing on layer 0, q/v and down on layer 1, everything on layer 2 */
+    static const unsigned char upper_layers[3 * TUNE_N_LINEAR] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1,
+                                                                  1, 1, 1, 1, 1, 1, 1};
     for (int variant = 0; variant < 2; variant++) {
         tune_model m;
         tiny_model(&m, 1, TUNE_ROPE_DEFAULT);
@@ -518,7 +520,9 @@ START_TEST(checkpointing_gives_identical_gradients)
         }
         ck_assert(loss[0] == loss[1]);
         ck_assert_mem_eq(grads[0], grads[1], lora->n_params * 4);
-        ck_assert(memcmp(grads[0], (float[64]){0}, 64 * 4)); /* something was trained */
+        size_t nonzero = 0;
+        for (size_t i = 0; i < lora->n_params; i++) nonzero += grads[0][i] != 0.0f;
+        ck_assert_uint_gt(nonzero, lora->n_params / 4); /* something was trained */
         ck_assert_uint_lt(tune_workspace_bytes(tune_backend_cpu(), &m.cfg, lora->n_modules, 2, 0, TB, TT, 1),
                           tune_workspace_bytes(tune_backend_cpu(), &m.cfg, lora->n_modules, 2, 0, TB, TT, 0));
         free(grads[0]);

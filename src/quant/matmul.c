@@ -15,9 +15,9 @@ size_t tune_weight_bytes(const tune_weight *w)
     return (size_t)w->rows * tune_qtype_row_bytes(w->type, w->cols);
 }
 
-/* A thread's scratch for rows of W. The CPU operations have no error path
- * (they cannot fail but for this): a process that cannot get a few hundred
- * KB stops here rather than compute with rows it never filled. */
+/* Scratch for rows of W. The CPU operations have no error path (they
+ * cannot fail but for this): a process that cannot get a few hundred KB
+ * stops here rather than compute with rows it never filled. */
 static float *scratch(size_t floats)
 {
     float *p = malloc(floats * sizeof *p);
@@ -26,6 +26,22 @@ static float *scratch(size_t floats)
         abort();
     }
     return p;
+}
+
+/* A thread's own scratch, kept for its next product: a training step and a
+ * decoding step allocate nothing once each thread has held its largest
+ * tile. Slot 0 is for the parallel region's buffers, slot 1 for the calling
+ * thread's before it (that thread also works in the region). */
+static float *thread_scratch(int slot, size_t floats)
+{
+    static _Thread_local float *buf[2];
+    static _Thread_local size_t cap[2];
+    if (floats > cap[slot]) {
+        free(buf[slot]);
+        buf[slot] = scratch(floats);
+        cap[slot] = floats;
+    }
+    return buf[slot];
 }
 
 /* Rows of W dequantised at a time: about 1 MB of fp32 (wide enough for an
@@ -47,7 +63,7 @@ static void dot_rows(float *y, const float *x, const tune_weight *w, int N, floa
     const int n_threads = (size_t)w->rows * cols < TUNE_CPU_PARALLEL_MIN ? 1 : omp_get_max_threads();
     float *xsum = NULL; /* (cols / 32): the block sums of a single x row */
     if (N == 1 && cols % 32 == 0) {
-        xsum = scratch((size_t)cols / 32);
+        xsum = thread_scratch(1, (size_t)cols / 32);
         for (int b = 0; b < cols / 32; b++) {
             float s = 0.0f;
             for (int i = 0; i < 32; i++) s += x[32 * b + i];
@@ -56,7 +72,7 @@ static void dot_rows(float *y, const float *x, const tune_weight *w, int N, floa
     }
 #pragma omp parallel num_threads(n_threads)
     {
-        float *row = scratch((size_t)cols), sums[TUNE_QUANT_DOT_ROWS];
+        float *row = thread_scratch(0, (size_t)cols), sums[TUNE_QUANT_DOT_ROWS];
 #pragma omp for schedule(static)
         for (int r = 0; r < w->rows; r++) {
             const uint8_t *blocks = w->blocks + (size_t)r * rb;
@@ -74,9 +90,7 @@ static void dot_rows(float *y, const float *x, const tune_weight *w, int N, floa
                 *out = sums[n] + (beta == 0.0f ? 0.0f : beta * *out);
             }
         }
-        free(row);
     }
-    free(xsum);
 }
 
 /* Dequantises rows r0 .. r0 + n − 1 of w into tile (n, cols). */
@@ -95,7 +109,7 @@ static void tiled_xwt(float *y, const float *x, const tune_weight *w, int N, flo
     openblas_set_num_threads(1);
 #pragma omp parallel num_threads(n_threads)
     {
-        float *tile = scratch((size_t)R * w->cols);
+        float *tile = thread_scratch(0, (size_t)R * w->cols);
         const int lo = omp_get_thread_num() * slice, hi = lo + slice < w->rows ? lo + slice : w->rows;
         for (int r0 = lo; r0 < hi; r0 += R) {
             const int n = hi - r0 < R ? hi - r0 : R;
@@ -103,7 +117,6 @@ static void tiled_xwt(float *y, const float *x, const tune_weight *w, int N, flo
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, n, w->cols, 1.0f, x, w->cols, tile, w->cols,
                         beta, y + r0, w->rows);
         }
-        free(tile);
     }
 }
 
@@ -117,7 +130,7 @@ static void tiled_xw(float *y, const float *x, const tune_weight *w, int N, floa
     openblas_set_num_threads(1);
 #pragma omp parallel num_threads(n_threads)
     {
-        float *tile = scratch((size_t)R * w->cols);
+        float *tile = thread_scratch(0, (size_t)R * w->cols);
         const int lo = omp_get_thread_num() * slice, hi = lo + slice < N ? lo + slice : N;
         for (int r0 = 0; lo < hi && r0 < w->rows; r0 += R) {
             const int n = w->rows - r0 < R ? w->rows - r0 : R;
@@ -126,7 +139,6 @@ static void tiled_xw(float *y, const float *x, const tune_weight *w, int N, floa
                         x + (size_t)lo * w->rows + r0, w->rows, tile, w->cols, r0 == 0 ? beta : 1.0f,
                         y + (size_t)lo * w->cols, w->cols);
         }
-        free(tile);
     }
 }
 
