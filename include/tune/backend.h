@@ -31,6 +31,11 @@ typedef struct tune_attention_shape {
     int B, T, H, Hkv, hd;
 } tune_attention_shape;
 
+/* The part of a training step an operation belongs to (for tracing):
+ * RECOMPUTE is the forward that gradient checkpointing runs again inside
+ * the backward. */
+typedef enum { TUNE_PASS_FORWARD, TUNE_PASS_RECOMPUTE, TUNE_PASS_BACKWARD, TUNE_PASS_OPTIMIZER } tune_pass;
+
 /* ---- The seam ------------------------------------------------------------
  * Operations are queued in order; a device backend may run them
  * asynchronously. Errors are sticky: `finish` (and download) report the
@@ -91,7 +96,14 @@ typedef struct tune_backend {
                          const tune_adamw_coeffs *c);
     float (*clip_grad_norm)(float *grads, const tune_span *tensors, int n_tensors, float max_norm);
     void (*add)(float *y, const float *x, size_t n);
+    /* What the operations that follow are for: the pass, the layer (-1:
+     * none) and a static name ("q_proj", "attention"). Only a tracing table
+     * (tune_trace_open) has it; callers go through tune_backend_label. */
+    void (*label)(tune_pass pass, int layer, const char *what);
 } tune_backend;
+
+/* be->label when be has one (a tracing table); nothing otherwise. */
+void tune_backend_label(const tune_backend *be, tune_pass pass, int layer, const char *what);
 
 /* The `backend:` key: auto (CUDA when this build has it and a GPU is usable,
  * else the CPU), cpu, cuda. */
@@ -135,6 +147,73 @@ void tune_backend_model_free(const tune_backend *be, tune_model *view, const tun
  * zeroed; modules and index are shared with host. */
 tune_status tune_backend_lora(const tune_backend *be, tune_lora *host, tune_lora *view, tune_error *err);
 void tune_backend_lora_free(const tune_backend *be, tune_lora *view, const tune_lora *host);
+
+/* ---- Tracing (tune explain) -------------------------------------------------
+ * A copy of a backend's table whose operations call the real ones between two
+ * clock reads and record each one: its pass, layer and label (from
+ * tune_backend_label), shape, FLOPs, bytes moved and time. On a device each
+ * recorded operation is waited for, so its time is its own. The table's
+ * functions have no context argument, so one trace at a time per process. */
+
+/* FLOPs and bytes moved of one operation, by the formulas the trace uses. */
+typedef struct tune_cost {
+    double flops, bytes;
+} tune_cost;
+
+/* c (M, N) = op(a)·op(b), + c when accumulate: 2·M·N·K FLOPs; reads a and b (and c), writes c. */
+tune_cost tune_cost_matmul(long M, long N, long K, int accumulate);
+/* x·Wᵀ (trans 0: (N, cols) → (N, rows)) or dy·W (trans 1: (N, rows) → (N, cols)) with a model
+ * matrix: 2·N·rows·cols FLOPs; reads the matrix as stored (its blocks when quantised). */
+tune_cost tune_cost_weight_matmul(const tune_weight *w, long N, int trans, int accumulate);
+/* Causal attention: q·kᵀ and p·v over the lower triangle, 2·2·B·H·T²·hd / 2
+ * FLOPs forward; the backward's four products twice that. */
+tune_cost tune_cost_attention(const tune_attention_shape *s, int backward);
+/* Model FLOPs of one training token at sequence length T, as the benchmarks
+ * count them: 4 × (frozen linear + lm_head parameters) + 6 × lora_params
+ * (the A and B matrices) + 6 × layers × T × attention width (H·hd: causal
+ * attention, forward and backward). Recomputation is overhead, not work. */
+double tune_model_flops_per_token(const tune_model_config *cfg, double lora_params, long T);
+
+typedef struct tune_trace_op {
+    tune_pass pass;
+    int layer;             /* -1: outside the layers */
+    const char *what;      /* the label ("q_proj", "attention", "head"); NULL when none */
+    const char *op;        /* the table's operation: "matmul", "weight_matmul", ... */
+    const char *dtype;     /* the storage of the model matrix it reads ("Q4_1"); NULL for none */
+    const char *shape_fmt; /* how tune_trace_op_shape prints dims */
+    long dims[5];
+    double flops, bytes, seconds;
+} tune_trace_op;
+
+typedef struct tune_trace {
+    tune_trace_op *ops; /* (n) in the order they ran */
+    size_t n, cap;
+    double seconds;     /* from tune_trace_record(1) to tune_trace_record(0) */
+    int oom;            /* an operation could not be recorded: the trace is incomplete */
+} tune_trace;
+
+/* Traces real into t (emptied): *traced is the table to run instead of
+ * real; recording starts with tune_trace_record(1). TUNE_ERR_RUN while
+ * another trace is open. attention_cached (decoding) is passed through
+ * unrecorded. */
+tune_status tune_trace_open(const tune_backend *real, tune_trace *t, const tune_backend **traced, tune_error *err);
+/* Starts (1) or stops (0) recording, after waiting for queued work; the
+ * time between the two is t->seconds. */
+void tune_trace_record(int on);
+/* Ends the trace; the traced table must not be used afterwards. t keeps its ops. */
+void tune_trace_close(void);
+void tune_trace_free(tune_trace *t);
+/* "layer 3 q_proj weight_matmul". */
+void tune_trace_op_name(const tune_trace_op *op, char *buf, size_t size);
+/* "2048×576 · (576×576)ᵀ Q4_1". */
+void tune_trace_op_shape(const tune_trace_op *op, char *buf, size_t size);
+/* "forward", "recompute", "backward", "optimizer". */
+const char *tune_pass_name(tune_pass pass);
+
+/* be's sgemm rate in GFLOP/s: the best of reps n×n×n products c = a·bᵀ (as
+ * a linear layer computes) through be->matmul on its own buffers, after one
+ * to warm up. */
+tune_status tune_backend_sgemm_gflops(const tune_backend *be, int n, int reps, double *gflops, tune_error *err);
 
 /* ---- Operations of the forward and backward passes (CPU: BLAS + OpenMP) ----
  * Row-major fp32 throughout. A backward accumulates (+=) into its gradient

@@ -60,6 +60,17 @@ void tune_workspace_free(tune_workspace *ws);
  * (0 without dropout). The plan's device estimate comes from here. */
 size_t tune_workspace_bytes(const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
                             size_t dropout_in, int B, int T, int checkpoint);
+/* The same bytes buffer by buffer, named as the workspace's fields ("resid",
+ * "q", "logits", ...; then "batch" and "dropout_masks"), in the order of
+ * the one allocation. tune_workspace_bytes is their sum. */
+typedef struct tune_buffer_bytes {
+    const char *name;
+    size_t bytes;
+} tune_buffer_bytes;
+#define TUNE_WORKSPACE_BUFFERS 38
+void tune_workspace_buffers(const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
+                            size_t dropout_in, int B, int T, int checkpoint,
+                            tune_buffer_bytes list[TUNE_WORKSPACE_BUFFERS]);
 /* The workspace keeps a running sum of the losses of the forward passes
  * run with loss_sum NULL (on a device it stays there: reading it is the one
  * download a training step needs). Reset sets it to 0; loss reads it. */

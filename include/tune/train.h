@@ -91,7 +91,8 @@ typedef struct tune_train_options {
                                       process alone); only rank 0 writes files */
     long long device_bytes;        /* on a device: the plan's estimate, checked against free memory
                                       before anything is allocated (<= 0: not checked) */
-    const char *output_dir;
+    const char *output_dir;        /* NULL: the run writes nothing (tune explain); then it may neither save
+                                      nor resume */
     long total_steps;              /* optimizer steps of the whole run */
     const double *lr;              /* (total_steps): learning rate of each step, from the schedule */
     int gradient_accumulation_steps; /* micro-batches per optimizer step, every rank's together */

@@ -36,6 +36,7 @@ struct tune_workspace {
     const tune_backend *be; /* every buffer below, except the host staging ones, is this backend's */
     int B, T;       /* capacity */
     int cur_B, cur_T; /* shape of the last training forward; 0 before one and after its backward */
+    tune_pass pass;   /* the pass running, for the labels a tracing backend reads */
     int chunk;        /* rows of the head per chunk */
     const tune_lora *cur_lora; /* adapters and dropout of the last forward */
     tune_dropout cur_dropout;
@@ -152,54 +153,76 @@ static void set_dims(tune_workspace *ws, const tune_backend *be, const tune_mode
 }
 
 /* Floats of the one allocation that holds every float buffer (64-byte
- * aligned starts); with base, points each buffer into it. */
-static size_t place_buffers(tune_workspace *ws, float *base)
+ * aligned starts); with base, points each buffer into it; with list, names
+ * each and its bytes there (N_FLOAT_BUFFERS of them). */
+#define N_FLOAT_BUFFERS 36
+static size_t place_buffers(tune_workspace *ws, float *base, tune_buffer_bytes *list)
 {
     const size_t N = (size_t)ws->B * ws->T, L = (size_t)ws->L, Lk = ws->checkpoint ? 1 : L;
     const size_t n_u = ws->checkpoint && ws->n_modules ? TUNE_N_LINEAR : (size_t)ws->n_modules;
     const tune_attention_shape as = {ws->B, ws->T, ws->H, ws->Hkv, ws->hd};
     float *loss_mem = NULL, *row_loss_mem = NULL;
-    struct { float **p; size_t n; } bufs[] = {
-        {&ws->inv_freq, (size_t)ws->hd / 2},
-        {&ws->resid, (L + 1) * ws->NC}, {&ws->resid2, Lk * ws->NC},
-        {&ws->rstd1, Lk * N}, {&ws->rstd2, Lk * N},
-        {&ws->q, Lk * ws->NQ}, {&ws->att, Lk * ws->NQ},
-        {&ws->k, Lk * ws->NKV}, {&ws->v, Lk * ws->NKV},
-        {&ws->lse_att, Lk * N * ws->H},
-        {&ws->gate, Lk * ws->NI}, {&ws->up, Lk * ws->NI},
-        {&ws->lora_u, n_u * N * ws->r},
-        {&ws->xf, ws->NC}, {&ws->rstd_f, N},
-        {&ws->xc, (size_t)ws->chunk * ws->C}, {&ws->logits, (size_t)ws->chunk * ws->V},
-        {&ws->lse_ce, N}, {&row_loss_mem, 2 * N}, /* N doubles */
-        {&ws->cos_t, N * (ws->hd / 2)}, {&ws->sin_t, N * (ws->hd / 2)},
-        {&ws->xn, ws->NC}, {&ws->act, ws->NI},
-        {&ws->lora_x, ws->n_modules ? N * ws->max_in : 0},
-        {&ws->du, N * ws->r},
-        {&ws->attn_scratch, ws->be->attention_scratch(&as, ws->n_threads)},
-        {&loss_mem, 2}, /* one double */
-        {&ws->dh, ws->NC}, {&ws->dxn, ws->NC},
-        {&ws->dq, ws->NQ}, {&ws->datt, ws->NQ},
-        {&ws->dk, ws->NKV}, {&ws->dv, ws->NKV},
-        {&ws->dact, ws->NI}, {&ws->dgate, ws->NI}, {&ws->dup, ws->NI},
+#define BUF(field, n) {#field, &ws->field, n}
+    struct { const char *name; float **p; size_t n; } bufs[] = {
+        BUF(inv_freq, (size_t)ws->hd / 2),
+        BUF(resid, (L + 1) * ws->NC), BUF(resid2, Lk * ws->NC),
+        BUF(rstd1, Lk * N), BUF(rstd2, Lk * N),
+        BUF(q, Lk * ws->NQ), BUF(att, Lk * ws->NQ),
+        BUF(k, Lk * ws->NKV), BUF(v, Lk * ws->NKV),
+        BUF(lse_att, Lk * N * ws->H),
+        BUF(gate, Lk * ws->NI), BUF(up, Lk * ws->NI),
+        BUF(lora_u, n_u * N * ws->r),
+        BUF(xf, ws->NC), BUF(rstd_f, N),
+        BUF(xc, (size_t)ws->chunk * ws->C), BUF(logits, (size_t)ws->chunk * ws->V),
+        BUF(lse_ce, N), {"row_loss", &row_loss_mem, 2 * N}, /* N doubles */
+        BUF(cos_t, N * (ws->hd / 2)), BUF(sin_t, N * (ws->hd / 2)),
+        BUF(xn, ws->NC), BUF(act, ws->NI),
+        BUF(lora_x, ws->n_modules ? N * ws->max_in : 0),
+        BUF(du, N * ws->r),
+        BUF(attn_scratch, ws->be->attention_scratch(&as, ws->n_threads)),
+        {"loss", &loss_mem, 2}, /* one double */
+        BUF(dh, ws->NC), BUF(dxn, ws->NC),
+        BUF(dq, ws->NQ), BUF(datt, ws->NQ),
+        BUF(dk, ws->NKV), BUF(dv, ws->NKV),
+        BUF(dact, ws->NI), BUF(dgate, ws->NI), BUF(dup, ws->NI),
     };
+#undef BUF
+    _Static_assert(sizeof bufs / sizeof bufs[0] == N_FLOAT_BUFFERS, "N_FLOAT_BUFFERS counts the table");
     size_t total = 0;
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+    for (size_t i = 0; i < N_FLOAT_BUFFERS; i++) {
+        const size_t n = (bufs[i].n + 15) & ~(size_t)15;
         if (base) *bufs[i].p = base + total;
-        total += (bufs[i].n + 15) & ~(size_t)15;
+        if (list) list[i] = (tune_buffer_bytes){bufs[i].name, n * sizeof(float)};
+        total += n;
     }
     ws->loss = (double *)(void *)loss_mem;
     ws->row_loss = (double *)(void *)row_loss_mem;
     return total;
 }
 
-size_t tune_workspace_bytes(const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
-                            size_t dropout_in, int B, int T, int checkpoint)
+void tune_workspace_buffers(const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
+                            size_t dropout_in, int B, int T, int checkpoint,
+                            tune_buffer_bytes list[TUNE_WORKSPACE_BUFFERS])
 {
     tune_workspace ws = {0};
     set_dims(&ws, be, cfg, n_modules, r, B, T, checkpoint);
     const size_t N = (size_t)B * T;
-    return place_buffers(&ws, NULL) * sizeof(float) + 5 * N * sizeof(int32_t) +
-           (N * dropout_in + 31 * (size_t)n_modules) / 32 * sizeof(uint32_t);
+    place_buffers(&ws, NULL, list);
+    list[N_FLOAT_BUFFERS] = (tune_buffer_bytes){"batch", 5 * N * sizeof(int32_t)}; /* ids, start, pos, rows, target */
+    list[N_FLOAT_BUFFERS + 1] = (tune_buffer_bytes){
+        "dropout_masks", (N * dropout_in + 31 * (size_t)n_modules) / 32 * sizeof(uint32_t)};
+}
+
+_Static_assert(TUNE_WORKSPACE_BUFFERS == N_FLOAT_BUFFERS + 2, "the float buffers, the batch and the dropout masks");
+
+size_t tune_workspace_bytes(const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
+                            size_t dropout_in, int B, int T, int checkpoint)
+{
+    tune_buffer_bytes list[TUNE_WORKSPACE_BUFFERS];
+    tune_workspace_buffers(be, cfg, n_modules, r, dropout_in, B, T, checkpoint, list);
+    size_t total = 0;
+    for (int i = 0; i < TUNE_WORKSPACE_BUFFERS; i++) total += list[i].bytes;
+    return total;
 }
 
 tune_status tune_workspace_create(const tune_backend *be, const tune_model_config *cfg, const tune_lora *lora,
@@ -211,7 +234,7 @@ tune_status tune_workspace_create(const tune_backend *be, const tune_model_confi
     tune_workspace *ws = calloc(1, sizeof *ws);
     if (!ws) return tune_fail_run(err, NULL, "out of memory creating the workspace");
     set_dims(ws, be, cfg, lora ? lora->n_modules : 0, lora ? lora->cfg.r : 0, B, T, checkpoint);
-    const size_t N = (size_t)B * T, total = place_buffers(ws, NULL);
+    const size_t N = (size_t)B * T, total = place_buffers(ws, NULL, NULL);
     ws->mem = be->alloc(total * sizeof(float));
     ws->imem = be->alloc(5 * N * sizeof(int32_t));
     ws->hbatch = malloc(5 * N * sizeof(int32_t));
@@ -220,7 +243,7 @@ tune_status tune_workspace_create(const tune_backend *be, const tune_model_confi
         return tune_fail_run(err, NULL, "out of %s memory: the workspace for batch %d x %d needs %.2f GB", be->name,
                              B, T, (double)total * sizeof(float) / 1e9);
     }
-    place_buffers(ws, ws->mem);
+    place_buffers(ws, ws->mem, NULL);
     if (lora && lora->cfg.dropout > 0.0f) {
         /* (N·in rounded up to 32) bits per module */
         ws->bits_off = malloc((size_t)lora->n_modules * sizeof *ws->bits_off);
@@ -393,6 +416,12 @@ static float *lora_u_of(const tune_workspace *ws, int mi, tune_linear_kind kind)
 /* The slot of layer l in the per-layer buffers. */
 static size_t slot(const tune_workspace *ws, int l) { return ws->checkpoint ? 0 : (size_t)l; }
 
+/* Names the operations that follow for a tracing backend (nothing otherwise). */
+static void label(const tune_workspace *ws, int layer, const char *what)
+{
+    tune_backend_label(ws->be, ws->pass, layer, what);
+}
+
 /* y = beta·y + x·Wᵀ + scaling · (dropout(x)·Aᵀ)·Bᵀ.  x: (N, in)   y: (N, out) */
 static void linear_forward(tune_workspace *ws, const tune_model *m, const tune_lora *lora,
                            const tune_dropout *dp, int layer, tune_linear_kind kind, const float *x, float *y,
@@ -401,6 +430,7 @@ static void linear_forward(tune_workspace *ws, const tune_model *m, const tune_l
     const int N = ws->cur_B * ws->cur_T;
     int out, in;
     tune_linear_shape(&m->cfg, kind, &out, &in);
+    label(ws, layer, tune_linear_names[kind]);
     ws->be->weight_matmul(y, x, &m->layers[layer].w[kind], N, 0, beta);
     const int mi = module_of(lora, layer, kind);
     if (mi < 0) return;
@@ -420,6 +450,7 @@ static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *
     const int N = ws->cur_B * ws->cur_T;
     int out, in;
     tune_linear_shape(&m->cfg, kind, &out, &in);
+    label(ws, layer, tune_linear_names[kind]);
     ws->be->weight_matmul(dx, dy, &m->layers[layer].w[kind], N, 1, beta);
     const int mi = module_of(lora, layer, kind);
     if (mi < 0) return;
@@ -455,10 +486,12 @@ static void layer_forward(tune_workspace *ws, const tune_model *model, const tun
     float *q = ws->q + s * ws->NQ, *k = ws->k + s * ws->NKV, *v = ws->v + s * ws->NKV;
     float *att = ws->att + s * ws->NQ, *gate = ws->gate + s * ws->NI, *up = ws->up + s * ws->NI;
     /* attention block: h2 = h + o(attn(rope(q), rope(k), v)) */
+    label(ws, l, "attention");
     ws->be->rmsnorm_forward(ws->xn, ws->rstd1 + s * BT, h, ly->attn_norm, N, C, cfg->rms_norm_eps);
     linear_forward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, q, 0.0f);
     linear_forward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, k, 0.0f);
     linear_forward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, v, 0.0f);
+    label(ws, l, "attention");
     ws->be->rope_forward(q, ws->cos_t, ws->sin_t, N, ws->H, hd);
     ws->be->rope_forward(k, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
     ws->be->attention_forward(att, ws->lse_att + s * BT * ws->H, q, k, v, ws->start, &as, ws->attn_scratch,
@@ -466,9 +499,11 @@ static void layer_forward(tune_workspace *ws, const tune_model *model, const tun
     ws->be->copy(h2, h, (size_t)N * C * sizeof *h);
     linear_forward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, h2, 1.0f);
     /* MLP block: hn = h2 + down(silu(gate(x)) · up(x)) */
+    label(ws, l, "mlp");
     ws->be->rmsnorm_forward(ws->xn, ws->rstd2 + s * BT, h2, ly->ffn_norm, N, C, cfg->rms_norm_eps);
     linear_forward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, gate, 0.0f);
     linear_forward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, up, 0.0f);
+    label(ws, l, "mlp");
     ws->be->swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
     ws->be->copy(hn, h2, (size_t)N * C * sizeof *h);
     linear_forward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, hn, 1.0f);
@@ -481,6 +516,8 @@ static tune_status forward_layers(const tune_model *model, const tune_lora *lora
 {
     const tune_model_config *cfg = &model->cfg;
     ws->cur_B = ws->cur_T = 0;
+    ws->pass = TUNE_PASS_FORWARD;
+    label(ws, -1, "input");
     if (check_inputs(model, lora, ws, dropout, err) || prepare_batch(cfg, batch, ws, err)) return TUNE_ERR_INPUT;
     if (grad_scale > 0.0f && !lora) return tune_fail_input(err, NULL, "a training forward needs LoRA adapters");
     const int N = batch->B * batch->T, C = ws->C, hd = ws->hd;
@@ -493,6 +530,7 @@ static tune_status forward_layers(const tune_model *model, const tune_lora *lora
     const tune_weight embed = embed_of(model, lora);
     ws->be->weight_rows(ws->resid, &embed, ws->ids, N);
     for (int l = 0; l < ws->L; l++) layer_forward(ws, model, lora, dropout, l);
+    label(ws, -1, "final norm");
     ws->be->rmsnorm_forward(ws->xf, ws->rstd_f, ws->resid + ws->L * ws->NC, model->final_norm, N, C,
                             cfg->rms_norm_eps);
     return TUNE_OK;
@@ -508,19 +546,29 @@ static void head(const tune_model *model, const tune_lora *lora, tune_workspace 
     const tune_backend *be = ws->be;
     const int M = (int)ws->n_targets, C = ws->C, V = ws->V, train = ws->grad_scale > 0.0f;
     const tune_weight W = lm_head_of(model, lora);
-    if (train) be->zero(ws->dxn, (size_t)ws->cur_B * ws->cur_T * C * sizeof *ws->dxn);
+    if (train) {
+        ws->pass = TUNE_PASS_BACKWARD;
+        label(ws, -1, "head");
+        be->zero(ws->dxn, (size_t)ws->cur_B * ws->cur_T * C * sizeof *ws->dxn);
+    }
     for (int r0 = 0; r0 < M; r0 += ws->chunk) {
         const int m = M - r0 < ws->chunk ? M - r0 : ws->chunk;
+        ws->pass = TUNE_PASS_FORWARD;
+        label(ws, -1, "head");
         be->embedding(ws->xc, ws->xf, ws->rows + r0, m, C); /* gathers the chunk's rows of xf */
         be->weight_matmul(ws->logits, ws->xc, &W, m, 0, 0.0f);
         be->cross_entropy_forward(ws->lse_ce + r0, ws->row_loss + r0, ws->logits, ws->target + r0, m, V);
         if (!train) continue;
+        ws->pass = TUNE_PASS_BACKWARD; /* the chunk's gradient, while its logits exist */
+        label(ws, -1, "head");
         be->cross_entropy_backward(ws->logits, ws->lse_ce + r0, ws->target + r0, m, V, ws->grad_scale);
         if (lora->saved & TUNE_SAVE_LM_HEAD) /* d(lm_head) += d(logits)ᵀ·xf */
             be->matmul(lora->grads + lora->head_offset, ws->logits, ws->xc, V, C, m, 1, 0, 1.0f, 1.0f);
         be->weight_matmul(ws->xc, ws->logits, &W, m, 1, 0.0f);
         be->embedding_backward(ws->dxn, ws->xc, ws->rows + r0, m, C); /* the rows differ: a scatter */
     }
+    ws->pass = TUNE_PASS_FORWARD;
+    label(ws, -1, "loss");
     be->add_sum(ws->loss, ws->row_loss, (size_t)M);
 }
 
@@ -531,6 +579,7 @@ tune_status tune_llama_forward(const tune_model *model, const tune_lora *lora, c
     if (!(grad_scale >= 0.0f)) return tune_fail_input(err, NULL, "forward: grad_scale %g is negative", grad_scale);
     tune_status st = forward_layers(model, lora, batch, dropout, ws, grad_scale, err);
     if (st) return st;
+    label(ws, -1, "loss");
     if (loss_sum) tune_workspace_reset_loss(ws);
     head(model, lora, ws);
     *n_targets = ws->n_targets;
@@ -563,29 +612,39 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
         return tune_fail_input(err, NULL, "backward: not the adapters or dropout of the last forward pass");
     const int B = ws->cur_B, T = ws->cur_T, N = B * T, C = ws->C, hd = ws->hd;
     const tune_attention_shape as = {B, T, ws->H, ws->Hkv, hd};
+    ws->pass = TUNE_PASS_BACKWARD;
+    label(ws, -1, "final norm");
     ws->be->zero(ws->dh, (size_t)N * C * sizeof *ws->dh);
     ws->be->rmsnorm_backward(ws->dh, ws->dxn, ws->resid + ws->L * ws->NC, model->final_norm, ws->rstd_f, N, C);
     /* Layers below the lowest adapted one need no gradient, unless the embedding trains. */
     const int lowest = lora->saved & TUNE_SAVE_EMBED ? 0 : lora->modules[0].layer;
     for (int l = ws->L - 1; l >= lowest; l--) {
-        if (ws->checkpoint) layer_forward(ws, model, lora, dropout, l); /* its activations, again */
+        if (ws->checkpoint) { /* its activations, again */
+            ws->pass = TUNE_PASS_RECOMPUTE;
+            layer_forward(ws, model, lora, dropout, l);
+            ws->pass = TUNE_PASS_BACKWARD;
+        }
         const tune_layer *ly = &model->layers[l];
         const size_t s = slot(ws, l), BT = (size_t)ws->B * ws->T;
         const float *h = ws->resid + l * ws->NC, *h2 = ws->resid2 + s * ws->NC;
         const float *q = ws->q + s * ws->NQ, *k = ws->k + s * ws->NKV, *v = ws->v + s * ws->NKV;
         const float *att = ws->att + s * ws->NQ, *gate = ws->gate + s * ws->NI, *up = ws->up + s * ws->NI;
         /* MLP block; ws->dh holds d(hn) and becomes d(h2) */
+        label(ws, l, "mlp");
         if (has_module(lora, l, TUNE_DOWN_PROJ, TUNE_DOWN_PROJ)) ws->be->swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
         linear_backward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, ws->dh, ws->dact, 0.0f);
+        label(ws, l, "mlp");
         ws->be->swiglu_backward(ws->dgate, ws->dup, ws->dact, gate, up, (size_t)N * ws->I);
         if (has_module(lora, l, TUNE_GATE_PROJ, TUNE_UP_PROJ)) /* their LoRA input, as the forward made it */
             ws->be->rmsnorm_forward(ws->xn, ws->rstd2 + s * BT, h2, ly->ffn_norm, N, C,
                                      model->cfg.rms_norm_eps);
         linear_backward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, ws->dgate, ws->dxn, 0.0f);
         linear_backward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, ws->dup, ws->dxn, 1.0f);
+        label(ws, l, "mlp");
         ws->be->rmsnorm_backward(ws->dh, ws->dxn, h2, ly->ffn_norm, ws->rstd2 + s * BT, N, C);
         /* attention block; ws->dh becomes d(h) */
         linear_backward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, ws->dh, ws->datt, 0.0f);
+        label(ws, l, "attention");
         ws->be->attention_backward(ws->dq, ws->dk, ws->dv, ws->datt, q, k, v, att,
                                    ws->lse_att + s * BT * ws->H, ws->start, &as,
                                    ws->attn_scratch, ws->n_threads);
@@ -597,8 +656,10 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
         linear_backward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, ws->dq, ws->dxn, 0.0f);
         linear_backward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, ws->dk, ws->dxn, 1.0f);
         linear_backward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, ws->dv, ws->dxn, 1.0f);
+        label(ws, l, "attention");
         ws->be->rmsnorm_backward(ws->dh, ws->dxn, h, ly->attn_norm, ws->rstd1 + s * BT, N, C);
     }
+    label(ws, -1, "input");
     if (lora->saved & TUNE_SAVE_EMBED) /* scatter-add d(h) of the input into the rows of its ids */
         ws->be->embedding_backward(lora->grads + lora->embed_offset, ws->dh, ws->ids, N, C);
     /* The gradients are added: a second backward needs a new forward. */

@@ -81,6 +81,9 @@ static double now_s(void)
  * micro-batches begin each step's gradient sum. */
 static int rank0(const run *R) { return tune_parallel_rank(R->par) == 0; }
 
+/* Whether this process writes files: rank 0, unless the run has no output_dir. */
+static int writes(const run *R) { return rank0(R) && R->o->output_dir; }
+
 /* Trained targets of a micro-batch, by the rule of tune_llama_forward:
  * logits[b, t] is scored against labels[b, t + 1] unless that label is
  * ignored or t and t + 1 lie in different packed segments. */
@@ -205,7 +208,7 @@ static tune_status log_entry_add(run *R, cJSON *entry, tune_error *err)
         cJSON_Delete(entry);
         return tune_fail_run(err, NULL, "out of memory for the training log");
     }
-    if (!rank0(R)) return TUNE_OK;
+    if (!writes(R)) return TUNE_OK;
     return report_log_append(R->o->output_dir, entry, err) ? write_failed(R, "the training log", err) : TUNE_OK;
 }
 
@@ -332,6 +335,7 @@ static tune_status accumulate(run *R, long s, int epoch, long first, double *los
                                s + 1, epoch, first, first + R->sb.n - 1);
     const size_t n = R->lora->n_params;
     float *acc = R->dlora.grads;
+    tune_backend_label(R->be, TUNE_PASS_BACKWARD, -1, "gradient accumulation");
     R->be->zero(acc, n * sizeof(float));
     long mine, count;
     tune_parallel_share(R->par, R->st.accum, R->sb.n, &mine, &count);
@@ -354,6 +358,7 @@ static tune_status accumulate(run *R, long s, int epoch, long first, double *los
                                nt, first + j, epoch, R->sb.targets[j]);
         if (!st) st = tune_llama_backward(&R->dmodel, &R->dlora, b, &drop, R->ws, err);
         R->dlora.grads = acc;
+        tune_backend_label(R->be, TUNE_PASS_BACKWARD, -1, "gradient accumulation");
         if (!st && rank0(R)) R->be->add(acc, slot, n);
     }
     if (st) return st;
@@ -445,6 +450,7 @@ static tune_status train_step(run *R, tune_error *err)
     if (st) return st;
     long tokens = 0;
     for (int j = 0; j < R->sb.n; j++) tokens += (long)R->sb.mb[j].B * R->sb.mb[j].T;
+    tune_backend_label(R->be, TUNE_PASS_OPTIMIZER, -1, NULL);
     const float grad_norm =
         R->be->clip_grad_norm(R->dlora.grads, R->d_tensors, R->n_tensors, (float)o->max_grad_norm);
     const double lr = o->lr[s];
@@ -516,7 +522,7 @@ static tune_status train_step(run *R, tune_error *err)
 static tune_status interrupt(run *R, tune_error *err)
 {
     stop_requested = 0;
-    tune_status st = R->saved_step == R->st.global_step ? TUNE_OK : do_save(R, err);
+    tune_status st = R->saved_step == R->st.global_step || !R->o->output_dir ? TUNE_OK : do_save(R, err);
     if (st) return st;
     return tune_error_set(err, TUNE_INTERRUPTED, R->last_checkpoint, 0, 0,
                           "training stopped on request after step %ld of %ld",
@@ -526,7 +532,9 @@ static tune_status interrupt(run *R, tune_error *err)
 static tune_status check_options(const tune_train_options *o, const tune_batch_source *train,
                                  const tune_batch_source *eval, const tune_lora *lora, tune_error *err)
 {
-    if (!o->output_dir || !o->output_dir[0]) return tune_fail_input(err, NULL, "output_dir is empty");
+    if (o->output_dir && !o->output_dir[0]) return tune_fail_input(err, NULL, "output_dir is empty");
+    if (!o->output_dir && (o->save_steps || o->resume_from_checkpoint || o->auto_resume))
+        return tune_fail_input(err, NULL, "a run without output_dir neither saves nor resumes");
     if (o->total_steps < 1) return tune_fail_input(err, NULL, "the run has no optimizer steps");
     if (!o->lr) return tune_fail_input(err, NULL, "no learning-rate schedule was given");
     for (long s = 0; s < o->total_steps; s++)
@@ -615,7 +623,7 @@ static tune_status start(run *R, tune_error *err)
 {
     const tune_train_options *o = R->o;
     tune_lora *lora = R->lora;
-    tune_status st = rank0(R) ? tune_mkdir_p(o->output_dir, err) : TUNE_OK;
+    tune_status st = writes(R) ? tune_mkdir_p(o->output_dir, err) : TUNE_OK;
     if (!st) st = epoch_table(R, err);
     if (st) return st;
     state_init(&R->st, R);
@@ -654,7 +662,7 @@ static tune_status start(run *R, tune_error *err)
         R->st.log_history = cJSON_CreateArray();
         if (!R->st.log_history) return tune_fail_run(err, NULL, "out of memory");
     }
-    if (rank0(R)) {
+    if (writes(R)) {
         st = report_log_rewrite(o->output_dir, &R->st, err);
         if (!st) st = checkpoint_remove_partial(o->output_dir, err);
         if (st) return st;
@@ -728,7 +736,7 @@ static tune_status finish(run *R, tune_error *err)
     if (e && stopped_by_watchdog(R)) cJSON_AddTrueToObject(e, "stopped_by_loss_watchdog");
     st = log_entry_add(R, e, err);
     if (!st && rank0(R)) st = fetch_state(R, 0, err);
-    if (st || !rank0(R)) return st;
+    if (st || !writes(R)) return st;
     if ((st = tune_lora_save_peft(R->lora, o->output_dir, o->base_model_name_or_path, err)))
         return write_failed(R, "the adapter", err);
     tune_strbuf json = {0};
