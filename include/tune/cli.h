@@ -38,6 +38,7 @@ void tune_cli_on_note(void *ctx, const char *line);
 
 int tune_cli_train(int argc, char **argv);
 int tune_cli_plan(int argc, char **argv);
+int tune_cli_explain(int argc, char **argv);
 int tune_cli_eval(int argc, char **argv);
 int tune_cli_config(int argc, char **argv);
 int tune_cli_merge(int argc, char **argv);

@@ -245,4 +245,32 @@ typedef struct tune_eval_report {
 tune_status tune_plan_evaluate(tune_plan *plan, const tune_config *cfg, const char *adapter, const char *where,
                                const tune_run_hooks *hooks, tune_eval_report *r, tune_error *err);
 
+/* One optimizer step of the plan's experiment, taken apart (tune explain). */
+#define TUNE_EXPLAIN_STATE 7
+typedef struct tune_explain {
+    tune_trace trace;            /* every operation of the step in order; trace.seconds: the step's time */
+    double sgemm_gflops;         /* the backend's sgemm rate, measured in the same run ... */
+    int sgemm_n;                 /* ... on n×n×n products */
+    int micro_batches;           /* in the step */
+    int B, T;                    /* the first micro-batch's shape */
+    long tokens;                 /* in the step's micro-batches */
+    tune_model_config model;     /* as trained (vocabulary grown by added tokens) */
+    double lora_params;          /* the A and B matrices' parameters */
+    double model_flops;          /* of the step: tune_model_flops_per_token × tokens, micro-batch by micro-batch */
+    double loss, grad_norm;      /* the step's, as the loop logs them */
+    /* What the step holds where it computes: the weights as stored and the
+     * trainable state (each with its bytes), then the workspace buffer by buffer. */
+    tune_buffer_bytes state[TUNE_EXPLAIN_STATE];
+    tune_buffer_bytes workspace[TUNE_WORKSPACE_BUFFERS];
+} tune_explain;
+
+/* Prepares the data, loads the model and creates the adapters as
+ * tune_plan_train does, measures the backend's sgemm rate, then runs the
+ * training loop for one step on a tracing copy of the backend (tune_trace_open),
+ * writing nothing into output_dir (the data cache excepted). Free x with
+ * tune_explain_free (also after a failure). */
+tune_status tune_plan_explain(tune_plan *plan, const tune_config *cfg, const tune_run_hooks *hooks, tune_explain *x,
+                              tune_error *err);
+void tune_explain_free(tune_explain *x);
+
 #endif

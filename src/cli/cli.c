@@ -13,6 +13,7 @@ static const tune_verb VERBS[] = {
     {"train", tune_cli_train, "train a LoRA adapter from a YAML experiment (the default verb)"},
     {"eval", tune_cli_eval, "loss and perplexity on a dataset (a config's validation set, or one file)"},
     {"plan", tune_cli_plan, "resolve a config and print the training plan (--json for scripts)"},
+    {"explain", tune_cli_explain, "run one training step and take it apart: ops, FLOPs, time, memory"},
     {"generate", tune_cli_generate, "continue a prompt with a model (and adapter), streaming the text"},
     {"chat", tune_cli_chat, "talk with a model (and adapter) on stdin/stdout; /reset, /exit"},
     {"compare", tune_cli_compare, "answer the same prompts with two models; writes model_comparison_results.csv"},

@@ -97,6 +97,15 @@ static tune_status lora_for(const tune_plan *plan, const tune_model *model, tune
     return st;
 }
 
+/* The model (grown to a vocabulary that added tokens extended) and its new adapters. */
+static tune_status model_and_adapters(const tune_plan *plan, tune_model *model, tune_lora **lora, tune_error *err)
+{
+    tune_status st = tune_model_load_stored(plan->base_model, plan->weight_storage, model, err);
+    if (!st && plan->vocab_size > model->cfg.vocab_size) st = tune_model_resize_vocab(model, plan->vocab_size, err);
+    if (!st) st = lora_for(plan, model, lora, err);
+    return st;
+}
+
 /* Added tokens: the tokenizer that knows them goes next to the adapter, as
  * tokenizer.json + tokenizer_config.json that AutoTokenizer loads (written
  * before training, so a tokenizer that cannot be written stops the run at once). */
@@ -204,11 +213,7 @@ tune_status tune_plan_train(tune_plan *plan, const tune_config *cfg, const char 
     if (plan->ranks > 1)
         note(hooks, "%d ranks (MPI): each computes %ld of the %ld micro-batches of a step; rank 0 writes", plan->ranks,
              plan->gradient_accumulation_steps, plan->gradient_accumulation_steps * plan->ranks);
-    /* The model grows to a vocabulary that added tokens extended. */
-    if ((first && (st = save_tokenizer(plan, &data, err))) ||
-        (st = tune_model_load_stored(plan->base_model, plan->weight_storage, &model, err)) ||
-        (plan->vocab_size > model.cfg.vocab_size && (st = tune_model_resize_vocab(&model, plan->vocab_size, err))) ||
-        (st = lora_for(plan, &model, &lora, err)) ||
+    if ((first && (st = save_tokenizer(plan, &data, err))) || (st = model_and_adapters(plan, &model, &lora, err)) ||
         (st = tune_batcher_create(&data.prep.train, &data.batch, &train_b, err)))
         goto done;
     const tune_batch_options eval_opt = eval_batching(plan, &data);
@@ -299,3 +304,116 @@ done:
     tune_plan_data_free(&data);
     return st;
 }
+
+/* ---- tune explain ---- */
+
+#define EXPLAIN_SGEMM_N 2048 /* a product the size of a big linear layer's */
+
+/* The trace records from the start of the step to its end. */
+static void explain_event(void *ctx, const tune_train_event *ev)
+{
+    tune_explain *x = ctx;
+    if (ev->kind == TUNE_EVENT_START) tune_trace_record(1);
+    if (ev->kind != TUNE_EVENT_STEP) return;
+    tune_trace_record(0);
+    x->loss = ev->loss;
+    x->grad_norm = ev->grad_norm;
+}
+
+/* The step's micro-batches as the loop takes them (the first accum of
+ * epoch 0): their tokens and model FLOPs. */
+static tune_status explain_batches(tune_batcher *b, int accum, tune_explain *x, tune_error *err)
+{
+    const long n = tune_batcher_count(b, 0, err);
+    if (n < 0) return err ? err->code : TUNE_ERR_RUN;
+    x->micro_batches = (int)(n < accum ? n : accum);
+    for (int j = 0; j < x->micro_batches; j++) {
+        tune_batch bt;
+        tune_status st = tune_batcher_get(b, 0, j, &bt, err);
+        if (st) return st;
+        if (j == 0) {
+            x->B = bt.B;
+            x->T = bt.T;
+        }
+        x->tokens += (long)bt.B * bt.T;
+        x->model_flops += (double)bt.B * bt.T * tune_model_flops_per_token(&x->model, x->lora_params, bt.T);
+    }
+    return TUNE_OK;
+}
+
+/* The weights, the trainable state and the workspace of the step. */
+static void explain_memory(const tune_plan *plan, const tune_model *model, const tune_lora *lora,
+                           const tune_batch_options *batch, tune_explain *x)
+{
+    const size_t params = lora->n_params * sizeof(float);
+    const tune_buffer_bytes state[TUNE_EXPLAIN_STATE] = {
+        {"weights_fp32", model->n_floats * sizeof(float)},
+        {"weights_blocks", model->n_block_bytes},
+        {"lora_params", params},
+        {"lora_grads", params},
+        {"adamw_exp_avg", params},
+        {"adamw_exp_avg_sq", params},
+        {"micro_batch_grads", params}, /* the loop's gradient of one micro-batch, added into lora_grads */
+    };
+    memcpy(x->state, state, sizeof state);
+    size_t dropout_in = 0;
+    for (int m = 0; lora->cfg.dropout > 0.0f && m < lora->n_modules; m++) dropout_in += (size_t)lora->modules[m].in;
+    tune_workspace_buffers(plan->be, &model->cfg, lora->n_modules, lora->cfg.r, dropout_in, batch->micro_batch_size,
+                           batch->sequence_len, plan->gradient_checkpointing, x->workspace);
+}
+
+tune_status tune_plan_explain(tune_plan *plan, const tune_config *cfg, const tune_run_hooks *hooks, tune_explain *x,
+                              tune_error *err)
+{
+    memset(x, 0, sizeof *x);
+    tune_plan_data data;
+    tune_status st = prepare(plan, cfg, hooks, &data, err);
+    if (st) return st;
+    tune_model model = {0};
+    tune_lora *lora = NULL;
+    tune_batcher *train_b = NULL;
+    const tune_backend *traced;
+    if (plan->total_steps <= 0) {
+        st = tune_fail_input(err, NULL, "the plan has no training steps (no examples?)");
+        goto done;
+    }
+    omp_set_num_threads(plan->threads);
+    note(hooks, "one optimizer step; loading %s", plan->base_model);
+    note_backend(hooks, plan);
+    if ((st = model_and_adapters(plan, &model, &lora, err)) ||
+        (st = tune_batcher_create(&data.prep.train, &data.batch, &train_b, err)))
+        goto done;
+    tune_train_options opts;
+    tune_plan_train_options(plan, &opts);
+    x->model = model.cfg;
+    for (int m = 0; m < lora->n_modules; m++)
+        x->lora_params += (double)lora->cfg.r * (lora->modules[m].in + lora->modules[m].out);
+    x->sgemm_n = EXPLAIN_SGEMM_N;
+    if ((st = explain_batches(train_b, opts.gradient_accumulation_steps, x, err)) ||
+        (st = tune_backend_sgemm_gflops(plan->be, x->sgemm_n, 3, &x->sgemm_gflops, err)) ||
+        (st = tune_trace_open(plan->be, &x->trace, &traced, err)))
+        goto done;
+    const double lr = tune_schedule_lr(&plan->schedule, 0);
+    opts.backend = traced;
+    opts.output_dir = NULL; /* one step that writes nothing */
+    opts.total_steps = 1;
+    opts.lr = &lr;
+    opts.logging_steps = opts.eval_steps = opts.save_steps = 0;
+    opts.resume_from_checkpoint = NULL;
+    opts.auto_resume = 0;
+    opts.on_event = explain_event;
+    opts.event_ctx = x;
+    const tune_batch_source src = batcher_source(train_b, &data.batch);
+    st = tune_train_run(&opts, &src, NULL, &model, lora, err);
+    tune_trace_close();
+    if (!st && x->trace.oom) st = tune_fail_run(err, NULL, "out of memory recording the step's operations");
+    if (!st) explain_memory(plan, &model, lora, &data.batch, x);
+done:
+    tune_batcher_free(train_b);
+    tune_lora_free(lora);
+    tune_model_free(&model);
+    tune_plan_data_free(&data);
+    return st;
+}
+
+void tune_explain_free(tune_explain *x) { tune_trace_free(&x->trace); }
