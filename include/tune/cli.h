@@ -74,10 +74,10 @@ const char *tune_cli_gen_help(void);
 /* Opens MODEL (+ adapter) for a verb and applies --chat_template; prints the error. */
 tune_status tune_cli_open_lm(const char *model, const char *adapter, const tune_cli_gen_args *a, tune_lm **out);
 
-/* A prompts file (compare, bench-serve): one prompt per line, or JSONL with
- * "prompt", or "instruction" (+ "input"), per line (.jsonl, or a first line
- * starting with '{'); "reference" or else "output" is the reference answer,
- * so an Alpaca eval file works as it is. */
+/* A prompts file (compare, bench-serve, eval --generate): one prompt per
+ * line, or JSONL with "prompt", or "instruction" (+ "input"), per line
+ * (.jsonl, or a first line starting with '{'); "reference" or else "output"
+ * is the reference answer, so an Alpaca eval file works as it is. */
 typedef struct tune_cli_prompt {
     char *instruction, *input, *ref; /* input and ref may be NULL */
 } tune_cli_prompt;
@@ -91,7 +91,7 @@ typedef struct tune_cli_prompt_list {
 tune_status tune_cli_read_prompts(const char *path, tune_cli_prompt_list *p, tune_error *err);
 void tune_cli_prompts_free(tune_cli_prompt_list *p);
 
-/* Scores of answers against their references (compare, bench-serve). */
+/* Scores of answers against their references (compare, bench-serve, eval --generate). */
 typedef struct tune_cli_scores {
     tune_chrf_stats chrf;
     tune_bleu_stats bleu;
@@ -105,6 +105,10 @@ tune_status tune_cli_score(tune_cli_scores *s, const char *hyp, const char *ref,
 /* "chrF C, BLEU B, functions named P% (k/n), formulas matched P% (k/n)" (the Excel
  * parts only where the references call functions or write formulas). */
 void tune_cli_scores_format(const tune_cli_scores *s, char *buf, size_t size);
+/* The scores as JSON members, each as before "KEY": VALUE after: "scored", "chrf",
+ * "bleu", and where the references give them the shares (0-1) "excel_functions_named"
+ * and "excel_formulas_matched" (eval --json and bench-serve's summary). */
+void tune_cli_scores_json(const tune_cli_scores *s, tune_strbuf *out, const char *before, const char *after);
 
 /* How prompts are rendered for one model. */
 typedef enum {
@@ -128,5 +132,13 @@ tune_cli_prompt_format tune_cli_pick_prompt_format(const char *verb, const char 
  * raw or as the user message after system (may be NULL; chat format only). */
 tune_status tune_cli_prompt_ids(tune_lm *lm, tune_cli_prompt_format f, const char *system, const char *instruction,
                                 const char *input, tune_ids *ids, tune_error *err);
+/* tune_cli_pick_prompt_format for an opened lm, where the chat format falls
+ * back to raw, with a note, when the model has no chat template: how
+ * compare and eval --generate feed a model the prompts of a file. */
+tune_cli_prompt_format tune_cli_lm_prompt_format(const char *verb, const char *who, const tune_lm *lm, int raw,
+                                                 int alpaca, const tune_cli_gen_args *a, const char *adapter);
+/* p answered by lm: its prompt ids in format f, then a's sampling, length and stops. */
+tune_status tune_cli_answer(tune_lm *lm, tune_cli_prompt_format f, const char *system, const tune_cli_prompt *p,
+                            const tune_cli_gen_args *a, tune_strbuf *reply, tune_reply_stats *stats, tune_error *err);
 
 #endif

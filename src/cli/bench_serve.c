@@ -211,15 +211,7 @@ int tune_cli_bench_serve(int argc, char **argv)
         if (!isnan(cost_1k)) tune_strbuf_printf(&js, "  \"cost_per_hour_usd\": %.6f,\n  \"cost_per_1k_tokens_usd\": %.8f,\n",
                                                 cost_per_hour, cost_1k);
         if (compare_price >= 0) tune_strbuf_printf(&js, "  \"compare_price_per_1k_tokens_usd\": %.8f,\n", compare_price);
-        if (scores.n) {
-            const tune_excel_stats *e = &scores.excel;
-            tune_strbuf_printf(&js, "  \"scored\": %d,\n  \"chrf\": %.4f,\n  \"bleu\": %.4f,\n", scores.n,
-                               tune_chrf_score(&scores.chrf), tune_bleu_score(&scores.bleu, 0));
-            if (e->fn_answers)
-                tune_strbuf_printf(&js, "  \"excel_functions_named\": %.4f,\n", (double)e->fn_named / e->fn_answers);
-            if (e->formulas)
-                tune_strbuf_printf(&js, "  \"excel_formulas_matched\": %.4f,\n", (double)e->formulas_matched / e->formulas);
-        }
+        if (scores.n) tune_cli_scores_json(&scores, &js, "  ", ",\n");
         tune_strbuf_puts(&js, "  \"tool\": \"tune bench-serve\"\n}\n");
         int k = 0;
         for (int i = 0; i < n; i++)

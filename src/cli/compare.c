@@ -43,19 +43,6 @@ typedef struct {
     tune_cli_prompt_format format;
 } side;
 
-static tune_status answer(side *sd, const char *system, const tune_cli_prompt *p, const tune_cli_gen_args *g,
-                          tune_strbuf *reply, tune_reply_stats *stats, tune_error *err)
-{
-    tune_ids ids = {0};
-    tune_status st = tune_cli_prompt_ids(sd->lm, sd->format, system, p->instruction, p->input, &ids, err);
-    if (st == TUNE_OK) {
-        const tune_reply_opts o = {g->sampling, g->max_new_tokens, g->stops, g->n_stops, 0, NULL};
-        st = tune_lm_generate(sd->lm, ids.ids, (int)ids.n, &o, NULL, NULL, reply, stats, err);
-    }
-    tune_ids_free(&ids);
-    return st;
-}
-
 /* The reference and each answer's sentence chrF and BLEU as CSV columns; adds to the corpus
  * scores and counts which answer is closer by chrF. reply: (2)   scores: (2) */
 static tune_status score_answers(tune_strbuf *csv, const tune_strbuf *reply, const char *ref, tune_cli_scores *scores,
@@ -121,15 +108,11 @@ int tune_cli_compare(int argc, char **argv)
     for (int s = 0; s < 2 && st == TUNE_OK; s++) {
         st = tune_cli_open_lm(models[s], adapters[s], &g, &sides[s].lm);
         if (st != TUNE_OK) break;
-        sides[s].format = tune_cli_pick_prompt_format("compare", sides[s].name, raw, alpaca, &g, adapters[s]);
+        sides[s].format =
+            tune_cli_lm_prompt_format("compare", sides[s].name, sides[s].lm, raw, alpaca, &g, adapters[s]);
         if (sides[s].format == TUNE_CLI_PROMPT_ALPACA && system) {
             fprintf(stderr, "tune compare: note: %s: the alpaca prompt has no system message; --system is not "
                             "used for it\n", sides[s].name);
-        }
-        if (sides[s].format == TUNE_CLI_PROMPT_CHAT && tune_lm_template_missing(sides[s].lm)) {
-            sides[s].format = TUNE_CLI_PROMPT_RAW;
-            fprintf(stderr, "tune compare: note: %s (%s): %s; its prompts are fed raw\n", sides[s].name, models[s],
-                    tune_lm_template_missing(sides[s].lm));
         }
     }
     tune_strbuf csv = {0};
@@ -143,7 +126,8 @@ int tune_cli_compare(int argc, char **argv)
         tune_strbuf reply[2] = {{0}, {0}};
         tune_reply_stats stats[2];
         for (int s = 0; s < 2 && st == TUNE_OK; s++) {
-            st = answer(&sides[s], system, &prompts.items[i], &g, &reply[s], &stats[s], &err);
+            st = tune_cli_answer(sides[s].lm, sides[s].format, system, &prompts.items[i], &g, &reply[s], &stats[s],
+                                 &err);
             if (st == TUNE_OK) total[s] += stats[s].seconds;
         }
         if (st == TUNE_OK) {

@@ -187,3 +187,25 @@ tune_status tune_cli_prompt_ids(tune_lm *lm, tune_cli_prompt_format f, const cha
     tune_strbuf_free(&text);
     return st;
 }
+
+tune_cli_prompt_format tune_cli_lm_prompt_format(const char *verb, const char *who, const tune_lm *lm, int raw,
+                                                 int alpaca, const tune_cli_gen_args *a, const char *adapter)
+{
+    const tune_cli_prompt_format f = tune_cli_pick_prompt_format(verb, who, raw, alpaca, a, adapter);
+    if (f != TUNE_CLI_PROMPT_CHAT || !tune_lm_template_missing(lm)) return f;
+    fprintf(stderr, "tune %s: note: %s: %s; its prompts are fed raw\n", verb, who, tune_lm_template_missing(lm));
+    return TUNE_CLI_PROMPT_RAW;
+}
+
+tune_status tune_cli_answer(tune_lm *lm, tune_cli_prompt_format f, const char *system, const tune_cli_prompt *p,
+                            const tune_cli_gen_args *a, tune_strbuf *reply, tune_reply_stats *stats, tune_error *err)
+{
+    tune_ids ids = {0};
+    tune_status st = tune_cli_prompt_ids(lm, f, system, p->instruction, p->input, &ids, err);
+    if (st == TUNE_OK) {
+        const tune_reply_opts o = {a->sampling, a->max_new_tokens, a->stops, a->n_stops, 0, NULL};
+        st = tune_lm_generate(lm, ids.ids, (int)ids.n, &o, NULL, NULL, reply, stats, err);
+    }
+    tune_ids_free(&ids);
+    return st;
+}

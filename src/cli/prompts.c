@@ -1,4 +1,5 @@
-/* Prompt files of compare and bench-serve: one prompt per line, or JSONL records. */
+/* Prompt files of compare, bench-serve and eval --generate (one prompt per line, or
+ * JSONL records), and the scores of their answers against the references. */
 #include <cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,4 +126,17 @@ void tune_cli_scores_format(const tune_cli_scores *s, char *buf, size_t size)
     if (e->formulas && at > 0 && (size_t)at < size)
         snprintf(buf + at, size - (size_t)at, ", formulas matched %.0f%% (%ld/%ld)",
                  100.0 * (double)e->formulas_matched / (double)e->formulas, e->formulas_matched, e->formulas);
+}
+
+void tune_cli_scores_json(const tune_cli_scores *s, tune_strbuf *out, const char *before, const char *after)
+{
+    const tune_excel_stats *e = &s->excel;
+    tune_strbuf_printf(out, "%s\"scored\": %d%s%s\"chrf\": %.17g%s%s\"bleu\": %.17g%s", before, s->n, after, before,
+                       tune_chrf_score(&s->chrf), after, before, tune_bleu_score(&s->bleu, 0), after);
+    if (e->fn_answers)
+        tune_strbuf_printf(out, "%s\"excel_functions_named\": %.17g%s", before,
+                           (double)e->fn_named / (double)e->fn_answers, after);
+    if (e->formulas)
+        tune_strbuf_printf(out, "%s\"excel_formulas_matched\": %.17g%s", before,
+                           (double)e->formulas_matched / (double)e->formulas, after);
 }

@@ -41,7 +41,7 @@ awk -v l="$lb" -v p="$(json_num perplexity base.json)" 'BEGIN { exit !(p > 0 && 
 for d in base lora; do
     [ -f $d/eval_summary.csv ] || fail "$d/eval_summary.csv missing"
 done
-head -1 base/eval_summary.csv | grep -qx 'model,adapter,data,examples,tokens,loss,perplexity' || fail "csv header"
+head -1 base/eval_summary.csv | grep -q '^model,adapter,data,examples,tokens,loss,perplexity,' || fail "csv header"
 grep -q 'peft_adapter' lora/eval_summary.csv || fail "csv does not name the adapter"
 # A record with a long answer is truncated (keeping trained tokens) and counted.
 {
