@@ -1,7 +1,7 @@
 /* Dataset records in JSON: the input read as a .json file and as a .jsonl
  * file, each record then formatted as every dataset type that reads JSON
- * (alpaca, sharegpt, chat_template with each built-in template in turn,
- * completion) and tokenized with the tiny test tokenizer. */
+ * (alpaca, sharegpt, chat_template with the chat templates of records.c in
+ * turn, completion) and tokenized with the tiny test tokenizer. */
 #include <stdlib.h>
 
 #include "targets.h"
@@ -18,7 +18,7 @@ void tune_fuzz_data_json(const uint8_t *data, size_t size)
         tune_data_read_buffer(names[f], (const char *)data, size, TUNE_FORMAT_CHAT, &recs, &skipped, &e);
         for (size_t i = 0; i < recs.count; i++)
             for (int t = 0; t < 4; t++)
-                tune_fuzz_format_record(&recs.items[i], types[t], (int)(i % TUNE_N_TEMPLATES));
+                tune_fuzz_format_record(&recs.items[i], types[t], (int)i);
         tune_record_list_free(&recs);
         tune_error_list_free(&skipped);
     }

@@ -49,9 +49,10 @@ char *tune_fuzz_cstr(const uint8_t *data, size_t size);
 void tune_fuzz_check(int cond, const char *what);
 
 /* fuzz/records.c: formats rec as a dataset of `type` ("alpaca", "llama2",
- * ...), chat records with the built-in template_id, and tokenizes the result
- * with tests/data/tiny/tokenizer. */
+ * ...), chat records with chat template number `template` (the built-ins,
+ * then two Jinja templates; any int, taken modulo their number), and
+ * tokenizes the result with tests/data/tiny/tokenizer. */
 struct tune_record;
-void tune_fuzz_format_record(const struct tune_record *rec, const char *type, int template_id);
+void tune_fuzz_format_record(const struct tune_record *rec, const char *type, int template);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include "testutil.h"
 #include "tune/config.h"
+#include "tune/data.h"
 
 /* A valid minimal config, to which tests append keys. */
 #define MINIMAL "base_model: m\ndatasets:\n  - path: d.jsonl\nlearning_rate: 2e-4\nlora_target_linear: true\n"
@@ -644,6 +645,64 @@ START_TEST(deep_nesting_is_refused_at_the_limit)
 }
 END_TEST
 
+/* What a config can make tune hold is bounded (docs/limits.md), each limit
+ * refused before the work it bounds: the text, the bytes of values its YAML
+ * aliases repeat, the dataset entries, the roles of one, and the errors
+ * reported (reading stops after them: unknown keys cost a scan of the keys
+ * before them each). */
+static void expect_limit(const char *yaml, int line, int col, const char *text)
+{
+    tune_config cfg;
+    tune_error_list errs = {0};
+    ck_assert_int_eq(load_text(yaml, &cfg, &errs), TUNE_ERR_INPUT);
+    expect_error(&errs, "t.yml", line, col, text);
+    tune_error_list_free(&errs);
+    tune_config_free(&cfg);
+}
+
+START_TEST(size_limits_are_refused)
+{
+    const size_t big = TUNE_CONFIG_MAX_BYTES;
+    char *t = malloc(2 * big + 4096);
+    ck_assert_ptr_nonnull(t);
+    size_t k = (size_t)sprintf(t, MINIMAL "# ");
+    memset(t + k, 'x', big);
+    t[k + big] = 0;
+    expect_limit(t, 0, 0, "bytes of YAML, more than tune's limit of 1048576 for a config");
+
+    /* 17 aliases of a 64 KiB path: 1.1 MiB of values from 70 KiB of text */
+    k = (size_t)sprintf(t, "base_model: m\nlearning_rate: 2e-4\nlora_target_linear: true\ndatasets:\n  - path: &p ");
+    memset(t + k, 'p', 65536);
+    k += 65536;
+    k += (size_t)sprintf(t + k, "\n    data_files: [*p");
+    for (int i = 0; i < 16; i++) k += (size_t)sprintf(t + k, ", *p");
+    sprintf(t + k, "]\n");
+    expect_limit(t, 0, 0, "the values of the config add up to more than 1048576 bytes with its YAML aliases expanded");
+
+    k = (size_t)sprintf(t, MINIMAL "test_datasets: [");
+    for (int i = 0; i <= TUNE_CONFIG_MAX_DATASETS; i++) k += (size_t)sprintf(t + k, "%s{path: d}", i ? ", " : "");
+    sprintf(t + k, "]\n");
+    expect_limit(t, 6, 16, "test_datasets: 1025 entries, more than tune's limit of 1024");
+
+    k = (size_t)sprintf(t, "base_model: m\nlearning_rate: 2e-4\nlora_target_linear: true\ndatasets:\n"
+                           "  - path: d.jsonl\n    roles:\n");
+    for (int i = 0; i <= TUNE_DATA_MAX_ROLES; i++) k += (size_t)sprintf(t + k, "      r%d: [n%d]\n", i, i);
+    expect_limit(t, 7, 7, "roles: 17 roles, more than tune's limit of 16");
+
+    k = (size_t)sprintf(t, MINIMAL);
+    for (int i = 0; i < 5000; i++) k += (size_t)sprintf(t + k, "unknown_%d: 1\n", i);
+    tune_config cfg;
+    tune_error_list errs = {0};
+    ck_assert_int_eq(load_text(t, &cfg, &errs), TUNE_ERR_INPUT);
+    ck_assert_int_eq(errs.count, TUNE_CONFIG_MAX_ERRORS + 1);
+    expect_error(&errs, "t.yml", 105, 1, "unknown key 'unknown_99'");
+    expect_error(&errs, "t.yml", 106, 1, "more than 100 errors: the rest of the config was not read");
+    tune_error_list_free(&errs);
+    tune_config_free(&cfg);
+    free(t);
+}
+END_TEST
+
 START_TEST(docs_match_the_schema)
 {
     char path[512];
@@ -690,6 +749,7 @@ int main(void)
     tcase_add_test(tc, resolved_config_round_trips);
     tcase_add_test(tc, hostile_yaml_never_crashes);
     tcase_add_test(tc, deep_nesting_is_refused_at_the_limit);
+    tcase_add_test(tc, size_limits_are_refused);
     tcase_add_test(tc, docs_match_the_schema);
     suite_add_tcase(s, tc);
     return run_suite(s);

@@ -1116,6 +1116,64 @@ START_TEST(test_record_system_field)
 }
 END_TEST
 
+/* Limits (docs/limits.md): a conversation of more than TUNE_DATA_MAX_MESSAGES
+ * messages is refused naming its record (a Jinja template's spans take time
+ * quadratic in the messages); one of exactly that many is formatted. */
+START_TEST(test_conversation_length_limit)
+{
+    tune_dataset_options d = dataset("chat_template", NULL, 0);
+    tune_data_options o = base_options(&d, 1);
+    for (int n = TUNE_DATA_MAX_MESSAGES; n <= TUNE_DATA_MAX_MESSAGES + 1; n++) {
+        tune_strbuf json = {0};
+        tune_strbuf_puts(&json, "{\"messages\": [");
+        for (int i = 0; i < n; i++)
+            tune_strbuf_printf(&json, "%s{\"role\": \"%s\", \"content\": \"m\"}", i ? ", " : "",
+                               i % 2 ? "assistant" : "user");
+        tune_strbuf_puts(&json, "]}");
+        tune_record rec = {.json = cJSON_Parse(json.data), .file = "c.jsonl", .line = 7, .index = 3};
+        ck_assert_ptr_nonnull(rec.json);
+        tune_formatted f;
+        tune_error err;
+        tune_status st = tune_data_format_record(&rec, &d, &o, &f, &err);
+        if (n == TUNE_DATA_MAX_MESSAGES) {
+            ck_assert_int_eq(st, TUNE_OK);
+        } else {
+            ck_assert_int_eq(st, TUNE_ERR_INPUT);
+            ck_assert_str_eq(err.file, "c.jsonl");
+            ck_assert_int_eq(err.line, 7);
+            ck_assert_int_eq(err.record, 3);
+            ck_assert_ptr_nonnull(strstr(err.message, "a conversation of 1025 messages, more than tune's limit of 1024"));
+        }
+        tune_formatted_free(&f);
+        cJSON_Delete(rec.json);
+        tune_strbuf_free(&json);
+    }
+}
+END_TEST
+
+/* The records of a long JSON array keep their lines (counted once as the
+ * reader goes, not from the start of the file for every record). */
+START_TEST(test_long_json_array_lines)
+{
+    tune_strbuf json = {0};
+    tune_strbuf_puts(&json, "[\n");
+    for (int i = 0; i < 5000; i++) tune_strbuf_puts(&json, "{\"text\": \"a\"},\n");
+    tune_strbuf_puts(&json, "\n{\"text\": \"b\"},\n7\n]\n");
+    tune_record_list recs = {0};
+    tune_error err;
+    ck_assert_int_eq(tune_data_read_buffer("long.json", json.data, json.len, TUNE_FORMAT_COMPLETION, &recs, NULL, &err),
+                     TUNE_ERR_INPUT);
+    ck_assert_uint_eq(recs.count, 5001);
+    ck_assert_int_eq(recs.items[4999].line, 5001);
+    ck_assert_int_eq(recs.items[5000].line, 5003);
+    ck_assert_int_eq(err.line, 5004);
+    ck_assert_int_eq(err.record, 5001);
+    ck_assert_ptr_nonnull(strstr(err.message, "not a JSON object"));
+    tune_record_list_free(&recs);
+    tune_strbuf_free(&json);
+}
+END_TEST
+
 /* ------------------------------------------------------------ real tokenizers */
 
 /* Token ids against apply_chat_template(tokenize=True) / Axolotl-style alpaca
@@ -1231,6 +1289,8 @@ int main(void)
     tcase_add_test(tc, test_test_datasets_are_validation);
     tcase_add_test(tc, test_resolve_files);
     tcase_add_test(tc, test_record_system_field);
+    tcase_add_test(tc, test_conversation_length_limit);
+    tcase_add_test(tc, test_long_json_array_lines);
     tcase_add_test(tc, test_ids_match_transformers);
     suite_add_tcase(s, tc);
     return run_suite(s);

@@ -15,6 +15,14 @@
 /* Deepest nesting of mappings and sequences a config (or an override's
  * value) may have; deeper YAML is refused before it is loaded. */
 #define TUNE_CONFIG_MAX_DEPTH 64
+/* Longest config text (and override value); also the most bytes its values
+ * may add up to with YAML aliases expanded (an alias repeats its anchor's
+ * value without repeating its text). */
+#define TUNE_CONFIG_MAX_BYTES (1 << 20)
+/* Most entries in `datasets:` or in `test_datasets:`. */
+#define TUNE_CONFIG_MAX_DATASETS 1024
+/* Errors reported for one config text before the rest is left unread. */
+#define TUNE_CONFIG_MAX_ERRORS 100
 
 typedef enum {
     TUNE_FROM_DEFAULT = 0, /* schema default */

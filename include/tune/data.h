@@ -36,6 +36,8 @@ typedef enum {
 typedef enum { TUNE_DATA_EXCESS_DROP, TUNE_DATA_EXCESS_TRUNCATE, TUNE_DATA_EXCESS_RAISE } tune_data_excess;
 
 #define TUNE_DATA_MAX_ROLES 16
+/* Most messages in one conversation (chat records, Llama-2-chat turns). */
+#define TUNE_DATA_MAX_MESSAGES 1024
 
 /* A source role name and the role it means (system, user or assistant). */
 typedef struct tune_data_role_map {

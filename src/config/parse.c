@@ -10,6 +10,7 @@
 #include <yaml.h>
 
 #include "schema.h"
+#include "tune/data.h"
 
 typedef struct ctx {
     const char *name;      /* file name for errors */
@@ -18,12 +19,21 @@ typedef struct ctx {
     yaml_document_t *doc;
     tune_error_list *errs;
     tune_status status;    /* worst error so far */
+    int n_errors;
+    size_t copied;         /* bytes of values taken out of the document */
+    int stopped;           /* past a limit: the rest is not read */
 } ctx;
 
 static void add_error(ctx *c, tune_status code, int line, int col, const char *fmt, va_list ap)
 {
+    if (c->stopped) return;
     char msg[900];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (++c->n_errors > TUNE_CONFIG_MAX_ERRORS) {
+        snprintf(msg, sizeof msg, "more than %d errors: the rest of the config was not read", TUNE_CONFIG_MAX_ERRORS);
+        c->stopped = 1;
+    } else {
+        vsnprintf(msg, sizeof msg, fmt, ap);
+    }
     tune_error e;
     if (c->kind == TUNE_FROM_FILE)
         tune_error_set(&e, code, c->name, line, col, "%s", msg);
@@ -52,8 +62,26 @@ static void oom(ctx *c)
     c->status = TUNE_ERR_RUN;
 }
 
+static void config_error(ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void config_error(ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    add_error(c, TUNE_ERR_INPUT, 0, 0, fmt, ap);
+    va_end(ap);
+}
+
+/* A copy of a value; NULL (the error reported) when out of memory or past
+ * TUNE_CONFIG_MAX_BYTES of values in all. */
 static char *xstrndup(ctx *c, const char *s, size_t n)
 {
+    if (n > TUNE_CONFIG_MAX_BYTES - c->copied) {
+        config_error(c, "the values of the config add up to more than %d bytes with its YAML aliases expanded, "
+                        "tune's limit for a config (see docs/limits.md)", TUNE_CONFIG_MAX_BYTES);
+        c->stopped = 1;
+        return NULL;
+    }
+    c->copied += n;
     char *p = malloc(n + 1);
     if (!p) {
         oom(c);
@@ -293,7 +321,8 @@ static int read_strlist(ctx *c, const key_spec *k, const char *what, const yaml_
     char **items = NULL;
     int n = 0, ok = 1;
     if (v->type == YAML_SEQUENCE_NODE) {
-        for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+        for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top && !c->stopped;
+             it++) {
             const yaml_node_t *e = yaml_document_get_node(c->doc, *it);
             const char *s = need_scalar(c, what, e, "a list of strings");
             if (!s || !push_element(c, k, what, e, s, is_null(e) ? 0 : strlen(s), &items, &n)) ok = 0;
@@ -344,7 +373,7 @@ static int read_sub(ctx *c, const key_spec *k, void *field, const yaml_node_t *v
     }
     char *vals[8] = {0};
     int given[8] = {0}, ok = 1;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top && !c->stopped; p++) {
         const yaml_node_t *kn = yaml_document_get_node(c->doc, p->key);
         const yaml_node_t *vn = yaml_document_get_node(c->doc, p->value);
         const char *name = need_scalar(c, k->name, kn, "a mapping with string keys");
@@ -388,6 +417,10 @@ static int read_roles(ctx *c, const key_spec *k, const yaml_node_t *v, tune_role
         return 0;
     }
     int n = (int)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    if (n > TUNE_DATA_MAX_ROLES) {
+        node_error(c, v, "%s: %d roles, more than tune's limit of %d", k->name, n, TUNE_DATA_MAX_ROLES);
+        return 0;
+    }
     tune_role_map *roles = calloc((size_t)(n ? n : 1), sizeof *roles);
     if (!roles) return oom(c), 0;
     int ok = 1, used = 0;
@@ -421,6 +454,11 @@ static int read_datasets(ctx *c, const key_spec *k, const yaml_node_t *v, tune_d
         return 0;
     }
     int n = (int)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n > TUNE_CONFIG_MAX_DATASETS) {
+        node_error(c, v, "%s: %d entries, more than tune's limit of %d (see docs/limits.md)", k->name, n,
+                   TUNE_CONFIG_MAX_DATASETS);
+        return 0;
+    }
     tune_dataset_config *ds = calloc((size_t)(n ? n : 1), sizeof *ds);
     if (!ds) return oom(c), 0;
     int ok = 1;
@@ -450,7 +488,7 @@ static tune_status set_value(ctx *c, const key_spec *k, void *base, tune_origin 
         if (!(s = need_scalar(c, k->name, v, "a string"))) return TUNE_ERR_INPUT;
         {
             char *copy = xstrndup(c, s, strlen(s));
-            if (!copy) return TUNE_ERR_RUN;
+            if (!copy) return c->status;
             tune_schema_clear(k, base);
             *FIELD(base, k, char *) = copy;
         }
@@ -556,7 +594,7 @@ static tune_status set_value(ctx *c, const key_spec *k, void *base, tune_origin 
 static void read_mapping(ctx *c, const yaml_node_t *map, const key_spec *keys, int n_keys, void *base,
                          tune_origin *origins, const char *where)
 {
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top && !c->stopped; p++) {
         const yaml_node_t *kn = yaml_document_get_node(c->doc, p->key);
         const yaml_node_t *vn = yaml_document_get_node(c->doc, p->value);
         if (kn->type != YAML_SCALAR_NODE) {
@@ -645,6 +683,11 @@ static int too_deep(const char *text, size_t len, yaml_mark_t *at)
  * document is already freed. */
 static tune_status load_text(ctx *c, const char *text, size_t len, yaml_document_t *doc, const yaml_node_t **root)
 {
+    if (len > TUNE_CONFIG_MAX_BYTES) {
+        config_error(c, "%zu bytes of YAML, more than tune's limit of %d for a config (see docs/limits.md)", len,
+                     TUNE_CONFIG_MAX_BYTES);
+        return c->status;
+    }
     yaml_mark_t deep_at;
     if (too_deep(text, len, &deep_at)) {
         mark_error(c, deep_at, "the YAML nests deeper than %d levels, tune's limit for a config (see docs/limits.md)",
@@ -828,6 +871,9 @@ tune_status tune_config_set(tune_config *cfg, const char *key, const char *value
         return cli_error(errs, flag, "expected %s.N.KEY with N from 0 to %d", k->name, *count);
     tune_dataset_config **list = FIELD(cfg, k, tune_dataset_config *);
     if (idx == *count) { /* one past the end appends an entry */
+        if (*count >= TUNE_CONFIG_MAX_DATASETS)
+            return cli_error(errs, flag, "more than %d %s entries, tune's limit (see docs/limits.md)",
+                             TUNE_CONFIG_MAX_DATASETS, k->name);
         tune_dataset_config *grown = realloc(*list, (size_t)(*count + 1) * sizeof **list);
         if (!grown) return cli_error(errs, flag, "out of memory");
         *list = grown;

@@ -134,6 +134,13 @@ static tune_status render_pieces(const tune_record *rec, const tune_dataset_opti
                                  const tune_data_options *opt, const tune_template *tpl,
                                  const tune_chat_message *msgs, int n, tune_formatted *f, tune_error *err)
 {
+    if (n > TUNE_DATA_MAX_MESSAGES) { /* a Jinja template's spans take time quadratic in n */
+        char have[16], limit[16];
+        snprintf(have, sizeof have, "%d", n);
+        snprintf(limit, sizeof limit, "%d", TUNE_DATA_MAX_MESSAGES);
+        return field_error(err, rec, "a conversation of %s messages, more than tune's limit of %s (see docs/limits.md)",
+                           have, limit);
+    }
     tune_message_span *sp = calloc((size_t)n, sizeof *sp);
     if (!sp) return tune_fail_run(err, NULL, "out of memory");
     tune_status st = tune_chat_render(tpl, msgs, n, 0, &f->text, sp, err);
