@@ -577,7 +577,7 @@ static void check_limit(const char *src, const tune_jinja_limits *lim, const cha
 
 START_TEST(test_limits)
 {
-    /* Defaults: 64 nested macro calls, 1,000,000 iterations, 16 MiB of text. */
+    /* Defaults: 64 nested macro calls, 1,000,000 iterations, 16 MiB of text, 1 GiB of work. */
     check_limit("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", NULL, "max_depth (64)");
     check_limit("{% macro f(n) %}{% call f(n + 1) %}x{% endcall %}{% endmacro %}{{ f(0) }}", NULL, "max_depth");
     check_limit("{% for i in range(10**9) %}{% endfor %}", NULL, "MAX_RANGE (100000)"); /* jinja2's sandbox */
@@ -590,6 +590,18 @@ START_TEST(test_limits)
                 NULL, "max_iterations");
     check_limit("{% set ns = namespace(l=[]) %}{% for i in range(1000) %}{% set ns.l = [ns.l] %}{% endfor %}", NULL,
                 "nested deeper than");
+    /* 1 GiB of work beyond the loops: strings and lists grown by concatenation
+     * in a loop are copied whole each time, a long list searched each time. */
+    check_limit("{% set ns = namespace(s='') %}{% for i in range(100000) %}{% set ns.s = ns.s ~ '0123456789' %}"
+                "{% endfor %}",
+                NULL, "max_work (1073741824)");
+    check_limit("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = ns.l + [i] %}{% endfor %}",
+                NULL, "max_work");
+    check_limit("{% set l = range(100000) | list %}{% for i in range(100000) %}{% if -1 in l %}{% endif %}"
+                "{% endfor %}",
+                NULL, "max_work");
+    const tune_jinja_limits small_work = {.max_work = 1000};
+    check_limit("{{ 'x' * 2000 }}", &small_work, "max_work (1000)");
     /* Bounds the caller sets. */
     tune_jinja_limits lim = {.max_depth = 3, .max_iterations = 10, .max_output = 100};
     const char *recurse3 = "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(3) }}";

@@ -25,6 +25,12 @@ typedef struct tune_jinja_limits {
     int max_depth;       /* nested macro calls / callers (default 64) */
     long max_iterations; /* loop iterations over the whole render (default 1,000,000) */
     size_t max_output;   /* bytes of rendered text (default 16 MiB) */
+    /* Work beyond the loops, over the whole render: each byte of a string
+     * made or searched, and 16 for each item of a list made and each item or
+     * dict entry searched (default 1 GiB). A string or list grown by concatenation in a
+     * loop is copied whole each time, and a dict grown by one key is searched
+     * whole: their time would grow with the square of the loop. */
+    size_t max_work;
 } tune_jinja_limits;
 
 /* Parses source (len bytes, need not be NUL-terminated). name is what errors

@@ -145,6 +145,7 @@ static int get_attr(rctx *c, jv obj, const char *name, jv *out)
             return jv_undef(c, out, "access to attribute '%s' of '%s' object is unsafe.", name, jv_type_name(obj));
     }
     if (obj.t == JV_DICT || obj.t == JV_NS) {
+        if (jwork(c, D(obj)->n * JV_WORK)) return -1;
         const jv *v = dict_getz(D(obj), name);
         if (v) return *out = jv_ref(*v), 0;
     }
@@ -164,6 +165,7 @@ int get_item(rctx *c, jv obj, jv key, jv *out)
 {
     if (jv_check_defined(c, obj)) return -1;
     if (obj.t == JV_DICT) {
+        if (jwork(c, D(obj)->n * JV_WORK)) return -1;
         const jv *v = dict_get(D(obj), key);
         if (v) return *out = jv_ref(*v), 0;
     }
@@ -448,14 +450,17 @@ int contains(rctx *c, jv container, jv item, int *result)
         if (item.t != JV_STR)
             return jfail(c, TUNE_ERR_INPUT, "'in <string>' requires string as left operand, not %s",
                          jv_type_name(item));
+        if (jwork(c, S(container)->len)) return -1;
         *result = memmem(S(container)->s, S(container)->len, S(item)->s, S(item)->len) != NULL ||
                   S(item)->len == 0;
         return 0;
-    case JV_LIST:
-        for (size_t i = 0; i < L(container)->n && !*result; i++) *result = jv_eq(L(container)->v[i], item);
-        return 0;
+    case JV_LIST: {
+        size_t i = 0;
+        while (i < L(container)->n && !*result) *result = jv_eq(L(container)->v[i++], item);
+        return jwork(c, i * JV_WORK);
+    }
     case JV_DICT:
-        if (check_hashable(c, item)) return -1;
+        if (check_hashable(c, item) || jwork(c, D(container)->n * JV_WORK)) return -1;
         *result = dict_get(D(container), item) != NULL;
         return 0;
     default:
@@ -975,6 +980,7 @@ tune_status tune_jinja_render(const tune_jinja *t, const tune_jinja_render_optio
     if (c.lim.max_depth <= 0) c.lim.max_depth = 64;
     if (c.lim.max_iterations <= 0) c.lim.max_iterations = 1000000;
     if (!c.lim.max_output) c.lim.max_output = (size_t)16 << 20;
+    if (!c.lim.max_work) c.lim.max_work = (size_t)1 << 30;
     jv globals = jv_none();
     int rc;
     if (opt->context && !cJSON_IsObject(opt->context))

@@ -208,6 +208,7 @@ struct rctx {
     long long now;
     tune_jinja_limits lim;
     long iterations;
+    size_t work; /* against lim.max_work */
     int depth;
     tune_jinja_span *spans;
     int nspans, capspans;
@@ -220,6 +221,9 @@ struct rctx {
 /* Fails the render at c->at (the first failure wins); returns -1. */
 int jfail(rctx *c, tune_status code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int joom(rctx *c);
+/* Counts n units of work (see tune_jinja_limits.max_work); -1 past the limit. */
+int jwork(rctx *c, size_t n);
+#define JV_WORK ((size_t)sizeof(jv)) /* the work of one list item or dict entry */
 
 static inline jv jv_none(void) { return (jv){.t = JV_NONE}; }
 static inline jv jv_bool(int b) { return (jv){.t = JV_BOOL, .u.i = b != 0}; }

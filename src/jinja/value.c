@@ -26,6 +26,16 @@ int joom(rctx *c)
     return jfail(c, TUNE_ERR_RUN, "out of memory rendering the template");
 }
 
+int jwork(rctx *c, size_t n)
+{
+    if (n <= c->lim.max_work - c->work) {
+        c->work += n;
+        return 0;
+    }
+    return jfail(c, TUNE_ERR_INPUT, "more than max_work (%zu) of strings, lists and dict lookups: the template grows "
+                                    "a value by repeated concatenation or lookups in a long loop", c->lim.max_work);
+}
+
 int sbput(rctx *c, tune_strbuf *sb, const char *s, size_t n)
 {
     if (sb->len + n > c->lim.max_output)
@@ -164,6 +174,7 @@ int jv_str(rctx *c, const char *s, size_t n, jv *out)
 {
     if (n > c->lim.max_output)
         return jfail(c, TUNE_ERR_INPUT, "text longer than max_output (%zu bytes)", c->lim.max_output);
+    if (jwork(c, n)) return -1;
     jstr *str = malloc(sizeof *str + n + 1);
     if (!str) return joom(c);
     str->h.rc = 1;
@@ -247,7 +258,7 @@ int list_push(rctx *c, jlist *l, jv v)
         jv_unref(v);
         return jfail(c, TUNE_ERR_INPUT, "a list longer than max_iterations (%ld items)", c->lim.max_iterations);
     }
-    if (hold(c, &l->depth, v)) return jv_unref(v), -1;
+    if (hold(c, &l->depth, v) || jwork(c, JV_WORK)) return jv_unref(v), -1;
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 4;
         jv *nv = realloc(l->v, cap * sizeof *nv);
@@ -276,7 +287,7 @@ jv *dict_getz(const jdict *d, const char *key)
 
 int dict_set(rctx *c, jdict *d, jv k, jv v)
 {
-    if (hold(c, &d->depth, v)) return jv_unref(k), jv_unref(v), -1;
+    if (hold(c, &d->depth, v) || jwork(c, d->n * JV_WORK)) return jv_unref(k), jv_unref(v), -1;
     jv *slot = dict_get(d, k);
     if (slot) {
         jv_unref(k);
