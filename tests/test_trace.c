@@ -210,6 +210,37 @@ START_TEST(checkpointing_recomputes_the_forward)
 }
 END_TEST
 
+/* On a device the clipping's spans are a device buffer: the trace reads a copy to count the values. */
+START_TEST(device_clip_counts_its_values)
+{
+    const tune_backend *emu = test_device_emulation(), *traced;
+    const tune_span spans[2] = {{0, 40}, {40, 24}};
+    float host[64];
+    for (int i = 0; i < 64; i++) host[i] = 0.5f;
+    float *grads = emu->alloc(sizeof host);
+    tune_span *dspans = emu->alloc(sizeof spans);
+    ck_assert(grads && dspans && !emu->upload(grads, host, sizeof host) && !emu->upload(dspans, spans, sizeof spans));
+    tune_trace t;
+    tune_error err;
+    ck_assert_int_eq(tune_trace_open(emu, &t, &traced, &err), TUNE_OK);
+    tune_trace_record(1);
+    tune_backend_label(traced, TUNE_PASS_OPTIMIZER, -1, NULL);
+    ck_assert_float_eq(traced->clip_grad_norm(grads, dspans, 2, 0.0f), 4.0f); /* sqrt(64 · 0.25) */
+    tune_trace_record(0);
+    tune_trace_close();
+    ck_assert_uint_eq(t.n, 1);
+    char name[64], shape[64];
+    tune_trace_op_name(&t.ops[0], name, sizeof name);
+    tune_trace_op_shape(&t.ops[0], shape, sizeof shape);
+    ck_assert_str_eq(name, "clip_grad_norm");
+    ck_assert_str_eq(shape, "64 values in 2 tensors");
+    ck_assert(t.ops[0].pass == TUNE_PASS_OPTIMIZER && t.ops[0].flops == 2 * 64);
+    tune_trace_free(&t);
+    emu->release(grads);
+    emu->release(dspans);
+}
+END_TEST
+
 START_TEST(workspace_buffers_add_up)
 {
     const tune_model_config c = tiny_config();
@@ -240,6 +271,7 @@ int main(void)
     tcase_add_test(t, model_flops_per_token);
     tcase_add_test(t, traced_step_in_order);
     tcase_add_test(t, checkpointing_recomputes_the_forward);
+    tcase_add_test(t, device_clip_counts_its_values);
     tcase_add_test(t, workspace_buffers_add_up);
     suite_add_tcase(s, t);
     return run_suite(s);

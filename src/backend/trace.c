@@ -359,10 +359,13 @@ static float t_clip_grad_norm(float *grads, const tune_span *tensors, int n_tens
     const float norm = T.real->clip_grad_norm(grads, tensors, n_tensors, max_norm);
     tune_trace_op *r = done(t0, "clip_grad_norm", (tune_cost){0, 0});
     if (!r) return norm;
-    /* The spans are a backend buffer: on a device, read a copy (after the timing). */
-    const size_t span_bytes = (size_t)n_tensors * sizeof *tensors;
-    tune_span *copy = T.real->device ? malloc(span_bytes) : NULL;
-    const tune_span *spans = !T.real->device ? tensors : copy && !T.real->download(copy, tensors, span_bytes) ? copy : NULL;
+    const tune_span *spans = tensors;
+    tune_span *copy = NULL;
+    if (T.real->device) { /* the spans are a device buffer: read a copy, after the timing */
+        const size_t span_bytes = (size_t)n_tensors * sizeof *tensors;
+        copy = malloc(span_bytes);
+        spans = copy && !T.real->download(copy, tensors, span_bytes) ? copy : NULL;
+    }
     double n = 0;
     for (int i = 0; spans && i < n_tensors; i++) n += (double)spans[i].size;
     free(copy);

@@ -57,20 +57,32 @@ static void secs(char *buf, size_t size, double s)
     else snprintf(buf, size, "%.4g s", s);
 }
 
-/* Operations that repeat across layers and micro-batches, as one row. */
+/* The same operation of every layer and micro-batch, as one row: the same
+ * pass, label and operation, and inside a layer the same place among the
+ * operations of that name under the label (a LoRA module's two matmuls
+ * stay apart).
+ * Micro-batches of other lengths give other shapes: the row shows the
+ * first, and "…" when there were others. */
 typedef struct row {
     const tune_trace_op *first;
+    int nth;    /* the place */
     char shape[128];
+    int varied; /* calls of other shapes */
     int lo, hi; /* layers */
     long calls;
     double flops, bytes, seconds;
 } row;
 
-static int same_row(const row *r, const tune_trace_op *op, const char *shape)
+static int same_label(const tune_trace_op *a, const tune_trace_op *b)
+{
+    return a->what == b->what || (a->what && b->what && !strcmp(a->what, b->what));
+}
+
+static int same_row(const row *r, const tune_trace_op *op, int nth)
 {
     const tune_trace_op *f = r->first;
-    return f->pass == op->pass && (f->layer < 0) == (op->layer < 0) && f->op == op->op &&
-           (f->what == op->what || (f->what && op->what && !strcmp(f->what, op->what))) && !strcmp(r->shape, shape);
+    return f->pass == op->pass && (f->layer < 0) == (op->layer < 0) && f->op == op->op && same_label(f, op) &&
+           r->nth == nth;
 }
 
 /* The trace's rows: folded, or one per operation (all). NULL when out of memory. */
@@ -78,19 +90,23 @@ static row *fold(const tune_trace *t, int all, size_t *n_rows)
 {
     row *rows = malloc((t->n ? t->n : 1) * sizeof *rows);
     if (!rows) return NULL;
-    size_t n = 0;
+    size_t n = 0, run = 0; /* where the current label's run of operations began */
     for (size_t i = 0; i < t->n; i++) {
         const tune_trace_op *op = &t->ops[i];
+        if (i && (op->pass != op[-1].pass || op->layer != op[-1].layer || !same_label(op, &op[-1]))) run = i;
+        int nth = 0; /* inside a layer: outside, the same label's operations fold whatever their place */
+        for (size_t j = run; op->layer >= 0 && j < i; j++) nth += t->ops[j].op == op->op;
         char shape[128];
         tune_trace_op_shape(op, shape, sizeof shape);
         size_t k = all ? n : 0;
-        while (k < n && !same_row(&rows[k], op, shape)) k++;
+        while (k < n && !same_row(&rows[k], op, nth)) k++;
         row *r = &rows[k];
         if (k == n) {
-            *r = (row){.first = op, .lo = op->layer, .hi = op->layer};
+            *r = (row){.first = op, .nth = nth, .lo = op->layer, .hi = op->layer};
             snprintf(r->shape, sizeof r->shape, "%s", shape);
             n++;
         }
+        r->varied |= strcmp(r->shape, shape) != 0;
         if (op->layer < r->lo) r->lo = op->layer;
         if (op->layer > r->hi) r->hi = op->layer;
         r->calls++;
@@ -162,7 +178,9 @@ static int print_text(const tune_plan *plan, const char *config, const tune_expl
         si(bytes, sizeof bytes, r->bytes);
         printf("%-9s  ", tune_pass_name(r->first->pass));
         put_left(name, 44);
-        put_left(r->shape, 36);
+        char shape[140];
+        snprintf(shape, sizeof shape, "%s%s", r->shape, r->varied ? " …" : "");
+        put_left(shape, 36);
         printf("%6ld %7s %7sB %10.3f %5.1f%%\n", r->calls, flops, bytes, 1e3 * r->seconds,
                step > 0 ? 100.0 * r->seconds / step : 0.0);
     }
@@ -197,7 +215,8 @@ static int print_text(const tune_plan *plan, const char *config, const tune_expl
            achieved / 1e9, ceiling > 0 ? 100.0 * achieved / ceiling : 0.0);
 
     printf("\nmemory (where the step computes)          MiB\n");
-    for (int i = 0; i < TUNE_EXPLAIN_STATE; i++) printf("  %-38s %9.2f\n", x->state[i].name, x->state[i].bytes / 1048576.0);
+    for (int i = 0; i < TUNE_EXPLAIN_STATE; i++)
+        printf("  %-38s %9.2f\n", x->state[i].name, x->state[i].bytes / 1048576.0);
     const size_t ws = total_bytes(x->workspace, TUNE_WORKSPACE_BUFFERS);
     printf("  %-38s %9.2f\n", "workspace", ws / 1048576.0);
     for (int i = 0; i < TUNE_WORKSPACE_BUFFERS; i++)
