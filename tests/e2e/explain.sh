@@ -31,8 +31,8 @@ has text.out "tune explain: one optimizer step of tiny.yml"
 # has_re FILE REGEX: FILE has a line matching the extended regular expression.
 has_re() { grep -Eq -- "$2" "$1" || { echo "FAIL: $1 lacks /$2/"; fails=$((fails + 1)); }; }
 has_re text.out "^2 micro-batches of 2 × [0-9]+ tokens \([0-9]+ tokens\); loss [0-9.]+, grad norm [0-9.]+$"
-has_re text.out "^forward +layers 0-1 q_proj weight_matmul +[0-9]+×64 · \(64×64\)ᵀ F32 +4 "
-has_re text.out "^backward +layers 0-1 q_proj weight_matmul +[0-9]+×64 · 64×64 F32 +4 "
+has_re text.out "^forward +layers 0-1 q_proj weight_matmul +[0-9]+×64 · \(64×64\)ᵀ F32( …)? +4 "
+has_re text.out "^backward +layers 0-1 q_proj weight_matmul +[0-9]+×64 · 64×64 F32( …)? +4 "
 has text.out "attention_forward"
 has text.out "attention_backward"
 has text.out "dropout_apply"
