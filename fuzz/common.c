@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "targets.h"
@@ -22,16 +23,24 @@ void tune_fuzz_data_path(char *buf, size_t size, const char *rel)
 
 static char tmpdir[64];
 
-static void remove_tmpdir(void)
+/* Removes dir and what it holds: files, and folders of files. */
+static void remove_tree(const char *dir)
 {
-    DIR *d = opendir(tmpdir);
+    DIR *d = opendir(dir);
     for (struct dirent *e; d && (e = readdir(d));) {
         char path[512];
-        snprintf(path, sizeof path, "%s/%s", tmpdir, e->d_name);
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlink(path);
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (e->d_type == DT_DIR) remove_tree(path);
+        else unlink(path);
     }
     if (d) closedir(d);
-    rmdir(tmpdir);
+    rmdir(dir);
+}
+
+static void remove_tmpdir(void)
+{
+    remove_tree(tmpdir);
 }
 
 const char *tune_fuzz_tmpdir(void)
@@ -47,6 +56,11 @@ const char *tune_fuzz_tmpdir(void)
 
 void tune_fuzz_write_tmp(const char *name, const void *data, size_t size, char *buf, size_t buf_size)
 {
+    const char *slash = strchr(name, '/');
+    if (slash) { /* a folder of its own */
+        snprintf(buf, buf_size, "%s/%.*s", tune_fuzz_tmpdir(), (int)(slash - name), name);
+        mkdir(buf, 0700);
+    }
     snprintf(buf, buf_size, "%s/%s", tune_fuzz_tmpdir(), name);
     FILE *f = fopen(buf, "wb");
     int ok = f && fwrite(data, 1, size, f) == size;

@@ -2,6 +2,7 @@
  * (target_modules as names or as a regex, modules_to_save, the options tune
  * refuses); an accepted one then makes the adapters it describes. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "targets.h"
 #include "tune/lora.h"
@@ -18,11 +19,12 @@ void tune_fuzz_peft_config(const uint8_t *data, size_t size)
         loaded = 1;
     }
     char path[512];
-    tune_fuzz_write_tmp("adapter_config.json", data, size, path, sizeof path);
+    tune_fuzz_write_tmp("adapter/adapter_config.json", data, size, path, sizeof path);
+    path[strlen(path) - strlen("/adapter_config.json")] = 0;
     unsigned char *selected = calloc((size_t)model.num_hidden_layers * TUNE_N_LINEAR, 1);
     tune_fuzz_check(selected != NULL, "out of memory");
     tune_lora_config cfg;
-    if (tune_lora_read_peft_config(tune_fuzz_tmpdir(), &model, &cfg, selected, &e) == TUNE_OK) {
+    if (tune_lora_read_peft_config(path, &model, &cfg, selected, &e) == TUNE_OK) {
         tune_lora *lora;
         if (tune_lora_create(&model, &cfg, selected, 1, &lora, &e) == TUNE_OK) tune_lora_free(lora);
     }

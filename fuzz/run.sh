@@ -11,6 +11,9 @@ set -uo pipefail
 build=$1 seconds=$2
 shift 2
 export TUNE_TEST_DATA=tests/data OMP_NUM_THREADS=1
+# The targets' files: a process that crashes leaves its folder here, not in /tmp.
+export TMPDIR=$build/tmp
+mkdir -p "$TMPDIR"
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1
 
 # Seeds from the tests, and the longest input worth trying, per target.
@@ -31,12 +34,13 @@ seeds() {
     encode) ls tests/data/tokenizer/invalid_utf8.jsonl ;;
     jinja | chat_template) ls tests/data/jinja/templates/*.jinja ;;
     peft_config) ls tests/data/tiny/peft_adapter/adapter_config.json tests/data/smollm2/adapter/adapter_config.json ;;
+    model_config) ls tests/data/tiny/*/config.json tests/data/model_load/*/config.json tests/data/plan/*/config.json ;;
     esac
 }
 max_len() {
     case $1 in
     encode) echo 4096 ;;
-    config | jinja | chat_template | peft_config | tokenizer_config | safetensors_index) echo 16384 ;;
+    config | jinja | chat_template | peft_config | tokenizer_config | safetensors_index | model_config) echo 16384 ;;
     gguf | tokenizer_json) echo 131072 ;;
     *) echo 65536 ;;
     esac

@@ -26,7 +26,8 @@
     X(encode)                                                                                                     \
     X(jinja)                                                                                                      \
     X(chat_template)                                                                                              \
-    X(peft_config)
+    X(peft_config)                                                                                                \
+    X(model_config)
 
 #define TUNE_FUZZ_DECLARE(name) void tune_fuzz_##name(const uint8_t *data, size_t size);
 TUNE_FUZZ_TARGETS(TUNE_FUZZ_DECLARE)
@@ -41,7 +42,8 @@ void tune_fuzz_data_path(char *buf, size_t size, const char *rel);
 /* A private folder made on first use, emptied and removed at exit. */
 const char *tune_fuzz_tmpdir(void);
 /* Writes data[0, size) to tmpdir/name (plainly: no fsync); the path goes
- * into buf. Aborts when the file cannot be written. */
+ * into buf. name may be "folder/file": targets whose loaders read a whole
+ * folder keep theirs apart. Aborts when the file cannot be written. */
 void tune_fuzz_write_tmp(const char *name, const void *data, size_t size, char *buf, size_t buf_size);
 /* A NUL-terminated malloc'd copy of data[0, size); aborts when out of memory. */
 char *tune_fuzz_cstr(const uint8_t *data, size_t size);
