@@ -12,6 +12,60 @@
 #define TUNE_HD
 #endif
 
+/* A CPU loop over these maths that should vectorise (elementwise, or a max:
+ * the result is the same in any order). */
+#if defined(_OPENMP) && !defined(__CUDACC__)
+#define TUNE_PRAGMA(x) _Pragma(#x)
+#define TUNE_SIMD TUNE_PRAGMA(omp simd)
+#define TUNE_SIMD_MAX(v) TUNE_PRAGMA(omp simd reduction(max : v))
+#else
+#define TUNE_SIMD
+#define TUNE_SIMD_MAX(v)
+#endif
+
+/* A CPU function whose loops vectorise is built for AVX-512 and AVX2 too,
+ * and the loader picks the version this CPU runs. The maths is unfused
+ * (C11 forbids contraction) and elementwise, so every version gives the
+ * same bits. */
+#if !defined(__CUDACC__) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TUNE_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TUNE_CPU_CLONES
+#endif
+
+/* e^x within 1 ulp of expf for x in [-87.33, 88.72] (0 below: no subnormal
+ * results; inf above; NaN stays NaN): Cephes' range reduction and degree-6
+ * polynomial, the same arithmetic on every CPU and GPU (libm's expf is
+ * neither), and branch-free so a loop of it vectorises: the range checks are
+ * integer masks on the bits, since float compares may trap and would keep
+ * the compiler from vectorising. */
+TUNE_HD static inline float tune_expf(float x)
+{
+    union { float f; uint32_t u; } xb = {x};
+    const uint32_t nan = -(uint32_t)((xb.u & 0x7fffffffu) > 0x7f800000u);
+    const uint32_t big = -(uint32_t)((xb.u < 0x80000000u) & (xb.u > 0x42b17218u));   /* x > 88.7228391 */
+    const uint32_t tiny = -(uint32_t)((xb.u >= 0x80000000u) & (xb.u > 0xc2aeac50u)); /* x < -87.3365479 */
+    const uint32_t fixed = nan | big | tiny;
+    union { uint32_t u; float f; } xr = {xb.u & ~fixed}; /* 0 where the result is set below */
+    const float t = xr.f * 1.44269504088896341f;          /* x / ln 2 */
+    const int n = (int)(t + copysignf(0.5f, t));
+    const float fn = (float)n;
+    const float r = (xr.f - fn * 0.693359375f) + fn * 2.12194440e-4f; /* x − n·ln 2 in two parts */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    /* · 2^n as two normal powers of two, so n = -126 or 128 needs no special case */
+    const int n1 = n / 2, n2 = n - n1;
+    union { uint32_t u; float f; } s1 = {(uint32_t)(n1 + 127) << 23}, s2 = {(uint32_t)(n2 + 127) << 23};
+    union { float f; uint32_t u; } y = {p * s1.f * s2.f};
+    y.u = (y.u & ~fixed) | (0x7f800000u & big) | (xb.u & nan);
+    return y.f;
+}
+
 /* ---- LLaMA layer maths (forward and backward of one row / pair / element) ---- */
 
 /* RMSNorm of one row: out = x · rsqrt(mean(x²) + eps) · w, as Transformers
@@ -52,7 +106,7 @@ TUNE_HD static inline void tune_rope_pair_backward(float *d0, float *d1, float c
     *d1 = b * c - a * s;
 }
 
-TUNE_HD static inline float tune_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+TUNE_HD static inline float tune_sigmoid(float x) { return 1.0f / (1.0f + tune_expf(-x)); }
 
 /* SwiGLU: silu(g) · u. */
 TUNE_HD static inline float tune_swiglu(float g, float u) { return g * tune_sigmoid(g) * u; }
@@ -65,13 +119,21 @@ TUNE_HD static inline void tune_swiglu_backward(float dout, float g, float u, fl
     *dg = dout * u * sg * (1.0f + g * (1.0f - sg));
 }
 
-/* log Σ exp(x[i]) over one row, stable. x: (n), n ≥ 1 */
+/* log Σ exp(x[i]) over one row, stable. x: (n), n ≥ 1. The exps are made
+ * a chunk at a time (a loop that vectorises) and summed in order. */
 TUNE_HD static inline float tune_logsumexp_row(const float *x, int n)
 {
     float m = x[0];
+    TUNE_SIMD_MAX(m)
     for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
     double sum = 0.0;
-    for (int i = 0; i < n; i++) sum += expf(x[i] - m);
+    for (int i0 = 0; i0 < n; i0 += 64) {
+        float e[64];
+        const int k = n - i0 < 64 ? n - i0 : 64;
+        TUNE_SIMD
+        for (int i = 0; i < k; i++) e[i] = tune_expf(x[i0 + i] - m);
+        for (int i = 0; i < k; i++) sum += e[i];
+    }
     return m + (float)log(sum);
 }
 
@@ -79,7 +141,8 @@ TUNE_HD static inline float tune_logsumexp_row(const float *x, int n)
 TUNE_HD static inline float tune_softmax_row(float *p, int n)
 {
     const float lse = tune_logsumexp_row(p, n);
-    for (int i = 0; i < n; i++) p[i] = expf(p[i] - lse);
+    TUNE_SIMD
+    for (int i = 0; i < n; i++) p[i] = tune_expf(p[i] - lse);
     return lse;
 }
 

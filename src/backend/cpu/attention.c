@@ -56,8 +56,8 @@ typedef struct block {
 /* P (i1 − i0, i1 − k0): the block's probabilities, row stride i1 − k0. With
  * have_lse they are recomputed from lse (T), otherwise the softmax is taken
  * and lse filled. start: (T) of this batch row. */
-static void probabilities(float *P, float *lse, int have_lse, const head_view *hv, const int32_t *start,
-                          const block *bl, int hd)
+TUNE_CPU_CLONES static void probabilities(float *P, float *lse, int have_lse, const head_view *hv,
+                                          const int32_t *start, const block *bl, int hd)
 {
     const int rows = bl->i1 - bl->i0, nk = bl->i1 - bl->k0;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, hd, attn_scale(hd), hv->q + (size_t)bl->i0 * hv->ldq,
@@ -65,10 +65,12 @@ static void probabilities(float *P, float *lse, int have_lse, const head_view *h
     for (int i = bl->i0; i < bl->i1; i++) {
         float *row = P + (size_t)(i - bl->i0) * nk;
         const int lo = start[i] - bl->k0, hi = i - bl->k0; /* visible keys, inclusive */
-        if (have_lse)
-            for (int j = lo; j <= hi; j++) row[j] = expf(row[j] - lse[i]);
-        else
+        if (have_lse) {
+            TUNE_SIMD
+            for (int j = lo; j <= hi; j++) row[j] = tune_expf(row[j] - lse[i]);
+        } else {
             lse[i] = tune_softmax_row(row + lo, hi - lo + 1);
+        }
         memset(row, 0, (size_t)lo * sizeof *row);
         memset(row + hi + 1, 0, (size_t)(nk - 1 - hi) * sizeof *row);
     }

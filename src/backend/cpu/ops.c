@@ -134,21 +134,21 @@ void tune_cpu_rope_backward(float *dx, const float *cos_t, const float *sin_t, i
     rope_apply(dx, cos_t, sin_t, N, n_head, hd, 1);
 }
 
-void tune_cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n)
+TUNE_CPU_CLONES void tune_cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n)
 {
-#pragma omp parallel for if (n >= TUNE_CPU_PARALLEL_MIN)
+#pragma omp parallel for simd if (n >= TUNE_CPU_PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) out[i] = tune_swiglu(gate[i], up[i]);
 }
 
-void tune_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                              const float *up, size_t n)
+TUNE_CPU_CLONES void tune_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                                              const float *up, size_t n)
 {
-#pragma omp parallel for if (n >= TUNE_CPU_PARALLEL_MIN)
+#pragma omp parallel for simd if (n >= TUNE_CPU_PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) tune_swiglu_backward(dout[i], gate[i], up[i], &dgate[i], &dup[i]);
 }
 
-void tune_cpu_cross_entropy_forward(float *lse, double *row_loss, const float *logits, const int32_t *target, int N,
-                                    int V)
+TUNE_CPU_CLONES void tune_cpu_cross_entropy_forward(float *lse, double *row_loss, const float *logits,
+                                                    const int32_t *target, int N, int V)
 {
 #pragma omp parallel for if ((size_t)N * V >= TUNE_CPU_PARALLEL_MIN)
     for (int n = 0; n < N; n++) {
@@ -165,8 +165,8 @@ void tune_cpu_add_sum(double *acc, const double *x, size_t n)
     *acc += sum;
 }
 
-void tune_cpu_cross_entropy_backward(float *logits, const float *lse, const int32_t *target, int N, int V,
-                                     float scale)
+TUNE_CPU_CLONES void tune_cpu_cross_entropy_backward(float *logits, const float *lse, const int32_t *target, int N,
+                                                     int V, float scale)
 {
 #pragma omp parallel for if ((size_t)N * V >= TUNE_CPU_PARALLEL_MIN)
     for (int n = 0; n < N; n++) {
@@ -175,7 +175,8 @@ void tune_cpu_cross_entropy_backward(float *logits, const float *lse, const int3
             for (int i = 0; i < V; i++) row[i] = 0.0f;
             continue;
         }
-        for (int i = 0; i < V; i++) row[i] = scale * expf(row[i] - lse[n]);
+        TUNE_SIMD
+        for (int i = 0; i < V; i++) row[i] = scale * tune_expf(row[i] - lse[n]);
         row[target[n]] -= scale;
     }
 }
