@@ -67,7 +67,7 @@ __device__ static float attend(float (&acc)[R], const float (&qr)[R], const floa
     for (int j = lo; j <= hi; j++) {
         const float s = dot_row(qr, kh + j * kvd, hd) * scale;
         const float m_new = fmaxf(m, s);
-        const float corr = expf(m - m_new), p = expf(s - m_new); /* corr = 0 at the first key */
+        const float corr = tune_expf(m - m_new), p = tune_expf(s - m_new); /* corr = 0 at the first key */
         l = l * corr + p;
 #pragma unroll
         for (int i = 0; i < R; i++) acc[i] *= corr;
@@ -141,7 +141,7 @@ __global__ static void dq_kernel(float *dq, const float *dout, const float *q, c
     const float lse_i = lse[r.row], D_i = D[r.row];
     for (int j = start[(size_t)r.b * s.T + r.t]; j <= r.t; j++) {
         const float *kj = k + kv_off + j * kvd;
-        const float p = expf(dot_row(qr, kj, s.hd) * scale - lse_i);
+        const float p = tune_expf(dot_row(qr, kj, s.hd) * scale - lse_i);
         const float dp = dot_row(dor, v + kv_off + j * kvd, s.hd);
         axpy_row(acc, p * (dp - D_i), kj, s.hd);
     }
@@ -172,7 +172,7 @@ __global__ static void dkv_kernel(float *dk, float *dv, const float *dout, const
         const size_t bh = (size_t)b * s.H + h; /* lse, D row (b, h, ·) */
         for (int i = j; i < s.T && st[i] <= j; i++) {
             const size_t q_off = ((size_t)b * s.T + i) * qd + (size_t)h * s.hd;
-            const float p = expf(dot_row(kr, q + q_off, s.hd) * scale - lse[bh * s.T + i]);
+            const float p = tune_expf(dot_row(kr, q + q_off, s.hd) * scale - lse[bh * s.T + i]);
             axpy_row(dvr, p, dout + q_off, s.hd);
             const float dp = dot_row(vr, dout + q_off, s.hd);
             axpy_row(dkr, p * (dp - D[bh * s.T + i]), q + q_off, s.hd);

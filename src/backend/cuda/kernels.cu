@@ -244,7 +244,7 @@ __global__ static void cross_entropy_rows_kernel(float *lse, double *row_loss, c
     }
     m = shm[0];
     double sum = 0.0;
-    for (int i = threadIdx.x; i < V; i += ROW_THREADS) sum += expf(x[i] - m);
+    for (int i = threadIdx.x; i < V; i += ROW_THREADS) sum += tune_expf(x[i] - m);
     sum = block_sum(sum, sh);
     if (threadIdx.x == 0) {
         const float l = m + (float)log(sum);
@@ -288,7 +288,7 @@ __global__ static void cross_entropy_backward_kernel(float *logits, const float 
                 row[i] = 0.0f;
                 continue;
             }
-            float g = scale * expf(row[i] - lse[n]);
+            float g = scale * tune_expf(row[i] - lse[n]);
             if (i == t) g -= scale;
             row[i] = g;
         }
