@@ -37,9 +37,10 @@ TUNE_FUZZ_TARGETS(TUNE_FUZZ_DECLARE)
 
 /* The fixtures folder: $TUNE_TEST_DATA, else tests/data. */
 const char *tune_fuzz_data_dir(void);
-/* "<fixtures>/rel" in a static buffer of the caller's (size bytes). */
+/* "<fixtures>/rel" into buf (size bytes). */
 void tune_fuzz_data_path(char *buf, size_t size, const char *rel);
-/* A private folder made on first use, emptied and removed at exit. */
+/* A private folder under $TMPDIR (else /tmp), made on first use, removed
+ * with what it holds at exit. */
 const char *tune_fuzz_tmpdir(void);
 /* Writes data[0, size) to tmpdir/name (plainly: no fsync); the path goes
  * into buf. name may be "folder/file": targets whose loaders read a whole
