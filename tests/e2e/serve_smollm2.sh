@@ -19,7 +19,7 @@ q="엑셀에서 VLOOKUP은 무엇을 하나요?"
 "$TUNE" generate "$M" --prompt "$q" --max_new_tokens 24 >want_base 2>/dev/null
 "$TUNE" generate "$M" --adapter "$A" --prompt "$q" --max_new_tokens 24 >want_excel 2>/dev/null
 
-serve_start smollm2 "$M" --adapter excel="$A" --slots 2
+serve_start smollm2 "$M" --adapter excel="$A" --slots 2 --shutdown-wait 600
 # chat MODEL STREAM OUT: the answer's text in OUT.
 chat() {
     local stream=False
