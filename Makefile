@@ -61,7 +61,7 @@ FUZZ_TARGETS := $(shell sed -n 's/^ *X(\([a-z0-9_]*\)).*/\1/p' fuzz/targets.h)
 FUZZ_BUILD   ?= build/fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test check unit e2e install clean bench bench-decode model fuzz fuzz-harnesses FORCE
+.PHONY: all test check memcheck unit e2e install clean bench bench-decode model fuzz fuzz-harnesses FORCE
 all: $(BUILD)/tune
 
 # The git revision for `tune --version`, rewritten only when it changes.
@@ -112,6 +112,13 @@ test: unit e2e
 # Tests under AddressSanitizer + UndefinedBehaviorSanitizer, in a build of their own.
 check:
 	$(MAKE) BUILD=build/san SAN=1 test
+
+# The unit suites under Valgrind's memcheck (slow: run by hand, CI keeps the
+# sanitizer build); any error or definite leak fails. One process per suite
+# (CK_FORK=no) so Valgrind follows every check.
+memcheck: $(TESTS)
+	@set -e; for t in $(TESTS); do echo "== $$t"; CK_FORK=no CK_DEFAULT_TIMEOUT=0 TUNE_TEST_DATA=tests/data \
+	 valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite $$t; done
 
 # Each libFuzzer harness for FUZZ_SECONDS (fuzz/run.sh: seeds, limits, the
 # table of executions and coverage); a crash, leak, hang or sanitizer report

@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,17 +32,50 @@ static float *scratch(size_t floats)
 /* A thread's own scratch, kept for its next product: a training step and a
  * decoding step allocate nothing once each thread has held its largest
  * tile. Slot 0 is for the parallel region's buffers, slot 1 for the calling
- * thread's before it (that thread also works in the region). */
+ * thread's before it (that thread also works in the region). Held through
+ * a pthread key, so a thread that ends (a server's slot, its OpenMP team)
+ * frees its own. */
+typedef struct thread_tiles {
+    float *buf[2];
+    size_t cap[2];
+} thread_tiles;
+
+static pthread_key_t tiles_key;
+static pthread_once_t tiles_once = PTHREAD_ONCE_INIT;
+
+static void tiles_free(void *p)
+{
+    thread_tiles *t = p;
+    free(t->buf[0]);
+    free(t->buf[1]);
+    free(t);
+}
+
+static void tiles_key_create(void)
+{
+    if (pthread_key_create(&tiles_key, tiles_free)) {
+        fputs("tune: cannot create a thread key for weight tiles\n", stderr);
+        abort();
+    }
+}
+
 static float *thread_scratch(int slot, size_t floats)
 {
-    static _Thread_local float *buf[2];
-    static _Thread_local size_t cap[2];
-    if (floats > cap[slot]) {
-        free(buf[slot]);
-        buf[slot] = scratch(floats);
-        cap[slot] = floats;
+    pthread_once(&tiles_once, tiles_key_create);
+    thread_tiles *t = pthread_getspecific(tiles_key);
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t || pthread_setspecific(tiles_key, t)) {
+            fputs("tune: out of memory for a weight tile\n", stderr);
+            abort();
+        }
     }
-    return buf[slot];
+    if (floats > t->cap[slot]) {
+        free(t->buf[slot]);
+        t->buf[slot] = scratch(floats);
+        t->cap[slot] = floats;
+    }
+    return t->buf[slot];
 }
 
 /* Rows of W dequantised at a time: about 1 MB of fp32 (wide enough for an

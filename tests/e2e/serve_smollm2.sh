@@ -56,7 +56,11 @@ done
 curl -s "$URL/v1/chat/completions" -d '{"model": "excel", "messages": [{"role": "user", "content": "Explain SUMIFS."}],
     "max_tokens": 96, "temperature": 0}' >late &
 client=$!
-sleep 0.5
+# SIGTERM once the server runs it (not on a clock: a slow build may not have accepted it yet).
+for _ in $(seq 1 6000); do
+    curl -s "$URL/metrics" | grep -q '^tune_requests_running [1-9]' && break
+    sleep 0.1
+done
 serve_stop
 wait $client
 python3 -c 'import json; j = json.load(open("late")); assert j["usage"]["completion_tokens"] > 0, j' ||
