@@ -92,6 +92,10 @@ const char *tune_tokenizer_id_to_token(const tune_tokenizer *tok, int32_t id);
 int32_t tune_tokenizer_token_to_id(const tune_tokenizer *tok, const char *token);
 
 const tune_special_ids *tune_tokenizer_specials(const tune_tokenizer *tok);
+/* The texts of the BOS and EOS tokens (what a chat template writes as
+ * bos_token / eos_token) into *bos and *eos; each is left as it is where the
+ * tokenizer has no such token. */
+void tune_tokenizer_bos_eos_texts(const tune_tokenizer *tok, const char **bos, const char **eos);
 /* The chat template (the "default" one of a list), or NULL. */
 const char *tune_tokenizer_chat_template(const tune_tokenizer *tok);
 

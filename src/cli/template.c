@@ -141,12 +141,7 @@ static int render(const render_args *a)
         goto done;
     }
     opened = 1;
-    if (tok) {
-        const tune_special_ids *sp = tune_tokenizer_specials(tok);
-        const char *bos = tune_tokenizer_id_to_token(tok, sp->bos), *eos = tune_tokenizer_id_to_token(tok, sp->eos);
-        if (bos) t.opt.bos = bos;
-        if (eos) t.opt.eos = eos;
-    }
+    if (tok) tune_tokenizer_bos_eos_texts(tok, &t.opt.bos, &t.opt.eos);
     if (a->date) t.opt.date = a->date;
     if (tune_chat_render(&t, msgs, n, a->generation_prompt, &text, NULL, &err) != TUNE_OK) {
         snprintf(err.file, sizeof err.file, "%s", a->messages);

@@ -46,10 +46,7 @@ static tune_status open_template(tune_lm *lm, const char *name, const char *jinj
     tune_template t;
     tune_status st = tune_template_open(name, tune_tokenizer_chat_template(lm->tok), jinja, jinja_file, &t, err);
     if (st) return st;
-    const tune_special_ids *sp = tune_tokenizer_specials(lm->tok);
-    const char *bos = tune_tokenizer_id_to_token(lm->tok, sp->bos), *eos = tune_tokenizer_id_to_token(lm->tok, sp->eos);
-    if (bos) t.opt.bos = bos;
-    if (eos) t.opt.eos = eos;
+    tune_tokenizer_bos_eos_texts(lm->tok, &t.opt.bos, &t.opt.eos);
     tune_template_close(&lm->tpl);
     lm->tpl = t;
     lm->has_template = 1;

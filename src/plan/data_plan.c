@@ -174,9 +174,7 @@ tune_status tune_plan_data_options(const tune_config *cfg, const tune_plan *plan
     /* Every template writes the tokenizer's BOS/EOS texts (or the
      * special_tokens overrides) and the fixed date. */
     tune_template_options texts = tune_template_default_options(s->templates[0].id);
-    const tune_special_ids *sp = tune_tokenizer_specials(tok);
-    if (sp->bos >= 0) texts.bos = tune_tokenizer_id_to_token(tok, sp->bos);
-    if (sp->eos >= 0) texts.eos = tune_tokenizer_id_to_token(tok, sp->eos);
+    tune_tokenizer_bos_eos_texts(tok, &texts.bos, &texts.eos);
     const struct { const char *name, *text; const char **dst; } overrides[] = {
         {"bos_token", cfg->special_tokens.bos_token, &texts.bos},
         {"eos_token", cfg->special_tokens.eos_token, &texts.eos},

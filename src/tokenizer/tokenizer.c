@@ -352,6 +352,15 @@ int tune_tokenizer_is_special(const tune_tokenizer *tok, int32_t id)
     return a && a->special;
 }
 
+void tune_tokenizer_bos_eos_texts(const tune_tokenizer *tok, const char **bos, const char **eos)
+{
+    const tune_special_ids *sp = tune_tokenizer_specials(tok);
+    const char *b = sp->bos >= 0 ? tune_tokenizer_id_to_token(tok, sp->bos) : NULL;
+    const char *e = sp->eos >= 0 ? tune_tokenizer_id_to_token(tok, sp->eos) : NULL;
+    if (b) *bos = b;
+    if (e) *eos = e;
+}
+
 const tune_special_ids *tune_tokenizer_specials(const tune_tokenizer *tok) { return &tok->roles; }
 const char *tune_tokenizer_chat_template(const tune_tokenizer *tok) { return tok->chat_template; }
 size_t tune_tokenizer_n_added(const tune_tokenizer *tok) { return tok->n_added; }
