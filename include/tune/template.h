@@ -85,6 +85,9 @@ typedef struct tune_template {
 tune_status tune_template_open(const char *name, const char *model_source, const char *jinja_source,
                                     const char *jinja_name, tune_template *t, tune_error *err);
 void tune_template_close(tune_template *t);
+/* Whether a chat_template value names a template file ("....jinja") rather
+ * than a built-in. */
+int tune_template_is_file(const char *name);
 
 /* Renders msgs (n > 0) with t into out (appended), spans as for
  * tune_template_render. For a Jinja template the spans are found the way

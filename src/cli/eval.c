@@ -140,8 +140,7 @@ static int model_config(const eval_args *a, tune_config *cfg)
     if (tune_config_init(cfg, &err)) return report(&err);
     const char *type = a->type ? a->type : "alpaca";
     /* --chat_template FILE.jinja is chat_template: jinja with that file. */
-    size_t tl = a->chat_template ? strlen(a->chat_template) : 0;
-    int jinja_file = tl > 6 && !strcmp(a->chat_template + tl - 6, ".jinja");
+    const int jinja_file = tune_template_is_file(a->chat_template);
     const struct {
         const char *key, *value, *flag;
     } sets[] = {

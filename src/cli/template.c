@@ -28,12 +28,6 @@ static const char USAGE[] =
     "--date sets the day strftime_now and Llama 3.1's \"Today Date\" give\n"
     "(default 26 Jul 2024, as in training, so renders are reproducible).\n";
 
-static int is_jinja_file(const char *path)
-{
-    size_t n = strlen(path);
-    return n > 6 && !strcmp(path + n - 6, ".jinja");
-}
-
 static int fail(const tune_error *err)
 {
     tune_error_print(stderr, err);
@@ -122,12 +116,12 @@ static int render(const render_args *a)
     tune_ids ids = {0};
     tune_template t = {0};
     int n = 0, rc = 0, opened = 0;
-    const char *tok_path = is_jinja_file(a->source) ? a->model : a->source;
+    const char *tok_path = tune_template_is_file(a->source) ? a->model : a->source;
     if (tok_path && tune_tokenizer_load(tok_path, &tok, &err) != TUNE_OK) {
         rc = fail(&err);
         goto done;
     }
-    if (is_jinja_file(a->source)) {
+    if (tune_template_is_file(a->source)) {
         size_t len;
         if (tune_read_file(a->source, &jinja, &len, &err) != TUNE_OK) {
             rc = fail(&err);
@@ -200,9 +194,9 @@ int tune_cli_template(int argc, char **argv)
     }
     if (!a.source) return tune_cli_usage_error("template", "render needs MODEL or FILE.jinja");
     if (!a.messages) return tune_cli_usage_error("template", "render needs --messages FILE.json");
-    if (a.model && !is_jinja_file(a.source))
+    if (a.model && !tune_template_is_file(a.source))
         return tune_cli_usage_error("template", "--model goes with FILE.jinja (MODEL gives its own tokenizer)");
-    if (a.ids && is_jinja_file(a.source) && !a.model)
+    if (a.ids && tune_template_is_file(a.source) && !a.model)
         return tune_cli_usage_error("template", "--ids needs a tokenizer: add --model MODEL");
     return render(&a);
 }

@@ -32,6 +32,12 @@ tune_status tune_template_open(const char *name, const char *model_source, const
                             &t->jinja, err);
 }
 
+int tune_template_is_file(const char *name)
+{
+    const size_t n = name ? strlen(name) : 0;
+    return n > 6 && !strcmp(name + n - 6, ".jinja");
+}
+
 void tune_template_close(tune_template *t)
 {
     tune_jinja_free(t->jinja);

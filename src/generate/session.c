@@ -163,8 +163,7 @@ const char *tune_lm_template_missing(const tune_lm *lm) { return lm->has_templat
 
 tune_status tune_lm_set_template(tune_lm *lm, const char *name, tune_error *err)
 {
-    size_t n = strlen(name);
-    if (n <= 6 || strcmp(name + n - 6, ".jinja")) return open_template(lm, name, NULL, NULL, err);
+    if (!tune_template_is_file(name)) return open_template(lm, name, NULL, NULL, err);
     char *text = NULL;
     size_t len;
     tune_status st = tune_read_file(name, &text, &len, err);

@@ -46,7 +46,7 @@ static tune_status jinja_source(const tune_config *cfg, char **text, tune_error 
                                         "chat_template_jinja: '%s' holds a NUL byte", v);
         return TUNE_OK;
     }
-    if (!markup && strlen(v) > 6 && !strcmp(v + strlen(v) - 6, ".jinja"))
+    if (!markup && tune_template_is_file(v))
         return tune_config_error_at(cfg, tune_config_origin(cfg, "chat_template_jinja"), err,
                                     "chat_template_jinja: '%s' does not exist", v);
     return (*text = strdup(v)) ? TUNE_OK : tune_fail_run(err, NULL, "out of memory");
