@@ -271,6 +271,21 @@ START_TEST(contradictions)
     ck_assert_int_eq(errs.count, 2);
     tune_error_list_free(&errs);
     tune_config_free(&cfg);
+    /* Double quantisation applies to load_in_4bit's NF4 only; with it (and qlora) it is accepted. */
+    expect_one(MINIMAL "bnb_4bit_use_double_quant: true\n", 6, 1,
+               "bnb_4bit_use_double_quant quantises load_in_4bit's NF4 scales: it needs load_in_4bit: true and "
+               "adapter: qlora");
+    ck_assert_int_eq(load_text(MINIMAL "load_in_8bit: true\nbnb_4bit_use_double_quant: true\n", &cfg, &errs),
+                     TUNE_ERR_INPUT);
+    expect_error(&errs, "t.yml", 7, 1, "bnb_4bit_use_double_quant quantises load_in_4bit's NF4 scales");
+    ck_assert_int_eq(errs.count, 1);
+    tune_error_list_free(&errs);
+    tune_config_free(&cfg);
+    ck_assert_int_eq(load_text(MINIMAL "load_in_4bit: true\nadapter: qlora\nbnb_4bit_use_double_quant: true\n", &cfg,
+                               &errs),
+                     TUNE_OK);
+    ck_assert_int_eq(cfg.bnb_4bit_use_double_quant, 1);
+    tune_config_free(&cfg);
     ck_assert_int_eq(load_text("base_model: m\ndatasets:\n  - path: d.jsonl\nlearning_rate: 2e-4\n", &cfg, &errs),
                      TUNE_ERR_INPUT);
     expect_error(&errs, "t.yml", 1, 1, "no LoRA target");

@@ -421,6 +421,9 @@ START_TEST(hostile_tensors_refused)
     header(&b, 3, 1, 0); /* NF4 is tune's own number, never a ggml type */
     tensor_info(&b, "w", 2, k6, TUNE_Q_NF4, 0);
     expect_refused(&b, "tensor 'w': unknown ggml type id 1024");
+    header(&b, 3, 1, 0);
+    tensor_info(&b, "w", 2, k6, TUNE_Q_NF4_DQ, 0);
+    expect_refused(&b, "tensor 'w': unknown ggml type id 1025");
 
     header(&b, 3, 1, 0);
     tensor_info(&b, "w", 2, ne, TUNE_Q_F32, 16);

@@ -2,13 +2,15 @@
  * gguf Python package's numpy dequantisation of random blocks, bit for bit,
  * and the table of block shapes. Goldens come from
  * tools/reference/make_quant_golden.py (GGUF types) and
- * tools/reference/make_nf4_golden.py (NF4, bitsandbytes).
+ * tools/reference/make_nf4_golden.py (NF4, bitsandbytes) and
+ * tools/reference/make_nf4_dq_golden.py (NF4 with double quantisation).
  *
  * Then the weights kept in blocks: the fast products against the plain
  * dequantise-then-multiply reference for every type, shape and path; rows
  * and whole-matrix dequantisation; the Q8_0 and NF4 quantisers against
  * ggml's and bitsandbytes' output and their error bounds; and models loaded
- * with each storage against the fp32 load. */
+ * with each storage against the fp32 load. NF4_DQ (its absmax values in 8
+ * bits, statistics after the rows) runs through all of it too. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -116,7 +118,7 @@ START_TEST(table_is_consistent)
 
     /* Types tune cannot read: ggml's Q4_2/Q4_3 (removed), Q8_1, Q8_K, the IQ
      * quants, I8..F64, TQ1_0, MXFP4, and numbers nobody uses. */
-    const uint32_t unknown[] = {4, 5, 9, 15, 16, 20, 23, 24, 28, 29, 31, 34, 39, 1023, 1025, UINT32_MAX};
+    const uint32_t unknown[] = {4, 5, 9, 15, 16, 20, 23, 24, 28, 29, 31, 34, 39, 1023, 1026, UINT32_MAX};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         ck_assert_ptr_null(tune_qtype_name(unknown[i]));
         ck_assert_int_eq(tune_qtype_block_values(unknown[i]), 0);
@@ -211,7 +213,7 @@ static const struct { uint32_t type; const char *name; int quantised; } wtypes[]
     {TUNE_Q_F32, "F32", 0},   {TUNE_Q4_0, "Q4_0", 0}, {TUNE_Q4_1, "Q4_1", 0}, {TUNE_Q5_0, "Q5_0", 0},
     {TUNE_Q5_1, "Q5_1", 0},   {TUNE_Q8_0, "Q8_0", 0}, {TUNE_Q2_K, "Q2_K", 0}, {TUNE_Q3_K, "Q3_K", 0},
     {TUNE_Q4_K, "Q4_K", 0},   {TUNE_Q5_K, "Q5_K", 0}, {TUNE_Q6_K, "Q6_K", 0}, {TUNE_Q_NF4, "NF4", 0},
-    {TUNE_Q8_0, "Q8_0 quantised", 1}, {TUNE_Q_NF4, "NF4 quantised", 1},
+    {TUNE_Q8_0, "Q8_0 quantised", 1}, {TUNE_Q_NF4, "NF4 quantised", 1}, {TUNE_Q_NF4_DQ, "NF4_DQ quantised", 1},
 };
 #define N_WTYPES (int)(sizeof wtypes / sizeof wtypes[0])
 
@@ -250,14 +252,14 @@ static tune_weight random_weight(int t, int rows, int cols, test_rng *r)
     }
     const size_t rb = tune_qtype_row_bytes(type, cols), n = (size_t)rows * rb;
     ck_assert_uint_gt(rb, 0);
-    w.blocks = malloc(n);
+    w.blocks = malloc(tune_weight_bytes(&w));
     if (wtypes[t].quantised) {
-        float *x = malloc((size_t)cols * sizeof *x);
+        float *x = malloc((size_t)rows * cols * sizeof *x);
         for (int i = 0; i < rows; i++) {
             const float scale = i % 3 == 0 ? 0.02f : i % 3 == 1 ? 1.0f : 30.0f;
-            for (int j = 0; j < cols; j++) x[j] = scale * rng_normal(r);
-            tune_quantize_row(type, x, w.blocks + (size_t)i * rb, cols);
+            for (int j = 0; j < cols; j++) x[(size_t)i * cols + j] = scale * rng_normal(r);
         }
+        tune_quantize_rows(type, x, w.blocks, rows, cols);
         free(x);
         return w;
     }
@@ -287,16 +289,23 @@ static void free_weight(tune_weight *w)
 }
 
 /* Row i of w in fp32 through the per-block maths of tune/quant.h (the plain
- * reference, whatever fast paths tune_dequant_row or the products take). */
+ * reference, whatever fast paths tune_dequant_row or the products take);
+ * NF4_DQ's block b of row i is block i · cols / 64 + b of the matrix. */
 static void ref_row(const tune_weight *w, int i, float *y)
 {
     if (w->type == TUNE_Q_F32) {
         memcpy(y, w->f32 + (size_t)i * w->cols, (size_t)w->cols * sizeof *y);
         return;
     }
-    const int bv = tune_qtype_block_values(w->type), bb = tune_qtype_block_bytes(w->type);
-    const uint8_t *row = w->blocks + (size_t)i * tune_qtype_row_bytes(w->type, w->cols);
-    for (int b = 0; b < w->cols / bv; b++) tune_dequant_block(w->type, row + (size_t)b * bb, y + (size_t)b * bv);
+    const int bv = tune_qtype_block_values(w->type), bb = tune_qtype_block_bytes(w->type), nb = w->cols / bv;
+    const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
+    const uint8_t *row = w->blocks + (size_t)i * rb, *stats = w->blocks + (size_t)w->rows * rb;
+    for (int b = 0; b < nb; b++) {
+        if (w->type == TUNE_Q_NF4_DQ)
+            tune_dequant_nf4_dq(tune_nf4_dq_code, stats, (size_t)i * nb + b, row + (size_t)b * bb, y + (size_t)b * bv);
+        else
+            tune_dequant_block(w->type, row + (size_t)b * bb, y + (size_t)b * bv);
+    }
 }
 
 /* One product y = beta·y + x·Wᵀ (trans 0) or x·W (trans 1) of
@@ -378,8 +387,10 @@ START_TEST(products_match_reference)
      * (37 = 32 + 5); 576 columns (SmolLM2's width) are 18 blocks of 32, 9 of
      * 64 and no whole number of 128 or 256 (not for the K-quants). N ≤ 8
      * takes the dot-product path (trans 0), above it the tiled BLAS path;
-     * 40 rows of x are two threads' slices of 32 and 8 (trans 1). */
-    static const int shapes[][2] = {{70, 512}, {33, 768}, {300, 512}, {37, 2048}, {45, 576}, {5, 256}};
+     * 40 rows of x are two threads' slices of 32 and 8 (trans 1). NF4_DQ's
+     * groups of 256 blocks span rows in (33, 768) and (45, 576); 8192
+     * columns are 128 of its blocks, two chunks of its AVX-512 kernels. */
+    static const int shapes[][2] = {{70, 512}, {33, 768}, {300, 512}, {37, 2048}, {45, 576}, {5, 256}, {3, 8192}};
     static const int Ns[] = {1, 3, 8, 9, 40};
     const int saved_threads = omp_get_max_threads();
     test_rng r = {1000 + (uint64_t)_i, 0};
@@ -402,9 +413,9 @@ END_TEST
 
 START_TEST(rows_and_dequantize_match_dequant_row)
 {
-    /* tune_dequant_row, tune_weight_rows (80 ids × 512: the parallel loop)
-     * and tune_weight_dequantize give the per-block maths of each row, bit
-     * for bit. */
+    /* tune_weight_row, tune_dequant_row (rows that stand alone), tune_weight_rows
+     * (80 ids × 512: the parallel loop) and tune_weight_dequantize give the
+     * per-block maths of each row, bit for bit. */
     enum { ROWS = 70, COLS = 512, N = 80 };
     test_rng r = {2000 + (uint64_t)_i, 0};
     tune_weight w = random_weight(_i, ROWS, COLS, &r);
@@ -428,6 +439,10 @@ START_TEST(rows_and_dequantize_match_dequant_row)
         for (int j = 0; j < COLS; j++) ck_assert(isfinite(want[j]));
         ck_assert_msg(memcmp(full + (size_t)i * COLS, want, sizeof want) == 0, "%s: dequantised row %d",
                       wtypes[_i].name, i);
+        for (int j = 0; j < COLS; j++) row[j] = NAN;
+        tune_weight_row(&w, i, row);
+        ck_assert_msg(memcmp(row, want, sizeof want) == 0, "%s: tune_weight_row of row %d", wtypes[_i].name, i);
+        if (w.type == TUNE_Q_NF4_DQ) continue;
         for (int j = 0; j < COLS; j++) row[j] = NAN;
         tune_dequant_row(w.type, src + (size_t)i * rb, row, COLS);
         ck_assert_msg(memcmp(row, want, sizeof want) == 0, "%s: tune_dequant_row of row %d", wtypes[_i].name, i);
@@ -569,6 +584,91 @@ START_TEST(nf4_quantiser_matches_bitsandbytes)
 }
 END_TEST
 
+START_TEST(nf4_dq_matches_bitsandbytes)
+{
+    /* bitsandbytes' quantize_4bit(blocksize 64, nf4, compress_statistics) of
+     * an (88, 192) tensor on the CPU (make_nf4_dq_golden.py): 264 blocks,
+     * three a row, so its second group of 256 blocks starts inside row 85
+     * and holds 8. In tune's layout (block i: its uint8 absmax q, then its 32
+     * code bytes; after the rows the offset and the two absmax2) these are
+     * the bytes tune_quantize_rows(NF4_DQ) makes, and tune_weight_row and
+     * tune_weight_dequantize give dequantize_4bit's values bit for bit. The
+     * code table is bitsandbytes' create_dynamic_map(). */
+    enum { ROWS = 88, COLS = 192, BLOCKS = ROWS * COLS / 64 };
+    size_t n_in, n_codes, n_q, n_stats, n_code2, n_deq;
+    uint8_t *in = read_data("nf4dq_in.f32", &n_in), *codes = read_data("nf4dq_codes.bin", &n_codes);
+    uint8_t *q = read_data("nf4dq_qabsmax.bin", &n_q), *stats = read_data("nf4dq_stats.f32", &n_stats);
+    uint8_t *code2 = read_data("nf4dq_code.f32", &n_code2), *deq = read_data("nf4dq_dequant.f32", &n_deq);
+    ck_assert_uint_eq(n_in, ROWS * COLS * 4);
+    ck_assert_uint_eq(n_codes, ROWS * COLS / 2);
+    ck_assert_uint_eq(n_q, BLOCKS);
+    ck_assert_uint_eq(n_stats, 3 * 4);
+    ck_assert_uint_eq(n_code2, 256 * 4);
+    ck_assert_uint_eq(n_deq, ROWS * COLS * 4);
+    for (int k = 0; k < 256; k++)
+        ck_assert_msg(bits(tune_nf4_dq_code[k]) == tune_load_u32(code2 + 4 * k), "code %d: %.9g", k,
+                      tune_nf4_dq_code[k]);
+
+    tune_weight w = {.type = TUNE_Q_NF4_DQ, .rows = ROWS, .cols = COLS};
+    const size_t bytes = tune_weight_bytes(&w);
+    ck_assert_uint_eq(tune_qtype_row_bytes(TUNE_Q_NF4_DQ, COLS), 3 * 33);
+    ck_assert_uint_eq(bytes, BLOCKS * 33 + n_stats);
+    uint8_t *bnb = malloc(bytes), *got = malloc(bytes);
+    for (int i = 0; i < BLOCKS; i++) {
+        bnb[33 * i] = q[i];
+        memcpy(bnb + 33 * i + 1, codes + 32 * i, 32);
+    }
+    memcpy(bnb + BLOCKS * 33, stats, n_stats);
+    float *x = malloc(n_in), *y = malloc(n_in);
+    memcpy(x, in, n_in);
+    memset(got, 0xa5, bytes);
+    tune_quantize_rows(TUNE_Q_NF4_DQ, x, got, ROWS, COLS);
+    for (size_t i = 0; i < bytes; i++)
+        ck_assert_msg(got[i] == bnb[i], "byte %zu (block %zu, byte %zu): tune 0x%02x, bitsandbytes 0x%02x", i, i / 33,
+                      i % 33, got[i], bnb[i]);
+    ck_assert_int_eq(q[100], 255); /* the group's largest |absmax - offset| */
+
+    w.blocks = bnb;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < ROWS * COLS; i++) y[i] = NAN;
+        if (pass == 0)
+            for (int r = 0; r < ROWS; r++) tune_weight_row(&w, r, y + r * COLS);
+        else
+            tune_weight_dequantize(&w, y);
+        for (int i = 0; i < ROWS * COLS; i++)
+            ck_assert_msg(bits(y[i]) == tune_load_u32(deq + 4 * i), "%s: value %d: %.9g, bitsandbytes %.9g",
+                          pass ? "tune_weight_dequantize" : "tune_weight_row", i, y[i],
+                          (double)*(float *)(void *)(deq + 4 * i));
+    }
+    free(in), free(codes), free(q), free(stats), free(code2), free(deq), free(bnb), free(got), free(x), free(y);
+}
+END_TEST
+
+START_TEST(nf4_dq_saves_bytes)
+{
+    /* A Llama-3.2-1B MLP matrix (8192, 2048): 262144 blocks of 64, 36 bytes
+     * each as NF4, 33 as NF4_DQ plus 4 · (1 + 1024) bytes of statistics:
+     * 4.127 bits a weight instead of 4.5, 0.373 less, as the QLoRA paper
+     * counts it. Other types keep nothing after their rows. */
+    const tune_weight nf4 = {.type = TUNE_Q_NF4, .rows = 8192, .cols = 2048};
+    const tune_weight dq = {.type = TUNE_Q_NF4_DQ, .rows = 8192, .cols = 2048};
+    ck_assert_uint_eq(tune_weight_bytes(&nf4), 262144u * 36);
+    ck_assert_uint_eq(tune_qtype_stats_bytes(TUNE_Q_NF4_DQ, 8192, 2048), 4 * (1 + 1024));
+    ck_assert_uint_eq(tune_weight_bytes(&dq), 262144u * 33 + 4 * (1 + 1024));
+    const double bits_nf4 = 8.0 * tune_weight_bytes(&nf4) / (8192.0 * 2048), bits_dq = 8.0 * tune_weight_bytes(&dq) / (8192.0 * 2048);
+    ck_assert_double_eq_tol(bits_nf4 - bits_dq, 0.373, 0.001);
+    /* 257 blocks: two groups, the second of one block. */
+    ck_assert_uint_eq(tune_qtype_stats_bytes(TUNE_Q_NF4_DQ, 257, 64), 4 * 3);
+    ck_assert_uint_eq(tune_qtype_stats_bytes(TUNE_Q_NF4_DQ, 256, 64), 4 * 2);
+    ck_assert_uint_eq(tune_qtype_stats_bytes(TUNE_Q_NF4, 8192, 2048), 0);
+    ck_assert_uint_eq(tune_qtype_stats_bytes(TUNE_Q8_0, 8192, 2048), 0);
+    ck_assert_str_eq(tune_qtype_name(TUNE_Q_NF4_DQ), "NF4_DQ");
+    ck_assert_int_eq(tune_qtype_block_values(TUNE_Q_NF4_DQ), 64);
+    ck_assert_int_eq(tune_qtype_block_bytes(TUNE_Q_NF4_DQ), 33);
+    ck_assert_uint_eq(tune_qtype_row_bytes(TUNE_Q_NF4_DQ, 96), 0);
+}
+END_TEST
+
 /* The largest half-gap between neighbouring NF4 values: between -1 and
  * -0.6961928 (0.1519), wider than the gap between 0.7229568 and 1 (0.1385). */
 #define NF4_HALF_GAP (0.5 * (1.0 - 0.6961928009986877))
@@ -634,6 +734,52 @@ START_TEST(round_trips_within_format_bounds)
 }
 END_TEST
 
+START_TEST(nf4_dq_round_trip_within_bounds)
+{
+    /* Normal values at three scales by row, 64 rows of 1024, quantised as
+     * NF4_DQ then dequantised. Each block's absmax comes back within half
+     * the widest gap of the dynamic map (0.0141 near ±1) of its group's
+     * absmax2, plus the lookup table's step (2 / 65535); each value within
+     * NF4's half-gap of the true absmax plus that absmax error. The 4-bit
+     * codes are NF4's, byte for byte. */
+    enum { ROWS = 64, COLS = 1024, NB = ROWS * COLS / 64 };
+    test_rng r = {3100, 0};
+    float *x = malloc((size_t)ROWS * COLS * sizeof *x), *y = malloc((size_t)ROWS * COLS * sizeof *y);
+    for (int i = 0; i < ROWS; i++) {
+        const float scale = i % 3 == 0 ? 0.05f : i % 3 == 1 ? 1.0f : 30.0f;
+        for (int j = 0; j < COLS; j++) x[(size_t)i * COLS + j] = scale * rng_normal(&r);
+    }
+    tune_weight w = {.type = TUNE_Q_NF4_DQ, .rows = ROWS, .cols = COLS};
+    w.blocks = malloc(tune_weight_bytes(&w));
+    uint8_t nf4[36];
+    tune_quantize_rows(TUNE_Q_NF4_DQ, x, w.blocks, ROWS, COLS);
+    tune_weight_dequantize(&w, y);
+    const uint8_t *stats = w.blocks + NB * 33;
+    double worst = 0.0;
+    for (int i = 0; i < NB; i++) {
+        const float *xb = x + 64 * i, *yb = y + 64 * i;
+        tune_quantize_row(TUNE_Q_NF4, xb, nf4, 64);
+        ck_assert_msg(memcmp(nf4 + 4, w.blocks + 33 * i + 1, 32) == 0, "block %d: not NF4's codes", i);
+        float amax = 0.0f, absmax2;
+        for (int j = 0; j < 64; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        memcpy(&absmax2, stats + 4 + 4 * (i / 256), 4);
+        const float got = tune_nf4_dq_absmax(tune_nf4_dq_code, stats, (size_t)i, w.blocks[33 * i]);
+        const double aerr = fabs((double)got - amax), abound = (0.5 * 0.0140625 + 2.0 / 65535) * absmax2 * (1 + 1e-5);
+        ck_assert_msg(aerr <= abound, "block %d: absmax %.9g came back %.9g (|err| %.3g > %.3g)", i, amax, got, aerr,
+                      abound);
+        if (aerr / abound > worst) worst = aerr / abound;
+        for (int j = 0; j < 64; j++) {
+            const double err = fabs((double)yb[j] - xb[j]), bound = NF4_HALF_GAP * amax * (1 + 1e-6) + aerr * (1 + 1e-6);
+            ck_assert_msg(err <= bound, "block %d value %d: x %.9g, y %.9g (|err| %.3g > %.3g)", i, j, xb[j], yb[j], err,
+                          bound);
+        }
+    }
+    ck_assert_double_gt(worst, 0.3); /* the bound is not loose */
+    printf("round trip NF4_DQ absmax worst |err| / bound %.6g\n", worst);
+    free(x), free(y), free(w.blocks);
+}
+END_TEST
+
 /* ---- Models loaded with each storage --------------------------------------- */
 
 static const char *const stored_models[] = {
@@ -654,6 +800,7 @@ static uint32_t expected_linear_type(tune_weight_storage s, uint32_t ft, int col
     if (ft != TUNE_Q_F32 && ft != TUNE_Q_F16 && ft != TUNE_Q_BF16) return ft; /* blocks stay as the file has them */
     if (s == TUNE_STORE_INT8 && cols % 32 == 0) return TUNE_Q8_0;
     if (s == TUNE_STORE_NF4 && cols % 64 == 0) return TUNE_Q_NF4;
+    if (s == TUNE_STORE_NF4_DQ && cols % 64 == 0) return TUNE_Q_NF4_DQ;
     return TUNE_Q_F32;
 }
 
@@ -665,8 +812,8 @@ static void assert_same_floats(const float *a, const float *b, size_t n, const c
 
 /* w (a matrix loaded with some storage) against ref (its fp32 load):
  * type, and values (exactly, unless quantised at load: then its blocks are
- * tune_quantize_row of the fp32 rows and within the format's bound).
- * Returns 1 when it was quantised at load. */
+ * tune_quantize_rows of the fp32 matrix and, for the types whose rows stand
+ * alone, within the format's bound). Returns 1 when it was quantised at load. */
 static int check_stored_matrix(const tune_weight *w, const tune_weight *ref, uint32_t want_type, uint32_t file_type,
                                const char *what)
 {
@@ -684,15 +831,18 @@ static int check_stored_matrix(const tune_weight *w, const tune_weight *ref, uin
     if (!quantised) {
         assert_same_floats(full, ref->f32, n, what);
     } else {
-        const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
-        uint8_t *row = malloc(rb);
+        const size_t rb = tune_qtype_row_bytes(w->type, w->cols), bytes = tune_weight_bytes(w);
+        uint8_t *blocks = malloc(bytes);
+        tune_quantize_rows(w->type, ref->f32, blocks, w->rows, w->cols);
         for (int i = 0; i < w->rows; i++) {
-            tune_quantize_row(w->type, ref->f32 + (size_t)i * w->cols, row, w->cols);
-            ck_assert_msg(memcmp(row, w->blocks + (size_t)i * rb, rb) == 0,
+            ck_assert_msg(memcmp(blocks + (size_t)i * rb, w->blocks + (size_t)i * rb, rb) == 0,
                           "%s row %d: not the quantised fp32 row", what, i);
-            check_block_bound(w->type, ref->f32 + (size_t)i * w->cols, full + (size_t)i * w->cols, w->cols, what);
+            if (w->type != TUNE_Q_NF4_DQ)
+                check_block_bound(w->type, ref->f32 + (size_t)i * w->cols, full + (size_t)i * w->cols, w->cols, what);
         }
-        free(row);
+        ck_assert_msg(memcmp(blocks + (size_t)w->rows * rb, w->blocks + (size_t)w->rows * rb, bytes - (size_t)w->rows * rb) == 0,
+                      "%s: not the quantised matrix's statistics", what);
+        free(blocks);
     }
     free(full);
     return quantised;
@@ -700,14 +850,16 @@ static int check_stored_matrix(const tune_weight *w, const tune_weight *ref, uin
 
 START_TEST(models_stored_as_asked)
 {
-    /* _i: model × storage (FILE, INT8, NF4). Linear weights become Q8_0 /
-     * NF4 where their columns are whole blocks, else stay fp32; a GGUF's
+    /* _i: model × storage (FILE, INT8, NF4, NF4_DQ). Linear weights become
+     * Q8_0 / NF4 / NF4_DQ where their columns are whole blocks, else stay
+     * fp32 (q/k of an F32/F16/BF16 GGUF quantised after un-permuting); a GGUF's
      * blocks stay as they are (its q/k rows un-permuted as blocks, so they
      * dequantise to the fp32 load exactly); embeddings and norms are the
      * fp32 load's; the bytes the headers predict are the bytes held. */
-    static const tune_weight_storage storages[] = {TUNE_STORE_FILE, TUNE_STORE_INT8, TUNE_STORE_NF4};
-    const char *name = stored_models[_i / 3];
-    const tune_weight_storage s = storages[_i % 3];
+    static const tune_weight_storage storages[] = {TUNE_STORE_FILE, TUNE_STORE_INT8, TUNE_STORE_NF4,
+                                                   TUNE_STORE_NF4_DQ};
+    const char *name = stored_models[_i / 4];
+    const tune_weight_storage s = storages[_i % 4];
     const int is_gguf = strstr(name, ".gguf") != NULL;
     char path[512], what[256];
     snprintf(path, sizeof path, "%s/%s", test_data_dir(), name);
@@ -765,9 +917,10 @@ START_TEST(models_stored_as_asked)
     if (is_gguf && s != TUNE_STORE_FILE) ck_assert_int_eq(n_quantised, 5); /* its BF16/F16/F32 ones */
     if (!is_gguf && s == TUNE_STORE_FILE) ck_assert_int_eq(n_quantised, 0);
     if (strncmp(name, "tiny/", 5) == 0 && s == TUNE_STORE_INT8) ck_assert_int_eq(n_quantised, 14);
-    if (strncmp(name, "tiny/", 5) == 0 && s == TUNE_STORE_NF4) ck_assert_int_eq(n_quantised, 12); /* down: 160 */
+    if (strncmp(name, "tiny/", 5) == 0 && (s == TUNE_STORE_NF4 || s == TUNE_STORE_NF4_DQ))
+        ck_assert_int_eq(n_quantised, 12); /* down: 160 */
     if (strncmp(name, "model_load/", 11) == 0 && s == TUNE_STORE_INT8) ck_assert_int_eq(n_quantised, 2); /* down: 32 */
-    if (strncmp(name, "model_load/", 11) == 0 && s == TUNE_STORE_NF4) ck_assert_int_eq(n_quantised, 0); /* 16, 32 */
+    if (strncmp(name, "model_load/", 11) == 0 && s >= TUNE_STORE_NF4) ck_assert_int_eq(n_quantised, 0); /* 16, 32 */
     if (n_quantised + n_kept > 0) ck_assert_uint_lt(tune_model_bytes(&m), tune_model_bytes(&ref));
     else ck_assert_uint_eq(tune_model_bytes(&m), tune_model_bytes(&ref));
     tune_model_free(&m);
@@ -785,13 +938,16 @@ int main(void)
     tcase_add_test(tc, q8_0_quantiser_golden_is_ggml_rounding);
     tcase_add_test(tc, q8_0_quantiser_matches_ggml);
     tcase_add_test(tc, nf4_quantiser_matches_bitsandbytes);
+    tcase_add_test(tc, nf4_dq_matches_bitsandbytes);
+    tcase_add_test(tc, nf4_dq_saves_bytes);
     tcase_add_test(tc, round_trips_within_format_bounds);
+    tcase_add_test(tc, nf4_dq_round_trip_within_bounds);
     suite_add_tcase(s, tc);
     TCase *blocks = tcase_create("blocks");
     tcase_set_timeout(blocks, 300); /* the products' double-precision reference, under the sanitizers too */
     tcase_add_loop_test(blocks, products_match_reference, 0, N_WTYPES);
     tcase_add_loop_test(blocks, rows_and_dequantize_match_dequant_row, 0, N_WTYPES);
-    tcase_add_loop_test(blocks, models_stored_as_asked, 0, 3 * N_STORED_MODELS);
+    tcase_add_loop_test(blocks, models_stored_as_asked, 0, 4 * N_STORED_MODELS);
     suite_add_tcase(s, blocks);
     return run_suite(s);
 }

@@ -118,7 +118,7 @@ typedef struct tune_config {
     tune_model_type model_type;
     tune_tokenizer_type tokenizer_type;
     int trust_remote_code;
-    int load_in_8bit, load_in_4bit;
+    int load_in_8bit, load_in_4bit, bnb_4bit_use_double_quant;
     /* adapter */
     tune_adapter adapter;
     long lora_r;

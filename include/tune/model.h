@@ -66,6 +66,7 @@ typedef enum {
     TUNE_STORE_FILE,    /* a GGUF's quantised matrices stay in their blocks; the rest fp32 */
     TUNE_STORE_INT8,    /* as FILE, and full-precision linear weights become Q8_0 (load_in_8bit) */
     TUNE_STORE_NF4,     /* as FILE, and full-precision linear weights become NF4 (load_in_4bit) */
+    TUNE_STORE_NF4_DQ,  /* as NF4, with the absmax values in 8 bits (bnb_4bit_use_double_quant) */
 } tune_weight_storage;
 
 /* "int8 (Q8_0) linear weights", ... for plans and logs. */

@@ -1,11 +1,13 @@
 /* Quantised weight storage: the block formats of GGUF files (ggml's Q4_0 …
- * Q8_0 and the K-quants) and QLoRA's NF4, the per-block dequantisation
+ * Q8_0 and the K-quants) and QLoRA's NF4 (with or without double
+ * quantisation of its absmax values), the per-block dequantisation
  * maths (shared with CUDA kernels), quantisers for load_in_8bit /
  * load_in_4bit, and matrices kept in blocks with products that run on them.
  *
  * A quantised matrix is rows × row_bytes: every row is a whole number of
  * blocks (GGUF guarantees it; NF4 needs cols % 64 == 0), so rows can be
- * permuted, sliced and dequantised independently. */
+ * addressed, sliced and dequantised independently. NF4_DQ alone follows its
+ * rows with statistics of the whole matrix (its row r needs them too). */
 #ifndef TUNE_QUANT_H
 #define TUNE_QUANT_H
 
@@ -14,14 +16,17 @@
 
 #include "tune/kernels.h"
 
-/* Storage types, numbered as ggml numbers them; NF4 is tune's own. */
+/* Storage types, numbered as ggml numbers them; NF4 and NF4_DQ are tune's own. */
 typedef enum {
     TUNE_Q_F32 = 0, TUNE_Q_F16 = 1, TUNE_Q4_0 = 2, TUNE_Q4_1 = 3,
     TUNE_Q5_0 = 6, TUNE_Q5_1 = 7, TUNE_Q8_0 = 8,
     TUNE_Q2_K = 10, TUNE_Q3_K = 11, TUNE_Q4_K = 12, TUNE_Q5_K = 13, TUNE_Q6_K = 14,
     TUNE_Q_BF16 = 30,
-    TUNE_Q_NF4 = 1024,
+    TUNE_Q_NF4 = 1024, TUNE_Q_NF4_DQ = 1025,
 } tune_qtype;
+
+/* 1 for tune's own types (NF4, NF4_DQ): numbers no GGUF file may hold. */
+static inline int tune_qtype_is_own(uint32_t type) { return type == TUNE_Q_NF4 || type == TUNE_Q_NF4_DQ; }
 
 /* Values per block and bytes per block of a storage type; 0 for a type tune
  * cannot read (the GGUF reader names it in its error). */
@@ -31,6 +36,8 @@ int tune_qtype_block_bytes(uint32_t type);
 const char *tune_qtype_name(uint32_t type);
 /* Bytes of one row of cols values; 0 when cols is not a whole number of blocks. */
 size_t tune_qtype_row_bytes(uint32_t type, int cols);
+/* Bytes a (rows, cols) matrix keeps after its rows: NF4_DQ's statistics, 0 for other types. */
+size_t tune_qtype_stats_bytes(uint32_t type, int rows, int cols);
 
 /* ---- Per-block maths (bit-exact with ggml and the gguf Python package) ----
  * The f16/bf16 widening (kernels.h) is exact; a value of the form d·q + m is
@@ -241,21 +248,93 @@ TUNE_HD static inline void tune_dequant_q6_k(const uint8_t *blk, float *y)
       0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f, \
       0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f }
 
-/* NF4 block of 64 values: {f32 absmax; u8 qs[32]} (36 bytes), two codes a
- * byte, the first value in the high nibble as bitsandbytes packs them;
- * value = code value · absmax. */
-TUNE_HD static inline void tune_dequant_nf4(const uint8_t *blk, float *y)
+/* NF4 codes of 64 values (32 bytes), two a byte, the first value in the
+ * high nibble as bitsandbytes packs them → y (64): code value · absmax. */
+TUNE_HD static inline void tune_dequant_nf4_codes(const uint8_t *qs, float absmax, float *y)
 {
     const float table[16] = TUNE_NF4_VALUES;
-    union { uint32_t u; float f; } absmax = {tune_load_u32(blk)};
     for (int j = 0; j < 32; j++) {
-        y[2 * j] = table[blk[4 + j] >> 4] * absmax.f;
-        y[2 * j + 1] = table[blk[4 + j] & 15] * absmax.f;
+        y[2 * j] = table[qs[j] >> 4] * absmax;
+        y[2 * j + 1] = table[qs[j] & 15] * absmax;
     }
 }
 
-/* One block of a block type (not F32/F16/BF16) → y (its block values);
- * nothing for other types (callers check the type first). */
+/* NF4 block of 64 values: {f32 absmax; u8 qs[32]} (36 bytes). */
+TUNE_HD static inline void tune_dequant_nf4(const uint8_t *blk, float *y)
+{
+    union { uint32_t u; float f; } absmax = {tune_load_u32(blk)};
+    tune_dequant_nf4_codes(blk + 4, absmax.f, y);
+}
+
+/* NF4 with double quantisation (QLoRA; bitsandbytes' quantize_4bit with
+ * compress_statistics): each 64-value block keeps its absmax in 8 bits,
+ * {u8 q; u8 qs[32]} (33 bytes), and the matrix's rows are followed by its
+ * statistics {f32 offset; f32 absmax2[ceil(blocks / 256)]}. Block i of the
+ * whole matrix (row-major, as bitsandbytes flattens it: row r's block b is
+ * r · cols / 64 + b, so a group of 256 spans rows) has
+ * absmax = code2[q] · absmax2[i / 256] + offset, rounded twice as
+ * bitsandbytes' dequantize_blockwise and its separate `+= offset` round it;
+ * code2 is bitsandbytes' signed 8-bit dynamic map (create_dynamic_map). */
+#define TUNE_NF4_DQ_CODE_VALUES                                                                                      \
+    {                                                                                                                \
+      -0.99296874f, -0.9789063f, -0.96484375f, -0.9507812f, -0.93671876f, -0.92265624f, -0.9085938f,                 \
+      -0.89453125f, -0.8804687f, -0.86640626f, -0.85234374f, -0.8382813f, -0.82421875f, -0.8101562f,                 \
+      -0.79609376f, -0.78203124f, -0.7679688f, -0.75390625f, -0.7398437f, -0.72578126f, -0.7117188f,                 \
+      -0.6976563f, -0.68359375f, -0.6695312f, -0.65546876f, -0.6414063f, -0.6273438f, -0.61328125f,                  \
+      -0.5992187f, -0.58515626f, -0.5710938f, -0.5570313f, -0.54296875f, -0.5289062f, -0.5148437f,                   \
+      -0.50078124f, -0.4867187f, -0.47265625f, -0.45859373f, -0.44453126f, -0.43046874f, -0.41640624f,               \
+      -0.40234375f, -0.38828123f, -0.37421876f, -0.36015624f, -0.34609374f, -0.33203125f, -0.31796873f,              \
+      -0.30390626f, -0.28984374f, -0.27578127f, -0.26171875f, -0.24765624f, -0.23359375f, -0.21953125f,              \
+      -0.20546874f, -0.19140625f, -0.17734376f, -0.16328125f, -0.14921875f, -0.13515624f, -0.12109375f,              \
+      -0.107031256f, -0.09859375f, -0.09578126f, -0.092968754f, -0.09015625f, -0.08734375f, -0.08453125f,            \
+      -0.08171876f, -0.07890625f, -0.07609375f, -0.07328125f, -0.070468746f, -0.067656256f, -0.06484375f,            \
+      -0.06203125f, -0.059218753f, -0.05640625f, -0.05359375f, -0.05078125f, -0.04796875f, -0.04515625f,             \
+      -0.042343747f, -0.03953125f, -0.036718752f, -0.03390625f, -0.03109375f, -0.028281251f, -0.02546875f,           \
+      -0.02265625f, -0.019843752f, -0.01703125f, -0.01421875f, -0.01140625f, -0.00971875f, -0.009156249f,            \
+      -0.00859375f, -0.00803125f, -0.00746875f, -0.00690625f, -0.00634375f, -0.00578125f, -0.0052187503f,            \
+      -0.0046562497f, -0.00409375f, -0.0035312497f, -0.00296875f, -0.00240625f, -0.00184375f, -0.0012812499f,        \
+      -0.0009437501f, -0.00083125f, -0.00071875006f, -0.0006062501f, -0.00049375003f, -0.00038125002f,               \
+      -0.00026875004f, -0.00015625001f, -8.875e-05f, -6.625e-05f, -4.375e-05f, -2.1249998e-05f, -7.75e-06f,          \
+      -3.2500002e-06f, -5.5000004e-07f, 0.0f, 5.5000004e-07f, 3.2500002e-06f, 7.75e-06f, 2.1249998e-05f,             \
+      4.375e-05f, 6.625e-05f, 8.875e-05f, 0.00015625001f, 0.00026875004f, 0.00038125002f, 0.00049375003f,            \
+      0.0006062501f, 0.00071875006f, 0.00083125f, 0.0009437501f, 0.0012812499f, 0.00184375f, 0.00240625f,            \
+      0.00296875f, 0.0035312497f, 0.00409375f, 0.0046562497f, 0.0052187503f, 0.00578125f, 0.00634375f,               \
+      0.00690625f, 0.00746875f, 0.00803125f, 0.00859375f, 0.009156249f, 0.00971875f, 0.01140625f, 0.01421875f,       \
+      0.01703125f, 0.019843752f, 0.02265625f, 0.02546875f, 0.028281251f, 0.03109375f, 0.03390625f,                   \
+      0.036718752f, 0.03953125f, 0.042343747f, 0.04515625f, 0.04796875f, 0.05078125f, 0.05359375f, 0.05640625f,      \
+      0.059218753f, 0.06203125f, 0.06484375f, 0.067656256f, 0.070468746f, 0.07328125f, 0.07609375f,                  \
+      0.07890625f, 0.08171876f, 0.08453125f, 0.08734375f, 0.09015625f, 0.092968754f, 0.09578126f, 0.09859375f,       \
+      0.107031256f, 0.12109375f, 0.13515624f, 0.14921875f, 0.16328125f, 0.17734376f, 0.19140625f, 0.20546874f,       \
+      0.21953125f, 0.23359375f, 0.24765624f, 0.26171875f, 0.27578127f, 0.28984374f, 0.30390626f, 0.31796873f,        \
+      0.33203125f, 0.34609374f, 0.36015624f, 0.37421876f, 0.38828123f, 0.40234375f, 0.41640624f, 0.43046874f,        \
+      0.44453126f, 0.45859373f, 0.47265625f, 0.4867187f, 0.50078124f, 0.5148437f, 0.5289062f, 0.54296875f,           \
+      0.5570313f, 0.5710938f, 0.58515626f, 0.5992187f, 0.61328125f, 0.6273438f, 0.6414063f, 0.65546876f,             \
+      0.6695312f, 0.68359375f, 0.6976563f, 0.7117188f, 0.72578126f, 0.7398437f, 0.75390625f, 0.7679688f,             \
+      0.78203124f, 0.79609376f, 0.8101562f, 0.82421875f, 0.8382813f, 0.85234374f, 0.86640626f, 0.8804687f,           \
+      0.89453125f, 0.9085938f, 0.92265624f, 0.93671876f, 0.9507812f, 0.96484375f, 0.9789063f, 0.99296874f,           \
+      1.0f                                                                                                           \
+    }
+
+/* The absmax of block i, quantised as q, from the statistics stats. */
+TUNE_HD static inline float tune_nf4_dq_absmax(const float *code2, const uint8_t *stats, size_t i, uint8_t q)
+{
+    union { uint32_t u; float f; } offset = {tune_load_u32(stats)}, absmax2 = {tune_load_u32(stats + 4 + 4 * (i / 256))};
+    return tune_mul_add_unfused(code2[q], absmax2.f, offset.f);
+}
+
+/* Block i (blk) of a double-quantised NF4 matrix → y (64). */
+TUNE_HD static inline void tune_dequant_nf4_dq(const float *code2, const uint8_t *stats, size_t i, const uint8_t *blk,
+                                               float *y)
+{
+    tune_dequant_nf4_codes(blk + 1, tune_nf4_dq_absmax(code2, stats, i, blk[0]), y);
+}
+
+/* TUNE_NF4_DQ_CODE_VALUES for the CPU's code (a GPU keeps its own copy). */
+extern const float tune_nf4_dq_code[256];
+
+/* One block of a block type whose blocks stand alone (not F32/F16/BF16,
+ * not NF4_DQ) → y (its block values); nothing for other types (callers
+ * check the type first). */
 TUNE_HD static inline void tune_dequant_block(uint32_t type, const uint8_t *blk, float *y)
 {
     switch (type) {
@@ -274,7 +353,8 @@ TUNE_HD static inline void tune_dequant_block(uint32_t type, const uint8_t *blk,
     }
 }
 
-/* Dequantises one row of cols values of any readable type into y (cols). */
+/* Dequantises one row of cols values of any readable type whose rows stand
+ * alone (all but NF4_DQ: tune_weight_row) into y (cols). */
 void tune_dequant_row(uint32_t type, const uint8_t *row, float *y, int cols);
 
 /* ---- Weights kept in blocks ------------------------------------------------
@@ -283,18 +363,30 @@ typedef struct tune_weight {
     uint32_t type;   /* TUNE_Q_F32, or the block type of blocks */
     int rows, cols;  /* (out, in) of a linear layer; (V, C) of an embedding */
     float *f32;      /* (rows, cols) when type is TUNE_Q_F32, else NULL */
-    uint8_t *blocks; /* (rows, tune_qtype_row_bytes(type, cols)) otherwise */
+    uint8_t *blocks; /* (rows, tune_qtype_row_bytes(type, cols)) otherwise, then
+                        tune_qtype_stats_bytes(type, rows, cols) */
 } tune_weight;
 
-/* Bytes the weight's values take. */
+/* Bytes the weight's values take (NF4_DQ's statistics included). */
 size_t tune_weight_bytes(const tune_weight *w);
+/* Row r of w in fp32 by the plain per-block maths (the reference the fast
+ * paths are held to). y: (w->cols) */
+void tune_weight_row(const tune_weight *w, int r, float *y);
 
 /* Quantisers for load_in_8bit and load_in_4bit: one row of cols values
  * (a whole number of blocks) into blocks. Q8_0 as ggml's reference
  * quantiser rounds (d = absmax / 127, q = round(x / d)); NF4 as bitsandbytes
  * does (absmax of 64, the nearest code value of x / absmax). */
 void tune_quantize_row(uint32_t type, const float *x, uint8_t *out, int cols); /* TUNE_Q8_0 or TUNE_Q_NF4 */
-/* A whole matrix, rows in parallel. x: (rows, cols)   out: (rows, row bytes) */
+/* A whole matrix, rows in parallel: Q8_0, NF4, or NF4_DQ (whose statistics
+ * need the whole matrix). NF4_DQ's 4-bit codes are NF4's; its absmax
+ * values are quantised as bitsandbytes' CPU backend quantises them: offset
+ * = their mean, then per 256, absmax2 = max |absmax − offset| and q = the
+ * code its 65536-step lookup table gives (absmax − offset) · (1 / absmax2).
+ * The mean is summed in double and rounded once; PyTorch's float32 mean
+ * can differ from it in the last bit (its summation order follows the
+ * CPU's vector width), so for one matrix the two agree exactly only when
+ * the means do. x: (rows, cols)   out: tune_weight_bytes of the matrix */
 void tune_quantize_rows(uint32_t type, const float *x, uint8_t *out, int rows, int cols);
 
 /* y = beta·y + x·Wᵀ   (trans 0: x (N, w->cols), y (N, w->rows)), or

@@ -274,6 +274,9 @@ tune_status tune_config_validate(const tune_config *cfg, tune_error_list *errs)
         verr(&v, O(cfg, "adapter"), "adapter: qlora needs load_in_4bit: true");
     if (cfg->adapter == TUNE_ADAPTER_LORA && cfg->load_in_4bit)
         verr(&v, O(cfg, "load_in_4bit"), "load_in_4bit trains QLoRA: set adapter: qlora");
+    if (cfg->bnb_4bit_use_double_quant && !cfg->load_in_4bit)
+        verr(&v, O(cfg, "bnb_4bit_use_double_quant"),
+             "bnb_4bit_use_double_quant quantises load_in_4bit's NF4 scales: it needs load_in_4bit: true and adapter: qlora");
     if (cfg->val_set_size > 0 && cfg->test_datasets_count > 0)
         verr(&v, O(cfg, "val_set_size"), "val_set_size and test_datasets are both set; use one evaluation source");
     if (cfg->val_set_size > 1 && cfg->val_set_size != floor(cfg->val_set_size))

@@ -206,6 +206,11 @@ const key_spec tune_config_keys[] = {
     {.name = "load_in_4bit", .type = K_BOOL, .off = CF(load_in_4bit), .def = "false", YES, .section = S_MODEL,
      .doc = "Keep full-precision linear weights in 4 bits: NF4 blocks of 64 with an fp32 absmax each "
             "(QLoRA, bitsandbytes' code values). Needs adapter: qlora."},
+    {.name = "bnb_4bit_use_double_quant", .type = K_BOOL, .off = CF(bnb_4bit_use_double_quant), .def = "false", YES,
+     .section = S_MODEL,
+     .doc = "With load_in_4bit: keep each NF4 block's absmax in 8 bits too (QLoRA's double quantisation, "
+            "bitsandbytes' compress_statistics): 33 bytes a block of 64 instead of 36, about 0.37 bits a weight "
+            "less. Hugging Face's BitsAndBytesConfig key."},
 
     /* Adapter */
     {.name = "adapter", .type = K_ENUM, .off = CF(adapter), .def = "lora", .en = &adapter, YES, .section = S_ADAPTER,

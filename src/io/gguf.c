@@ -41,10 +41,10 @@ static const uint32_t value_size[TUNE_GGUF_N_VALUE_TYPES] = {
     [TUNE_GGUF_U64] = 8, [TUNE_GGUF_I64] = 8, [TUNE_GGUF_F64] = 8,
 };
 
-/* 1 when tune/quant.h reads the ggml type (NF4 is tune's own, never in a file). */
+/* 1 when tune/quant.h reads the ggml type (NF4 and NF4_DQ are tune's own, never in a file). */
 static int readable(uint32_t type)
 {
-    return type != TUNE_Q_NF4 && tune_qtype_name(type) != NULL;
+    return !tune_qtype_is_own(type) && tune_qtype_name(type) != NULL;
 }
 
 const char *tune_ggml_type_name(uint32_t type)

@@ -334,6 +334,7 @@ const char *tune_storage_name(tune_weight_storage storage)
     case TUNE_STORE_F32: return "fp32";
     case TUNE_STORE_INT8: return "load_in_8bit: full-precision linear weights in int8 (Q8_0)";
     case TUNE_STORE_NF4: return "load_in_4bit: full-precision linear weights in NF4";
+    case TUNE_STORE_NF4_DQ: return "load_in_4bit: full-precision linear weights in NF4, absmax in 8 bits (double quant)";
     default: return "quantised matrices kept in the file's blocks";
     }
 }
@@ -343,7 +344,10 @@ uint32_t tune_storage_type(tune_weight_storage storage, int is_linear, uint32_t 
     const int full = file_type == TUNE_Q_F32 || file_type == TUNE_Q_F16 || file_type == TUNE_Q_BF16;
     if (storage == TUNE_STORE_F32 || (full && !is_linear)) return TUNE_Q_F32;
     if (!full) return file_type;
-    const uint32_t want = storage == TUNE_STORE_INT8 ? TUNE_Q8_0 : storage == TUNE_STORE_NF4 ? TUNE_Q_NF4 : TUNE_Q_F32;
+    const uint32_t want = storage == TUNE_STORE_INT8     ? TUNE_Q8_0
+                          : storage == TUNE_STORE_NF4    ? TUNE_Q_NF4
+                          : storage == TUNE_STORE_NF4_DQ ? TUNE_Q_NF4_DQ
+                                                         : TUNE_Q_F32;
     return want != TUNE_Q_F32 && tune_qtype_row_bytes(want, cols) ? want : TUNE_Q_F32;
 }
 

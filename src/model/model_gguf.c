@@ -216,7 +216,7 @@ static const tune_gguf_tensor *find_weight(const tune_gguf *g, const weight *w, 
                         (unsigned long long)want0, (unsigned long long)want1, dims);
         return NULL;
     }
-    if (!tune_qtype_block_values(t->type) || t->type == TUNE_Q_NF4) {
+    if (!tune_qtype_block_values(t->type) || tune_qtype_is_own(t->type)) {
         tune_fail_input(err, g->path, "tensor '%s' has type %s, which tune cannot read yet", w->name,
                         tune_ggml_type_name(t->type));
         return NULL;
@@ -276,9 +276,11 @@ static weight *weight_table(tune_model *m, int *count)
 }
 
 /* Fills one weight from its tensor t. Blocks kept as they are move row by
- * row; blocks made at load are quantised from tmp, an fp32 copy of t. */
+ * row; blocks made at load are quantised from tmp, an fp32 copy of t, in
+ * the model's row order (q/k un-permuted first, into perm): NF4_DQ's
+ * statistics span rows, so its rows cannot be moved once quantised. */
 static tune_status fill_weight(const tune_gguf *g, const tune_gguf_tensor *t, const weight *w, float **fp,
-                               uint8_t **bp, float *tmp, uint8_t *perm, tune_error *err)
+                               uint8_t **bp, float *tmp, float *perm, tune_error *err)
 {
     const int d = w->heads ? w->rows / w->heads : 0;
     if (!w->mat || w->mat->type == TUNE_Q_F32) {
@@ -294,26 +296,27 @@ static tune_status fill_weight(const tune_gguf *g, const tune_gguf_tensor *t, co
     tune_weight *m = w->mat;
     const size_t rb = tune_qtype_row_bytes(m->type, m->cols);
     m->blocks = *bp;
-    *bp += (size_t)m->rows * rb;
-    const uint8_t *src = t->data;
+    *bp += tune_weight_bytes(m);
     if (m->type != t->type) { /* quantised at load */
         tune_status st = tune_gguf_tensor_to_f32(g, t, tmp, err);
         if (st) return st;
-        uint8_t *dst = w->heads ? perm : m->blocks;
-        tune_quantize_rows(m->type, tmp, dst, m->rows, m->cols);
-        src = dst;
+        if (w->heads)
+            unpermute_rows((uint8_t *)perm, (const uint8_t *)tmp, w->heads, d, (size_t)m->cols * sizeof(float));
+        tune_quantize_rows(m->type, w->heads ? perm : tmp, m->blocks, m->rows, m->cols);
+    } else if (w->heads) {
+        unpermute_rows(m->blocks, t->data, w->heads, d, rb);
+    } else {
+        memcpy(m->blocks, t->data, (size_t)m->rows * rb);
     }
-    if (w->heads) unpermute_rows(m->blocks, src, w->heads, d, rb);
-    else if (src != m->blocks) memcpy(m->blocks, src, (size_t)m->rows * rb);
     return TUNE_OK;
 }
 
 /* Checks every tensor and chooses its storage, before any big allocation:
  * the model's matrices get their type and shape, n_floats and
- * n_block_bytes their totals; ts[i] the tensor of ws[i]; *scratch the fp32
- * floats and *perm_bytes the block bytes a fill_weight may need. */
+ * n_block_bytes their totals; ts[i] the tensor of ws[i]; *scratch and
+ * *perm_floats the fp32 floats a fill_weight may need. */
 static tune_status choose_storage(const tune_gguf *g, tune_weight_storage storage, tune_model *model, const weight *ws,
-                                  int n, const tune_gguf_tensor **ts, size_t *scratch, size_t *perm_bytes,
+                                  int n, const tune_gguf_tensor **ts, size_t *scratch, size_t *perm_floats,
                                   tune_error *err)
 {
     for (int i = 0; i < n; i++) {
@@ -330,8 +333,8 @@ static tune_status choose_storage(const tune_gguf *g, tune_weight_storage storag
         /* fp32 scratch for q/k before un-permuting, and for tensors quantised at load */
         if ((ws[i].heads || (m->type != TUNE_Q_F32 && m->type != ts[i]->type)) && weight_floats(&ws[i]) > *scratch)
             *scratch = weight_floats(&ws[i]);
-        if (ws[i].heads && m->type != TUNE_Q_F32 && tune_weight_bytes(m) > *perm_bytes)
-            *perm_bytes = tune_weight_bytes(m);
+        if (ws[i].heads && m->type != TUNE_Q_F32 && m->type != ts[i]->type && weight_floats(&ws[i]) > *perm_floats)
+            *perm_floats = weight_floats(&ws[i]);
     }
     return TUNE_OK;
 }
@@ -341,13 +344,13 @@ static tune_status choose_storage(const tune_gguf *g, tune_weight_storage storag
  * storage (choose_storage). The caller frees *ws, *ts and model->layers,
  * whatever the status. */
 static tune_status plan_weights(const tune_gguf *g, tune_weight_storage storage, tune_model *model, weight **ws,
-                                const tune_gguf_tensor ***ts, int *n, size_t *scratch, size_t *perm_bytes,
+                                const tune_gguf_tensor ***ts, int *n, size_t *scratch, size_t *perm_floats,
                                 tune_error *err)
 {
     *ws = NULL;
     *ts = NULL;
     *n = 0;
-    *scratch = *perm_bytes = 0;
+    *scratch = *perm_floats = 0;
     tune_status st = tune_gguf_read_config(g, &model->cfg, err);
     if (st) return st;
     /* Nine tensors a layer: a hostile block count fails here, before the
@@ -359,7 +362,7 @@ static tune_status plan_weights(const tune_gguf *g, tune_weight_storage storage,
     if (model->layers) *ws = weight_table(model, n);
     if (*ws) *ts = calloc((size_t)*n, sizeof **ts);
     if (!*ts) return tune_fail_run(err, g->path, "out of memory");
-    return choose_storage(g, storage, model, *ws, *n, *ts, scratch, perm_bytes, err);
+    return choose_storage(g, storage, model, *ws, *n, *ts, scratch, perm_floats, err);
 }
 
 tune_status tune_gguf_stored_bytes(const tune_gguf *g, tune_weight_storage storage, size_t *bytes, tune_error *err)
@@ -368,8 +371,8 @@ tune_status tune_gguf_stored_bytes(const tune_gguf *g, tune_weight_storage stora
     weight *ws;
     const tune_gguf_tensor **ts;
     int n;
-    size_t scratch, perm_bytes;
-    const tune_status st = plan_weights(g, storage, &model, &ws, &ts, &n, &scratch, &perm_bytes, err);
+    size_t scratch, perm_floats;
+    const tune_status st = plan_weights(g, storage, &model, &ws, &ts, &n, &scratch, &perm_floats, err);
     *bytes = tune_model_bytes(&model);
     free(ts);
     free(ws);
@@ -384,15 +387,15 @@ tune_status tune_gguf_read_model(const tune_gguf *g, tune_weight_storage storage
     weight *ws;
     const tune_gguf_tensor **ts;
     int n;
-    size_t scratch, perm_bytes;
-    tune_status st = plan_weights(g, storage, model, &ws, &ts, &n, &scratch, &perm_bytes, err);
+    size_t scratch, perm_floats;
+    tune_status st = plan_weights(g, storage, model, &ws, &ts, &n, &scratch, &perm_floats, err);
     float *tmp = NULL;
-    uint8_t *perm = NULL; /* q/k blocks quantised at load, before un-permuting */
+    float *perm = NULL; /* q/k quantised at load, un-permuted before quantising */
     if (!st) {
         model->storage = malloc((model->n_floats ? model->n_floats : 1) * sizeof(float));
         model->blocks = tune_alloc_weights(model->n_block_bytes);
         tmp = malloc((scratch ? scratch : 1) * sizeof(float));
-        perm = malloc(perm_bytes ? perm_bytes : 1);
+        perm = malloc((perm_floats ? perm_floats : 1) * sizeof(float));
         if (!model->storage || !model->blocks || !tmp || !perm)
             st = tune_fail_run(err, g->path, "out of memory for %zu MB of weights", tune_model_bytes(model) >> 20);
     }

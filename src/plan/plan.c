@@ -271,7 +271,10 @@ tune_status tune_plan_init(tune_plan *p, const tune_config *cfg, tune_error_list
     p->n_train_tokens = TUNE_PLAN_UNKNOWN;
     p->mem_weights = p->mem_weights_f32 = p->mem_weights_stored = p->mem_lora = p->mem_activations = p->mem_total = -1;
     p->mem_runtime = -1;
-    p->weight_storage = cfg->load_in_8bit ? TUNE_STORE_INT8 : cfg->load_in_4bit ? TUNE_STORE_NF4 : TUNE_STORE_FILE;
+    p->weight_storage = cfg->load_in_8bit                                     ? TUNE_STORE_INT8
+                        : cfg->load_in_4bit && cfg->bnb_4bit_use_double_quant ? TUNE_STORE_NF4_DQ
+                        : cfg->load_in_4bit                                   ? TUNE_STORE_NF4
+                                                                              : TUNE_STORE_FILE;
 
     p->has_eval = cfg->test_datasets_count > 0 || cfg->val_set_size > 0;
     p->micro_batch_size = cfg->micro_batch_size;

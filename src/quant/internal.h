@@ -23,4 +23,11 @@ void tune_quant_dequant_row(uint32_t type, const uint8_t *row, float *y, int col
 int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum, int N,
                         float *out);
 
+/* The two above for row r of a weight in blocks, NF4_DQ included (whose
+ * rows need the statistics after the matrix): the row bit for bit as
+ * tune_weight_row makes it, and its dot products (1, or 0 where the caller
+ * dequantises the row itself). */
+void tune_quant_weight_row(const tune_weight *w, int r, float *y);
+int tune_quant_weight_dot(const tune_weight *w, int r, const float *x, const float *xsum, int N, float *out);
+
 #endif

@@ -13,7 +13,7 @@
 size_t tune_weight_bytes(const tune_weight *w)
 {
     if (w->type == TUNE_Q_F32) return (size_t)w->rows * w->cols * sizeof(float);
-    return (size_t)w->rows * tune_qtype_row_bytes(w->type, w->cols);
+    return (size_t)w->rows * tune_qtype_row_bytes(w->type, w->cols) + tune_qtype_stats_bytes(w->type, w->rows, w->cols);
 }
 
 /* Scratch for rows of W. The CPU operations have no error path (they
@@ -92,7 +92,6 @@ static int tile_rows(int cols)
  * else the row dequantised and a plain dot product per x row. */
 static void dot_rows(float *y, const float *x, const tune_weight *w, int N, float beta)
 {
-    const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
     const int cols = w->cols;
     const int n_threads = (size_t)w->rows * cols < TUNE_CPU_PARALLEL_MIN ? 1 : omp_get_max_threads();
     float *xsum = NULL; /* (cols / 32): the block sums of a single x row */
@@ -109,9 +108,8 @@ static void dot_rows(float *y, const float *x, const tune_weight *w, int N, floa
         float *row = thread_scratch(0, (size_t)cols), sums[TUNE_QUANT_DOT_ROWS];
 #pragma omp for schedule(static)
         for (int r = 0; r < w->rows; r++) {
-            const uint8_t *blocks = w->blocks + (size_t)r * rb;
-            if (!tune_quant_dot_rows(w->type, blocks, cols, x, xsum, N, sums)) {
-                tune_dequant_row(w->type, blocks, row, cols);
+            if (!tune_quant_weight_dot(w, r, x, xsum, N, sums)) {
+                tune_weight_row(w, r, row);
                 for (int n = 0; n < N; n++) {
                     const float *xn = x + (size_t)n * cols;
                     double sum = 0.0;
@@ -128,16 +126,14 @@ static void dot_rows(float *y, const float *x, const tune_weight *w, int N, floa
 }
 
 /* Dequantises rows r0 .. r0 + n − 1 of w into tile (n, cols). */
-static void dequant_tile(float *tile, const tune_weight *w, size_t rb, int r0, int n)
+static void dequant_tile(float *tile, const tune_weight *w, int r0, int n)
 {
-    for (int r = 0; r < n; r++)
-        tune_quant_dequant_row(w->type, w->blocks + (size_t)(r0 + r) * rb, tile + (size_t)r * w->cols, w->cols);
+    for (int r = 0; r < n; r++) tune_quant_weight_row(w, r0 + r, tile + (size_t)r * w->cols);
 }
 
 /* trans 0: each thread owns a slice of W's rows (columns of y) and walks it a tile at a time. */
 static void tiled_xwt(float *y, const float *x, const tune_weight *w, int N, float beta)
 {
-    const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
     const int R = tile_rows(w->cols), n_threads = omp_get_max_threads();
     const int slice = ((w->rows + n_threads - 1) / n_threads + 15) / 16 * 16;
     openblas_set_num_threads(1);
@@ -147,7 +143,7 @@ static void tiled_xwt(float *y, const float *x, const tune_weight *w, int N, flo
         const int lo = omp_get_thread_num() * slice, hi = lo + slice < w->rows ? lo + slice : w->rows;
         for (int r0 = lo; r0 < hi; r0 += R) {
             const int n = hi - r0 < R ? hi - r0 : R;
-            dequant_tile(tile, w, rb, r0, n);
+            dequant_tile(tile, w, r0, n);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, n, w->cols, 1.0f, x, w->cols, tile, w->cols,
                         beta, y + r0, w->rows);
         }
@@ -157,7 +153,6 @@ static void tiled_xwt(float *y, const float *x, const tune_weight *w, int N, flo
 /* trans 1: each thread owns a slice of x's rows and adds W's tiles in row order. */
 static void tiled_xw(float *y, const float *x, const tune_weight *w, int N, float beta)
 {
-    const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
     const int R = tile_rows(w->cols);
     const int n_threads = (double)N * w->rows * w->cols < 64.0 * TUNE_CPU_PARALLEL_MIN ? 1 : omp_get_max_threads();
     const int slice = ((N + n_threads - 1) / n_threads + 15) / 16 * 16;
@@ -168,7 +163,7 @@ static void tiled_xw(float *y, const float *x, const tune_weight *w, int N, floa
         const int lo = omp_get_thread_num() * slice, hi = lo + slice < N ? lo + slice : N;
         for (int r0 = 0; lo < hi && r0 < w->rows; r0 += R) {
             const int n = w->rows - r0 < R ? w->rows - r0 : R;
-            dequant_tile(tile, w, rb, r0, n);
+            dequant_tile(tile, w, r0, n);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, w->cols, n, 1.0f,
                         x + (size_t)lo * w->rows + r0, w->rows, tile, w->cols, r0 == 0 ? beta : 1.0f,
                         y + (size_t)lo * w->cols, w->cols);
@@ -194,8 +189,7 @@ void tune_weight_matmul_ref(float *y, const float *x, const tune_weight *w, int 
     float *full = w->f32;
     if (w->type != TUNE_Q_F32) {
         full = scratch((size_t)w->rows * w->cols);
-        const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
-        for (int r = 0; r < w->rows; r++) tune_dequant_row(w->type, w->blocks + r * rb, full + (size_t)r * w->cols, w->cols);
+        for (int r = 0; r < w->rows; r++) tune_weight_row(w, r, full + (size_t)r * w->cols);
     }
     if (trans) tune_cpu_matmul_ref(y, x, full, N, w->cols, w->rows, 0, 0, 1.0f, beta);
     else tune_cpu_matmul_ref(y, x, full, N, w->rows, w->cols, 0, 1, 1.0f, beta);
@@ -205,7 +199,7 @@ void tune_weight_matmul_ref(float *y, const float *x, const tune_weight *w, int 
 void tune_weight_dequantize(const tune_weight *w, float *out)
 {
     if (w->type == TUNE_Q_F32) memcpy(out, w->f32, (size_t)w->rows * w->cols * sizeof *out);
-    else dequant_tile(out, w, tune_qtype_row_bytes(w->type, w->cols), 0, w->rows);
+    else dequant_tile(out, w, 0, w->rows);
 }
 
 void tune_weight_rows(float *out, const tune_weight *w, const int32_t *ids, int N)
@@ -214,8 +208,6 @@ void tune_weight_rows(float *out, const tune_weight *w, const int32_t *ids, int 
         tune_cpu_embedding(out, w->f32, ids, N, w->cols);
         return;
     }
-    const size_t rb = tune_qtype_row_bytes(w->type, w->cols);
 #pragma omp parallel for if ((size_t)N * w->cols >= TUNE_CPU_PARALLEL_MIN)
-    for (int n = 0; n < N; n++)
-        tune_quant_dequant_row(w->type, w->blocks + (size_t)ids[n] * rb, out + (size_t)n * w->cols, w->cols);
+    for (int n = 0; n < N; n++) tune_quant_weight_row(w, ids[n], out + (size_t)n * w->cols);
 }

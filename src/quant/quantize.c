@@ -1,4 +1,4 @@
-/* Quantisers for load_in_8bit (Q8_0) and load_in_4bit (NF4). */
+/* Quantisers for load_in_8bit (Q8_0) and load_in_4bit (NF4, NF4_DQ). */
 #include <math.h>
 #include <string.h>
 
@@ -32,15 +32,75 @@ static uint8_t nf4_code(float x)
     return code;
 }
 
+static float absmax64(const float *x)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < 64; j++) amax = fmaxf(amax, fabsf(x[j]));
+    return amax;
+}
+
+/* The 32 code bytes of 64 values x whose absmax is amax. */
+static void nf4_codes(const float *x, float amax, uint8_t *qs)
+{
+    const float inv = amax != 0.0f ? 1.0f / amax : 0.0f; /* an all-zero block: every code 7 (0.0) */
+    for (int j = 0; j < 32; j++) qs[j] = (uint8_t)(nf4_code(x[2 * j] * inv) << 4 | nf4_code(x[2 * j + 1] * inv));
+}
+
 static void quantize_nf4(const float *x, uint8_t *out, int cols)
 {
     for (int b = 0; b < cols / 64; b++, x += 64, out += 36) {
-        float amax = 0.0f;
-        for (int j = 0; j < 64; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float amax = absmax64(x);
         memcpy(out, &amax, 4);
-        const float inv = amax != 0.0f ? 1.0f / amax : 0.0f; /* an all-zero block: every code 7 (0.0) */
-        for (int j = 0; j < 32; j++)
-            out[4 + j] = (uint8_t)(nf4_code(x[2 * j] * inv) << 4 | nf4_code(x[2 * j + 1] * inv));
+        nf4_codes(x, amax, out + 4);
+    }
+}
+
+/* The dynamic-map code of v ∈ [-1, 1] as bitsandbytes' CPU quantize_blockwise
+ * (0.50) finds it: v goes to step k = (uint16)((v + 1) · 0.5 · 65535 + 0.5)
+ * of a 65536-entry table whose entry k is the number of midpoints between
+ * neighbouring codes below −1 + 2k / 65535, all in float32. Not quite the
+ * nearest code: values near a midpoint can take the farther one. */
+static uint8_t dynamic_code(float v, const float *midpoints)
+{
+    v = fminf(fmaxf(v, -1.0f), 1.0f);
+    const float t = (v + 1.0f) * 0.5f * 65535.0f;
+    const unsigned k = (unsigned)(t + 0.5f);
+    const float grid = -1.0f + (2.0f * (float)k) / 65535.0f;
+    int lo = 0, hi = 255; /* the first midpoint not below grid */
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (midpoints[mid] < grid) lo = mid + 1;
+        else hi = mid;
+    }
+    return (uint8_t)lo;
+}
+
+/* NF4_DQ: NF4's codes; the absmax values' mean as offset; per group of 256
+ * blocks, absmax2 = max |absmax − offset| and each block's 8-bit q. The
+ * block absmax values are recomputed from x where needed (cheap beside
+ * the codes) rather than held in a matrix-sized buffer. */
+static void quantize_nf4_dq(const float *x, uint8_t *out, int rows, int cols)
+{
+    const size_t nb = (size_t)rows * (size_t)(cols / 64), ng = (nb + 255) / 256;
+    uint8_t *stats = out + nb * 33;
+    double sum = 0.0; /* in block order, so every thread count gives the same offset */
+    for (size_t i = 0; i < nb; i++) sum += absmax64(x + 64 * i);
+    const float offset = nb ? (float)(sum / (double)nb) : 0.0f;
+    memcpy(stats, &offset, 4);
+    float midpoints[255];
+    for (int i = 0; i < 255; i++) midpoints[i] = 0.5f * (tune_nf4_dq_code[i] + tune_nf4_dq_code[i + 1]);
+#pragma omp parallel for schedule(static)
+    for (size_t g = 0; g < ng; g++) {
+        const size_t i0 = 256 * g, i1 = i0 + 256 < nb ? i0 + 256 : nb;
+        float amax2 = 0.0f;
+        for (size_t i = i0; i < i1; i++) amax2 = fmaxf(amax2, fabsf(absmax64(x + 64 * i) - offset));
+        memcpy(stats + 4 + 4 * g, &amax2, 4);
+        const float inv = amax2 != 0.0f ? 1.0f / amax2 : 0.0f; /* all equal: every q 0, absmax = offset */
+        for (size_t i = i0; i < i1; i++) {
+            const float amax = absmax64(x + 64 * i);
+            out[33 * i] = amax2 != 0.0f ? dynamic_code((amax - offset) * inv, midpoints) : 0;
+            nf4_codes(x + 64 * i, amax, out + 33 * i + 1);
+        }
     }
 }
 
@@ -52,6 +112,10 @@ void tune_quantize_row(uint32_t type, const float *x, uint8_t *out, int cols)
 
 void tune_quantize_rows(uint32_t type, const float *x, uint8_t *out, int rows, int cols)
 {
+    if (type == TUNE_Q_NF4_DQ) {
+        quantize_nf4_dq(x, out, rows, cols);
+        return;
+    }
     const size_t rb = tune_qtype_row_bytes(type, cols);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) tune_quantize_row(type, x + (size_t)r * cols, out + r * rb, cols);

@@ -200,6 +200,45 @@ KERNELS(q4_k, 256, 144)
 KERNELS(q6_k, 256, 210)
 KERNELS(nf4, 64, 36)
 
+/* NF4_DQ: a chunk of a row at a time becomes plain NF4 blocks (each
+ * block's absmax decoded from the statistics, its codes copied) that NF4's
+ * kernels run, so the values are tune_dequant_nf4_dq's bit for bit. */
+#define NF4_DQ_CHUNK 64 /* blocks */
+
+/* n blocks from block i0 of the matrix → nf4 (n NF4 blocks). */
+static void nf4_dq_chunk(const uint8_t *b, const uint8_t *stats, size_t i0, int n, uint8_t *nf4)
+{
+    for (int i = 0; i < n; i++, b += 33, nf4 += 36) {
+        const float absmax = tune_nf4_dq_absmax(tune_nf4_dq_code, stats, i0 + (size_t)i, b[0]);
+        memcpy(nf4, &absmax, 4);
+        memcpy(nf4 + 4, b + 1, 32);
+    }
+}
+
+AVX512 static void row_nf4_dq(const uint8_t *b, const uint8_t *stats, size_t i0, float *y, int nb)
+{
+    uint8_t nf4[NF4_DQ_CHUNK * 36];
+    for (int c = 0; c < nb; c += NF4_DQ_CHUNK) {
+        const int n = nb - c < NF4_DQ_CHUNK ? nb - c : NF4_DQ_CHUNK;
+        nf4_dq_chunk(b + (size_t)c * 33, stats, i0 + (size_t)c, n, nf4);
+        row_nf4(nf4, y + (size_t)c * 64, n);
+    }
+}
+
+AVX512 static void dot_nf4_dq(const uint8_t *b, const uint8_t *stats, size_t i0, int nb, const float *x, size_t ldx,
+                              int N, float *out)
+{
+    uint8_t nf4[NF4_DQ_CHUNK * 36];
+    float part[TUNE_QUANT_DOT_ROWS];
+    for (int n = 0; n < N; n++) out[n] = 0.0f;
+    for (int c = 0; c < nb; c += NF4_DQ_CHUNK) {
+        const int n = nb - c < NF4_DQ_CHUNK ? nb - c : NF4_DQ_CHUNK;
+        nf4_dq_chunk(b + (size_t)c * 33, stats, i0 + (size_t)c, n, nf4);
+        dot_nf4(nf4, n, x + (size_t)c * 64, ldx, N, part);
+        for (int k = 0; k < N; k++) out[k] += part[k];
+    }
+}
+
 /* One row against one x for the 32-value types, factored: a block's sum is
  * d·Σ q·x + (its offset)·Σ x, with Σ x per block (xsum) computed once per
  * product, so the values themselves are never formed. Two blocks at a time
@@ -351,6 +390,32 @@ int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float
            dot_avx512_blocks(type, row, cols, x, (size_t)cols, N, out);
 }
 
+/* Row r of an NF4_DQ weight: its blocks, and its first block's index in the matrix. */
+static const uint8_t *nf4_dq_row(const tune_weight *w, int r, size_t *i0)
+{
+    *i0 = (size_t)r * (size_t)(w->cols / 64);
+    return w->blocks + *i0 * 33;
+}
+
+static int nf4_dq_row_fast(const tune_weight *w, int r, float *y)
+{
+    if (!tune_quant_have_avx512()) return 0;
+    size_t i0;
+    const uint8_t *row = nf4_dq_row(w, r, &i0);
+    row_nf4_dq(row, w->blocks + (size_t)w->rows * tune_qtype_row_bytes(w->type, w->cols), i0, y, w->cols / 64);
+    return 1;
+}
+
+static int nf4_dq_dot_fast(const tune_weight *w, int r, const float *x, int N, float *out)
+{
+    if (!tune_quant_have_avx512()) return 0;
+    size_t i0;
+    const uint8_t *row = nf4_dq_row(w, r, &i0);
+    dot_nf4_dq(row, w->blocks + (size_t)w->rows * tune_qtype_row_bytes(w->type, w->cols), i0, w->cols / 64, x,
+               (size_t)w->cols, N, out);
+    return 1;
+}
+
 #else /* no x86-64 vector extensions: the plain versions */
 
 int tune_quant_have_avx512(void) { return 0; }
@@ -367,4 +432,31 @@ int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float
     return 0;
 }
 
+static int nf4_dq_row_fast(const tune_weight *w, int r, float *y)
+{
+    (void)w, (void)r, (void)y;
+    return 0;
+}
+
+static int nf4_dq_dot_fast(const tune_weight *w, int r, const float *x, int N, float *out)
+{
+    (void)w, (void)r, (void)x, (void)N, (void)out;
+    return 0;
+}
+
 #endif
+
+void tune_quant_weight_row(const tune_weight *w, int r, float *y)
+{
+    if (w->type != TUNE_Q_NF4_DQ)
+        tune_quant_dequant_row(w->type, w->blocks + (size_t)r * tune_qtype_row_bytes(w->type, w->cols), y, w->cols);
+    else if (!nf4_dq_row_fast(w, r, y))
+        tune_weight_row(w, r, y);
+}
+
+int tune_quant_weight_dot(const tune_weight *w, int r, const float *x, const float *xsum, int N, float *out)
+{
+    if (w->type == TUNE_Q_NF4_DQ) return nf4_dq_dot_fast(w, r, x, N, out);
+    return tune_quant_dot_rows(w->type, w->blocks + (size_t)r * tune_qtype_row_bytes(w->type, w->cols), w->cols, x,
+                               xsum, N, out);
+}

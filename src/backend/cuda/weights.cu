@@ -6,26 +6,34 @@
 /* At most this many fp32 values of a matrix exist at once (64 MB). */
 #define TILE_VALUES ((size_t)16 << 20)
 
+/* NF4_DQ's code table (tune/quant.h), in the GPU's memory. */
+__device__ static const float nf4_dq_code[256] = TUNE_NF4_DQ_CODE_VALUES;
+
 /* One thread per block: rows r0 .. r0 + n − 1 of the blocks into tile (n, cols),
- * or, with ids, rows ids[0 .. n − 1]. */
+ * or, with ids, rows ids[0 .. n − 1]. stats: NF4_DQ's statistics after the
+ * matrix's rows (NULL for other types). */
 __global__ static void dequant_rows_kernel(float *tile, const uint8_t *blocks, uint32_t type, size_t row_bytes,
-                                           int cols, int bv, int bb, int r0, const int32_t *ids, int n)
+                                           int cols, int bv, int bb, int r0, const int32_t *ids, int n,
+                                           const uint8_t *stats)
 {
     const size_t per_row = (size_t)(cols / bv), total = (size_t)n * per_row;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         const size_t r = i / per_row, b = i % per_row;
         const size_t src = ids ? (size_t)ids[r] : (size_t)r0 + r;
-        tune_dequant_block(type, blocks + src * row_bytes + b * bb, tile + r * cols + b * bv);
+        const uint8_t *blk = blocks + src * row_bytes + b * bb;
+        if (stats) tune_dequant_nf4_dq(nf4_dq_code, stats, src * per_row + b, blk, tile + r * cols + b * bv);
+        else tune_dequant_block(type, blk, tile + r * cols + b * bv);
     }
 }
 
 static void dequant_rows(float *tile, const tune_weight *w, int r0, const int32_t *ids, int n)
 {
     const int bv = tune_qtype_block_values(w->type), bb = tune_qtype_block_bytes(w->type);
-    const size_t blocks = (size_t)n * (w->cols / bv);
+    const size_t blocks = (size_t)n * (w->cols / bv), row_bytes = tune_qtype_row_bytes(w->type, w->cols);
     if (!blocks) return;
-    dequant_rows_kernel<<<tune_cuda_blocks(blocks), TUNE_CUDA_THREADS>>>(
-        tile, w->blocks, w->type, tune_qtype_row_bytes(w->type, w->cols), w->cols, bv, bb, r0, ids, n);
+    const uint8_t *stats = w->type == TUNE_Q_NF4_DQ ? w->blocks + (size_t)w->rows * row_bytes : NULL;
+    dequant_rows_kernel<<<tune_cuda_blocks(blocks), TUNE_CUDA_THREADS>>>(tile, w->blocks, w->type, row_bytes, w->cols,
+                                                                         bv, bb, r0, ids, n, stats);
     tune_cuda_launched("dequantisation kernel");
 }
 
