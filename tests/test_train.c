@@ -1066,6 +1066,113 @@ START_TEST(progress_lines)
 }
 END_TEST
 
+/* Every get() a run makes, in order: epoch, index and the input ids. */
+typedef struct recording {
+    const tune_batch_source *inner;
+    int n;
+    int epoch[64];
+    long index[64];
+    int32_t ids[64][2 * 12];
+} recording;
+
+static tune_status recording_get(void *ctx, int epoch, long index, tune_batch *b, tune_error *err)
+{
+    recording *r = ctx;
+    tune_status st = r->inner->get(r->inner->ctx, epoch, index, b, err);
+    if (!st) {
+        ck_assert_int_lt(r->n, 64);
+        ck_assert_int_eq(b->B * b->T, 2 * 12);
+        r->epoch[r->n] = epoch;
+        r->index[r->n] = index;
+        memcpy(r->ids[r->n++], b->input_ids, sizeof r->ids[0]);
+    }
+    return st;
+}
+
+static long recording_count(void *ctx, int epoch, tune_error *err)
+{
+    const recording *r = ctx;
+    return r->inner->count(r->inner->ctx, epoch, err);
+}
+
+static void read_column(const tune_st_file *f, const char *name, int32_t *dst, size_t n)
+{
+    tune_error err;
+    const tune_st_tensor *t = tune_st_find(f, name);
+    ck_assert_msg(t != NULL, "%s missing", name);
+    ck_assert_uint_eq(t->numel, n);
+    ck_assert_int_eq(tune_st_read_i32(t, dst, &err), TUNE_OK);
+}
+
+/* The batches file holds the micro-batches the loop trains on, in its
+ * order: epochs of 12 and 10 micro-batches, 3 a step (the last step of the
+ * second epoch has 1), 11 steps. */
+START_TEST(batches_file_is_the_training_order)
+{
+    fixture fx;
+    fixture_init(&fx, 0.0f);
+    double lr[11];
+    for (int s = 0; s < 11; s++) lr[s] = 1e-3;
+    replay rp = {.golden = fx.golden, .fail_at = -1, .vary = 1};
+    const tune_batch_source inner = replay_source(&rp);
+    recording rec = {.inner = &inner};
+    const tune_batch_source src = {.ctx = &rec, .max_B = inner.max_B, .max_T = inner.max_T,
+                                   .count = recording_count, .get = recording_get};
+    tune_train_options o = golden_options(&fx, NULL, 3, NULL);
+    o.total_steps = 11;
+    o.lr = lr;
+    tune_error err;
+    ck_assert_msg(tune_train_run(&o, &src, NULL, &fx.model, fx.lora, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_int_eq(rec.n, 12 + 10 + 3 * 3);
+
+    char path[256];
+    subdir(path, sizeof path, fx.dir, "batches.safetensors");
+    const recording trained = rec;
+    ck_assert_msg(tune_train_write_batches(&inner, 11, 3, 0, path, &err) == TUNE_OK, "%s", err.message);
+    tune_st_file *f;
+    ck_assert_msg(tune_st_open(path, &f, &err) == TUNE_OK, "%s", err.message);
+    int32_t step[31], epoch[31], index[31], targets[31], col[24];
+    read_column(f, "step", step, 31);
+    read_column(f, "epoch", epoch, 31);
+    read_column(f, "index", index, 31);
+    read_column(f, "targets", targets, 31);
+    ck_assert_int_eq(step[21], 7); /* epoch 1's short last step */
+    ck_assert_int_eq(step[22], 8);
+    ck_assert_int_eq(step[30], 10);
+    for (int k = 0; k < 31; k++) {
+        ck_assert_int_eq(epoch[k], trained.epoch[k]);
+        ck_assert_int_eq(index[k], trained.index[k]);
+        char name[64];
+        snprintf(name, sizeof name, "input_ids.%d", k);
+        read_column(f, name, col, 24);
+        ck_assert(memcmp(col, trained.ids[k], sizeof col) == 0);
+        /* the replay gives no positions or segments: the forward's defaults */
+        snprintf(name, sizeof name, "position_ids.%d", k);
+        read_column(f, name, col, 24);
+        ck_assert_int_eq(col[13], 1);
+        snprintf(name, sizeof name, "segment_ids.%d", k);
+        read_column(f, name, col, 24);
+        ck_assert_int_eq(col[23], 1);
+        snprintf(name, sizeof name, "labels.%d", k);
+        read_column(f, name, col, 24);
+        long n = 0;
+        for (int r = 0; r < 2; r++)
+            for (int t = 1; t < 12; t++) n += col[12 * r + t] != TUNE_IGNORE_INDEX;
+        ck_assert_int_eq(targets[k], n);
+    }
+    ck_assert_ptr_null(tune_st_find(f, "input_ids.31"));
+    tune_st_close(f);
+
+    /* --steps: the first steps only */
+    ck_assert_msg(tune_train_write_batches(&inner, 11, 3, 5, path, &err) == TUNE_OK, "%s", err.message);
+    ck_assert_msg(tune_st_open(path, &f, &err) == TUNE_OK, "%s", err.message);
+    read_column(f, "step", step, 15);
+    ck_assert_int_eq(step[14], 4);
+    tune_st_close(f);
+    fixture_free(&fx);
+}
+END_TEST
+
 static Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -1090,6 +1197,7 @@ static Suite *train_suite(void)
     tcase_add_test(loop, loss_watchdog_ends_a_diverging_run);
     tcase_add_test(loop, early_stopping_ends_the_run);
     tcase_add_test(loop, resume_refuses_other_batch_layout);
+    tcase_add_test(loop, batches_file_is_the_training_order);
     suite_add_tcase(s, loop);
     return s;
 }

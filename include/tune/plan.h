@@ -233,6 +233,12 @@ typedef struct tune_run_hooks {
 tune_status tune_plan_train(tune_plan *plan, const tune_config *cfg, const char *config_path, const char *version,
                             const tune_run_hooks *hooks, tune_error *err);
 
+/* The micro-batches of the first `steps` optimizer steps of the plan's run
+ * (every step when steps < 1) from its prepared data, in the order
+ * tune_plan_train trains on them, into path (tune_train_write_batches). */
+tune_status tune_plan_write_batches(const tune_plan *plan, const tune_plan_data *data, const char *path, long steps,
+                                    tune_error *err);
+
 typedef struct tune_eval_report {
     long examples, tokens, truncated; /* validation examples, trained targets, examples truncated */
     double loss, perplexity;          /* mean token loss and its exp */

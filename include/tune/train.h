@@ -147,6 +147,19 @@ tune_status tune_train_run(const tune_train_options *opts, const tune_batch_sour
                            const tune_batch_source *eval, const tune_model *model, tune_lora *lora,
                            tune_error *err);
 
+/* The micro-batches of the first `steps` optimizer steps (every step when
+ * steps < 1) of a run of total_steps with accum micro-batches a step, in
+ * the order tune_train_run trains on them from a fresh start, written to
+ * path as safetensors (for a peer trainer to train on the same batches):
+ * for micro-batch K, "input_ids.K", "labels.K" (-100: not trained),
+ * "position_ids.K" and "segment_ids.K" (packed examples 1, 2, ...; padding
+ * 0), int32 (B, T); and int32 (N) "step", "epoch", "index" (within the
+ * epoch) and "targets" (trained targets: the next token's label is not
+ * -100 and lies in the same segment). A step's loss is the summed token
+ * loss of its micro-batches over the sum of their targets. */
+tune_status tune_train_write_batches(const tune_batch_source *train, long total_steps, int accum, long steps,
+                                     const char *path, tune_error *err);
+
 /* Asks the running tune_train_run to stop after its current optimizer step
  * (see there); the run that honours the request spends it. Async-signal-safe:
  * the CLI calls it from its SIGINT/SIGTERM handler. */

@@ -48,6 +48,10 @@ void tune_drop_mapped(const void *p, size_t n);
 void *tune_alloc_weights(size_t bytes);
 /* The most resident memory this process has held so far, in bytes. */
 size_t tune_peak_rss_bytes(void);
+/* Seconds since this process started, as the kernel counts it from the fork
+ * (an exec, like the BLAS re-execution, keeps the clock running), in steps
+ * of 10 ms; negative where the system does not say. */
+double tune_process_seconds(void);
 
 /* Growable NUL-terminated string. */
 typedef struct tune_strbuf {

@@ -255,6 +255,20 @@ done:
     return st;
 }
 
+tune_status tune_plan_write_batches(const tune_plan *plan, const tune_plan_data *data, const char *path, long steps,
+                                    tune_error *err)
+{
+    tune_batcher *b;
+    tune_status st = tune_batcher_create(&data->prep.train, &data->batch, &b, err);
+    if (st) return st;
+    const tune_batch_source src = batcher_source(b, &data->batch);
+    tune_train_options opts;
+    tune_plan_train_options(plan, &opts);
+    st = tune_train_write_batches(&src, opts.total_steps, opts.gradient_accumulation_steps, steps, path, err);
+    tune_batcher_free(b);
+    return st;
+}
+
 /* The validation files, comma-separated: the test datasets, else the training ones (val_set_size). */
 static void data_names(const tune_plan_data *d, char *buf, size_t size)
 {

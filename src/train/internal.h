@@ -68,6 +68,34 @@ tune_status report_manifest(const tune_train_options *opts, const train_state *s
 tune_status train_get_batch(const tune_batch_source *src, const char *what, int epoch, long index, tune_batch *b,
                             tune_error *err);
 
+/* Which micro-batches each step trains on (batches.c): the epochs a run of
+ * total_steps reaches, with the source's micro-batch count of each, accum
+ * micro-batches a step and the last step of an epoch possibly short. */
+typedef struct step_layout {
+    long *epoch_first; /* (n_epochs + 1): first step of each epoch, then total_steps */
+    long *epoch_mb;    /* (n_epochs): its micro-batches */
+    int n_epochs;
+    int accum;
+} step_layout;
+
+/* The micro-batches of one step: [first, first + n) of epoch, whose k-th
+ * step (of epoch_steps) it is. */
+typedef struct step_slice {
+    int epoch;
+    long k, first, epoch_steps;
+    int n;
+} step_slice;
+
+tune_status step_layout_build(step_layout *l, const tune_batch_source *src, long total_steps, int accum,
+                              tune_error *err);
+step_slice step_layout_find(const step_layout *l, long step);
+void step_layout_free(step_layout *l);
+
+/* Trained targets of a micro-batch, by the rule of tune_llama_forward:
+ * logits[b, t] is scored against labels[b, t + 1] unless that label is
+ * ignored or t and t + 1 lie in different packed segments. */
+long train_count_targets(const tune_batch *b);
+
 /* dir/name into buf. */
 tune_status train_path(char *buf, size_t size, const char *dir, const char *name, tune_error *err);
 

@@ -52,9 +52,7 @@ typedef struct run {
     double *all_loss;            /* (ranks · per_rank): every rank's, in global micro-batch order */
     long per_rank;               /* micro-batches of a step each rank computes, at most */
     step_batches sb;
-    long *epoch_first;           /* (n_epochs + 1): first step of each epoch the run reaches, then total_steps */
-    long *epoch_mb;              /* (n_epochs): its micro-batches */
-    int n_epochs;
+    step_layout layout;          /* the micro-batches of each step */
     long first_step;             /* where this process started */
     char last_checkpoint[4096];  /* "" when none */
     long saved_step;             /* the step last_checkpoint holds, when this process wrote it; else -1 */
@@ -84,22 +82,6 @@ static int rank0(const run *R) { return tune_parallel_rank(R->par) == 0; }
 /* Whether this process writes files: rank 0, unless the run has no output_dir. */
 static int writes(const run *R) { return rank0(R) && R->o->output_dir; }
 
-/* Trained targets of a micro-batch, by the rule of tune_llama_forward:
- * logits[b, t] is scored against labels[b, t + 1] unless that label is
- * ignored or t and t + 1 lie in different packed segments. */
-static long count_targets(const tune_batch *b)
-{
-    long n = 0;
-    for (int r = 0; r < b->B; r++)
-        for (int t = 0; t + 1 < b->T; t++) {
-            const size_t i = (size_t)r * b->T + t;
-            if (b->labels[i + 1] == TUNE_IGNORE_INDEX) continue;
-            if (b->segment_ids && b->segment_ids[i] != b->segment_ids[i + 1]) continue;
-            n++;
-        }
-    return n;
-}
-
 static tune_status step_batches_init(step_batches *sb, int accum, int max_B, int max_T, tune_error *err)
 {
     memset(sb, 0, sizeof *sb);
@@ -127,8 +109,6 @@ static void step_batches_free(step_batches *sb)
     free(sb->targets);
 }
 
-/* Fetches micro-batch `index` of `epoch` and checks it against the source's
- * declared limits. */
 /* Copies micro-batches [first, first + n) of `epoch` into sb. */
 static tune_status fetch_step(run *R, int epoch, long first, int n, tune_error *err)
 {
@@ -153,7 +133,7 @@ static tune_status fetch_step(run *R, int epoch, long first, int n, tune_error *
             memcpy(sb->segments + off, b.segment_ids, len * sizeof(int32_t));
             c->segment_ids = sb->segments + off;
         }
-        sb->targets[j] = count_targets(c);
+        sb->targets[j] = train_count_targets(c);
     }
     return TUNE_OK;
 }
@@ -264,6 +244,9 @@ static tune_status do_log(run *R, double lr, double grad_norm, tune_error *err)
         cJSON_AddNumberToObject(e, "learning_rate", lr);
         cJSON_AddNumberToObject(e, "grad_norm", grad_norm);
         cJSON_AddNumberToObject(e, "tokens_per_second", round(tps));
+        /* For the time to the first step, loading included (make bench). */
+        const double age = tune_process_seconds();
+        if (age >= 0) cJSON_AddNumberToObject(e, "elapsed_s", round(1e3 * age) / 1e3);
     }
     tune_status st = log_entry_add(R, e, err);
     if (st) return st;
@@ -436,16 +419,13 @@ static tune_status train_step(run *R, tune_error *err)
     const tune_train_options *o = R->o;
     train_state *S = &R->st;
     const long s = S->global_step;
-    int epoch = 0;
-    while (R->epoch_first[epoch + 1] <= s) epoch++;
-    const long k = s - R->epoch_first[epoch]; /* step within the epoch */
-    const long first = k * S->accum;
-    long n_mb = R->epoch_mb[epoch] - first;
-    if (n_mb > S->accum) n_mb = S->accum; /* the last step of an epoch may be short */
+    const step_slice x = step_layout_find(&R->layout, s);
+    const int epoch = x.epoch, n_mb = x.n;
+    const long k = x.k, first = x.first;
 
     const double t_start = now_s();
     double loss = 0.0;
-    tune_status st = fetch_step(R, epoch, first, (int)n_mb, err);
+    tune_status st = fetch_step(R, epoch, first, n_mb, err);
     if (!st) st = accumulate(R, s, epoch, first, &loss, err);
     if (st) return st;
     long tokens = 0;
@@ -481,7 +461,7 @@ static tune_status train_step(run *R, tune_error *err)
     }
 
     S->global_step = s + 1;
-    const long epoch_steps = (R->epoch_mb[epoch] + S->accum - 1) / S->accum;
+    const long epoch_steps = x.epoch_steps;
     S->epoch = epoch + (double)(k + 1) / (double)epoch_steps;
     S->data_epoch = k + 1 < epoch_steps ? epoch : epoch + 1;
     S->data_index = k + 1 < epoch_steps ? first + n_mb : 0;
@@ -578,41 +558,14 @@ static tune_status check_resumed(const run *R, const char *dir, tune_error *err)
     return TUNE_OK;
 }
 
-/* The epochs the run reaches: their micro-batch counts and first steps. */
-static tune_status epoch_table(run *R, tune_error *err)
-{
-    const long total = R->o->total_steps, accum = R->o->gradient_accumulation_steps;
-    int cap = 0;
-    long start = 0;
-    while (start < total) {
-        if (R->n_epochs + 1 >= cap) {
-            cap = cap ? 2 * cap : 8;
-            long *f = realloc(R->epoch_first, (size_t)cap * sizeof *f);
-            if (f) R->epoch_first = f;
-            long *m = realloc(R->epoch_mb, (size_t)cap * sizeof *m);
-            if (m) R->epoch_mb = m;
-            if (!f || !m) return tune_fail_run(err, NULL, "out of memory");
-        }
-        const long n = R->train->count(R->train->ctx, R->n_epochs, err);
-        if (n < 0) return err ? err->code : TUNE_ERR_RUN;
-        if (n == 0) return tune_fail_input(err, NULL, "epoch %d of the training set has no micro-batches", R->n_epochs);
-        R->epoch_first[R->n_epochs] = start;
-        R->epoch_mb[R->n_epochs] = n;
-        R->n_epochs++;
-        start += (n + accum - 1) / accum;
-    }
-    R->epoch_first[R->n_epochs] = total;
-    return TUNE_OK;
-}
-
 static void state_init(train_state *S, const run *R)
 {
     const tune_train_options *o = R->o;
     memset(S, 0, sizeof *S);
     S->total_steps = o->total_steps;
     S->accum = o->gradient_accumulation_steps;
-    S->epoch_mb = R->epoch_mb;
-    S->n_epochs = R->n_epochs;
+    S->epoch_mb = R->layout.epoch_mb;
+    S->n_epochs = R->layout.n_epochs;
     S->seed = o->seed;
     S->logging_steps = o->logging_steps;
     S->eval_steps = o->eval_steps;
@@ -624,7 +577,7 @@ static tune_status start(run *R, tune_error *err)
     const tune_train_options *o = R->o;
     tune_lora *lora = R->lora;
     tune_status st = writes(R) ? tune_mkdir_p(o->output_dir, err) : TUNE_OK;
-    if (!st) st = epoch_table(R, err);
+    if (!st) st = step_layout_build(&R->layout, R->train, o->total_steps, o->gradient_accumulation_steps, err);
     if (st) return st;
     state_init(&R->st, R);
     R->exp_avg = calloc(lora->n_params, sizeof(float));
@@ -778,8 +731,7 @@ tune_status tune_train_run(const tune_train_options *opts, const tune_batch_sour
     }
     if (!st) st = finish(&R, err);
     step_batches_free(&R.sb);
-    free(R.epoch_first);
-    free(R.epoch_mb);
+    step_layout_free(&R.layout);
     tune_workspace_free(R.ws);
     if (R.slots) R.be->release(R.slots);
     free(R.mb_loss);

@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 tune_status tune_read_file(const char *path, char **data, size_t *len, tune_error *err)
@@ -242,6 +243,25 @@ size_t tune_peak_rss_bytes(void)
 {
     struct rusage ru;
     return getrusage(RUSAGE_SELF, &ru) == 0 ? (size_t)ru.ru_maxrss * 1024 : 0; /* Linux reports KiB */
+}
+
+double tune_process_seconds(void)
+{
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (!f) return -1.0;
+    const size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* Field 22, start time in clock ticks after boot; the command name
+     * (field 2, in parentheses) may hold spaces, so count from its end. */
+    const char *p = strrchr(buf, ')');
+    for (int field = 2; p && field < 22; field++) p = strchr(p + 1, ' ');
+    struct timespec now;
+    const long hz = sysconf(_SC_CLK_TCK);
+    if (!p || hz <= 0 || clock_gettime(CLOCK_BOOTTIME, &now)) return -1.0;
+    const double started = (double)strtoull(p + 1, NULL, 10) / (double)hz;
+    return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec - started;
 }
 
 void tune_drop_mapped(const void *p, size_t n)

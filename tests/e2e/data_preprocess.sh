@@ -85,7 +85,50 @@ for c in excel_expert excel_expert_sharegpt excel_expert_llama2; do
 done
 has out "type: llama2"
 
+# --batches: the micro-batches of every step, in training order (the unit
+# suite test_train checks that order against a run's), as safetensors.
+check_batches() {
+    python3 - "$1" > out <<'PY'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", data[:8])[0]
+head = json.loads(data[8:8 + n])
+def col(name):
+    start, end = head[name]["data_offsets"]
+    assert head[name]["dtype"] == "I32", name
+    return struct.unpack(f"<{(end - start) // 4}i", data[8 + n + start:8 + n + end])
+k = sum(1 for name in head if name.startswith("input_ids."))
+print("micro-batches", k, "steps", *col("step"))
+for i in range(k):
+    B, T = head[f"input_ids.{i}"]["shape"]
+    lab, seg, pos = col(f"labels.{i}"), col(f"segment_ids.{i}"), col(f"position_ids.{i}")
+    # padding (segment 0) is never trained; a segment's positions count from 0
+    assert all(l == -100 for l, s in zip(lab, seg) if s == 0), i
+    assert all(p == 0 or (s == seg[j - 1] and p == pos[j - 1] + 1) for j, (p, s) in enumerate(zip(pos, seg)) if s), i
+    targets = sum(1 for j in range(B * T) if j % T + 1 < T and lab[j + 1] != -100 and seg[j] == seg[j + 1])
+    assert targets == col("targets")[i], (i, targets)
+print("checked")
+PY
+}
+expect 0 "$TUNE" preprocess good.yml --batches run/batches.safetensors
+has out "wrote the micro-batches of every step to run/batches.safetensors"
+check_batches run/batches.safetensors
+has out "micro-batches 4 steps 0 1 2 3"
+has out "checked"
+expect 0 "$TUNE" preprocess good.yml --batches run/batches.safetensors --steps 2 --gradient_accumulation_steps 2
+check_batches run/batches.safetensors
+has out "micro-batches 4 steps 0 0 1 1"
+expect 0 "$TUNE" preprocess good.yml --batches run/batches.safetensors --steps 1 --num_epochs 2 --sample_packing true
+check_batches run/batches.safetensors
+has out "micro-batches 1 steps 0"
+has out "checked"
+
 # Arguments.
+expect 2 "$TUNE" preprocess good.yml --steps 2
+has err "--steps is for --batches"
+expect 2 "$TUNE" preprocess good.yml --batches run/b.safetensors --steps 0
+expect 2 "$TUNE" preprocess good.yml --batches run/b.safetensors --steps x
+expect 2 "$TUNE" preprocess good.yml --batches
 expect 2 "$TUNE" preprocess good.yml --debug x
 expect 2 "$TUNE" preprocess
 expect 0 "$TUNE" preprocess --help
