@@ -282,6 +282,11 @@ static int print_json(const tune_plan *plan, const char *config, const tune_expl
         cJSON_AddNumberToObject(sgemm, "gflops", x->sgemm_gflops) &&
         cJSON_AddNumberToObject(j, "model_flops_per_token",
                                 tune_model_flops_per_token(&x->model, x->lora_params, x->T)) &&
+        /* its terms: 4 × frozen + 6 × LoRA parameters + 6 × layers × T × attention width */
+        cJSON_AddNumberToObject(j, "frozen_params", tune_model_flops_per_token(&x->model, 0.0, 0) / 4.0) &&
+        cJSON_AddNumberToObject(j, "lora_params", x->lora_params) &&
+        cJSON_AddNumberToObject(j, "layers", x->model.num_hidden_layers) &&
+        cJSON_AddNumberToObject(j, "attention_width", x->model.num_attention_heads * x->model.head_dim) &&
         cJSON_AddNumberToObject(j, "model_flops", x->model_flops) &&
         cJSON_AddNumberToObject(j, "achieved_gflops", achieved) &&
         cJSON_AddNumberToObject(j, "achieved_fraction", x->sgemm_gflops > 0 ? achieved / x->sgemm_gflops : 0.0) &&

@@ -3,7 +3,12 @@
 # one run, reported as ratios. Timings never decide a test; this prints figures.
 #   1. LoRA training on the default model (SmolLM2-135M-Instruct, r 16 on all
 #      seven linear layers, micro-batch BATCH x SEQ tokens, STEPS steps after
-#      one warm-up step): tokens/s and peak memory of each.
+#      one warm-up step), tune and the peer on the same micro-batches,
+#      REPEATS runs each, alternating (tools/bench/train.sh): medians of
+#      tokens/s and peak memory, the time from launch to the first step, the
+#      sgemm ceiling of each and the share of it their model FLOPs reach, the
+#      first-step losses (equal: the same batches); also written as
+#      bench/results/train-<date>-<commit>.json.
 #   2. Peak memory of one training step on Llama-3.2-1B's shapes with fp32,
 #      load_in_8bit and QLoRA base weights (sequence QSEQ); then training on
 #      those shapes at sequence LSEQ: tokens/s and peak memory, without and
@@ -13,6 +18,7 @@
 #      threads (tools/bench/parallel.sh; needs a build with MPI=1).
 # Needs `make model`, and a Python with torch, transformers, peft, gguf and
 # tokenizers (PYTHON names it; without them only tune's figures are printed).
+# REPEATS (default 3) and OUT_DIR (default bench/results) go to train.sh.
 # usage: tools/bench/run.sh BUILD/tune
 set -euo pipefail
 TUNE=${1:-build/tune}
@@ -51,29 +57,11 @@ logging_steps: 1
 save_steps: 1000
 threads: $THREADS
 output_dir: $work/out
+dataset_prepared_path: $work/prepared
 seed: 1
 YML
-echo "== LoRA training: $MODEL, micro-batch $BATCH x $SEQ, $STEPS timed steps, $THREADS threads"
-/usr/bin/time -f '%M' -o "$work/tune.rss" "$TUNE" "$work/bench.yml" > /dev/null 2> "$work/tune.err" ||
-    { cat "$work/tune.err" >&2; exit 1; }
-tune_tps=$("$PYTHON" - "$work/out/training_log.jsonl" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_second"' in l]
-timed = [r["tokens_per_second"] for r in rows[1:]]  # the first step warms up
-print(sum(timed) / len(timed))
-PY
-)
-tune_rss=$(( $(cat "$work/tune.rss") / 1024 ))
-printf '%-22s %12.1f tokens/s  peak %6d MiB\n' tune "$tune_tps" "$tune_rss"
-if peer=$("$PYTHON" tools/bench/peer_lora_train.py "$MODEL" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" \
-          --threads "$THREADS" 2> "$work/peer.err"); then
-    read -r peer_tps peer_rss < <("$PYTHON" -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["tokens_per_s"], int(d["peak_rss_mib"]))' "$peer")
-    printf '%-22s %12.1f tokens/s  peak %6d MiB\n' transformers+peft "$peer_tps" "$peer_rss"
-    "$PYTHON" -c 'import sys; t,p,tr,pr=map(float,sys.argv[1:]); print(f"ratio (tune / peer): speed {t/p:.2f}x, memory {tr/pr:.2f}x")' \
-        "$tune_tps" "$peer_tps" "$tune_rss" "$peer_rss"
-else
-    echo "peer: not run ($(tail -1 "$work/peer.err"))"
-fi
+MODEL="$MODEL" BATCH="$BATCH" SEQ="$SEQ" STEPS="$STEPS" THREADS="$THREADS" PYTHON="$PYTHON" \
+    bash tools/bench/train.sh "$TUNE" "$work/bench.yml"
 
 echo
 echo "== Quantised base weights: peak memory of one training step on Llama-3.2-1B's shapes (random weights),"
