@@ -130,13 +130,13 @@ START_TEST(matmul)
 END_TEST
 
 /* Random blocks of type for a (rows, cols) matrix: quantised from random
- * values through Q8_0 / NF4, or random bytes with every f16 field of a
- * block made a small normal number. */
+ * values through Q8_0 / NF4 / NF4_DQ, or random bytes with every f16 field
+ * of a block made a small normal number. */
 static uint8_t *rand_blocks(uint32_t type, int rows, int cols)
 {
     const size_t rb = tune_qtype_row_bytes(type, cols);
-    uint8_t *b = hbuf((size_t)rows * rb);
-    if (type == TUNE_Q8_0 || type == TUNE_Q_NF4) {
+    uint8_t *b = hbuf((size_t)rows * rb + tune_qtype_stats_bytes(type, rows, cols));
+    if (type == TUNE_Q8_0 || type == TUNE_Q_NF4 || type == TUNE_Q_NF4_DQ) {
         const float *x = rand_floats((size_t)rows * cols, -1, 1);
         tune_quantize_rows(type, x, b, rows, cols);
         return b;
@@ -161,12 +161,12 @@ START_TEST(weight_ops)
 {
     if (!need_gpu("weight_ops")) return;
     static const uint32_t types[] = {TUNE_Q4_0, TUNE_Q4_1, TUNE_Q5_0, TUNE_Q5_1, TUNE_Q8_0, TUNE_Q2_K,
-                                     TUNE_Q3_K, TUNE_Q4_K, TUNE_Q5_K, TUNE_Q6_K, TUNE_Q_NF4};
-    enum { ROWS = 70, COLS = 512, N = 9 };
+                                     TUNE_Q3_K, TUNE_Q4_K, TUNE_Q5_K, TUNE_Q6_K, TUNE_Q_NF4, TUNE_Q_NF4_DQ};
+    enum { ROWS = 70, COLS = 512, N = 9 }; /* NF4_DQ: 560 blocks, three groups of its statistics */
     for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
         const uint32_t type = types[t];
         uint8_t *blocks = rand_blocks(type, ROWS, COLS);
-        const size_t bytes = (size_t)ROWS * tune_qtype_row_bytes(type, COLS);
+        const size_t bytes = (size_t)ROWS * tune_qtype_row_bytes(type, COLS) + tune_qtype_stats_bytes(type, ROWS, COLS);
         const tune_weight hw = {type, ROWS, COLS, NULL, blocks}, dw = {type, ROWS, COLS, NULL, put(blocks, bytes)};
         char what[96];
         for (int trans = 0; trans < 2; trans++) {

@@ -655,8 +655,8 @@ START_TEST(nf4_dq_saves_bytes)
     ck_assert_uint_eq(tune_weight_bytes(&nf4), 262144u * 36);
     ck_assert_uint_eq(tune_qtype_stats_bytes(TUNE_Q_NF4_DQ, 8192, 2048), 4 * (1 + 1024));
     ck_assert_uint_eq(tune_weight_bytes(&dq), 262144u * 33 + 4 * (1 + 1024));
-    const double bits_nf4 = 8.0 * tune_weight_bytes(&nf4) / (8192.0 * 2048), bits_dq = 8.0 * tune_weight_bytes(&dq) / (8192.0 * 2048);
-    ck_assert_double_eq_tol(bits_nf4 - bits_dq, 0.373, 0.001);
+    const double values = 8192.0 * 2048;
+    ck_assert_double_eq_tol(8.0 * (double)(tune_weight_bytes(&nf4) - tune_weight_bytes(&dq)) / values, 0.373, 0.001);
     /* 257 blocks: two groups, the second of one block. */
     ck_assert_uint_eq(tune_qtype_stats_bytes(TUNE_Q_NF4_DQ, 257, 64), 4 * 3);
     ck_assert_uint_eq(tune_qtype_stats_bytes(TUNE_Q_NF4_DQ, 256, 64), 4 * 2);
@@ -769,9 +769,10 @@ START_TEST(nf4_dq_round_trip_within_bounds)
                       abound);
         if (aerr / abound > worst) worst = aerr / abound;
         for (int j = 0; j < 64; j++) {
-            const double err = fabs((double)yb[j] - xb[j]), bound = NF4_HALF_GAP * amax * (1 + 1e-6) + aerr * (1 + 1e-6);
-            ck_assert_msg(err <= bound, "block %d value %d: x %.9g, y %.9g (|err| %.3g > %.3g)", i, j, xb[j], yb[j], err,
-                          bound);
+            const double err = fabs((double)yb[j] - xb[j]);
+            const double bound = (NF4_HALF_GAP * amax + aerr) * (1 + 1e-6);
+            ck_assert_msg(err <= bound, "block %d value %d: x %.9g, y %.9g (|err| %.3g > %.3g)", i, j, xb[j], yb[j],
+                          err, bound);
         }
     }
     ck_assert_double_gt(worst, 0.3); /* the bound is not loose */
@@ -840,7 +841,8 @@ static int check_stored_matrix(const tune_weight *w, const tune_weight *ref, uin
             if (w->type != TUNE_Q_NF4_DQ)
                 check_block_bound(w->type, ref->f32 + (size_t)i * w->cols, full + (size_t)i * w->cols, w->cols, what);
         }
-        ck_assert_msg(memcmp(blocks + (size_t)w->rows * rb, w->blocks + (size_t)w->rows * rb, bytes - (size_t)w->rows * rb) == 0,
+        const size_t rows_bytes = (size_t)w->rows * rb;
+        ck_assert_msg(memcmp(blocks + rows_bytes, w->blocks + rows_bytes, bytes - rows_bytes) == 0,
                       "%s: not the quantised matrix's statistics", what);
         free(blocks);
     }

@@ -318,7 +318,8 @@ TUNE_HD static inline void tune_dequant_nf4(const uint8_t *blk, float *y)
 /* The absmax of block i, quantised as q, from the statistics stats. */
 TUNE_HD static inline float tune_nf4_dq_absmax(const float *code2, const uint8_t *stats, size_t i, uint8_t q)
 {
-    union { uint32_t u; float f; } offset = {tune_load_u32(stats)}, absmax2 = {tune_load_u32(stats + 4 + 4 * (i / 256))};
+    union { uint32_t u; float f; } offset = {tune_load_u32(stats)};
+    union { uint32_t u; float f; } absmax2 = {tune_load_u32(stats + 4 + 4 * (i / 256))};
     return tune_mul_add_unfused(code2[q], absmax2.f, offset.f);
 }
 
