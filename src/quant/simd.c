@@ -175,7 +175,8 @@ AVX512 static inline void blk_nf4(const uint8_t *b, __m512 *w)
             __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();                                 \
             for (int i = 0; i < nb; i++, b += BB, x += BV) {                                           \
                 __m512 w[BV / 16];                                                                     \
-                _mm_prefetch((const char *)b + PREFETCH_AHEAD, _MM_HINT_T0);                           \
+                for (int line = 0; line < BB; line += 64) /* every cache line of a K-quant's block */  \
+                    _mm_prefetch((const char *)b + PREFETCH_AHEAD + line, _MM_HINT_T0);                \
                 blk_##T(b, w);                                                                         \
                 for (int k = 0; k < BV / 16; k += 2) {                                                 \
                     s0 = _mm512_fmadd_ps(w[k], _mm512_loadu_ps(x + 16 * k), s0);                       \
@@ -284,18 +285,30 @@ AVX512 static inline void step_q4_0(const uint8_t *b, const float *x, const floa
     *acc = _mm512_fmadd_ps(table_dot(q, _mm512_srli_epi32(q, 4), counting_from(-8.0f), x), _mm512_set1_ps(f16(b)), *acc);
 }
 
-/* Q5_0: the fifth bit picks the upper half of a 32-entry table −16 .. 15. */
+/* Σ_j t[q_j]·x_j over a Q5 block's 32 five-bit codes (16 bytes of nibbles q,
+ * fifth bits qh), t = first, first + 1, ..: the fifth bit picks the upper
+ * half of the 32-entry table. */
+AVX512 static inline __m512 five_bit_dot(__m512i q, uint32_t qh, float first, const float *x)
+{
+    const __m512 low = counting_from(first), high = counting_from(first + 16.0f);
+    const __m512i lo = fifth_bits(_mm512_and_si512(q, _mm512_set1_epi32(15)), qh, 0);
+    const __m512i hi = fifth_bits(_mm512_srli_epi32(q, 4), qh, 16);
+    return _mm512_fmadd_ps(_mm512_permutex2var_ps(low, hi, high), _mm512_loadu_ps(x + 16),
+                           _mm512_mul_ps(_mm512_permutex2var_ps(low, lo, high), _mm512_loadu_ps(x)));
+}
+
 AVX512 static inline void step_q5_0(const uint8_t *b, const float *x, const float *xs, __m512 *acc, __m128 *off)
 {
     (void)xs, (void)off;
-    const __m512 low = counting_from(-16.0f), high = counting_from(0.0f);
-    const uint32_t qh = tune_load_u32(b + 2);
-    const __m512i q = bytes16(b + 6);
-    const __m512i lo = fifth_bits(_mm512_and_si512(q, _mm512_set1_epi32(15)), qh, 0);
-    const __m512i hi = fifth_bits(_mm512_srli_epi32(q, 4), qh, 16);
-    const __m512 p = _mm512_fmadd_ps(_mm512_permutex2var_ps(low, hi, high), _mm512_loadu_ps(x + 16),
-                                     _mm512_mul_ps(_mm512_permutex2var_ps(low, lo, high), _mm512_loadu_ps(x)));
+    const __m512 p = five_bit_dot(bytes16(b + 6), tune_load_u32(b + 2), -16.0f, x);
     *acc = _mm512_fmadd_ps(p, _mm512_set1_ps(f16(b)), *acc);
+}
+
+AVX512 static inline void step_q5_1(const uint8_t *b, const float *x, const float *xs, __m512 *acc, __m128 *off)
+{
+    const __m128 dm = f16_pair(b);
+    *off = _mm_fmadd_ss(_mm_movehdup_ps(dm), _mm_load_ss(xs), *off);
+    *acc = _mm512_fmadd_ps(five_bit_dot(bytes16(b + 8), tune_load_u32(b + 4), 0.0f, x), _mm512_broadcastss_ps(dm), *acc);
 }
 
 AVX512 static inline void step_q8_0(const uint8_t *b, const float *x, const float *xs, __m512 *acc, __m128 *off)
@@ -327,6 +340,7 @@ AVX512 static inline void step_q8_0(const uint8_t *b, const float *x, const floa
 DOT1(q4_1, 20)
 DOT1(q4_0, 18)
 DOT1(q5_0, 22)
+DOT1(q5_1, 24)
 DOT1(q8_0, 34)
 
 /* Q4_K: sub-block j (32 values) contributes (d·sc)·Σ q·x − (dmin·m)·Σ x. */
@@ -356,6 +370,42 @@ AVX512 static float dot1_q4_k(const uint8_t *b, int nb, const float *x, const fl
     return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + offsets;
 }
 
+/* Q6_K: 16 groups of 16 values, group k scaled by d·sc[k]: Σ_k d·sc[k]·Σ (q − 32)·x,
+ * the 6-bit q put together as blk_q6_k does, the scales made once a block. */
+AVX512 static float dot1_q6_k(const uint8_t *b, int nb, const float *x)
+{
+    const __m512i mask = _mm512_set1_epi32(15), top_bits = _mm512_set1_epi32(0x30), off = _mm512_set1_epi32(32);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    float scale[16];
+    for (int i = 0; i < nb; i++, b += 210) {
+        for (int line = 0; line < 210; line += 64) _mm_prefetch((const char *)b + PREFETCH_AHEAD + line, _MM_HINT_T0);
+        const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 192)));
+        _mm512_storeu_ps(scale, _mm512_mul_ps(cvt(sc), _mm512_set1_ps(f16(b + 208))));
+        /* unrolled whole, so that lo, top and acc stay in registers */
+#pragma GCC unroll 2
+        for (int g = 0; g < 2; g++)
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const __m512i a = bytes16(b + 64 * g + 16 * h), c = bytes16(b + 64 * g + 32 + 16 * h);
+                const __m512i hb = bytes16(b + 128 + 32 * g + 16 * h);
+                /* value 128g + 32s + 16h + k: nibble s / 2 of (s odd ? c : a), top bits 2s of hb */
+                const __m512i lo[4] = {_mm512_and_si512(a, mask), _mm512_and_si512(c, mask), _mm512_srli_epi32(a, 4),
+                                       _mm512_srli_epi32(c, 4)};
+                const __m512i top[4] = {_mm512_slli_epi32(hb, 4), _mm512_slli_epi32(hb, 2), hb, _mm512_srli_epi32(hb, 2)};
+#pragma GCC unroll 4
+                for (int s = 0; s < 4; s++) {
+                    const int k = 8 * g + 2 * s + h;
+                    /* lo | (top & 0x30), one instruction */
+                    const __m512i q = _mm512_ternarylogic_epi32(lo[s], top[s], top_bits, 0xF8);
+                    const __m512 p = _mm512_mul_ps(cvt(_mm512_sub_epi32(q, off)), _mm512_loadu_ps(x + 16 * k));
+                    acc[s & 1] = _mm512_fmadd_ps(p, _mm512_set1_ps(scale[k]), acc[s & 1]);
+                }
+            }
+        x += 256;
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
+
 AVX512 static int dot1_avx512(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum,
                               float *out)
 {
@@ -363,8 +413,10 @@ AVX512 static int dot1_avx512(uint32_t type, const uint8_t *row, int cols, const
     case TUNE_Q4_1: *out = dot1_q4_1(row, cols / 32, x, xsum); return 1;
     case TUNE_Q4_0: *out = dot1_q4_0(row, cols / 32, x, xsum); return 1;
     case TUNE_Q5_0: *out = dot1_q5_0(row, cols / 32, x, xsum); return 1;
+    case TUNE_Q5_1: *out = dot1_q5_1(row, cols / 32, x, xsum); return 1;
     case TUNE_Q8_0: *out = dot1_q8_0(row, cols / 32, x, xsum); return 1;
     case TUNE_Q4_K: *out = dot1_q4_k(row, cols / 256, x, xsum); return 1;
+    case TUNE_Q6_K: *out = dot1_q6_k(row, cols / 256, x); return 1;
     default: return 0;
     }
 }

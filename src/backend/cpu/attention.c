@@ -247,6 +247,31 @@ void tune_cpu_attention_backward_ref(float *dq, float *dk, float *dv, const floa
 
 /* ---- Decoding: queries against a key/value cache ---- */
 
+/* One query row qv against keys and values 0 .. nk − 1 of one head (rows
+ * strided by kvd) into o (hd); p (nk): scratch for the probabilities. Its
+ * own function so that the loops are built for this CPU's vector width: the
+ * accumulation of o in particular was scalar (one add per value and key). */
+TUNE_CPU_CLONES static void attend_row(float *restrict o, const float *restrict qv, const float *restrict kc,
+                                       const float *restrict vc, int nk, int kvd, int hd, float scale,
+                                       float *restrict p)
+{
+    for (int j = 0; j < nk; j++) {
+        const float *kv = kc + (size_t)j * kvd;
+        float dot = 0.0f;
+        /* vector partial sums: a strict left-to-right sum left this loop at one add per 4 cycles */
+#pragma omp simd reduction(+ : dot)
+        for (int i = 0; i < hd; i++) dot += qv[i] * kv[i];
+        p[j] = dot * scale;
+    }
+    tune_softmax_row(p, nk);
+    for (int i = 0; i < hd; i++) o[i] = 0.0f;
+    for (int j = 0; j < nk; j++) {
+        const float *vv = vc + (size_t)j * kvd, pj = p[j];
+        TUNE_SIMD
+        for (int i = 0; i < hd; i++) o[i] += pj * vv[i];
+    }
+}
+
 void tune_cpu_attention_cached(float *att, const float *q, const float *kc, const float *vc, int p0, int n,
                                const tune_attention_shape *s, float *scratch, int n_threads)
 {
@@ -257,24 +282,8 @@ void tune_cpu_attention_cached(float *att, const float *q, const float *kc, cons
     if ((size_t)n * H * (p0 + n) * hd >= TUNE_CPU_PARALLEL_MIN)
     for (int t = 0; t < n; t++)
         for (int h = 0; h < H; h++) {
-            float *p = scratch + (size_t)omp_get_thread_num() * s->T;
-            const float *qv = q + ((size_t)t * H + h) * hd;
             const size_t off = (size_t)(h / group) * hd;
-            const int nk = p0 + t + 1; /* keys 0 .. p0 + t */
-            for (int j = 0; j < nk; j++) {
-                const float *kv = kc + (size_t)j * kvd + off;
-                float dot = 0.0f;
-                /* vector partial sums: a strict left-to-right sum left this loop at one add per 4 cycles */
-#pragma omp simd reduction(+ : dot)
-                for (int i = 0; i < hd; i++) dot += qv[i] * kv[i];
-                p[j] = dot * scale;
-            }
-            tune_softmax_row(p, nk);
-            float *o = att + ((size_t)t * H + h) * hd;
-            for (int i = 0; i < hd; i++) o[i] = 0.0f;
-            for (int j = 0; j < nk; j++) {
-                const float *vv = vc + (size_t)j * kvd + off;
-                for (int i = 0; i < hd; i++) o[i] += p[j] * vv[i];
-            }
+            attend_row(att + ((size_t)t * H + h) * hd, q + ((size_t)t * H + h) * hd, kc + off, vc + off,
+                       p0 + t + 1 /* keys 0 .. p0 + t */, kvd, hd, scale, scratch + (size_t)omp_get_thread_num() * s->T);
         }
 }
