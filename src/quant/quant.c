@@ -59,7 +59,7 @@ size_t tune_qtype_row_bytes(uint32_t type, int cols)
 
 size_t tune_qtype_stats_bytes(uint32_t type, int rows, int cols)
 {
-    if (type != TUNE_Q_NF4_DQ || rows <= 0 || cols <= 0) return 0;
+    if (type != TUNE_Q_NF4_DQ || rows <= 0 || cols < 64) return 0;
     const size_t blocks = (size_t)rows * (size_t)(cols / 64);
     return 4 * (1 + (blocks + 255) / 256); /* offset, absmax2 per 256 blocks */
 }

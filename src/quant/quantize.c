@@ -82,10 +82,11 @@ static uint8_t dynamic_code(float v, const float *midpoints)
 static void quantize_nf4_dq(const float *x, uint8_t *out, int rows, int cols)
 {
     const size_t nb = (size_t)rows * (size_t)(cols / 64), ng = (nb + 255) / 256;
+    if (!nb) return; /* nothing, not even statistics (tune_qtype_stats_bytes) */
     uint8_t *stats = out + nb * 33;
     double sum = 0.0; /* in block order, so every thread count gives the same offset */
     for (size_t i = 0; i < nb; i++) sum += absmax64(x + 64 * i);
-    const float offset = nb ? (float)(sum / (double)nb) : 0.0f;
+    const float offset = (float)(sum / (double)nb);
     memcpy(stats, &offset, 4);
     float midpoints[255];
     for (int i = 0; i < 255; i++) midpoints[i] = 0.5f * (tune_nf4_dq_code[i] + tune_nf4_dq_code[i + 1]);
