@@ -23,6 +23,12 @@ void tune_quant_dequant_row(uint32_t type, const uint8_t *row, float *y, int col
 int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum, int N,
                         float *out);
 
+/* The single-row kernel of a type (decoding: N = 1, xsum given): returns
+ * Σ row·x; NULL where this CPU or this type has none. Chosen once per
+ * product rather than per row: per-row dispatch cost a decoding step 5%. */
+typedef float (*tune_quant_dot1_fn)(const uint8_t *row, int cols, const float *x, const float *xsum);
+tune_quant_dot1_fn tune_quant_dot1_kernel(uint32_t type);
+
 /* The two above for row r of a weight in blocks, NF4_DQ included (whose
  * rows need the statistics after the matrix): the row bit for bit as
  * tune_weight_row makes it, and its dot products (1, or 0 where the caller

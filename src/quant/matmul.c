@@ -103,12 +103,16 @@ static void dot_rows(float *y, const float *x, const tune_weight *w, int N, floa
             xsum[b] = s;
         }
     }
+    const tune_quant_dot1_fn dot1 = xsum ? tune_quant_dot1_kernel(w->type) : NULL;
+    const size_t rb = tune_qtype_row_bytes(w->type, cols);
 #pragma omp parallel num_threads(n_threads)
     {
         float *row = thread_scratch(0, (size_t)cols), sums[TUNE_QUANT_DOT_ROWS];
 #pragma omp for schedule(static)
         for (int r = 0; r < w->rows; r++) {
-            if (!tune_quant_weight_dot(w, r, x, xsum, N, sums)) {
+            if (dot1)
+                sums[0] = dot1(w->blocks + (size_t)r * rb, cols, x, xsum);
+            else if (!tune_quant_weight_dot(w, r, x, xsum, N, sums)) {
                 tune_weight_row(w, r, row);
                 for (int n = 0; n < N; n++) {
                     const float *xn = x + (size_t)n * cols;

@@ -320,11 +320,12 @@ AVX512 static inline void step_q8_0(const uint8_t *b, const float *x, const floa
     *acc = _mm512_fmadd_ps(p, _mm512_set1_ps(f16(b)), *acc);
 }
 
-/* dot1_T: one row of nb blocks against x, two blocks a turn into two sums
- * kept in registers. */
+/* dot1_T: one row of cols values against x, two blocks a turn into two
+ * sums kept in registers. */
 #define DOT1(T, BB)                                                                                    \
-    AVX512 static float dot1_##T(const uint8_t *b, int nb, const float *x, const float *xsum)          \
+    AVX512 static float dot1_##T(const uint8_t *b, int cols, const float *x, const float *xsum)        \
     {                                                                                                  \
+        const int nb = cols / 32;                                                                      \
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();                                 \
         __m128 off0 = _mm_setzero_ps(), off1 = _mm_setzero_ps();                                       \
         int i = 0;                                                                                     \
@@ -343,37 +344,69 @@ DOT1(q5_0, 22)
 DOT1(q5_1, 24)
 DOT1(q8_0, 34)
 
-/* Q4_K: sub-block j (32 values) contributes (d·sc)·Σ q·x − (dmin·m)·Σ x. */
-AVX512 static float dot1_q4_k(const uint8_t *b, int nb, const float *x, const float *xsum)
+/* Q4_K and Q5_K: sub-block j (32 values) contributes (d·sc)·Σ q·x −
+ * (dmin·m)·Σ x; with five, the fifth bit of value 32j + l is bit j of qh[l]
+ * (blocks of 176 bytes, qh at 16, qs at 48; Q4_K: 144, qs at 16). */
+AVX512 static inline float k_quant_dot1(const uint8_t *b, int cols, const float *x, const float *xsum, int five)
 {
-    const __m512 codes = counting_from(0.0f);
+    const int block_bytes = five ? 176 : 144, qs = five ? 48 : 16, nb = cols / 256;
+    const __m512 low = counting_from(0.0f), high = counting_from(16.0f);
+    const __m512i mask = _mm512_set1_epi32(15), bit4 = _mm512_set1_epi32(16);
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     float offsets = 0.0f;
-    for (int i = 0; i < nb; i++, b += 144) {
-        _mm_prefetch((const char *)b + PREFETCH_AHEAD, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + PREFETCH_AHEAD + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + PREFETCH_AHEAD + 128, _MM_HINT_T0);
+    for (int i = 0; i < nb; i++, b += block_bytes) {
+        for (int line = 0; line < block_bytes; line += 64)
+            _mm_prefetch((const char *)b + PREFETCH_AHEAD + line, _MM_HINT_T0);
         const __m128 dm = f16_pair(b);
         const float d = _mm_cvtss_f32(dm), dmin = _mm_cvtss_f32(_mm_shuffle_ps(dm, dm, 1));
+        /* qh[l] << 4: shifted right by j, bit j lands on bit 4 */
+        const __m512i h0 = five ? _mm512_slli_epi32(bytes16(b + 16), 4) : mask;
+        const __m512i h1 = five ? _mm512_slli_epi32(bytes16(b + 32), 4) : mask;
+#pragma GCC unroll 4
         for (int j = 0; j < 8; j += 2, x += 64, xsum += 2) {
             int sc0, m0, sc1, m1;
             tune_k4_scale_min(b + 4, j, &sc0, &m0);
             tune_k4_scale_min(b + 4, j + 1, &sc1, &m1);
-            const __m512i q0 = bytes16(b + 16 + 16 * j), q1 = bytes16(b + 32 + 16 * j);
+            const __m512i q0 = bytes16(b + qs + 16 * j), q1 = bytes16(b + qs + 16 + 16 * j);
             /* sub-block j: the low nibbles of 32 bytes; j + 1: their high nibbles */
-            acc[0] = _mm512_fmadd_ps(table_dot(q0, q1, codes, x), _mm512_set1_ps(d * (float)sc0), acc[0]);
-            acc[1] = _mm512_fmadd_ps(table_dot(_mm512_srli_epi32(q0, 4), _mm512_srli_epi32(q1, 4), codes, x + 32),
-                                     _mm512_set1_ps(d * (float)sc1), acc[1]);
+            __m512 p0, p1;
+            if (five) {
+                const __m512i lo0 = _mm512_ternarylogic_epi32(q0, _mm512_and_si512(_mm512_srli_epi32(h0, j), bit4), mask, 0xEC);
+                const __m512i lo1 = _mm512_ternarylogic_epi32(q1, _mm512_and_si512(_mm512_srli_epi32(h1, j), bit4), mask, 0xEC);
+                const __m512i hi0 = _mm512_or_si512(_mm512_srli_epi32(q0, 4), _mm512_and_si512(_mm512_srli_epi32(h0, j + 1), bit4));
+                const __m512i hi1 = _mm512_or_si512(_mm512_srli_epi32(q1, 4), _mm512_and_si512(_mm512_srli_epi32(h1, j + 1), bit4));
+                p0 = _mm512_fmadd_ps(_mm512_permutex2var_ps(low, lo1, high), _mm512_loadu_ps(x + 16),
+                                     _mm512_mul_ps(_mm512_permutex2var_ps(low, lo0, high), _mm512_loadu_ps(x)));
+                p1 = _mm512_fmadd_ps(_mm512_permutex2var_ps(low, hi1, high), _mm512_loadu_ps(x + 48),
+                                     _mm512_mul_ps(_mm512_permutex2var_ps(low, hi0, high), _mm512_loadu_ps(x + 32)));
+            } else {
+                p0 = table_dot(q0, q1, low, x);
+                p1 = table_dot(_mm512_srli_epi32(q0, 4), _mm512_srli_epi32(q1, 4), low, x + 32);
+            }
+            acc[0] = _mm512_fmadd_ps(p0, _mm512_set1_ps(d * (float)sc0), acc[0]);
+            acc[1] = _mm512_fmadd_ps(p1, _mm512_set1_ps(d * (float)sc1), acc[1]);
             offsets -= dmin * (float)m0 * xsum[0] + dmin * (float)m1 * xsum[1];
         }
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + offsets;
 }
 
+AVX512 static float dot1_q4_k(const uint8_t *b, int cols, const float *x, const float *xsum)
+{
+    return k_quant_dot1(b, cols, x, xsum, 0);
+}
+
+AVX512 static float dot1_q5_k(const uint8_t *b, int cols, const float *x, const float *xsum)
+{
+    return k_quant_dot1(b, cols, x, xsum, 1);
+}
+
 /* Q6_K: 16 groups of 16 values, group k scaled by d·sc[k]: Σ_k d·sc[k]·Σ (q − 32)·x,
  * the 6-bit q put together as blk_q6_k does, the scales made once a block. */
-AVX512 static float dot1_q6_k(const uint8_t *b, int nb, const float *x)
+AVX512 static float dot1_q6_k(const uint8_t *b, int cols, const float *x, const float *xsum)
 {
+    (void)xsum;
+    const int nb = cols / 256;
     const __m512i mask = _mm512_set1_epi32(15), top_bits = _mm512_set1_epi32(0x30), off = _mm512_set1_epi32(32);
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     float scale[16];
@@ -404,21 +437,6 @@ AVX512 static float dot1_q6_k(const uint8_t *b, int nb, const float *x)
         x += 256;
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
-}
-
-AVX512 static int dot1_avx512(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum,
-                              float *out)
-{
-    switch (type) {
-    case TUNE_Q4_1: *out = dot1_q4_1(row, cols / 32, x, xsum); return 1;
-    case TUNE_Q4_0: *out = dot1_q4_0(row, cols / 32, x, xsum); return 1;
-    case TUNE_Q5_0: *out = dot1_q5_0(row, cols / 32, x, xsum); return 1;
-    case TUNE_Q5_1: *out = dot1_q5_1(row, cols / 32, x, xsum); return 1;
-    case TUNE_Q8_0: *out = dot1_q8_0(row, cols / 32, x, xsum); return 1;
-    case TUNE_Q4_K: *out = dot1_q4_k(row, cols / 256, x, xsum); return 1;
-    case TUNE_Q6_K: *out = dot1_q6_k(row, cols / 256, x); return 1;
-    default: return 0;
-    }
 }
 
 AVX512 static int dot_avx512_blocks(uint32_t type, const uint8_t *row, int cols, const float *x, size_t ldx, int N,
@@ -457,12 +475,32 @@ void tune_quant_dequant_row(uint32_t type, const uint8_t *row, float *y, int col
     if (!(tune_quant_have_avx512() && row_avx512(type, row, y, cols))) tune_dequant_row(type, row, y, cols);
 }
 
+tune_quant_dot1_fn tune_quant_dot1_kernel(uint32_t type)
+{
+    if (!tune_quant_have_avx512()) return NULL;
+    switch (type) {
+    case TUNE_Q4_1: return dot1_q4_1;
+    case TUNE_Q4_0: return dot1_q4_0;
+    case TUNE_Q5_0: return dot1_q5_0;
+    case TUNE_Q5_1: return dot1_q5_1;
+    case TUNE_Q8_0: return dot1_q8_0;
+    case TUNE_Q4_K: return dot1_q4_k;
+    case TUNE_Q5_K: return dot1_q5_k;
+    case TUNE_Q6_K: return dot1_q6_k;
+    default: return NULL;
+    }
+}
+
 int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum, int N,
                         float *out)
 {
     if (!tune_quant_have_avx512()) return 0;
-    return (N == 1 && xsum && dot1_avx512(type, row, cols, x, xsum, out)) ||
-           dot_avx512_blocks(type, row, cols, x, (size_t)cols, N, out);
+    const tune_quant_dot1_fn dot1 = N == 1 && xsum ? tune_quant_dot1_kernel(type) : NULL;
+    if (dot1) {
+        *out = dot1(row, cols, x, xsum);
+        return 1;
+    }
+    return dot_avx512_blocks(type, row, cols, x, (size_t)cols, N, out);
 }
 
 /* Row r of an NF4_DQ weight: its blocks, and its first block's index in the matrix. */
@@ -494,6 +532,12 @@ static int nf4_dq_dot_fast(const tune_weight *w, int r, const float *x, int N, f
 #else /* no x86-64 vector extensions: the plain versions */
 
 int tune_quant_have_avx512(void) { return 0; }
+
+tune_quant_dot1_fn tune_quant_dot1_kernel(uint32_t type)
+{
+    (void)type;
+    return NULL;
+}
 
 void tune_quant_dequant_row(uint32_t type, const uint8_t *row, float *y, int cols)
 {
