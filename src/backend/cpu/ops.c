@@ -75,16 +75,16 @@ void tune_cpu_embedding_backward(float *dtable, const float *dout, const int32_t
     }
 }
 
-void tune_cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C,
-                              float eps)
+TUNE_CPU_CLONES void tune_cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N,
+                                              int C, float eps)
 {
 #pragma omp parallel for if ((size_t)N * C >= TUNE_CPU_PARALLEL_MIN)
     for (int n = 0; n < N; n++)
         rstd[n] = tune_rmsnorm_row(out + (size_t)n * C, x + (size_t)n * C, w, C, eps);
 }
 
-void tune_cpu_rmsnorm_backward(float *dx, const float *dout, const float *x, const float *w,
-                               const float *rstd, int N, int C)
+TUNE_CPU_CLONES void tune_cpu_rmsnorm_backward(float *dx, const float *dout, const float *x, const float *w,
+                                               const float *rstd, int N, int C)
 {
 #pragma omp parallel for if ((size_t)N * C >= TUNE_CPU_PARALLEL_MIN)
     for (int n = 0; n < N; n++)
