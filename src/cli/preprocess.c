@@ -27,7 +27,7 @@ static void usage(FILE *out)
             "epochs, packing, gradient accumulation), as safetensors: per micro-batch K\n"
             "input_ids.K, labels.K, position_ids.K, segment_ids.K (int32, B x T), and per\n"
             "micro-batch its step, epoch, index and trained targets; --steps N: only the first\n"
-            "N optimizer steps' (default: every step of the run).\n");
+            "N optimizer steps' (default and at most: every step of the run).\n");
 }
 
 /* argv[i + 1] as a count of at least min into *out; 0 when it is not one. */
@@ -121,7 +121,8 @@ int tune_cli_preprocess(int argc, char **argv)
         fwrite(sb.data, 1, sb.len, stdout);
         printf("\nwrote %s/processed_conversations.json and %s/preprocess_report.json\n", plan.output_dir,
                plan.output_dir);
-        if (batches && steps) printf("wrote the micro-batches of the first %ld steps to %s\n", steps, batches);
+        if (batches && steps && steps < plan.total_steps)
+            printf("wrote the micro-batches of the first %ld steps to %s\n", steps, batches);
         else if (batches) printf("wrote the micro-batches of every step to %s\n", batches);
     }
     tune_strbuf_free(&sb);
