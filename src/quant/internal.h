@@ -17,23 +17,22 @@ void tune_quant_dequant_row(uint32_t type, const uint8_t *row, float *y, int col
 
 /* out[n] = Σ_i row[i]·x[n·cols + i] for n < N ≤ TUNE_QUANT_DOT_ROWS, straight
  * from the blocks (AVX-512, common types): 1, or 0 when there is no such
- * kernel (the caller dequantises the row and takes the dots itself). xsum
- * (cols / 32): the sums of x's 32-value blocks when N is 1 (NULL: unknown),
- * which lets the 32-value types skip forming the values. */
-int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum, int N,
-                        float *out);
+ * kernel (the caller dequantises the row and takes the dots itself). */
+int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, int N, float *out);
 
-/* The single-row kernel of a type (decoding: N = 1, xsum given): returns
- * Σ row·x; NULL where this CPU or this type has none. Chosen once per
- * product rather than per row: per-row dispatch cost a decoding step 5%. */
+/* The single-row kernel of a type (decoding: N = 1): returns Σ row·x, given
+ * xsum (cols / 32), the sums of x's 32-value blocks, which lets the types
+ * with an offset skip forming the values; NULL where this CPU or this type
+ * has none. Chosen once per product rather than per row: per-row dispatch
+ * cost a decoding step 5%. */
 typedef float (*tune_quant_dot1_fn)(const uint8_t *row, int cols, const float *x, const float *xsum);
 tune_quant_dot1_fn tune_quant_dot1_kernel(uint32_t type);
 
-/* The two above for row r of a weight in blocks, NF4_DQ included (whose
- * rows need the statistics after the matrix): the row bit for bit as
- * tune_weight_row makes it, and its dot products (1, or 0 where the caller
- * dequantises the row itself). */
+/* tune_quant_dequant_row and tune_quant_dot_rows for row r of a weight in
+ * blocks, NF4_DQ included (whose rows need the statistics after the
+ * matrix): the row bit for bit as tune_weight_row makes it, and its dot
+ * products (1, or 0 where the caller dequantises the row itself). */
 void tune_quant_weight_row(const tune_weight *w, int r, float *y);
-int tune_quant_weight_dot(const tune_weight *w, int r, const float *x, const float *xsum, int N, float *out);
+int tune_quant_weight_dot(const tune_weight *w, int r, const float *x, int N, float *out);
 
 #endif

@@ -112,7 +112,7 @@ static void dot_rows(float *y, const float *x, const tune_weight *w, int N, floa
         for (int r = 0; r < w->rows; r++) {
             if (dot1)
                 sums[0] = dot1(w->blocks + (size_t)r * rb, cols, x, xsum);
-            else if (!tune_quant_weight_dot(w, r, x, xsum, N, sums)) {
+            else if (!tune_quant_weight_dot(w, r, x, N, sums)) {
                 tune_weight_row(w, r, row);
                 for (int n = 0; n < N; n++) {
                     const float *xn = x + (size_t)n * cols;

@@ -285,16 +285,21 @@ AVX512 static inline void step_q4_0(const uint8_t *b, const float *x, const floa
     *acc = _mm512_fmadd_ps(table_dot(q, _mm512_srli_epi32(q, 4), counting_from(-8.0f), x), _mm512_set1_ps(f16(b)), *acc);
 }
 
+/* table_dot with a 32-entry table (low, high): each lane's bit 4 picks the half. */
+AVX512 static inline __m512 table32_dot(__m512i lo, __m512i hi, __m512 low, __m512 high, const float *x)
+{
+    return _mm512_fmadd_ps(_mm512_permutex2var_ps(low, hi, high), _mm512_loadu_ps(x + 16),
+                           _mm512_mul_ps(_mm512_permutex2var_ps(low, lo, high), _mm512_loadu_ps(x)));
+}
+
 /* Σ_j t[q_j]·x_j over a Q5 block's 32 five-bit codes (16 bytes of nibbles q,
  * fifth bits qh), t = first, first + 1, ..: the fifth bit picks the upper
  * half of the 32-entry table. */
 AVX512 static inline __m512 five_bit_dot(__m512i q, uint32_t qh, float first, const float *x)
 {
-    const __m512 low = counting_from(first), high = counting_from(first + 16.0f);
     const __m512i lo = fifth_bits(_mm512_and_si512(q, _mm512_set1_epi32(15)), qh, 0);
     const __m512i hi = fifth_bits(_mm512_srli_epi32(q, 4), qh, 16);
-    return _mm512_fmadd_ps(_mm512_permutex2var_ps(low, hi, high), _mm512_loadu_ps(x + 16),
-                           _mm512_mul_ps(_mm512_permutex2var_ps(low, lo, high), _mm512_loadu_ps(x)));
+    return table32_dot(lo, hi, counting_from(first), counting_from(first + 16.0f), x);
 }
 
 AVX512 static inline void step_q5_0(const uint8_t *b, const float *x, const float *xs, __m512 *acc, __m128 *off)
@@ -375,10 +380,8 @@ AVX512 static inline float k_quant_dot1(const uint8_t *b, int cols, const float 
                 const __m512i lo1 = _mm512_ternarylogic_epi32(q1, _mm512_and_si512(_mm512_srli_epi32(h1, j), bit4), mask, 0xEC);
                 const __m512i hi0 = _mm512_or_si512(_mm512_srli_epi32(q0, 4), _mm512_and_si512(_mm512_srli_epi32(h0, j + 1), bit4));
                 const __m512i hi1 = _mm512_or_si512(_mm512_srli_epi32(q1, 4), _mm512_and_si512(_mm512_srli_epi32(h1, j + 1), bit4));
-                p0 = _mm512_fmadd_ps(_mm512_permutex2var_ps(low, lo1, high), _mm512_loadu_ps(x + 16),
-                                     _mm512_mul_ps(_mm512_permutex2var_ps(low, lo0, high), _mm512_loadu_ps(x)));
-                p1 = _mm512_fmadd_ps(_mm512_permutex2var_ps(low, hi1, high), _mm512_loadu_ps(x + 48),
-                                     _mm512_mul_ps(_mm512_permutex2var_ps(low, hi0, high), _mm512_loadu_ps(x + 32)));
+                p0 = table32_dot(lo0, lo1, low, high, x);
+                p1 = table32_dot(hi0, hi1, low, high, x + 32);
             } else {
                 p0 = table_dot(q0, q1, low, x);
                 p1 = table_dot(_mm512_srli_epi32(q0, 4), _mm512_srli_epi32(q1, 4), low, x + 32);
@@ -491,16 +494,9 @@ tune_quant_dot1_fn tune_quant_dot1_kernel(uint32_t type)
     }
 }
 
-int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum, int N,
-                        float *out)
+int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, int N, float *out)
 {
-    if (!tune_quant_have_avx512()) return 0;
-    const tune_quant_dot1_fn dot1 = N == 1 && xsum ? tune_quant_dot1_kernel(type) : NULL;
-    if (dot1) {
-        *out = dot1(row, cols, x, xsum);
-        return 1;
-    }
-    return dot_avx512_blocks(type, row, cols, x, (size_t)cols, N, out);
+    return tune_quant_have_avx512() && dot_avx512_blocks(type, row, cols, x, (size_t)cols, N, out);
 }
 
 /* Row r of an NF4_DQ weight: its blocks, and its first block's index in the matrix. */
@@ -544,10 +540,9 @@ void tune_quant_dequant_row(uint32_t type, const uint8_t *row, float *y, int col
     tune_dequant_row(type, row, y, cols);
 }
 
-int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, const float *xsum, int N,
-                        float *out)
+int tune_quant_dot_rows(uint32_t type, const uint8_t *row, int cols, const float *x, int N, float *out)
 {
-    (void)type, (void)row, (void)cols, (void)x, (void)xsum, (void)N, (void)out;
+    (void)type, (void)row, (void)cols, (void)x, (void)N, (void)out;
     return 0;
 }
 
@@ -573,9 +568,9 @@ void tune_quant_weight_row(const tune_weight *w, int r, float *y)
         tune_weight_row(w, r, y);
 }
 
-int tune_quant_weight_dot(const tune_weight *w, int r, const float *x, const float *xsum, int N, float *out)
+int tune_quant_weight_dot(const tune_weight *w, int r, const float *x, int N, float *out)
 {
     if (w->type == TUNE_Q_NF4_DQ) return nf4_dq_dot_fast(w, r, x, N, out);
-    return tune_quant_dot_rows(w->type, w->blocks + (size_t)r * tune_qtype_row_bytes(w->type, w->cols), w->cols, x,
-                               xsum, N, out);
+    return tune_quant_dot_rows(w->type, w->blocks + (size_t)r * tune_qtype_row_bytes(w->type, w->cols), w->cols, x, N,
+                               out);
 }
