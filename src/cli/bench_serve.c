@@ -171,7 +171,7 @@ int tune_cli_bench_serve(int argc, char **argv)
             ok += r->ok;
             tokens += r->ok ? r->completion_tokens : 0;
             const double gen = r->latency - r->ttft;
-            tune_strbuf_printf(&csv, "%d,%d,%d,%.4f,%.4f,%.4f,%d,%d,%.2f,", i, r->ok, r->http_status, r->start, r->ttft,
+            tune_strbuf_printf(&csv, "%d,%d,%d,%.6f,%.6f,%.6f,%d,%d,%.2f,", i, r->ok, r->http_status, r->start, r->ttft,
                                r->latency, r->prompt_tokens, r->completion_tokens,
                                r->ok && gen > 0 && r->completion_tokens > 1 ? (r->completion_tokens - 1) / gen : 0.0);
             tune_strbuf_csv_field(&csv, r->error, strlen(r->error));
@@ -203,7 +203,7 @@ int tune_cli_bench_serve(int argc, char **argv)
         json_string(&js, "model", model);
         tune_strbuf_printf(&js, "  \"requests\": %d,\n  \"ok\": %d,\n"
                                 "  \"errors\": %d,\n  \"concurrency\": %d,\n  \"max_tokens\": %d,\n"
-                                "  \"wall_s\": %.4f,\n  \"output_tokens\": %ld,\n  \"output_tokens_per_s\": %.3f,\n"
+                                "  \"wall_s\": %.6f,\n  \"output_tokens\": %ld,\n  \"output_tokens_per_s\": %.3f,\n"
                                 "  \"requests_per_s\": %.4f,\n",
                            n, ok, n - ok, o.concurrency, o.max_tokens, wall, tokens, tps, rps);
         json_spread(&js, "ttft_s", ttft);
