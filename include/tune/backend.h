@@ -256,8 +256,8 @@ void tune_cpu_rope_backward(float *dx, const float *cos, const float *sin, int N
 
 /* Causal grouped-query attention with softmax in fp32. Query t of row b sees
  * keys [start[b·T + t], t]: start is where t's segment begins (0 without
- * packing), so it never decreases along a row. Query head h reads kv head h / (H / Hkv). scratch: per thread
- * 2·T·T floats, n_threads of them (tune_cpu_attention_scratch).
+ * packing), so it never decreases along a row. Query head h reads kv head h / (H / Hkv). scratch:
+ * tune_cpu_attention_scratch floats (a block of every thread's query rows against T keys).
  * out, q: (B, T, H, hd)   k, v: (B, T, Hkv, hd)   lse: (B, H, T) kept for backward
  * start: (B, T) */
 size_t tune_cpu_attention_scratch(const tune_attention_shape *s, int n_threads);
@@ -267,12 +267,11 @@ void tune_cpu_attention_forward(float *out, float *lse, const float *q, const fl
 void tune_cpu_attention_forward_ref(float *out, float *lse, const float *q, const float *k,
                                     const float *v, const int32_t *start, const tune_attention_shape *s);
 /* Sets dq (B, T, H, hd) and dk, dv (B, T, Hkv, hd) from dout (B, T, H, hd);
- * recomputes the probabilities from q, k and lse. dkv_head: (2, B, T, H, hd)
- * scratch for per-query-head key/value gradients, summed per group in a fixed order. */
+ * recomputes the probabilities from q, k and lse. The heads of a group are
+ * summed into dk and dv inside the products, in a fixed order. */
 void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                                  const float *k, const float *v, const float *lse, const int32_t *start,
-                                 const tune_attention_shape *s, float *scratch, float *dkv_head,
-                                 int n_threads);
+                                 const tune_attention_shape *s, float *scratch, int n_threads);
 void tune_cpu_attention_backward_ref(float *dq, float *dk, float *dv, const float *dout,
                                      const float *q, const float *k, const float *v,
                                      const int32_t *start, const tune_attention_shape *s);

@@ -1,11 +1,15 @@
-/* Causal grouped-query attention on the CPU. For each (batch row, query
- * head) the queries go in blocks of ATTN_BLOCK rows; a block sees only the
- * keys from its first row's segment start to its last row, so the scores of
- * a block are one sgemm over that range (the causal half and, when packed,
- * the other segments are never computed), the softmax runs per row over the
- * keys the query may see, and the output is a second sgemm. The backward
- * recomputes the probabilities from the kept log-sum-exp instead of storing
- * (B, H, T, T). */
+/* Causal grouped-query attention on the CPU. Work goes by (batch row, kv
+ * head): the G = H / Hkv query heads that share a kv head are taken
+ * together, so each product is G times taller than one head's. Their
+ * queries go in blocks of ATTN_BLOCK positions, gathered into rows (position,
+ * head) of one matrix; a block sees only the keys from its first position's
+ * segment start to its last position, so its scores are one sgemm over that
+ * range (the causal half and, when packed, the other segments are never
+ * computed), the softmax runs per row over the keys the query may see, and
+ * the output is a second sgemm. The backward recomputes the probabilities
+ * from the kept log-sum-exp instead of storing (B, H, T, T), and its key and
+ * value gradients sum the group's heads inside the sgemm, straight into dk
+ * and dv. */
 #include "tune/backend.h"
 
 #include <cblas.h>
@@ -19,9 +23,17 @@ enum { ATTN_BLOCK = 64 };
 
 static int block_rows(int T) { return T < ATTN_BLOCK ? T : ATTN_BLOCK; }
 
+/* One thread's scratch: P and dP (G·block × T), gathered queries, outputs
+ * or output gradients, and query gradients (G·block × hd each). */
+static size_t thread_scratch(const tune_attention_shape *s)
+{
+    const size_t rows = (size_t)(s->H / s->Hkv) * block_rows(s->T);
+    return rows * (2 * (size_t)s->T + 3 * (size_t)s->hd);
+}
+
 size_t tune_cpu_attention_scratch(const tune_attention_shape *s, int n_threads)
 {
-    return (size_t)n_threads * 2 * block_rows(s->T) * (size_t)s->T;
+    return (size_t)n_threads * thread_scratch(s);
 }
 
 /* The (b, h) slices; rows are strided by the packed head layout. */
@@ -48,125 +60,159 @@ static head_view view(const float *q, const float *k, const float *v, const tune
 
 static float attn_scale(int hd) { return (float)(1.0 / sqrt((double)hd)); }
 
-/* One block of query rows [i0, i1) of one (b, h): it sees keys [k0, i1). */
-typedef struct block {
-    int i0, i1, k0;
-} block;
+/* One (b, kv head): its group's first query head and where its rows start. */
+typedef struct group_view {
+    int b, h0, G, hd, T, ldq, ldkv;
+    size_t q_off, kv_off; /* of position 0, head h0 in q / out / dq; of kv head in k / v / dk / dv */
+    const int32_t *start; /* (T) of row b */
+} group_view;
 
-/* P (i1 − i0, i1 − k0): the block's probabilities, row stride i1 − k0. With
- * have_lse they are recomputed from lse (T), otherwise the softmax is taken
- * and lse filled. start: (T) of this batch row. */
-TUNE_CPU_CLONES static void probabilities(float *P, float *lse, int have_lse, const head_view *hv,
-                                          const int32_t *start, const block *bl, int hd)
+static group_view group_of(const tune_attention_shape *s, const int32_t *start, int bk)
 {
-    const int rows = bl->i1 - bl->i0, nk = bl->i1 - bl->k0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, hd, attn_scale(hd), hv->q + (size_t)bl->i0 * hv->ldq,
-                hv->ldq, hv->k + (size_t)bl->k0 * hv->ldkv, hv->ldkv, 0.0f, P, nk);
-    for (int i = bl->i0; i < bl->i1; i++) {
-        float *row = P + (size_t)(i - bl->i0) * nk;
-        const int lo = start[i] - bl->k0, hi = i - bl->k0; /* visible keys, inclusive */
-        if (have_lse) {
-            TUNE_SIMD
-            for (int j = lo; j <= hi; j++) row[j] = tune_expf(row[j] - lse[i]);
-        } else {
-            lse[i] = tune_softmax_row(row + lo, hi - lo + 1);
-        }
-        memset(row, 0, (size_t)lo * sizeof *row);
-        memset(row + hi + 1, 0, (size_t)(nk - 1 - hi) * sizeof *row);
-    }
+    group_view g;
+    const int kh = bk % s->Hkv;
+    g.b = bk / s->Hkv;
+    g.G = s->H / s->Hkv;
+    g.h0 = kh * g.G;
+    g.hd = s->hd;
+    g.T = s->T;
+    g.ldq = s->H * s->hd;
+    g.ldkv = s->Hkv * s->hd;
+    g.q_off = (size_t)g.b * s->T * g.ldq + (size_t)g.h0 * s->hd;
+    g.kv_off = (size_t)g.b * s->T * g.ldkv + (size_t)kh * s->hd;
+    g.start = start + (size_t)g.b * s->T;
+    return g;
 }
 
-static block block_of(const int32_t *start, int i0, int T)
+/* Positions [i0, i1) of one group: they see keys [k0, i1). Row r·G + g of
+ * the block's matrices is position i0 + r, head h0 + g. */
+typedef struct block {
+    int i0, i1, k0, rows, nk;
+} block;
+
+static block block_of(const group_view *g, int i0)
 {
-    const block bl = {i0, i0 + ATTN_BLOCK < T ? i0 + ATTN_BLOCK : T, start[i0]}; /* starts never decrease */
+    block bl;
+    bl.i0 = i0;
+    bl.i1 = i0 + ATTN_BLOCK < g->T ? i0 + ATTN_BLOCK : g->T;
+    bl.k0 = g->start[i0]; /* starts never decrease */
+    bl.rows = (bl.i1 - bl.i0) * g->G;
+    bl.nk = bl.i1 - bl.k0;
     return bl;
+}
+
+/* dst (rows, hd) ← the block's G heads of src (rows of stride ldq from off). */
+static void gather(float *dst, const float *src, const group_view *g, const block *bl)
+{
+    const size_t width = (size_t)g->G * g->hd;
+    for (int i = bl->i0; i < bl->i1; i++)
+        memcpy(dst + (size_t)(i - bl->i0) * width, src + g->q_off + (size_t)i * g->ldq, width * sizeof *dst);
+}
+
+static void scatter(float *dst, const float *src, const group_view *g, const block *bl)
+{
+    const size_t width = (size_t)g->G * g->hd;
+    for (int i = bl->i0; i < bl->i1; i++)
+        memcpy(dst + g->q_off + (size_t)i * g->ldq, src + (size_t)(i - bl->i0) * width, width * sizeof *dst);
+}
+
+/* lse of row r of the block: position i0 + r / G, head h0 + r % G. lse is (B, H, T). */
+static float *lse_at(float *lse, const group_view *g, const tune_attention_shape *s, const block *bl, int r)
+{
+    return lse + ((size_t)g->b * s->H + g->h0 + r % g->G) * s->T + bl->i0 + r / g->G;
+}
+
+/* P (rows, nk): the block's probabilities from its gathered queries Qg.
+ * With have_lse they are recomputed from lse, otherwise the softmax is
+ * taken and lse filled. */
+TUNE_CPU_CLONES static void probabilities(float *P, float *lse, int have_lse, const float *Qg, const float *k,
+                                          const group_view *g, const tune_attention_shape *s, const block *bl)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bl->rows, bl->nk, g->hd, attn_scale(g->hd), Qg, g->hd,
+                k + g->kv_off + (size_t)bl->k0 * g->ldkv, g->ldkv, 0.0f, P, bl->nk);
+    for (int r = 0; r < bl->rows; r++) {
+        const int i = bl->i0 + r / g->G;
+        float *row = P + (size_t)r * bl->nk, *l = lse_at(lse, g, s, bl, r);
+        const int lo = g->start[i] - bl->k0, hi = i - bl->k0; /* visible keys, inclusive */
+        if (have_lse) {
+            const float m = *l;
+            TUNE_SIMD
+            for (int j = lo; j <= hi; j++) row[j] = tune_expf(row[j] - m);
+        } else {
+            *l = tune_softmax_row(row + lo, hi - lo + 1);
+        }
+        memset(row, 0, (size_t)lo * sizeof *row);
+        memset(row + hi + 1, 0, (size_t)(bl->nk - 1 - hi) * sizeof *row);
+    }
 }
 
 void tune_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                                 const int32_t *start, const tune_attention_shape *s, float *scratch,
                                 int n_threads)
 {
-    const int T = s->T, hd = s->hd;
-    const size_t work = (size_t)s->B * s->H * T * T * hd;
+    const size_t work = (size_t)s->B * s->H * s->T * s->T * s->hd;
     openblas_set_num_threads(1); /* sgemm inside the OpenMP loop */
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (work >= TUNE_CPU_PARALLEL_MIN)
-    for (int bh = 0; bh < s->B * s->H; bh++) {
-        const int b = bh / s->H, h = bh % s->H;
-        const head_view hv = view(q, k, v, s, b, h);
-        const int32_t *st = start + (size_t)b * T;
-        float *P = scratch + (size_t)omp_get_thread_num() * 2 * block_rows(T) * T;
-        for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
-            const block bl = block_of(st, i0, T);
-            const int rows = bl.i1 - bl.i0, nk = bl.i1 - bl.k0;
-            probabilities(P, lse + (size_t)bh * T, 0, &hv, st, &bl, hd);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, nk, 1.0f, P, nk,
-                        hv.v + (size_t)bl.k0 * hv.ldkv, hv.ldkv, 0.0f, out + hv.q_off + (size_t)bl.i0 * hv.ldq, hv.ldq);
+    for (int bk = 0; bk < s->B * s->Hkv; bk++) {
+        const group_view g = group_of(s, start, bk);
+        const size_t rows = (size_t)g.G * block_rows(s->T);
+        float *P = scratch + (size_t)omp_get_thread_num() * thread_scratch(s);
+        float *Qg = P + 2 * rows * s->T, *Og = Qg + rows * s->hd;
+        for (int i0 = 0; i0 < s->T; i0 += ATTN_BLOCK) {
+            const block bl = block_of(&g, i0);
+            gather(Qg, q, &g, &bl);
+            probabilities(P, lse, 0, Qg, k, &g, s, &bl);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bl.rows, g.hd, bl.nk, 1.0f, P, bl.nk,
+                        v + g.kv_off + (size_t)bl.k0 * g.ldkv, g.ldkv, 0.0f, Og, g.hd);
+            scatter(out, Og, &g, &bl);
         }
     }
 }
 
 void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                                  const float *k, const float *v, const float *lse, const int32_t *start,
-                                 const tune_attention_shape *s, float *scratch, float *dkv_head,
-                                 int n_threads)
+                                 const tune_attention_shape *s, float *scratch, int n_threads)
 {
-    const int T = s->T, hd = s->hd, H = s->H, Hkv = s->Hkv;
-    const float scale = attn_scale(hd);
-    const size_t per_head = (size_t)s->B * T * H * hd;
-    float *dk_head = dkv_head, *dv_head = dkv_head + per_head; /* (B, T, H, hd) each */
-    const size_t work = per_head * T;
+    const float scale = attn_scale(s->hd);
+    const size_t work = (size_t)s->B * s->H * s->T * s->T * s->hd;
     openblas_set_num_threads(1); /* sgemm inside the OpenMP loop */
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (work >= TUNE_CPU_PARALLEL_MIN)
-    for (int bh = 0; bh < s->B * H; bh++) {
-        const int b = bh / H, h = bh % H;
-        const head_view hv = view(q, k, v, s, b, h);
-        const int32_t *st = start + (size_t)b * T;
-        float *P = scratch + (size_t)omp_get_thread_num() * 2 * block_rows(T) * T, *dP = P + (size_t)block_rows(T) * T;
-        float *dKh = dk_head + hv.q_off, *dVh = dv_head + hv.q_off; /* (T, hd), row stride ldq */
-        for (int t = 0; t < T; t++) {
-            memset(dKh + (size_t)t * hv.ldq, 0, (size_t)hd * sizeof *dKh);
-            memset(dVh + (size_t)t * hv.ldq, 0, (size_t)hd * sizeof *dVh);
+    for (int bk = 0; bk < s->B * s->Hkv; bk++) {
+        const group_view g = group_of(s, start, bk);
+        const size_t rows = (size_t)g.G * block_rows(s->T);
+        float *P = scratch + (size_t)omp_get_thread_num() * thread_scratch(s), *dP = P + rows * s->T;
+        float *Qg = dP + rows * s->T, *dOg = Qg + rows * s->hd, *dQg = dOg + rows * s->hd;
+        float *dK = dk + g.kv_off, *dV = dv + g.kv_off; /* (T, hd), row stride ldkv */
+        for (int t = 0; t < s->T; t++) {
+            memset(dK + (size_t)t * g.ldkv, 0, (size_t)g.hd * sizeof *dK);
+            memset(dV + (size_t)t * g.ldkv, 0, (size_t)g.hd * sizeof *dV);
         }
-        for (int i0 = 0; i0 < T; i0 += ATTN_BLOCK) {
-            const block bl = block_of(st, i0, T);
-            const int rows = bl.i1 - bl.i0, nk = bl.i1 - bl.k0;
-            const float *dO = dout + hv.q_off + (size_t)bl.i0 * hv.ldq, *Qb = hv.q + (size_t)bl.i0 * hv.ldq;
-            const float *Kb = hv.k + (size_t)bl.k0 * hv.ldkv, *Vb = hv.v + (size_t)bl.k0 * hv.ldkv;
-            probabilities(P, (float *)(lse + (size_t)bh * T), 1, &hv, st, &bl, hd);
-            /* dV_h += Pᵀ dO;  dP = dO Vᵀ */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, rows, 1.0f, P, nk, dO, hv.ldq, 1.0f,
-                        dVh + (size_t)bl.k0 * hv.ldq, hv.ldq);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, hd, 1.0f, dO, hv.ldq, Vb, hv.ldkv, 0.0f,
-                        dP, nk);
-            for (int i = bl.i0; i < bl.i1; i++) {
-                float *row = dP + (size_t)(i - bl.i0) * nk;
-                const int lo = st[i] - bl.k0, hi = i - bl.k0;
-                tune_softmax_row_backward(row + lo, P + (size_t)(i - bl.i0) * nk + lo, hi - lo + 1);
+        for (int i0 = 0; i0 < s->T; i0 += ATTN_BLOCK) {
+            const block bl = block_of(&g, i0);
+            const float *Kb = k + g.kv_off + (size_t)bl.k0 * g.ldkv, *Vb = v + g.kv_off + (size_t)bl.k0 * g.ldkv;
+            gather(Qg, q, &g, &bl);
+            gather(dOg, dout, &g, &bl);
+            probabilities(P, (float *)lse, 1, Qg, k, &g, s, &bl);
+            /* dV += Pᵀ dO (the group's heads summed in the product);  dP = dO Vᵀ */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bl.nk, g.hd, bl.rows, 1.0f, P, bl.nk, dOg, g.hd,
+                        1.0f, dV + (size_t)bl.k0 * g.ldkv, g.ldkv);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bl.rows, bl.nk, g.hd, 1.0f, dOg, g.hd, Vb, g.ldkv,
+                        0.0f, dP, bl.nk);
+            for (int r = 0; r < bl.rows; r++) {
+                const int i = bl.i0 + r / g.G, lo = g.start[i] - bl.k0, hi = i - bl.k0;
+                float *row = dP + (size_t)r * bl.nk;
+                tune_softmax_row_backward(row + lo, P + (size_t)r * bl.nk + lo, hi - lo + 1);
                 memset(row, 0, (size_t)lo * sizeof *row);
-                memset(row + hi + 1, 0, (size_t)(nk - 1 - hi) * sizeof *row);
+                memset(row + hi + 1, 0, (size_t)(bl.nk - 1 - hi) * sizeof *row);
             }
-            /* dQ = scale dS K;  dK_h += scale dSᵀ Q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, nk, scale, dP, nk, Kb, hv.ldkv, 0.0f,
-                        dq + hv.q_off + (size_t)bl.i0 * hv.ldq, hv.ldq);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, rows, scale, dP, nk, Qb, hv.ldq, 1.0f,
-                        dKh + (size_t)bl.k0 * hv.ldq, hv.ldq);
+            /* dQ = scale dS K;  dK += scale dSᵀ Q */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bl.rows, g.hd, bl.nk, scale, dP, bl.nk, Kb, g.ldkv,
+                        0.0f, dQg, g.hd);
+            scatter(dq, dQg, &g, &bl);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bl.nk, g.hd, bl.rows, scale, dP, bl.nk, Qg, g.hd, 1.0f,
+                        dK + (size_t)bl.k0 * g.ldkv, g.ldkv);
         }
     }
-    /* Sum the query heads of each group, in head order. */
-    const int group = H / Hkv;
-#pragma omp parallel for num_threads(n_threads) if (work >= TUNE_CPU_PARALLEL_MIN)
-    for (long n = 0; n < (long)s->B * T; n++)
-        for (int kh = 0; kh < Hkv; kh++)
-            for (int d = 0; d < hd; d++) {
-                float sk = 0.0f, sv = 0.0f;
-                for (int g = 0; g < group; g++) {
-                    const size_t i = ((size_t)n * H + kh * group + g) * hd + d;
-                    sk += dk_head[i];
-                    sv += dv_head[i];
-                }
-                dk[((size_t)n * Hkv + kh) * hd + d] = sk;
-                dv[((size_t)n * Hkv + kh) * hd + d] = sv;
-            }
 }
 
 /* ---- Plain reference versions: one query row at a time, in double. ---- */

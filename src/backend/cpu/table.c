@@ -27,19 +27,12 @@ static int cpu_finish(char *why, size_t why_size)
 
 static void cpu_memory(size_t *free_bytes, size_t *total_bytes) { *free_bytes = *total_bytes = 0; }
 
-/* The backward's per-query-head key/value gradients follow the per-thread blocks. */
-static size_t cpu_attention_scratch(const tune_attention_shape *s, int n_threads)
-{
-    return tune_cpu_attention_scratch(s, n_threads) + 2 * (size_t)s->B * s->T * s->H * s->hd;
-}
-
 static void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                                    const float *v, const float *out, const float *lse, const int32_t *start,
                                    const tune_attention_shape *s, float *scratch, int n_threads)
 {
     (void)out; /* the CPU recomputes each row's Σ p·dp from the probabilities */
-    tune_cpu_attention_backward(dq, dk, dv, dout, q, k, v, lse, start, s, scratch,
-                                scratch + tune_cpu_attention_scratch(s, n_threads), n_threads);
+    tune_cpu_attention_backward(dq, dk, dv, dout, q, k, v, lse, start, s, scratch, n_threads);
 }
 
 static const tune_backend cpu = {
@@ -63,7 +56,7 @@ static const tune_backend cpu = {
     .rope_tables = tune_cpu_rope_tables,
     .rope_forward = tune_cpu_rope_forward,
     .rope_backward = tune_cpu_rope_backward,
-    .attention_scratch = cpu_attention_scratch,
+    .attention_scratch = tune_cpu_attention_scratch,
     .attention_forward = tune_cpu_attention_forward,
     .attention_backward = cpu_attention_backward,
     .attention_cached = tune_cpu_attention_cached,
