@@ -5,7 +5,7 @@
 CC       ?= cc
 BUILD    ?= build
 PREFIX   ?= /usr/local
-PKGS     := yaml-0.1 libcjson openblas libpcre2-8 libutf8proc libmicrohttpd libcurl
+PKGS     := yaml-0.1 libcjson openblas libpcre2-8 libutf8proc libmicrohttpd libcurl libcrypto
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -Iinclude \

@@ -4,7 +4,7 @@
 set -euo pipefail
 PACKAGES=(build-essential pkg-config libyaml-dev libcjson-dev libopenblas-dev
           libpcre2-dev libutf8proc-dev check libomp-dev python3 python3-pip unzip time
-          libmicrohttpd-dev libcurl4-openssl-dev curl chromium-headless-shell
+          libmicrohttpd-dev libcurl4-openssl-dev libssl-dev curl chromium-headless-shell
           libopenmpi-dev openmpi-bin
           clang libclang-rt-dev)  # make fuzz: clang, its libFuzzer and sanitizer runtimes
 missing=()

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/sha.h>
+
 #include "tune/error.h"
 
 /* Reads a whole file; *data is NUL-terminated (not counted in *len). */
@@ -67,12 +69,9 @@ void tune_strbuf_free(tune_strbuf *sb);
 /* Appends s[0, n) as one CSV field: in double quotes, quotes doubled (RFC 4180). */
 void tune_strbuf_csv_field(tune_strbuf *sb, const char *s, size_t n);
 
-/* SHA-256 (FIPS 180-4). */
+/* SHA-256 (FIPS 180-4), through OpenSSL's libcrypto. */
 typedef struct tune_sha256 {
-    uint32_t h[8];
-    uint64_t total;
-    uint8_t block[64];
-    size_t used;
+    SHA256_CTX ctx;
 } tune_sha256;
 
 void tune_sha256_init(tune_sha256 *s);

@@ -21,6 +21,8 @@ PKGS=(
     libpcre2-dev libpcre2-8-0
     # libutf8proc
     libutf8proc-dev libutf8proc2
+    # libcrypto (SHA-256)
+    libssl-dev libssl3
     # check (unit tests): libcheck_pic.a, and its Requires: libsubunit
     check libsubunit-dev libsubunit0
     # pkg-config itself, in case the machine lacks it
