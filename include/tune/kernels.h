@@ -32,6 +32,11 @@
 #else
 #define TUNE_CPU_CLONES
 #endif
+#if !defined(__CUDACC__) && defined(__GNUC__)
+#define TUNE_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define TUNE_ALWAYS_INLINE
+#endif
 
 /* e^x within 1 ulp of expf for x in [-87.33, 88.72] (0 below: no subnormal
  * results; inf above; NaN stays NaN): Cephes' range reduction and degree-6
@@ -135,25 +140,28 @@ TUNE_HD static inline void tune_swiglu_backward(float dout, float g, float u, fl
 }
 
 /* log Σ exp(x[i]) over one row, stable. x: (n), n ≥ 1. The exps are made
- * a chunk at a time (a loop that vectorises) and summed in order. */
-TUNE_HD static inline float tune_logsumexp_row(const float *x, int n)
+ * a chunk at a time (a loop that vectorises) and summed in lanes as above.
+ * Always inlined: the callers are built per CPU (TUNE_CPU_CLONES), and a
+ * copy of their own is what lets these loops use the wider vectors. */
+TUNE_HD static inline TUNE_ALWAYS_INLINE float tune_logsumexp_row(const float *x, int n)
 {
     float m = x[0];
     TUNE_SIMD_MAX(m)
     for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
-    double sum = 0.0;
+    double lanes[TUNE_SUM_LANES] = {0};
     for (int i0 = 0; i0 < n; i0 += 64) {
         float e[64];
         const int k = n - i0 < 64 ? n - i0 : 64;
         TUNE_SIMD
         for (int i = 0; i < k; i++) e[i] = tune_expf(x[i0 + i] - m);
-        for (int i = 0; i < k; i++) sum += e[i];
+        for (int i = 0; i < k; i += TUNE_SUM_LANES)
+            for (int l = 0; l < TUNE_SUM_LANES && i + l < k; l++) lanes[l] += e[i + l];
     }
-    return m + (float)log(sum);
+    return m + (float)log(tune_lanes_total(lanes));
 }
 
 /* Softmax of one row in place; returns its log-sum-exp. p: (n), n ≥ 1 */
-TUNE_HD static inline float tune_softmax_row(float *p, int n)
+TUNE_HD static inline TUNE_ALWAYS_INLINE float tune_softmax_row(float *p, int n)
 {
     const float lse = tune_logsumexp_row(p, n);
     TUNE_SIMD
@@ -163,11 +171,14 @@ TUNE_HD static inline float tune_softmax_row(float *p, int n)
 
 /* Backward of a softmax row: ds = p ⊙ (dp − Σ p·dp), in place over dp.
  * dp, p: (n) */
-TUNE_HD static inline void tune_softmax_row_backward(float *dp, const float *p, int n)
+TUNE_HD static inline TUNE_ALWAYS_INLINE void tune_softmax_row_backward(float *dp, const float *p, int n)
 {
-    double dot = 0.0;
-    for (int i = 0; i < n; i++) dot += (double)p[i] * dp[i];
-    for (int i = 0; i < n; i++) dp[i] = p[i] * (dp[i] - (float)dot);
+    double lanes[TUNE_SUM_LANES] = {0};
+    for (int i0 = 0; i0 < n; i0 += TUNE_SUM_LANES)
+        for (int l = 0; l < TUNE_SUM_LANES && i0 + l < n; l++) lanes[l] += (double)p[i0 + l] * dp[i0 + l];
+    const float dot = (float)tune_lanes_total(lanes);
+    TUNE_SIMD
+    for (int i = 0; i < n; i++) dp[i] = p[i] * (dp[i] - dot);
 }
 
 /* Dropout keeps an element when its uniform u (0, 1] is above p; kept
