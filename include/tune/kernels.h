@@ -17,10 +17,8 @@
 #if defined(_OPENMP) && !defined(__CUDACC__)
 #define TUNE_PRAGMA(x) _Pragma(#x)
 #define TUNE_SIMD TUNE_PRAGMA(omp simd)
-#define TUNE_SIMD_MAX(v) TUNE_PRAGMA(omp simd reduction(max : v))
 #else
 #define TUNE_SIMD
-#define TUNE_SIMD_MAX(v)
 #endif
 
 /* A CPU function whose loops vectorise is built for AVX-512 and AVX2 too,
@@ -139,23 +137,66 @@ TUNE_HD static inline void tune_swiglu_backward(float dout, float g, float u, fl
     *dg = dout * u * sg * (1.0f + g * (1.0f - sg));
 }
 
+/* out[i] = e^(x[i] − shift), i < n (out may be x): whole vectors of 16,
+ * then the last few padded to 16 in a copy, so that no element takes a
+ * scalar path (rows of attention are short: a scalar remainder of up to 15
+ * cost as much as the rest of the row). */
+TUNE_HD static inline TUNE_ALWAYS_INLINE void tune_exp_shifted(float *out, const float *x, int n, float shift)
+{
+    int i0 = 0;
+    for (; i0 + 16 <= n; i0 += 16) {
+        TUNE_SIMD
+        for (int i = 0; i < 16; i++) out[i0 + i] = tune_expf(x[i0 + i] - shift);
+    }
+    if (i0 < n) {
+        float t[16] = {0};
+        for (int i = 0; i0 + i < n; i++) t[i] = x[i0 + i];
+        TUNE_SIMD
+        for (int i = 0; i < 16; i++) t[i] = tune_expf(t[i] - shift);
+        for (int i = 0; i0 + i < n; i++) out[i0 + i] = t[i];
+    }
+}
+
+/* lanes[i % 8] += a[i]·b[i] (b NULL: += a[i]) in index order, i < n: whole
+ * groups of 8 (one vector of doubles), then the rest. */
+TUNE_HD static inline TUNE_ALWAYS_INLINE void tune_lanes_add(double *lanes, const float *a, const float *b, int n)
+{
+    int i0 = 0;
+    for (; i0 + TUNE_SUM_LANES <= n; i0 += TUNE_SUM_LANES)
+        for (int l = 0; l < TUNE_SUM_LANES; l++) lanes[l] += b ? (double)a[i0 + l] * b[i0 + l] : (double)a[i0 + l];
+    for (int l = 0; i0 + l < n; l++) lanes[l] += b ? (double)a[i0 + l] * b[i0 + l] : (double)a[i0 + l];
+}
+
+/* max x[i], i < n, n ≥ 1: 16 running maxima over whole vectors, then the
+ * rest (the order does not change a maximum). */
+TUNE_HD static inline TUNE_ALWAYS_INLINE float tune_row_max(const float *x, int n)
+{
+    float m16[16];
+    for (int l = 0; l < 16; l++) m16[l] = x[0];
+    int i0 = 0;
+    for (; i0 + 16 <= n; i0 += 16) {
+        TUNE_SIMD
+        for (int l = 0; l < 16; l++) m16[l] = x[i0 + l] > m16[l] ? x[i0 + l] : m16[l];
+    }
+    float m = m16[0];
+    for (int l = 1; l < 16; l++) m = m16[l] > m ? m16[l] : m;
+    for (; i0 < n; i0++) m = x[i0] > m ? x[i0] : m;
+    return m;
+}
+
 /* log Σ exp(x[i]) over one row, stable. x: (n), n ≥ 1. The exps are made
- * a chunk at a time (a loop that vectorises) and summed in lanes as above.
- * Always inlined: the callers are built per CPU (TUNE_CPU_CLONES), and a
- * copy of their own is what lets these loops use the wider vectors. */
+ * a chunk at a time and summed in lanes as above. Always inlined: the
+ * callers are built per CPU (TUNE_CPU_CLONES), and a copy of their own is
+ * what lets these loops use the wider vectors. */
 TUNE_HD static inline TUNE_ALWAYS_INLINE float tune_logsumexp_row(const float *x, int n)
 {
-    float m = x[0];
-    TUNE_SIMD_MAX(m)
-    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    const float m = tune_row_max(x, n);
     double lanes[TUNE_SUM_LANES] = {0};
     for (int i0 = 0; i0 < n; i0 += 64) {
         float e[64];
         const int k = n - i0 < 64 ? n - i0 : 64;
-        TUNE_SIMD
-        for (int i = 0; i < k; i++) e[i] = tune_expf(x[i0 + i] - m);
-        for (int i = 0; i < k; i += TUNE_SUM_LANES)
-            for (int l = 0; l < TUNE_SUM_LANES && i + l < k; l++) lanes[l] += e[i + l];
+        tune_exp_shifted(e, x + i0, k, m);
+        tune_lanes_add(lanes, e, NULL, k);
     }
     return m + (float)log(tune_lanes_total(lanes));
 }
@@ -164,8 +205,7 @@ TUNE_HD static inline TUNE_ALWAYS_INLINE float tune_logsumexp_row(const float *x
 TUNE_HD static inline TUNE_ALWAYS_INLINE float tune_softmax_row(float *p, int n)
 {
     const float lse = tune_logsumexp_row(p, n);
-    TUNE_SIMD
-    for (int i = 0; i < n; i++) p[i] = tune_expf(p[i] - lse);
+    tune_exp_shifted(p, p, n, lse);
     return lse;
 }
 
@@ -174,8 +214,7 @@ TUNE_HD static inline TUNE_ALWAYS_INLINE float tune_softmax_row(float *p, int n)
 TUNE_HD static inline TUNE_ALWAYS_INLINE void tune_softmax_row_backward(float *dp, const float *p, int n)
 {
     double lanes[TUNE_SUM_LANES] = {0};
-    for (int i0 = 0; i0 < n; i0 += TUNE_SUM_LANES)
-        for (int l = 0; l < TUNE_SUM_LANES && i0 + l < n; l++) lanes[l] += (double)p[i0 + l] * dp[i0 + l];
+    tune_lanes_add(lanes, p, dp, n);
     const float dot = (float)tune_lanes_total(lanes);
     TUNE_SIMD
     for (int i = 0; i < n; i++) dp[i] = p[i] * (dp[i] - dot);

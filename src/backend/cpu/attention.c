@@ -135,9 +135,7 @@ TUNE_CPU_CLONES static void probabilities(float *P, float *lse, int have_lse, co
         float *row = P + (size_t)r * bl->nk, *l = lse_at(lse, g, s, bl, r);
         const int lo = g->start[i] - bl->k0, hi = i - bl->k0; /* visible keys, inclusive */
         if (have_lse) {
-            const float m = *l;
-            TUNE_SIMD
-            for (int j = lo; j <= hi; j++) row[j] = tune_expf(row[j] - m);
+            tune_exp_shifted(row + lo, row + lo, hi - lo + 1, *l);
         } else {
             *l = tune_softmax_row(row + lo, hi - lo + 1);
         }
