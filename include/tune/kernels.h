@@ -83,28 +83,55 @@ TUNE_HD static inline double tune_lanes_total(const double *s)
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-TUNE_HD static inline float tune_rmsnorm_row(float *out, const float *x, const float *w, int C, float eps)
+/* lanes[i % 8] += term for i < n, in index order; term is a double
+ * expression of i. Whole groups of 8 (one vector of doubles), then the rest:
+ * with the tail inside the loop's condition the compiler kept it scalar.
+ * The functions below that use it are always inlined: their callers are
+ * built per CPU (TUNE_CPU_CLONES), and a copy of their own is what lets
+ * these loops use the wider vectors. */
+#define TUNE_LANES_ADD(lanes, n, term)                                         \
+    do {                                                                       \
+        int i0_ = 0;                                                           \
+        for (; i0_ + TUNE_SUM_LANES <= (n); i0_ += TUNE_SUM_LANES) {           \
+            TUNE_SIMD                                                          \
+            for (int l_ = 0; l_ < TUNE_SUM_LANES; l_++) {                      \
+                const int i = i0_ + l_;                                        \
+                (lanes)[l_] += (term);                                         \
+            }                                                                  \
+        }                                                                      \
+        for (int l_ = 0; i0_ + l_ < (n); l_++) {                               \
+            const int i = i0_ + l_;                                            \
+            (lanes)[l_] += (term);                                             \
+        }                                                                      \
+    } while (0)
+
+TUNE_HD static inline TUNE_ALWAYS_INLINE void tune_lanes_add(double *lanes, const float *a, const float *b, int n)
+{
+    TUNE_LANES_ADD(lanes, n, (double)a[i] * b[i]);
+}
+
+TUNE_HD static inline TUNE_ALWAYS_INLINE float tune_rmsnorm_row(float *out, const float *x, const float *w, int C,
+                                                                float eps)
 {
     double lanes[TUNE_SUM_LANES] = {0};
-    for (int i0 = 0; i0 < C; i0 += TUNE_SUM_LANES)
-        for (int l = 0; l < TUNE_SUM_LANES && i0 + l < C; l++) lanes[l] += (double)x[i0 + l] * x[i0 + l];
+    tune_lanes_add(lanes, x, x, C);
     const double ss = tune_lanes_total(lanes);
     const float rstd = 1.0f / sqrtf((float)(ss / C) + eps);
+    TUNE_SIMD
     for (int i = 0; i < C; i++) out[i] = x[i] * rstd * w[i];
     return rstd;
 }
 
 /* dx += d(out)/dx · dout for one row (w frozen: no dw).
  * dx, dout, x: (C)   w: (C) */
-TUNE_HD static inline void tune_rmsnorm_row_backward(float *dx, const float *dout, const float *x,
-                                                     const float *w, float rstd, int C)
+TUNE_HD static inline TUNE_ALWAYS_INLINE void tune_rmsnorm_row_backward(float *dx, const float *dout, const float *x,
+                                                                        const float *w, float rstd, int C)
 {
     double lanes[TUNE_SUM_LANES] = {0}; /* Σ dout·w·x */
-    for (int i0 = 0; i0 < C; i0 += TUNE_SUM_LANES)
-        for (int l = 0; l < TUNE_SUM_LANES && i0 + l < C; l++)
-            lanes[l] += (double)dout[i0 + l] * w[i0 + l] * x[i0 + l];
+    TUNE_LANES_ADD(lanes, C, (double)dout[i] * w[i] * x[i]);
     const double dot = tune_lanes_total(lanes);
     const float k = (float)(dot / C) * rstd * rstd * rstd;
+    TUNE_SIMD
     for (int i = 0; i < C; i++) dx[i] += dout[i] * w[i] * rstd - x[i] * k;
 }
 
@@ -157,16 +184,6 @@ TUNE_HD static inline TUNE_ALWAYS_INLINE void tune_exp_shifted(float *out, const
     }
 }
 
-/* lanes[i % 8] += a[i]·b[i] (b NULL: += a[i]) in index order, i < n: whole
- * groups of 8 (one vector of doubles), then the rest. */
-TUNE_HD static inline TUNE_ALWAYS_INLINE void tune_lanes_add(double *lanes, const float *a, const float *b, int n)
-{
-    int i0 = 0;
-    for (; i0 + TUNE_SUM_LANES <= n; i0 += TUNE_SUM_LANES)
-        for (int l = 0; l < TUNE_SUM_LANES; l++) lanes[l] += b ? (double)a[i0 + l] * b[i0 + l] : (double)a[i0 + l];
-    for (int l = 0; i0 + l < n; l++) lanes[l] += b ? (double)a[i0 + l] * b[i0 + l] : (double)a[i0 + l];
-}
-
 /* max x[i], i < n, n ≥ 1: 16 running maxima over whole vectors, then the
  * rest (the order does not change a maximum). */
 TUNE_HD static inline TUNE_ALWAYS_INLINE float tune_row_max(const float *x, int n)
@@ -196,7 +213,7 @@ TUNE_HD static inline TUNE_ALWAYS_INLINE float tune_logsumexp_row(const float *x
         float e[64];
         const int k = n - i0 < 64 ? n - i0 : 64;
         tune_exp_shifted(e, x + i0, k, m);
-        tune_lanes_add(lanes, e, NULL, k);
+        TUNE_LANES_ADD(lanes, k, (double)e[i]);
     }
     return m + (float)log(tune_lanes_total(lanes));
 }
