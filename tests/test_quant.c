@@ -381,13 +381,13 @@ static double check_product(const tune_weight *w, const char *name, int N, int t
 
 START_TEST(products_match_reference)
 {
-    /* _i: the weight type. Rows not a multiple of 16 (partial tiles), and
-     * fewer than 16; 300 rows of 512 take three tiles and two threads'
-     * slices of unequal length; 2048 columns make tiles of 32 rows
-     * (37 = 32 + 5); 576 columns (SmolLM2's width) are 18 blocks of 32, 9 of
-     * 64 and no whole number of 128 or 256 (not for the K-quants). N ≤ 8
-     * takes the dot-product path (trans 0), above it the tiled BLAS path;
-     * 40 rows of x are two threads' slices of 32 and 8 (trans 1). NF4_DQ's
+    /* _i: the weight type. Rows not a multiple of 16, and fewer than 16;
+     * 300 rows of 512 are two threads' slices of unequal length (trans 0);
+     * 576 columns (SmolLM2's width) are 18 blocks of 32, 9 of 64 and no
+     * whole number of 128 or 256 (not for the K-quants). N ≤ 8 takes the
+     * dot-product path (trans 0), above it the tiled BLAS path; 40 rows of
+     * x are two threads' slices of 32 and 8 (trans 1). Products over
+     * several tiles: products_over_tiles_match_reference. NF4_DQ's
      * groups of 256 blocks span rows in (33, 768) and (45, 576); 8192
      * columns are 128 of its blocks, two chunks of its AVX-512 kernels. */
     static const int shapes[][2] = {{70, 512}, {33, 768}, {300, 512}, {37, 2048}, {45, 576}, {5, 256}, {3, 8192}};
@@ -408,6 +408,29 @@ START_TEST(products_match_reference)
     }
     omp_set_num_threads(saved_threads);
     printf("weight product %-15s worst |err| / sum|x*w| %.3g (bound 1e-5)\n", wtypes[_i].name, worst);
+}
+END_TEST
+
+START_TEST(products_over_tiles_match_reference)
+{
+    /* The tiling is the same for every block type; two of them. 2060 rows
+     * of 256 are two tiles of W (2048 + 12 rows), added in order into y
+     * (trans 1, beta on the first only); 520 rows of x take the forward's
+     * split by rows of x (two threads' slices of 272 and 248), 40 its
+     * split by rows of W. */
+    static const uint32_t types[] = {TUNE_Q8_0, TUNE_Q4_K};
+    const int saved_threads = omp_get_max_threads();
+    test_rng r = {3000, 0};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        int wi = 0;
+        while (wtypes[wi].type != types[t] || wtypes[wi].quantised) wi++;
+        tune_weight w = random_weight(wi, 2060, 256, &r);
+        check_product(&w, wtypes[wi].name, 520, 0, 0.5f, &r);
+        check_product(&w, wtypes[wi].name, 40, 0, 0.0f, &r);
+        check_product(&w, wtypes[wi].name, 40, 1, 0.5f, &r);
+        free_weight(&w);
+    }
+    omp_set_num_threads(saved_threads);
 }
 END_TEST
 
@@ -948,6 +971,7 @@ int main(void)
     TCase *blocks = tcase_create("blocks");
     tcase_set_timeout(blocks, 300); /* the products' double-precision reference, under the sanitizers too */
     tcase_add_loop_test(blocks, products_match_reference, 0, N_WTYPES);
+    tcase_add_test(blocks, products_over_tiles_match_reference);
     tcase_add_loop_test(blocks, rows_and_dequantize_match_dequant_row, 0, N_WTYPES);
     tcase_add_loop_test(blocks, models_stored_as_asked, 0, 4 * N_STORED_MODELS);
     suite_add_tcase(s, blocks);
