@@ -73,8 +73,8 @@ static void starts(int32_t *start, int B, int T, int split)
 }
 
 /* Small (one thread), large enough for the OpenMP loop, and longer than a
- * query block (64 rows) with the packed row's second segment starting inside
- * the second block. */
+ * query block (32 positions) with the packed row's second segment starting
+ * inside a block (the fourth, 96 .. 127). */
 static const tune_attention_shape attn_shapes[3] = {{3, 11, 6, 2, 8}, {2, 40, 4, 2, 16}, {2, 150, 2, 1, 8}};
 static const int attn_splits[3] = {4, 4, 100};
 

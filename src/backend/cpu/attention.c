@@ -19,7 +19,7 @@
 
 #include "tune/kernels.h"
 
-enum { ATTN_BLOCK = 64 };
+enum { ATTN_BLOCK = 32 };
 
 static int block_rows(int T) { return T < ATTN_BLOCK ? T : ATTN_BLOCK; }
 
