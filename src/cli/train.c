@@ -3,6 +3,7 @@
  * this file parses and prints. */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,8 +40,11 @@ static void usage(FILE *out)
 /* SIGINT/SIGTERM during training: the first asks the loop to stop after its
  * step (checkpoint, then exit 128 + the signal); a second ends the process
  * at once, by the signal. Caught only once training starts: before that,
- * dying at once loses nothing (every file is written atomically). */
-static volatile sig_atomic_t got_signal;
+ * dying at once loses nothing (every file is written atomically). Atomic:
+ * while one signal is pending on a thread the kernel hands the next to
+ * another, so two handlers can run at once, and exactly one of them must
+ * be the first. */
+static atomic_int got_signal;
 
 /* With several ranks, what the handler says at once: the signal may come
  * from mpirun ending the job because another rank failed, and then this
@@ -49,12 +53,12 @@ static char rank_stop_line[160];
 
 static void on_stop_signal(int sig)
 {
-    if (got_signal) {
+    int none = 0;
+    if (!atomic_compare_exchange_strong(&got_signal, &none, sig)) {
         signal(sig, SIG_DFL);
         raise(sig); /* delivered when this handler returns */
         return;
     }
-    got_signal = sig;
     if (rank_stop_line[0]) {
         const ssize_t w = write(STDERR_FILENO, rank_stop_line, strlen(rank_stop_line)); /* async-signal-safe */
         (void)w; /* nothing to do if stderr is gone */
@@ -63,7 +67,7 @@ static void on_stop_signal(int sig)
 }
 
 /* A signal ignored when tune started (SIGINT for a shell's background job,
- * say) stays ignored. The handler masks both, so it never runs twice at once. */
+ * say) stays ignored. The handler masks both on the thread it runs on. */
 static void catch_stop_signals(void)
 {
     static const int sigs[] = {SIGINT, SIGTERM};
@@ -165,12 +169,13 @@ static int train(tune_plan *plan, const tune_config *cfg, int argc, char **args)
     tune_error_clear(&err);
     const tune_status st = tune_plan_train(plan, cfg, args[0], tune_cli_version(), &hooks, &err);
     if (st && prog.bar_drawn) fputc('\n', stderr);
-    if (st == TUNE_INTERRUPTED && !rank0) return 128 + (got_signal ? got_signal : SIGTERM);
+    const int sig = atomic_load(&got_signal);
+    if (st == TUNE_INTERRUPTED && !rank0) return 128 + (sig ? sig : SIGTERM);
     if (st == TUNE_INTERRUPTED) {
-        fprintf(stderr, "tune: %s received: %s; the checkpoint is %s\n", got_signal == SIGINT ? "SIGINT" : "SIGTERM",
+        fprintf(stderr, "tune: %s received: %s; the checkpoint is %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
                 err.message, err.file);
         print_resume_command(plan->ranks, argc, args, err.file);
-        return 128 + (got_signal ? got_signal : SIGTERM);
+        return 128 + (sig ? sig : SIGTERM);
     }
     if (st) {
         print_error(plan->parallel, &err);

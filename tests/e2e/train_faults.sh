@@ -90,10 +90,10 @@ stopped() {
     return 1
 }
 # finished CODE WHAT: waits for $pid and checks its status.
-finished() {
+finished() { # CODE[|CODE...] WHAT
     wait "$pid" 2>/dev/null
     local got=$?
-    [ "$got" = "$1" ] || {
+    case "|$1|" in *"|$got|"*) true ;; *) false ;; esac || {
         fail "$2: exited $got, expected $1"
         sed 's/^/  | /' err.txt | tail -3
     }
@@ -131,14 +131,17 @@ has err.txt "tune: SIGINT received"
 resume int "SIGINT"
 
 # A second signal ends tune at once: no checkpoint of step 13, no resume
-# command; the run resumes from checkpoint-10. (Both wait while it is
-# stopped; SIGINT, the lower number, is handled first.)
+# command; the run resumes from checkpoint-10. Both wait while it is
+# stopped. Which one counts as second is not fixed: while SIGINT is pending
+# on the main thread the kernel hands SIGTERM to another of tune's threads,
+# and on SIGCONT both handlers run at once; tune then exits by whichever of
+# the two came second, 143 or 130.
 start twice "stop@after step 13"
 stopped || fail "the run for two signals did not stop at step 13"
 kill -INT "$pid"
 kill -TERM "$pid"
 kill -CONT "$pid"
-finished 143 "a second signal"
+finished "143|130" "a second signal"
 lacks err.txt "resume with"
 [ -e runs/twice/checkpoint-13 ] && fail "a second signal still wrote checkpoint-13"
 complete twice
