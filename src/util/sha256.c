@@ -1,6 +1,6 @@
 /* SHA-256 for the run manifest and data caches: OpenSSL's, which uses the
  * CPU's SHA instructions (a run hashes its whole model file; FIPS 180-4 in
- * plain C took 0.36 s of a launch for a 98 MB file, OpenSSL 0.06 s). Its
+ * plain C took 0.36 s of a launch for a 98 MB file, OpenSSL 0.07 s). Its
  * SHA256_* calls keep the state in the caller's struct, so hashing allocates
  * nothing and a caller that returns early has nothing to release; OpenSSL 3
  * marks them deprecated in favour of EVP, which allocates. */
