@@ -423,10 +423,12 @@ START_TEST(swiglu)
     float *d_out = poisoned(n * 4), *d_dgate = poisoned(n * 4), *d_dup = poisoned(n * 4);
     const float *d_gate = put(gate, n * 4), *d_up = put(up, n * 4);
     cpu->swiglu_forward(out, gate, up, n);
-    cpu->swiglu_backward(dgate, dup, dout, gate, up, n);
+    cpu->swiglu_backward(dgate, dup, NULL, dout, gate, up, n);
     gpu->swiglu_forward(d_out, d_gate, d_up, n);
-    gpu->swiglu_backward(d_dgate, d_dup, put(dout, n * 4), d_gate, d_up, n);
     expect_close("swiglu forward", get(d_out, n * 4), out, n, 1e-5);
+    float *d_again = poisoned(n * 4);
+    gpu->swiglu_backward(d_dgate, d_dup, d_again, put(dout, n * 4), d_gate, d_up, n);
+    expect_close("swiglu forward from the backward", get(d_again, n * 4), out, n, 0.0);
     expect_close("swiglu backward dgate", get(d_dgate, n * 4), dgate, n, 1e-5);
     expect_close("swiglu backward dup", get(d_dup, n * 4), dup, n, 1e-5);
     release_all();

@@ -198,9 +198,16 @@ START_TEST(op_backwards_match_finite_differences)
     memcpy(dx, w, n * 4);
     tune_cpu_rope_backward(dx, op_cos, op_sin, ON, 2, 6);
     check_fd(rope_f, x, n, w, n, dx, NULL, "rope");
-    /* SwiGLU: gate x[0..n), up x[n..2n) */
-    tune_cpu_swiglu_backward(dx, dx + n, w, x, x + n, n);
+    /* SwiGLU: gate x[0..n), up x[n..2n); the output the backward gives
+     * again is the forward's, bit for bit (LoRA's dA of down_proj uses it) */
+    float *again = malloc(n * 4);
+    tune_cpu_swiglu_backward(dx, dx + n, again, w, x, x + n, n);
     check_fd(swiglu_f, x, 2 * n, w, n, dx, NULL, "swiglu");
+    tune_cpu_swiglu_forward(out, x, x + n, n);
+    ck_assert_mem_eq(again, out, n * 4);
+    tune_cpu_swiglu_backward(out, out + n, NULL, w, x, x + n, n);
+    ck_assert_mem_eq(out, dx, 2 * n * 4);
+    free(again);
     /* Cross-entropy with an ignored row */
     float lse[ON], one = 1.0f;
     double rows[ON];

@@ -83,8 +83,8 @@ typedef struct tune_backend {
     void (*attention_cached)(float *att, const float *q, const float *kc, const float *vc, int p0, int n,
                              const tune_attention_shape *s, float *scratch, int n_threads);
     void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t n);
-    void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
-                            size_t n);
+    void (*swiglu_backward)(float *dgate, float *dup, float *out, const float *dout, const float *gate,
+                            const float *up, size_t n);
     void (*cross_entropy_forward)(float *lse, double *row_loss, const float *logits, const int32_t *target, int N,
                                   int V);
     void (*add_sum)(double *acc, const double *x, size_t n);
@@ -285,8 +285,10 @@ void tune_cpu_attention_cached(float *att, const float *q, const float *kc, cons
 
 /* out = silu(gate) · up. out, gate, up: (n) */
 void tune_cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
-/* Sets dgate, dup: (n) from dout: (n). */
-void tune_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+/* Sets dgate, dup: (n) from dout: (n), and out (n), unless NULL, to the
+ * forward's output again: its sigmoid is taken here anyway, so a backward
+ * that needs the output gets it without a pass of its own. */
+void tune_cpu_swiglu_backward(float *dgate, float *dup, float *out, const float *dout, const float *gate,
                               const float *up, size_t n);
 
 /* Cross-entropy of each row against target[n]: row_loss[n] = lse − the

@@ -156,12 +156,14 @@ TUNE_HD static inline float tune_sigmoid(float x) { return 1.0f / (1.0f + tune_e
 /* SwiGLU: silu(g) · u. */
 TUNE_HD static inline float tune_swiglu(float g, float u) { return g * tune_sigmoid(g) * u; }
 
-/* Backward of tune_swiglu: *dg, *du from d(out). */
-TUNE_HD static inline void tune_swiglu_backward(float dout, float g, float u, float *dg, float *du)
+/* Backward of tune_swiglu: *dg, *du from d(out). Returns tune_swiglu(g, u)
+ * from the same sigmoid, for a backward that needs the forward's output. */
+TUNE_HD static inline float tune_swiglu_backward(float dout, float g, float u, float *dg, float *du)
 {
     const float sg = tune_sigmoid(g);
     *du = dout * g * sg;
     *dg = dout * u * sg * (1.0f + g * (1.0f - sg));
+    return g * sg * u;
 }
 
 /* out[i] = e^(x[i] − shift), i < n (out may be x): whole vectors of 16,
@@ -218,12 +220,21 @@ TUNE_HD static inline TUNE_ALWAYS_INLINE float tune_logsumexp_row(const float *x
     return m + (float)log(tune_lanes_total(lanes));
 }
 
-/* Softmax of one row in place; returns its log-sum-exp. p: (n), n ≥ 1 */
+/* Softmax of one row in place; returns its log-sum-exp. p: (n), n ≥ 1.
+ * One pass of exps: e^(p − max) is kept, summed and scaled by 1 / Σ
+ * (exps were half the cost of attention's forward softmax, and taking
+ * them again as e^(p − lse) did them twice). */
 TUNE_HD static inline TUNE_ALWAYS_INLINE float tune_softmax_row(float *p, int n)
 {
-    const float lse = tune_logsumexp_row(p, n);
-    tune_exp_shifted(p, p, n, lse);
-    return lse;
+    const float m = tune_row_max(p, n);
+    tune_exp_shifted(p, p, n, m);
+    double lanes[TUNE_SUM_LANES] = {0};
+    TUNE_LANES_ADD(lanes, n, (double)p[i]);
+    const double sum = tune_lanes_total(lanes);
+    const float inv = (float)(1.0 / sum);
+    TUNE_SIMD
+    for (int i = 0; i < n; i++) p[i] *= inv;
+    return m + (float)log(sum);
 }
 
 /* Backward of a softmax row: ds = p ⊙ (dp − Σ p·dp), in place over dp.

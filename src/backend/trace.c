@@ -298,12 +298,13 @@ static void t_swiglu_forward(float *out, const float *gate, const float *up, siz
     shape(done(t0, "swiglu_forward", per_element((double)n, 5, 3 * F)), SHAPE_N, (long)n, 0, 0, 0, 0);
 }
 
-static void t_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
-                              size_t n)
+static void t_swiglu_backward(float *dgate, float *dup, float *out, const float *dout, const float *gate,
+                              const float *up, size_t n)
 {
     const double t0 = now();
-    T.real->swiglu_backward(dgate, dup, dout, gate, up, n);
-    shape(done(t0, "swiglu_backward", per_element((double)n, 10, 5 * F)), SHAPE_N, (long)n, 0, 0, 0, 0);
+    T.real->swiglu_backward(dgate, dup, out, dout, gate, up, n);
+    shape(done(t0, "swiglu_backward", per_element((double)n, out ? 12 : 10, (out ? 6 : 5) * F)), SHAPE_N, (long)n,
+          0, 0, 0, 0);
 }
 
 static void t_cross_entropy_forward(float *lse, double *row_loss, const float *logits, const int32_t *target, int N,

@@ -443,6 +443,25 @@ static void linear_forward(tune_workspace *ws, const tune_model *m, const tune_l
 
 /* dx = beta·dx + dy·W (+ the LoRA path); dA, dB += their gradients.
  * x: (N, in) the forward input   dy: (N, out)   dx: (N, in) */
+/* dA += duᵀ·x of the module of (layer, kind), from the du its
+ * linear_backward left in ws->du. */
+static void lora_backward_a(tune_workspace *ws, const tune_model *m, tune_lora *lora, const tune_dropout *dp,
+                            int layer, tune_linear_kind kind, const float *x)
+{
+    const int mi = module_of(lora, layer, kind);
+    if (mi < 0) return;
+    const int N = ws->cur_B * ws->cur_T;
+    int out, in;
+    tune_linear_shape(&m->cfg, kind, &out, &in);
+    label(ws, layer, tune_linear_names[kind]);
+    const float *xd = lora_input(ws, dp, mi, x, N, in, 0);
+    ws->be->matmul(lora->grads + lora->modules[mi].a_offset, ws->du, xd, lora->cfg.r, in, N, 1, 0, 1.0f, 1.0f);
+}
+
+/* dx (= or +=, by beta) from dy of one linear layer, and its LoRA's dB and
+ * dA; x is the layer's input. With x NULL the caller takes dA itself
+ * (lora_backward_a) before the next linear_backward: down_proj's input is
+ * made again by the SwiGLU backward, which needs dx first. */
 static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *lora, const tune_dropout *dp,
                             int layer, tune_linear_kind kind, const float *x, const float *dy, float *dx,
                             float beta)
@@ -457,12 +476,11 @@ static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *
     const tune_lora_module *mod = &lora->modules[mi];
     const int r = lora->cfg.r;
     const float s = lora->scaling, *A = lora->params + mod->a_offset, *Bm = lora->params + mod->b_offset;
-    float *gA = lora->grads + mod->a_offset, *gB = lora->grads + mod->b_offset;
+    float *gB = lora->grads + mod->b_offset;
     const float *u = lora_u_of(ws, mi, kind); /* (N, r) */
     ws->be->matmul(gB, dy, u, out, r, N, 1, 0, s, 1.0f);        /* dB += s·dyᵀ·u */
     ws->be->matmul(ws->du, dy, Bm, N, r, out, 0, 0, s, 0.0f);   /* du = s·dy·B */
-    const float *xd = lora_input(ws, dp, mi, x, N, in, 0);
-    ws->be->matmul(gA, ws->du, xd, r, in, N, 1, 0, 1.0f, 1.0f); /* dA += duᵀ·xd */
+    if (x) lora_backward_a(ws, m, lora, dp, layer, kind, x);
     if (!dp || dp->p == 0.0f) {
         ws->be->matmul(dx, ws->du, A, N, in, r, 0, 0, 1.0f, 1.0f); /* dx += du·A */
         return;
@@ -631,10 +649,12 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
         const float *att = ws->att + s * ws->NQ, *gate = ws->gate + s * ws->NI, *up = ws->up + s * ws->NI;
         /* MLP block; ws->dh holds d(hn) and becomes d(h2) */
         label(ws, l, "mlp");
-        if (has_module(lora, l, TUNE_DOWN_PROJ, TUNE_DOWN_PROJ)) ws->be->swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
-        linear_backward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act, ws->dh, ws->dact, 0.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, NULL, ws->dh, ws->dact, 0.0f);
         label(ws, l, "mlp");
-        ws->be->swiglu_backward(ws->dgate, ws->dup, ws->dact, gate, up, (size_t)N * ws->I);
+        const int down_lora = has_module(lora, l, TUNE_DOWN_PROJ, TUNE_DOWN_PROJ); /* its input again, for dA */
+        ws->be->swiglu_backward(ws->dgate, ws->dup, down_lora ? ws->act : NULL, ws->dact, gate, up,
+                                (size_t)N * ws->I);
+        lora_backward_a(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act);
         if (has_module(lora, l, TUNE_GATE_PROJ, TUNE_UP_PROJ)) /* their LoRA input, as the forward made it */
             ws->be->rmsnorm_forward(ws->xn, ws->rstd2 + s * BT, h2, ly->ffn_norm, N, C,
                                      model->cfg.rms_norm_eps);

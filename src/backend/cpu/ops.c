@@ -140,11 +140,16 @@ TUNE_CPU_CLONES void tune_cpu_swiglu_forward(float *out, const float *gate, cons
     for (size_t i = 0; i < n; i++) out[i] = tune_swiglu(gate[i], up[i]);
 }
 
-TUNE_CPU_CLONES void tune_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                                              const float *up, size_t n)
+TUNE_CPU_CLONES void tune_cpu_swiglu_backward(float *dgate, float *dup, float *out, const float *dout,
+                                              const float *gate, const float *up, size_t n)
 {
+    if (out) {
 #pragma omp parallel for simd if (n >= TUNE_CPU_PARALLEL_MIN)
-    for (size_t i = 0; i < n; i++) tune_swiglu_backward(dout[i], gate[i], up[i], &dgate[i], &dup[i]);
+        for (size_t i = 0; i < n; i++) out[i] = tune_swiglu_backward(dout[i], gate[i], up[i], &dgate[i], &dup[i]);
+    } else {
+#pragma omp parallel for simd if (n >= TUNE_CPU_PARALLEL_MIN)
+        for (size_t i = 0; i < n; i++) tune_swiglu_backward(dout[i], gate[i], up[i], &dgate[i], &dup[i]);
+    }
 }
 
 TUNE_CPU_CLONES void tune_cpu_cross_entropy_forward(float *lse, double *row_loss, const float *logits,

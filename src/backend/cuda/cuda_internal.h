@@ -54,8 +54,8 @@ void tune_cuda_rope_tables(float *cos, float *sin, const int32_t *pos, const flo
 void tune_cuda_rope_forward(float *x, const float *cos, const float *sin, int N, int n_head, int hd);
 void tune_cuda_rope_backward(float *dx, const float *cos, const float *sin, int N, int n_head, int hd);
 void tune_cuda_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
-void tune_cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
-                               size_t n);
+void tune_cuda_swiglu_backward(float *dgate, float *dup, float *out, const float *dout, const float *gate,
+                               const float *up, size_t n);
 void tune_cuda_cross_entropy_forward(float *lse, double *row_loss, const float *logits, const int32_t *target,
                                      int N, int V);
 void tune_cuda_add_sum(double *acc, const double *x, size_t n);

@@ -202,17 +202,20 @@ void tune_cuda_swiglu_forward(float *out, const float *gate, const float *up, si
     tune_cuda_launched("swiglu forward kernel");
 }
 
-__global__ static void swiglu_backward_kernel(float *dgate, float *dup, const float *dout, const float *gate,
-                                              const float *up, size_t n)
+__global__ static void swiglu_backward_kernel(float *dgate, float *dup, float *out, const float *dout,
+                                              const float *gate, const float *up, size_t n)
 {
-    GRID_STRIDE(i, n) tune_swiglu_backward(dout[i], gate[i], up[i], &dgate[i], &dup[i]);
+    GRID_STRIDE(i, n) {
+        const float o = tune_swiglu_backward(dout[i], gate[i], up[i], &dgate[i], &dup[i]);
+        if (out) out[i] = o;
+    }
 }
 
-void tune_cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
-                               size_t n)
+void tune_cuda_swiglu_backward(float *dgate, float *dup, float *out, const float *dout, const float *gate,
+                               const float *up, size_t n)
 {
     if (!n) return;
-    swiglu_backward_kernel<<<tune_cuda_blocks(n), TUNE_CUDA_THREADS>>>(dgate, dup, dout, gate, up, n);
+    swiglu_backward_kernel<<<tune_cuda_blocks(n), TUNE_CUDA_THREADS>>>(dgate, dup, out, dout, gate, up, n);
     tune_cuda_launched("swiglu backward kernel");
 }
 
