@@ -48,6 +48,12 @@ void tune_drop_mapped(const void *p, size_t n);
  * 2 MiB-aligned and marked for transparent huge pages, so the stream does
  * not stall on page walks. Free with free(); NULL when out of memory. */
 void *tune_alloc_weights(size_t bytes);
+/* Maps in the whole pages of [p, p + n), writable, on all threads at once:
+ * a buffer that is written whole at once (training's workspace) then does
+ * not take a page fault per 4 KiB inside the first step (0.33 s for 800 MB
+ * here, 0.10 s this way). Only a hint: nothing happens where the kernel
+ * lacks MADV_POPULATE_WRITE. */
+void tune_populate(void *p, size_t n);
 /* The most resident memory this process has held so far, in bytes. */
 size_t tune_peak_rss_bytes(void);
 /* Seconds since this process started, as the kernel counts it from the fork

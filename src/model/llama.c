@@ -28,6 +28,7 @@
 
 #include "tune/backend.h"
 #include "tune/rng.h"
+#include "tune/util.h"
 
 /* Floats of logits per head chunk: bounds the head's memory (64 MB). */
 #define HEAD_CHUNK_FLOATS ((size_t)1 << 24)
@@ -244,6 +245,7 @@ tune_status tune_workspace_create(const tune_backend *be, const tune_model_confi
                              B, T, (double)total * sizeof(float) / 1e9);
     }
     place_buffers(ws, ws->mem, NULL);
+    if (!be->device) tune_populate(ws->mem, total * sizeof(float)); /* the passes write it all */
     if (lora && lora->cfg.dropout > 0.0f) {
         /* (N·in rounded up to 32) bits per module */
         ws->bits_off = malloc((size_t)lora->n_modules * sizeof *ws->bits_off);
@@ -441,8 +443,6 @@ static void linear_forward(tune_workspace *ws, const tune_model *m, const tune_l
     ws->be->matmul(y, u, lora->params + mod->b_offset, N, out, r, 0, 1, lora->scaling, 1.0f);
 }
 
-/* dx = beta·dx + dy·W (+ the LoRA path); dA, dB += their gradients.
- * x: (N, in) the forward input   dy: (N, out)   dx: (N, in) */
 /* dA += duᵀ·x of the module of (layer, kind), from the du its
  * linear_backward left in ws->du. */
 static void lora_backward_a(tune_workspace *ws, const tune_model *m, tune_lora *lora, const tune_dropout *dp,
@@ -458,10 +458,11 @@ static void lora_backward_a(tune_workspace *ws, const tune_model *m, tune_lora *
     ws->be->matmul(lora->grads + lora->modules[mi].a_offset, ws->du, xd, lora->cfg.r, in, N, 1, 0, 1.0f, 1.0f);
 }
 
-/* dx (= or +=, by beta) from dy of one linear layer, and its LoRA's dB and
- * dA; x is the layer's input. With x NULL the caller takes dA itself
- * (lora_backward_a) before the next linear_backward: down_proj's input is
- * made again by the SwiGLU backward, which needs dx first. */
+/* dx = beta·dx + dy·W (+ the LoRA path); dA, dB += their gradients.
+ * x: (N, in) the forward input   dy: (N, out)   dx: (N, in)
+ * With x NULL the caller takes dA itself (lora_backward_a) before the next
+ * linear_backward: down_proj's input is made again by the SwiGLU backward,
+ * which needs dx first. */
 static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *lora, const tune_dropout *dp,
                             int layer, tune_linear_kind kind, const float *x, const float *dy, float *dx,
                             float beta)

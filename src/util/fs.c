@@ -271,6 +271,19 @@ void tune_drop_mapped(const void *p, size_t n)
     if (end > start) madvise((void *)start, end - start, MADV_DONTNEED); /* only a hint: failure changes nothing */
 }
 
+void tune_populate(void *p, size_t n)
+{
+#ifdef MADV_POPULATE_WRITE
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), start = (uintptr_t)p & ~(page - 1),
+                    end = ((uintptr_t)p + n + page - 1) & ~(page - 1), chunk = (uintptr_t)16 << 20;
+#pragma omp parallel for schedule(dynamic)
+    for (uintptr_t at = start; at < end; at += chunk)
+        madvise((void *)at, end - at < chunk ? end - at : chunk, MADV_POPULATE_WRITE);
+#else
+    (void)p, (void)n;
+#endif
+}
+
 void *tune_alloc_weights(size_t bytes)
 {
     const size_t huge = (size_t)2 << 20;
