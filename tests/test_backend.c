@@ -314,17 +314,18 @@ START_TEST(attention)
     const int32_t *start = segment_starts(s->B, s->T, ac->packed);
     float *out = fbuf(nq), *lse = fbuf(nl), *dq = fbuf(nq), *dk = fbuf(nkv), *dv = fbuf(nkv);
     float *scratch = fbuf(cpu->attention_scratch(s, 1));
-    cpu->attention_forward(out, lse, q, k, v, start, s, scratch, 1);
-    cpu->attention_backward(dq, dk, dv, dout, q, k, v, out, lse, start, s, scratch, 1);
+    cpu->attention_forward(out, lse, NULL, q, k, v, start, s, scratch, 1);
+    cpu->attention_backward(dq, dk, dv, dout, q, k, v, out, lse, NULL, start, s, scratch, 1);
 
     const float *d_q = put(q, nq * 4), *d_k = put(k, nkv * 4), *d_v = put(v, nkv * 4), *d_dout = put(dout, nq * 4);
     const int32_t *d_start = put(start, (size_t)s->B * s->T * sizeof *start);
     float *d_out = poisoned(nq * 4), *d_lse = poisoned(nl * 4), *d_scratch = poisoned(gpu->attention_scratch(s, 1) * 4);
-    gpu->attention_forward(d_out, d_lse, d_q, d_k, d_v, d_start, s, d_scratch, 1);
+    ck_assert_uint_eq(gpu->attention_probs(s), 0); /* the kernels recompute them */
+    gpu->attention_forward(d_out, d_lse, NULL, d_q, d_k, d_v, d_start, s, d_scratch, 1);
     float *g[2][3];
     for (int run = 0; run < 2; run++) { /* twice: the reruns must be bit-identical */
         for (int j = 0; j < 3; j++) g[run][j] = poisoned((j ? nkv : nq) * 4);
-        gpu->attention_backward(g[run][0], g[run][1], g[run][2], d_dout, d_q, d_k, d_v, d_out, d_lse, d_start, s,
+        gpu->attention_backward(g[run][0], g[run][1], g[run][2], d_dout, d_q, d_k, d_v, d_out, d_lse, NULL, d_start, s,
                                 d_scratch, 1);
     }
     char what[128], shape[64];

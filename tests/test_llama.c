@@ -91,21 +91,39 @@ START_TEST(attention_matches_reference)
     int32_t *start = malloc((size_t)s.B * s.T * sizeof *start);
     const int split = attn_splits[_i];
     starts(start, s.B, s.T, split); /* row 1 is packed: [0, split) and [split, T) */
-    tune_cpu_attention_forward(o1, l1, q, k, v, start, &s, scratch, threads);
+    tune_cpu_attention_forward(o1, l1, NULL, q, k, v, start, &s, scratch, threads);
     tune_cpu_attention_forward_ref(o2, l2, q, k, v, start, &s);
     assert_close(o1, o2, nq, 1e-5f, 1e-5f, "out");
     assert_close(l1, l2, nl, 1e-5f, 1e-5f, "lse");
-    tune_cpu_attention_backward(dq1, dk1, dv1, dout, q, k, v, l1, start, &s, scratch, threads);
     tune_cpu_attention_backward_ref(dq2, dk2, dv2, dout, q, k, v, start, &s);
+    tune_cpu_attention_backward(dq1, dk1, dv1, dout, q, k, v, NULL, start, &s, scratch, threads);
     assert_close(dq1, dq2, nq, 1e-5f, 1e-4f, "dq");
     assert_close(dk1, dk2, nkv, 1e-5f, 1e-4f, "dk");
     assert_close(dv1, dv2, nkv, 1e-5f, 1e-4f, "dv");
+    /* The probabilities kept by the forward: the same output and lse, and a
+     * backward that reads them gives the recomputing one's bits */
+    const size_t np = tune_cpu_attention_probs(&s);
+    float *probs = malloc(np * 4), *o3 = malloc(nq * 4), *l3 = malloc(nl * 4);
+    tune_cpu_attention_forward(o3, l3, probs, q, k, v, start, &s, scratch, threads);
+    ck_assert_mem_eq(o3, o1, nq * 4);
+    ck_assert_mem_eq(l3, l1, nl * 4);
+    memcpy(dq2, dq1, nq * 4);
+    memcpy(dk2, dk1, nkv * 4);
+    memcpy(dv2, dv1, nkv * 4);
+    tune_cpu_attention_backward(dq1, dk1, dv1, dout, q, k, v, probs, start, &s, scratch, threads);
+    ck_assert_mem_eq(dq1, dq2, nq * 4);
+    ck_assert_mem_eq(dk1, dk2, nkv * 4);
+    ck_assert_mem_eq(dv1, dv2, nkv * 4);
+    memset(probs, 0, np * 4); /* dV = Pᵀ·dO: nothing when they are read and all zero */
+    tune_cpu_attention_backward(dq1, dk1, dv1, dout, q, k, v, probs, start, &s, scratch, threads);
+    for (size_t i = 0; i < nkv; i++) ck_assert_float_eq(dv1[i], 0.0f);
+    free(probs); free(o3); free(l3);
     /* Packing: the second segment of row 1 sees nothing of the first. */
     float *v2 = malloc(nkv * 4);
     memcpy(v2, v, nkv * 4);
     for (int t = 0; t < split; t++)
         for (int i = 0; i < s.Hkv * s.hd; i++) v2[((size_t)1 * s.T + t) * s.Hkv * s.hd + i] += 5.0f;
-    tune_cpu_attention_forward(o2, l2, q, k, v2, start, &s, scratch, threads);
+    tune_cpu_attention_forward(o2, l2, NULL, q, k, v2, start, &s, scratch, threads);
     for (int t = split; t < s.T; t++)
         for (int i = 0; i < s.H * s.hd; i++) {
             const size_t at = ((size_t)1 * s.T + t) * s.H * s.hd + i;

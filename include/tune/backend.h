@@ -75,11 +75,16 @@ typedef struct tune_backend {
     void (*rope_backward)(float *dx, const float *cos, const float *sin, int N, int n_head, int hd);
     /* Floats of scratch the attention passes need for this shape. */
     size_t (*attention_scratch)(const tune_attention_shape *s, int n_threads);
-    void (*attention_forward)(float *out, float *lse, const float *q, const float *k, const float *v,
-                              const int32_t *start, const tune_attention_shape *s, float *scratch, int n_threads);
+    /* Floats of the probabilities attention_forward keeps for the backward
+     * in a probs buffer; 0: this backend recomputes them (probs is NULL). */
+    size_t (*attention_probs)(const tune_attention_shape *s);
+    void (*attention_forward)(float *out, float *lse, float *probs, const float *q, const float *k,
+                              const float *v, const int32_t *start, const tune_attention_shape *s, float *scratch,
+                              int n_threads);
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                               const float *v, const float *out, const float *lse, const int32_t *start,
-                               const tune_attention_shape *s, float *scratch, int n_threads);
+                               const float *v, const float *out, const float *lse, const float *probs,
+                               const int32_t *start, const tune_attention_shape *s, float *scratch,
+                               int n_threads);
     void (*attention_cached)(float *att, const float *q, const float *kc, const float *vc, int p0, int n,
                              const tune_attention_shape *s, float *scratch, int n_threads);
     void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t n);
@@ -259,18 +264,21 @@ void tune_cpu_rope_backward(float *dx, const float *cos, const float *sin, int N
  * packing), so it never decreases along a row. Query head h reads kv head h / (H / Hkv). scratch:
  * tune_cpu_attention_scratch floats (a block of every thread's query rows against T keys).
  * out, q: (B, T, H, hd)   k, v: (B, T, Hkv, hd)   lse: (B, H, T) kept for backward
- * start: (B, T) */
+ * start: (B, T)   probs: NULL, or tune_cpu_attention_probs floats where the
+ * forward keeps the probabilities for the backward to read (no recompute). */
 size_t tune_cpu_attention_scratch(const tune_attention_shape *s, int n_threads);
-void tune_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                                const int32_t *start, const tune_attention_shape *s, float *scratch,
-                                int n_threads);
+size_t tune_cpu_attention_probs(const tune_attention_shape *s);
+void tune_cpu_attention_forward(float *out, float *lse, float *probs, const float *q, const float *k,
+                                const float *v, const int32_t *start, const tune_attention_shape *s,
+                                float *scratch, int n_threads);
 void tune_cpu_attention_forward_ref(float *out, float *lse, const float *q, const float *k,
                                     const float *v, const int32_t *start, const tune_attention_shape *s);
 /* Sets dq (B, T, H, hd) and dk, dv (B, T, Hkv, hd) from dout (B, T, H, hd);
- * recomputes the probabilities from q, k and lse. The heads of a group are
+ * reads the probabilities from probs, the forward's, or with probs NULL
+ * recomputes them from q and k to the same bits. The heads of a group are
  * summed into dk and dv inside the products, in a fixed order. */
 void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                                 const float *k, const float *v, const float *lse, const int32_t *start,
+                                 const float *k, const float *v, const float *probs, const int32_t *start,
                                  const tune_attention_shape *s, float *scratch, int n_threads);
 void tune_cpu_attention_backward_ref(float *dq, float *dk, float *dv, const float *dout,
                                      const float *q, const float *k, const float *v,

@@ -67,7 +67,7 @@ typedef struct tune_buffer_bytes {
     const char *name;
     size_t bytes;
 } tune_buffer_bytes;
-#define TUNE_WORKSPACE_BUFFERS 38
+#define TUNE_WORKSPACE_BUFFERS 39
 void tune_workspace_buffers(const tune_backend *be, const tune_model_config *cfg, int n_modules, int r,
                             size_t dropout_in, int B, int T, int checkpoint,
                             tune_buffer_bytes list[TUNE_WORKSPACE_BUFFERS]);

@@ -274,21 +274,27 @@ static void attention_shape(tune_trace_op *r, const tune_attention_shape *s)
     shape(r, SHAPE_ATTENTION, s->B, s->T, s->H, s->hd, s->Hkv);
 }
 
-static void t_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                                const int32_t *start, const tune_attention_shape *s, float *scratch, int n_threads)
+static void t_attention_forward(float *out, float *lse, float *probs, const float *q, const float *k,
+                                const float *v, const int32_t *start, const tune_attention_shape *s, float *scratch,
+                                int n_threads)
 {
     const double t0 = now();
-    T.real->attention_forward(out, lse, q, k, v, start, s, scratch, n_threads);
-    attention_shape(done(t0, "attention_forward", tune_cost_attention(s, 0)), s);
+    T.real->attention_forward(out, lse, probs, q, k, v, start, s, scratch, n_threads);
+    tune_cost c = tune_cost_attention(s, 0);
+    if (probs) c.bytes += F * (double)T.real->attention_probs(s); /* written for the backward */
+    attention_shape(done(t0, "attention_forward", c), s);
 }
 
 static void t_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                                 const float *v, const float *out, const float *lse, const int32_t *start,
-                                 const tune_attention_shape *s, float *scratch, int n_threads)
+                                 const float *v, const float *out, const float *lse, const float *probs,
+                                 const int32_t *start, const tune_attention_shape *s, float *scratch,
+                                 int n_threads)
 {
     const double t0 = now();
-    T.real->attention_backward(dq, dk, dv, dout, q, k, v, out, lse, start, s, scratch, n_threads);
-    attention_shape(done(t0, "attention_backward", tune_cost_attention(s, 1)), s);
+    T.real->attention_backward(dq, dk, dv, dout, q, k, v, out, lse, probs, start, s, scratch, n_threads);
+    tune_cost c = tune_cost_attention(s, 1);
+    if (probs) c.bytes += F * (double)T.real->attention_probs(s); /* read instead of recomputed */
+    attention_shape(done(t0, "attention_backward", c), s);
 }
 
 static void t_swiglu_forward(float *out, const float *gate, const float *up, size_t n)
@@ -403,7 +409,7 @@ tune_status tune_trace_open(const tune_backend *real, tune_trace *t, const tune_
     T.pass = TUNE_PASS_FORWARD;
     T.layer = -1;
     T.what = NULL;
-    T.table = *real; /* name, device, buffers, finish, memory, attention_scratch and attention_cached as they are */
+    T.table = *real; /* name, device, buffers, finish, memory, attention_scratch, _probs and _cached as they are */
     T.table.upload = t_upload;
     T.table.download = t_download;
     T.table.copy = t_copy;

@@ -54,6 +54,7 @@ struct tune_workspace {
     float *q, *att;   /* (Lk, N, H·hd): q after RoPE; attention output */
     float *k, *v;     /* (Lk, N, Hkv·hd): k after RoPE */
     float *lse_att;   /* (Lk, B, H, T) */
+    float *probs;     /* (L, be->attention_probs) or nothing: attention's probabilities (keep_probs) */
     float *gate, *up; /* (Lk, N, I) */
     float *lora_u;    /* (n_modules, N, r): A·dropout(x); with checkpointing (TUNE_N_LINEAR, N, r) */
     float *xf, *rstd_f; /* (N, C), (N): final norm */
@@ -153,10 +154,24 @@ static void set_dims(tune_workspace *ws, const tune_backend *be, const tune_mode
     ws->NI = N * ws->I;
 }
 
+/* Whether the forward keeps every layer's attention probabilities for the
+ * backward, which then skips recomputing them (QKᵀ and its exps: a quarter
+ * of attention's backward at T 256). They grow with T², so only where they
+ * take at most KEEP_PROBS_RATIO times a layer's queries (T up to about
+ * 8·head_dim), where the backend keeps any, and never with checkpointing,
+ * whose point is memory. */
+#define KEEP_PROBS_RATIO 4
+static int keep_probs(const tune_workspace *ws)
+{
+    const tune_attention_shape as = {ws->B, ws->T, ws->H, ws->Hkv, ws->hd};
+    const size_t n = ws->be->attention_probs(&as);
+    return !ws->checkpoint && n && n <= KEEP_PROBS_RATIO * ws->NQ;
+}
+
 /* Floats of the one allocation that holds every float buffer (64-byte
  * aligned starts); with base, points each buffer into it; with list, names
  * each and its bytes there (N_FLOAT_BUFFERS of them). */
-#define N_FLOAT_BUFFERS 36
+#define N_FLOAT_BUFFERS 37
 static size_t place_buffers(tune_workspace *ws, float *base, tune_buffer_bytes *list)
 {
     const size_t N = (size_t)ws->B * ws->T, L = (size_t)ws->L, Lk = ws->checkpoint ? 1 : L;
@@ -170,7 +185,7 @@ static size_t place_buffers(tune_workspace *ws, float *base, tune_buffer_bytes *
         BUF(rstd1, Lk * N), BUF(rstd2, Lk * N),
         BUF(q, Lk * ws->NQ), BUF(att, Lk * ws->NQ),
         BUF(k, Lk * ws->NKV), BUF(v, Lk * ws->NKV),
-        BUF(lse_att, Lk * N * ws->H),
+        BUF(lse_att, Lk * N * ws->H), BUF(probs, keep_probs(ws) ? L * ws->be->attention_probs(&as) : 0),
         BUF(gate, Lk * ws->NI), BUF(up, Lk * ws->NI),
         BUF(lora_u, n_u * N * ws->r),
         BUF(xf, ws->NC), BUF(rstd_f, N),
@@ -418,6 +433,14 @@ static float *lora_u_of(const tune_workspace *ws, int mi, tune_linear_kind kind)
 /* The slot of layer l in the per-layer buffers. */
 static size_t slot(const tune_workspace *ws, int l) { return ws->checkpoint ? 0 : (size_t)l; }
 
+/* Where layer l's attention probabilities are kept; NULL: not kept. */
+static float *probs_of(const tune_workspace *ws, int l)
+{
+    if (!keep_probs(ws)) return NULL;
+    const tune_attention_shape as = {ws->B, ws->T, ws->H, ws->Hkv, ws->hd};
+    return ws->probs + (size_t)l * ws->be->attention_probs(&as);
+}
+
 /* Names the operations that follow for a tracing backend (nothing otherwise). */
 static void label(const tune_workspace *ws, int layer, const char *what)
 {
@@ -513,8 +536,8 @@ static void layer_forward(tune_workspace *ws, const tune_model *model, const tun
     label(ws, l, "attention");
     ws->be->rope_forward(q, ws->cos_t, ws->sin_t, N, ws->H, hd);
     ws->be->rope_forward(k, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
-    ws->be->attention_forward(att, ws->lse_att + s * BT * ws->H, q, k, v, ws->start, &as, ws->attn_scratch,
-                              ws->n_threads);
+    ws->be->attention_forward(att, ws->lse_att + s * BT * ws->H, probs_of(ws, l), q, k, v, ws->start, &as,
+                              ws->attn_scratch, ws->n_threads);
     ws->be->copy(h2, h, (size_t)N * C * sizeof *h);
     linear_forward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, h2, 1.0f);
     /* MLP block: hn = h2 + down(silu(gate(x)) · up(x)) */
@@ -667,7 +690,7 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
         linear_backward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, ws->dh, ws->datt, 0.0f);
         label(ws, l, "attention");
         ws->be->attention_backward(ws->dq, ws->dk, ws->dv, ws->datt, q, k, v, att,
-                                   ws->lse_att + s * BT * ws->H, ws->start, &as,
+                                   ws->lse_att + s * BT * ws->H, probs_of(ws, l), ws->start, &as,
                                    ws->attn_scratch, ws->n_threads);
         ws->be->rope_backward(ws->dq, ws->cos_t, ws->sin_t, N, ws->H, hd);
         ws->be->rope_backward(ws->dk, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);

@@ -6,10 +6,11 @@
  * segment start to its last position, so its scores are one sgemm over that
  * range (the causal half and, when packed, the other segments are never
  * computed), the softmax runs per row over the keys the query may see, and
- * the output is a second sgemm. The backward recomputes the probabilities
- * from the kept log-sum-exp instead of storing (B, H, T, T), and its key and
- * value gradients sum the group's heads inside the sgemm, straight into dk
- * and dv. */
+ * the output is a second sgemm. The backward reads the probabilities the
+ * forward kept where the caller gave a buffer for them (a block's rows
+ * against the keys it saw, tune_cpu_attention_probs floats), and otherwise
+ * recomputes them as the forward made them; its key and value gradients sum
+ * the group's heads inside the sgemm, straight into dk and dv. */
 #include "tune/backend.h"
 
 #include <cblas.h>
@@ -35,6 +36,20 @@ size_t tune_cpu_attention_scratch(const tune_attention_shape *s, int n_threads)
 {
     return (size_t)n_threads * thread_scratch(s);
 }
+
+/* Kept probabilities of one (b, kv head): each block at its largest, its
+ * rows against keys [0, i1), blocks in order. */
+static size_t group_probs(const tune_attention_shape *s)
+{
+    size_t n = 0;
+    for (int i0 = 0; i0 < s->T; i0 += ATTN_BLOCK) {
+        const int i1 = i0 + ATTN_BLOCK < s->T ? i0 + ATTN_BLOCK : s->T;
+        n += (size_t)(s->H / s->Hkv) * (i1 - i0) * i1;
+    }
+    return n;
+}
+
+size_t tune_cpu_attention_probs(const tune_attention_shape *s) { return (size_t)s->B * s->Hkv * group_probs(s); }
 
 /* The (b, h) slices; rows are strided by the packed head layout. */
 typedef struct head_view {
@@ -122,31 +137,30 @@ static float *lse_at(float *lse, const group_view *g, const tune_attention_shape
     return lse + ((size_t)g->b * s->H + g->h0 + r % g->G) * s->T + bl->i0 + r / g->G;
 }
 
-/* P (rows, nk): the block's probabilities from its gathered queries Qg.
- * With have_lse they are recomputed from lse, otherwise the softmax is
- * taken and lse filled. */
-TUNE_CPU_CLONES static void probabilities(float *P, float *lse, int have_lse, const float *Qg, const float *k,
-                                          const group_view *g, const tune_attention_shape *s, const block *bl)
+/* P (rows, nk): the block's probabilities from its gathered queries Qg;
+ * lse, unless NULL, receives each row's log-sum-exp. A backward that
+ * recomputes them takes the same steps, so it gets the forward's bits: a
+ * run with gradient checkpointing (which recomputes) trains exactly as one
+ * that keeps them. */
+TUNE_CPU_CLONES static void probabilities(float *P, float *lse, const float *Qg, const float *k, const group_view *g,
+                                          const tune_attention_shape *s, const block *bl)
 {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bl->rows, bl->nk, g->hd, attn_scale(g->hd), Qg, g->hd,
                 k + g->kv_off + (size_t)bl->k0 * g->ldkv, g->ldkv, 0.0f, P, bl->nk);
     for (int r = 0; r < bl->rows; r++) {
         const int i = bl->i0 + r / g->G;
-        float *row = P + (size_t)r * bl->nk, *l = lse_at(lse, g, s, bl, r);
+        float *row = P + (size_t)r * bl->nk;
         const int lo = g->start[i] - bl->k0, hi = i - bl->k0; /* visible keys, inclusive */
-        if (have_lse) {
-            tune_exp_shifted(row + lo, row + lo, hi - lo + 1, *l);
-        } else {
-            *l = tune_softmax_row(row + lo, hi - lo + 1);
-        }
+        const float l = tune_softmax_row(row + lo, hi - lo + 1);
+        if (lse) *lse_at(lse, g, s, bl, r) = l;
         memset(row, 0, (size_t)lo * sizeof *row);
         memset(row + hi + 1, 0, (size_t)(bl->nk - 1 - hi) * sizeof *row);
     }
 }
 
-void tune_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                                const int32_t *start, const tune_attention_shape *s, float *scratch,
-                                int n_threads)
+void tune_cpu_attention_forward(float *out, float *lse, float *probs, const float *q, const float *k,
+                                const float *v, const int32_t *start, const tune_attention_shape *s,
+                                float *scratch, int n_threads)
 {
     const size_t work = (size_t)s->B * s->H * s->T * s->T * s->hd;
     openblas_set_num_threads(1); /* sgemm inside the OpenMP loop */
@@ -154,12 +168,15 @@ void tune_cpu_attention_forward(float *out, float *lse, const float *q, const fl
     for (int bk = 0; bk < s->B * s->Hkv; bk++) {
         const group_view g = group_of(s, start, bk);
         const size_t rows = (size_t)g.G * block_rows(s->T);
-        float *P = scratch + (size_t)omp_get_thread_num() * thread_scratch(s);
-        float *Qg = P + 2 * rows * s->T, *Og = Qg + rows * s->hd;
+        float *own = scratch + (size_t)omp_get_thread_num() * thread_scratch(s), *P = own;
+        float *Qg = own + 2 * rows * s->T, *Og = Qg + rows * s->hd;
+        size_t kept = (size_t)bk * group_probs(s); /* where this block's probabilities go in probs */
         for (int i0 = 0; i0 < s->T; i0 += ATTN_BLOCK) {
             const block bl = block_of(&g, i0);
+            if (probs) P = probs + kept;
+            kept += (size_t)bl.rows * bl.i1;
             gather(Qg, q, &g, &bl);
-            probabilities(P, lse, 0, Qg, k, &g, s, &bl);
+            probabilities(P, lse, Qg, k, &g, s, &bl);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bl.rows, g.hd, bl.nk, 1.0f, P, bl.nk,
                         v + g.kv_off + (size_t)bl.k0 * g.ldkv, g.ldkv, 0.0f, Og, g.hd);
             scatter(out, Og, &g, &bl);
@@ -168,7 +185,7 @@ void tune_cpu_attention_forward(float *out, float *lse, const float *q, const fl
 }
 
 void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                                 const float *k, const float *v, const float *lse, const int32_t *start,
+                                 const float *k, const float *v, const float *probs, const int32_t *start,
                                  const tune_attention_shape *s, float *scratch, int n_threads)
 {
     const float scale = attn_scale(s->hd);
@@ -178,8 +195,9 @@ void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *d
     for (int bk = 0; bk < s->B * s->Hkv; bk++) {
         const group_view g = group_of(s, start, bk);
         const size_t rows = (size_t)g.G * block_rows(s->T);
-        float *P = scratch + (size_t)omp_get_thread_num() * thread_scratch(s), *dP = P + rows * s->T;
+        float *own = scratch + (size_t)omp_get_thread_num() * thread_scratch(s), *dP = own + rows * s->T;
         float *Qg = dP + rows * s->T, *dOg = Qg + rows * s->hd, *dQg = dOg + rows * s->hd;
+        size_t kept = (size_t)bk * group_probs(s);
         float *dK = dk + g.kv_off, *dV = dv + g.kv_off; /* (T, hd), row stride ldkv */
         for (int t = 0; t < s->T; t++) {
             memset(dK + (size_t)t * g.ldkv, 0, (size_t)g.hd * sizeof *dK);
@@ -190,7 +208,12 @@ void tune_cpu_attention_backward(float *dq, float *dk, float *dv, const float *d
             const float *Kb = k + g.kv_off + (size_t)bl.k0 * g.ldkv, *Vb = v + g.kv_off + (size_t)bl.k0 * g.ldkv;
             gather(Qg, q, &g, &bl);
             gather(dOg, dout, &g, &bl);
-            probabilities(P, (float *)lse, 1, Qg, k, &g, s, &bl);
+            const float *P = own;
+            if (probs)
+                P = probs + kept;
+            else
+                probabilities(own, NULL, Qg, k, &g, s, &bl);
+            kept += (size_t)bl.rows * bl.i1;
             /* dV += Pᵀ dO (the group's heads summed in the product);  dP = dO Vᵀ */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bl.nk, g.hd, bl.rows, 1.0f, P, bl.nk, dOg, g.hd,
                         1.0f, dV + (size_t)bl.k0 * g.ldkv, g.ldkv);

@@ -28,11 +28,12 @@ static int cpu_finish(char *why, size_t why_size)
 static void cpu_memory(size_t *free_bytes, size_t *total_bytes) { *free_bytes = *total_bytes = 0; }
 
 static void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                                   const float *v, const float *out, const float *lse, const int32_t *start,
-                                   const tune_attention_shape *s, float *scratch, int n_threads)
+                                   const float *v, const float *out, const float *lse, const float *probs,
+                                   const int32_t *start, const tune_attention_shape *s, float *scratch,
+                                   int n_threads)
 {
-    (void)out; /* the CPU recomputes each row's Σ p·dp from the probabilities */
-    tune_cpu_attention_backward(dq, dk, dv, dout, q, k, v, lse, start, s, scratch, n_threads);
+    (void)out, (void)lse; /* the CPU takes each row's Σ p·dp from the probabilities, made again as the forward did */
+    tune_cpu_attention_backward(dq, dk, dv, dout, q, k, v, probs, start, s, scratch, n_threads);
 }
 
 static const tune_backend cpu = {
@@ -57,6 +58,7 @@ static const tune_backend cpu = {
     .rope_forward = tune_cpu_rope_forward,
     .rope_backward = tune_cpu_rope_backward,
     .attention_scratch = tune_cpu_attention_scratch,
+    .attention_probs = tune_cpu_attention_probs,
     .attention_forward = tune_cpu_attention_forward,
     .attention_backward = cpu_attention_backward,
     .attention_cached = tune_cpu_attention_cached,

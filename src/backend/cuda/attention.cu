@@ -231,9 +231,18 @@ size_t tune_cuda_attention_scratch(const tune_attention_shape *s, int n_threads)
     return (size_t)s->B * s->H * s->T;
 }
 
-void tune_cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                                 const int32_t *start, const tune_attention_shape *s, float *scratch, int n_threads)
+/* The kernels recompute the probabilities in the backward: none are kept. */
+size_t tune_cuda_attention_probs(const tune_attention_shape *s)
 {
+    (void)s;
+    return 0;
+}
+
+void tune_cuda_attention_forward(float *out, float *lse, float *probs, const float *q, const float *k,
+                                 const float *v, const int32_t *start, const tune_attention_shape *s, float *scratch,
+                                 int n_threads)
+{
+    (void)probs;
     (void)scratch;
     (void)n_threads;
     const size_t rows = (size_t)s->B * s->H * s->T;
@@ -243,9 +252,11 @@ void tune_cuda_attention_forward(float *out, float *lse, const float *q, const f
 }
 
 void tune_cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                                  const float *v, const float *out, const float *lse, const int32_t *start,
-                                  const tune_attention_shape *s, float *scratch, int n_threads)
+                                  const float *v, const float *out, const float *lse, const float *probs,
+                                  const int32_t *start, const tune_attention_shape *s, float *scratch,
+                                  int n_threads)
 {
+    (void)probs;
     (void)n_threads;
     const size_t rows = (size_t)s->B * s->H * s->T, kv_rows = (size_t)s->B * s->Hkv * s->T;
     if (!rows) return;

@@ -143,6 +143,7 @@ static const tune_backend table = {
     tune_cuda_rope_forward,
     tune_cuda_rope_backward,
     tune_cuda_attention_scratch,
+    tune_cuda_attention_probs,
     tune_cuda_attention_forward,
     tune_cuda_attention_backward,
     tune_cuda_attention_cached,

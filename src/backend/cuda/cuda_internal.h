@@ -69,11 +69,14 @@ float tune_cuda_clip_grad_norm(float *grads, const tune_span *tensors, int n_ten
 
 /* attention.cu */
 size_t tune_cuda_attention_scratch(const tune_attention_shape *s, int n_threads);
-void tune_cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                                 const int32_t *start, const tune_attention_shape *s, float *scratch, int n_threads);
+size_t tune_cuda_attention_probs(const tune_attention_shape *s);
+void tune_cuda_attention_forward(float *out, float *lse, float *probs, const float *q, const float *k,
+                                 const float *v, const int32_t *start, const tune_attention_shape *s, float *scratch,
+                                 int n_threads);
 void tune_cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                                  const float *v, const float *out, const float *lse, const int32_t *start,
-                                  const tune_attention_shape *s, float *scratch, int n_threads);
+                                  const float *v, const float *out, const float *lse, const float *probs,
+                                  const int32_t *start, const tune_attention_shape *s, float *scratch,
+                                  int n_threads);
 void tune_cuda_attention_cached(float *att, const float *q, const float *kc, const float *vc, int p0, int n,
                                 const tune_attention_shape *s, float *scratch, int n_threads);
 
