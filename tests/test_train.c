@@ -177,6 +177,36 @@ START_TEST(clip_disabled_leaves_gradients)
 }
 END_TEST
 
+/* More tensors than the CPU sums at once (256), and tensors long enough to
+ * be shared between threads: the norm of the norms in double, and every
+ * element scaled. */
+START_TEST(clip_over_many_tensors)
+{
+    enum { NT = 600 };
+    tune_span spans[NT];
+    size_t n = 0;
+    for (int t = 0; t < NT; t++) {
+        spans[t] = (tune_span){n, (size_t)(t * 37 % 3001) + (t % 50 == 0 ? 70000 : 1)};
+        n += spans[t].size;
+    }
+    float *g = malloc(n * sizeof *g), *keep = malloc(n * sizeof *keep);
+    for (size_t i = 0; i < n; i++) g[i] = keep[i] = (float)((i * 7919 % 2001) / 1000.0 - 1.0);
+    double total = 0.0;
+    for (int t = 0; t < NT; t++) {
+        double sq = 0.0;
+        for (size_t i = 0; i < spans[t].size; i++) sq += (double)g[spans[t].offset + i] * g[spans[t].offset + i];
+        const float norm = (float)sqrt(sq);
+        total += (double)norm * norm;
+    }
+    const float want = (float)sqrt(total), norm = tune_cpu_clip_grad_norm(g, spans, NT, 1.0f);
+    ck_assert_msg(fabsf(norm - want) <= 1e-6f * want, "norm %.9g, in double %.9g", norm, want);
+    const float coef = 1.0f / (norm + 1e-6f);
+    for (size_t i = 0; i < n; i++) ck_assert_float_eq(g[i], keep[i] * coef);
+    free(g);
+    free(keep);
+}
+END_TEST
+
 
 /* ---- the training loop on the tiny gqa model ---------------------------- */
 
@@ -1180,6 +1210,7 @@ static Suite *train_suite(void)
     tcase_add_test(opt, adamw_matches_torch);
     tcase_add_test(opt, clip_grad_norm_matches_torch);
     tcase_add_test(opt, clip_disabled_leaves_gradients);
+    tcase_add_test(opt, clip_over_many_tensors);
     tcase_add_test(opt, progress_lines);
     suite_add_tcase(s, opt);
     TCase *loop = tcase_create("loop");

@@ -243,23 +243,39 @@ void tune_cpu_add(float *y, const float *x, size_t n)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-float tune_cpu_clip_grad_norm(float *grads, const tune_span *tensors, int n_tensors, float max_norm)
+/* Each tensor's Σ g² in lanes (tune_lanes_add), the tensors shared out
+ * between threads a batch at a time: one sum in one double chain ran at an
+ * add every 4 cycles (12 ms a step for SmolLM2's 4.9M LoRA values). Each
+ * tensor's sum has one order whichever thread takes it, and the norms are
+ * added in tensor order. */
+enum { CLIP_BATCH = 256 };
+TUNE_CPU_CLONES float tune_cpu_clip_grad_norm(float *grads, const tune_span *tensors, int n_tensors, float max_norm)
 {
     /* torch: the fp32 norm of each tensor, then the fp32 norm of those. */
+    size_t n = 0;
+    for (int t = 0; t < n_tensors; t++) n += tensors[t].size;
     double total_sq = 0.0;
-    for (int t = 0; t < n_tensors; t++) {
-        const float *g = grads + tensors[t].offset;
-        double sq = 0.0;
-        for (size_t i = 0; i < tensors[t].size; i++) sq += (double)g[i] * g[i];
-        const float norm = (float)sqrt(sq);
-        total_sq += (double)norm * norm;
+    for (int t0 = 0; t0 < n_tensors; t0 += CLIP_BATCH) {
+        float norms[CLIP_BATCH];
+        const int nt = n_tensors - t0 < CLIP_BATCH ? n_tensors - t0 : CLIP_BATCH;
+#pragma omp parallel for schedule(dynamic) if (n > 65536)
+        for (int t = 0; t < nt; t++) {
+            double lanes[TUNE_SUM_LANES] = {0};
+            const float *g = grads + tensors[t0 + t].offset;
+            const size_t size = tensors[t0 + t].size, chunk = (size_t)1 << 30; /* a multiple of the lanes */
+            for (size_t i = 0; i < size; i += chunk) tune_lanes_add(lanes, g + i, g + i, (int)(size - i < chunk ? size - i : chunk));
+            norms[t] = (float)sqrt(tune_lanes_total(lanes));
+        }
+        for (int t = 0; t < nt; t++) total_sq += (double)norms[t] * norms[t];
     }
     const float total = (float)sqrt(total_sq);
     if (max_norm > 0.0f) {
         float coef = max_norm / (total + 1e-6f);
         if (coef > 1.0f) coef = 1.0f;
+#pragma omp parallel for schedule(dynamic) if (n > 65536)
         for (int t = 0; t < n_tensors; t++) {
             float *g = grads + tensors[t].offset;
+            TUNE_SIMD
             for (size_t i = 0; i < tensors[t].size; i++) g[i] *= coef;
         }
     }
