@@ -257,6 +257,7 @@ typedef struct tune_explain {
     tune_trace trace;            /* every operation of the step in order; trace.seconds: the step's time */
     double sgemm_gflops;         /* the backend's sgemm rate, measured in the same run ... */
     int sgemm_n;                 /* ... on n×n×n products */
+    int step;                    /* which step is profiled: 2 (warm), or 1 where the plan or epoch has one */
     int micro_batches;           /* in the step */
     int B, T;                    /* the first micro-batch's shape */
     long tokens;                 /* in the step's micro-batches */
@@ -272,8 +273,9 @@ typedef struct tune_explain {
 
 /* Prepares the data, loads the model and creates the adapters as
  * tune_plan_train does, measures the backend's sgemm rate, then runs the
- * training loop for one step on a tracing copy of the backend (tune_trace_open),
- * writing nothing into output_dir (the data cache excepted). Free x with
+ * training loop on a tracing copy of the backend (tune_trace_open) up to the
+ * step it profiles (x->step), writing nothing into output_dir (the data cache
+ * excepted). Free x with
  * tune_explain_free (also after a failure). */
 tune_status tune_plan_explain(tune_plan *plan, const tune_config *cfg, const tune_run_hooks *hooks, tune_explain *x,
                               tune_error *err);

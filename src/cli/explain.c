@@ -22,8 +22,9 @@ static void usage(FILE *out)
             "rate, measured in the same run; the model FLOPs per token and the share of the\n"
             "sgemm ceiling they reach (recomputation counts as overhead); and the memory of\n"
             "every buffer: the weights as stored, the LoRA parameters, gradients and AdamW\n"
-            "moments, and the workspace. Nothing is written into output_dir (the prepared-\n"
-            "data cache excepted).\n\n"
+            "moments, and the workspace. The step is the second where the plan has two (the\n"
+            "first runs unrecorded: it also pays for first touches of memory and caches).\n"
+            "Nothing is written into output_dir (the prepared-data cache excepted).\n\n"
             "The table folds the operations that repeat across layers and micro-batches into\n"
             "one row (calls, summed time); --all prints each one. --json prints everything,\n"
             "every operation on its own: {\"step_seconds\", \"ops\": [{\"pass\", \"layer\",\n"
@@ -161,7 +162,8 @@ static int print_text(const tune_plan *plan, const char *config, const tune_expl
         return 1;
     }
     const double step = t->seconds, fpt = tune_model_flops_per_token(&x->model, x->lora_params, x->T);
-    printf("tune explain: one optimizer step of %s\n", config);
+    printf("tune explain: one optimizer step of %s (step %d%s)\n", config, x->step,
+           x->step > 1 ? "; the first warms the caches" : ", the only one: cold caches and first page touches");
     printf("%d micro-batch%s of %d × %d tokens (%ld tokens); loss %.4f, grad norm %.4f\n", x->micro_batches,
            x->micro_batches == 1 ? "" : "es", x->B, x->T, x->tokens, x->loss, x->grad_norm);
     printf("backend %s, %d threads; gradient checkpointing %s\n\n", plan->be->name, plan->threads,
@@ -271,7 +273,7 @@ static int print_json(const tune_plan *plan, const char *config, const tune_expl
         j && cJSON_AddStringToObject(j, "config", config) && cJSON_AddStringToObject(j, "backend", plan->be->name) &&
         cJSON_AddNumberToObject(j, "threads", plan->threads) &&
         cJSON_AddBoolToObject(j, "gradient_checkpointing", plan->gradient_checkpointing) &&
-        cJSON_AddNumberToObject(j, "micro_batches", x->micro_batches) &&
+        cJSON_AddNumberToObject(j, "step", x->step) && cJSON_AddNumberToObject(j, "micro_batches", x->micro_batches) &&
         cJSON_AddNumberToObject(j, "micro_batch_size", x->B) && cJSON_AddNumberToObject(j, "sequence_len", x->T) &&
         cJSON_AddNumberToObject(j, "tokens", x->tokens) && cJSON_AddNumberToObject(j, "loss", x->loss) &&
         cJSON_AddNumberToObject(j, "grad_norm", x->grad_norm) &&

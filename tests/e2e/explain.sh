@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# tune explain on the tiny model: the text table (forward, backward and
+# tune explain on the tiny model (its second step; the first with a plan of
+# one): the text table (forward, backward and
 # optimizer rows in that order, shapes, the step against its operations, the
 # sgemm ceiling, the memory table) and --json (every operation with name,
 # shape, FLOPs, bytes and seconds in pass order; the ops' seconds add up to
@@ -27,7 +28,7 @@ YML
 
 expect 0 "$TUNE" explain tiny.yml
 cp out text.out
-has text.out "tune explain: one optimizer step of tiny.yml"
+has text.out "tune explain: one optimizer step of tiny.yml (step 2; the first warms the caches)"
 # has_re FILE REGEX: FILE has a line matching the extended regular expression.
 has_re() { grep -Eq -- "$2" "$1" || { echo "FAIL: $1 lacks /$2/"; fails=$((fails + 1)); }; }
 has_re text.out "^2 micro-batches of 2 × [0-9]+ tokens \([0-9]+ tokens\); loss [0-9.]+, grad norm [0-9.]+$"
@@ -64,6 +65,7 @@ def check(ok, what):
     if not ok: bad.append(what)
 ops = j["ops"]
 check(len(ops) > 100, "few ops: %d" % len(ops))
+check(j["step"] == 2, "profiled step %s, not the second" % j.get("step"))
 for o in ops:
     check(set(o) >= {"pass", "layer", "name", "shape", "flops", "bytes", "seconds"}, "op fields: %s" % o)
 # pass order: per micro-batch the layers' forward, then their backward (with
@@ -107,6 +109,10 @@ python3 check.py out 1 || fails=$((fails + 1))
 expect 0 "$TUNE" explain tiny.yml --gradient_checkpointing true --all
 has out "gradient checkpointing on"
 has out "recompute  layer 1 attention attention_forward"
+
+# A plan of one step: that step, cold, and said so.
+expect 0 "$TUNE" explain tiny.yml --max_steps 1
+has out "tune explain: one optimizer step of tiny.yml (step 1, the only one: cold caches and first page touches)"
 
 # Bad input: exit 2.
 expect 2 "$TUNE" explain
