@@ -330,8 +330,9 @@ static tune_status accumulate(run *R, long s, int epoch, long first, double *los
         const tune_batch *b = &R->sb.mb[j];
         const tune_dropout drop = {.p = R->lora->cfg.dropout, .seed = R->st.seed,
                                    .micro_batch = (uint64_t)s * (uint64_t)R->st.accum + (uint64_t)j};
-        float *slot = R->slots + (rank0(R) ? 0 : (size_t)i * n);
-        R->be->zero(slot, n * sizeof(float));
+        /* rank 0's first goes straight into the zeroed sum: 0 + g is g */
+        float *slot = rank0(R) && i == 0 ? acc : R->slots + (rank0(R) ? 0 : (size_t)i * n);
+        if (slot != acc) R->be->zero(slot, n * sizeof(float));
         R->dlora.grads = slot; /* the passes add this micro-batch's gradient here */
         long nt;
         st = tune_llama_forward(&R->dmodel, &R->dlora, b, &drop, grad_scale, R->ws, &R->mb_loss[i], &nt, err);
@@ -342,7 +343,7 @@ static tune_status accumulate(run *R, long s, int epoch, long first, double *los
         if (!st) st = tune_llama_backward(&R->dmodel, &R->dlora, b, &drop, R->ws, err);
         R->dlora.grads = acc;
         tune_backend_label(R->be, TUNE_PASS_BACKWARD, -1, "gradient accumulation");
-        if (!st && rank0(R)) R->be->add(acc, slot, n);
+        if (!st && rank0(R) && slot != acc) R->be->add(acc, slot, n);
     }
     if (st) return st;
     st = tune_parallel_fold(R->par, R->be, acc, R->slots, rank0(R) ? 0 : (int)count, n, err);
