@@ -73,8 +73,9 @@ struct tune_workspace {
     int32_t *hbatch;  /* host (5, N): ids, start, pos, rows, target */
     long n_targets;   /* trained targets of the last forward */
     float grad_scale; /* of the last forward: > 0 when it prepared a backward */
-    float *xn;        /* (Lk, 2, N, C): normed inputs of the attention and MLP blocks (LoRA's dA reads them) */
-    /* scratch; the SwiGLU backward makes its output again for down_proj's LoRA */
+    /* scratch; the backward recomputes the normed inputs and the SwiGLU
+     * output where a LoRA module needs them instead of keeping them */
+    float *xn;        /* (N, C): normed input of the attention or MLP block */
     float *act;       /* (N, I) */
     float *lora_x;    /* (N, max_in): dropped-out LoRA input, then its gradient */
     float *du;        /* (N, r) */
@@ -191,7 +192,7 @@ static size_t place_buffers(tune_workspace *ws, float *base, tune_buffer_bytes *
         BUF(xc, (size_t)ws->chunk * ws->C), BUF(logits, (size_t)ws->chunk * ws->V),
         BUF(lse_ce, N), {"row_loss", &row_loss_mem, 2 * N}, /* N doubles */
         BUF(cos_t, N * (ws->hd / 2)), BUF(sin_t, N * (ws->hd / 2)),
-        BUF(xn, Lk * 2 * ws->NC), BUF(act, ws->NI),
+        BUF(xn, ws->NC), BUF(act, ws->NI),
         BUF(lora_x, ws->n_modules ? N * ws->max_in : 0),
         BUF(du, N * ws->r),
         BUF(attn_scratch, ws->be->attention_scratch(&as, ws->n_threads)),
@@ -415,6 +416,14 @@ static int module_of(const tune_lora *lora, int layer, tune_linear_kind kind)
     return lora ? lora->index[(size_t)layer * TUNE_N_LINEAR + kind] : -1;
 }
 
+/* Whether layer l adapts any module of kinds first..last. */
+static int has_module(const tune_lora *lora, int layer, tune_linear_kind first, tune_linear_kind last)
+{
+    for (int k = (int)first; k <= (int)last; k++)
+        if (module_of(lora, layer, (tune_linear_kind)k) >= 0) return 1;
+    return 0;
+}
+
 /* Where module mi (of kind) keeps u = A·dropout(x).  (N, r) */
 static float *lora_u_of(const tune_workspace *ws, int mi, tune_linear_kind kind)
 {
@@ -423,12 +432,6 @@ static float *lora_u_of(const tune_workspace *ws, int mi, tune_linear_kind kind)
 
 /* The slot of layer l in the per-layer buffers. */
 static size_t slot(const tune_workspace *ws, int l) { return ws->checkpoint ? 0 : (size_t)l; }
-
-/* Layer l's normed input of its attention (block 0) or MLP (block 1). */
-static float *xn_of(const tune_workspace *ws, int l, int block)
-{
-    return ws->xn + (slot(ws, l) * 2 + (size_t)block) * ws->NC;
-}
 
 /* Where layer l's attention probabilities are kept; NULL: not kept. */
 static float *probs_of(const tune_workspace *ws, int l)
@@ -526,11 +529,10 @@ static void layer_forward(tune_workspace *ws, const tune_model *model, const tun
     float *att = ws->att + s * ws->NQ, *gate = ws->gate + s * ws->NI, *up = ws->up + s * ws->NI;
     /* attention block: h2 = h + o(attn(rope(q), rope(k), v)) */
     label(ws, l, "attention");
-    float *xn = xn_of(ws, l, 0);
-    ws->be->rmsnorm_forward(xn, ws->rstd1 + s * BT, h, ly->attn_norm, N, C, cfg->rms_norm_eps);
-    linear_forward(ws, model, lora, dropout, l, TUNE_Q_PROJ, xn, q, 0.0f);
-    linear_forward(ws, model, lora, dropout, l, TUNE_K_PROJ, xn, k, 0.0f);
-    linear_forward(ws, model, lora, dropout, l, TUNE_V_PROJ, xn, v, 0.0f);
+    ws->be->rmsnorm_forward(ws->xn, ws->rstd1 + s * BT, h, ly->attn_norm, N, C, cfg->rms_norm_eps);
+    linear_forward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, q, 0.0f);
+    linear_forward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, k, 0.0f);
+    linear_forward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, v, 0.0f);
     label(ws, l, "attention");
     ws->be->rope_forward(q, ws->cos_t, ws->sin_t, N, ws->H, hd);
     ws->be->rope_forward(k, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
@@ -540,10 +542,9 @@ static void layer_forward(tune_workspace *ws, const tune_model *model, const tun
     linear_forward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, h2, 1.0f);
     /* MLP block: hn = h2 + down(silu(gate(x)) · up(x)) */
     label(ws, l, "mlp");
-    xn = xn_of(ws, l, 1);
-    ws->be->rmsnorm_forward(xn, ws->rstd2 + s * BT, h2, ly->ffn_norm, N, C, cfg->rms_norm_eps);
-    linear_forward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, xn, gate, 0.0f);
-    linear_forward(ws, model, lora, dropout, l, TUNE_UP_PROJ, xn, up, 0.0f);
+    ws->be->rmsnorm_forward(ws->xn, ws->rstd2 + s * BT, h2, ly->ffn_norm, N, C, cfg->rms_norm_eps);
+    linear_forward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, gate, 0.0f);
+    linear_forward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, up, 0.0f);
     label(ws, l, "mlp");
     ws->be->swiglu_forward(ws->act, gate, up, (size_t)N * ws->I);
     ws->be->copy(hn, h2, (size_t)N * C * sizeof *h);
@@ -674,12 +675,15 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
         label(ws, l, "mlp");
         linear_backward(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, NULL, ws->dh, ws->dact, 0.0f);
         label(ws, l, "mlp");
-        const int down_lora = module_of(lora, l, TUNE_DOWN_PROJ) >= 0; /* its input again, for dA */
+        const int down_lora = has_module(lora, l, TUNE_DOWN_PROJ, TUNE_DOWN_PROJ); /* its input again, for dA */
         ws->be->swiglu_backward(ws->dgate, ws->dup, down_lora ? ws->act : NULL, ws->dact, gate, up,
                                 (size_t)N * ws->I);
         lora_backward_a(ws, model, lora, dropout, l, TUNE_DOWN_PROJ, ws->act);
-        linear_backward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, xn_of(ws, l, 1), ws->dgate, ws->dxn, 0.0f);
-        linear_backward(ws, model, lora, dropout, l, TUNE_UP_PROJ, xn_of(ws, l, 1), ws->dup, ws->dxn, 1.0f);
+        if (has_module(lora, l, TUNE_GATE_PROJ, TUNE_UP_PROJ)) /* their LoRA input, as the forward made it */
+            ws->be->rmsnorm_forward(ws->xn, ws->rstd2 + s * BT, h2, ly->ffn_norm, N, C,
+                                     model->cfg.rms_norm_eps);
+        linear_backward(ws, model, lora, dropout, l, TUNE_GATE_PROJ, ws->xn, ws->dgate, ws->dxn, 0.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, ws->dup, ws->dxn, 1.0f);
         label(ws, l, "mlp");
         ws->be->rmsnorm_backward(ws->dh, ws->dxn, h2, ly->ffn_norm, ws->rstd2 + s * BT, N, C);
         /* attention block; ws->dh becomes d(h) */
@@ -690,9 +694,12 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
                                    ws->attn_scratch, ws->n_threads);
         ws->be->rope_backward(ws->dq, ws->cos_t, ws->sin_t, N, ws->H, hd);
         ws->be->rope_backward(ws->dk, ws->cos_t, ws->sin_t, N, ws->Hkv, hd);
-        linear_backward(ws, model, lora, dropout, l, TUNE_Q_PROJ, xn_of(ws, l, 0), ws->dq, ws->dxn, 0.0f);
-        linear_backward(ws, model, lora, dropout, l, TUNE_K_PROJ, xn_of(ws, l, 0), ws->dk, ws->dxn, 1.0f);
-        linear_backward(ws, model, lora, dropout, l, TUNE_V_PROJ, xn_of(ws, l, 0), ws->dv, ws->dxn, 1.0f);
+        if (has_module(lora, l, TUNE_Q_PROJ, TUNE_V_PROJ))
+            ws->be->rmsnorm_forward(ws->xn, ws->rstd1 + s * BT, h, ly->attn_norm, N, C,
+                                     model->cfg.rms_norm_eps);
+        linear_backward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, ws->dq, ws->dxn, 0.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, ws->dk, ws->dxn, 1.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, ws->dv, ws->dxn, 1.0f);
         label(ws, l, "attention");
         ws->be->rmsnorm_backward(ws->dh, ws->dxn, h, ly->attn_norm, ws->rstd1 + s * BT, N, C);
     }
