@@ -558,6 +558,48 @@ START_TEST(checkpointing_gives_identical_gradients)
 }
 END_TEST
 
+/* The backward skips what only the gradient of the model's input needs,
+ * below the lowest trained layer (q/k/v's input gradients; the attention
+ * backward where no q/k/v adapter is there): the adapters' gradients are
+ * those of a run that needs everything, the embedding trained as well. */
+START_TEST(skipped_input_gradient_changes_nothing)
+{
+    /* layer 0 untouched, layer 1 MLP only (no attention backward there), layer 2 everything;
+     * then everything everywhere (layer 0's q/k/v input gradients skipped) */
+    static const unsigned char mlp_from_1[3 * TUNE_N_LINEAR] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1,
+                                                                1, 1, 1, 1, 1, 1, 1};
+    const unsigned char *cases[2] = {mlp_from_1, NULL};
+    for (int c = 0; c < 2; c++) {
+        tune_model m;
+        tiny_model(&m, 1, TUNE_ROPE_DEFAULT);
+        tune_lora *lora[2];
+        const tune_batch b = tiny_batch(0, TB);
+        tune_error err;
+        for (int embed = 0; embed < 2; embed++) {
+            lora[embed] = tiny_lora_on(&m, 0.0f, cases[c]);
+            if (embed) ck_assert_int_eq(tune_lora_add_saved(lora[embed], &m, TUNE_SAVE_EMBED, &err), TUNE_OK);
+            tune_workspace *ws;
+            long n;
+            double loss;
+            ck_assert_int_eq(tune_workspace_create(tune_backend_cpu(), &m.cfg, lora[embed], TB, TT, 0, &ws, &err),
+                             TUNE_OK);
+            ck_assert_int_eq(tune_llama_forward(&m, lora[embed], &b, NULL, 0.125f, ws, &loss, &n, &err), TUNE_OK);
+            ck_assert_int_eq(tune_llama_backward(&m, lora[embed], &b, NULL, ws, &err), TUNE_OK);
+            tune_workspace_free(ws);
+        }
+        const size_t n_ab = lora[1]->embed_offset; /* the A and B matrices come first in both */
+        ck_assert_uint_eq(n_ab, lora[0]->n_params);
+        ck_assert_mem_eq(lora[0]->grads, lora[1]->grads, n_ab * sizeof(float));
+        size_t nonzero = 0;
+        for (size_t i = lora[1]->embed_offset; i < lora[1]->n_params; i++) nonzero += lora[1]->grads[i] != 0.0f;
+        ck_assert_uint_gt(nonzero, 0); /* the embedding's gradient was made */
+        tune_lora_free(lora[0]);
+        tune_lora_free(lora[1]);
+        tiny_free(&m);
+    }
+}
+END_TEST
+
 /* Freshly initialised LoRA (B = 0) leaves the base model's logits unchanged. */
 START_TEST(fresh_lora_keeps_base_logits)
 {
@@ -858,6 +900,7 @@ int main(void)
     tcase_add_test(t, packed_row_equals_separate_sequences);
     tcase_add_test(t, accumulated_half_batches_equal_full_batch);
     tcase_add_test(t, checkpointing_gives_identical_gradients);
+    tcase_add_test(t, skipped_input_gradient_changes_nothing);
     tcase_add_test(t, fresh_lora_keeps_base_logits);
     tcase_add_test(t, bad_batches_are_input_errors);
     suite_add_tcase(s, t);

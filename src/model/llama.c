@@ -482,7 +482,8 @@ static void lora_backward_a(tune_workspace *ws, const tune_model *m, tune_lora *
 }
 
 /* dx = beta·dx + dy·W (+ the LoRA path); dA, dB += their gradients.
- * x: (N, in) the forward input   dy: (N, out)   dx: (N, in)
+ * x: (N, in) the forward input   dy: (N, out)   dx: (N, in), or NULL where
+ * nothing needs it (the lowest trained layer's input)
  * With x NULL the caller takes dA itself (lora_backward_a) before the next
  * linear_backward: down_proj's input is made again by the SwiGLU backward,
  * which needs dx first. */
@@ -494,7 +495,7 @@ static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *
     int out, in;
     tune_linear_shape(&m->cfg, kind, &out, &in);
     label(ws, layer, tune_linear_names[kind]);
-    ws->be->weight_matmul(dx, dy, &m->layers[layer].w[kind], N, 1, beta);
+    if (dx) ws->be->weight_matmul(dx, dy, &m->layers[layer].w[kind], N, 1, beta);
     const int mi = module_of(lora, layer, kind);
     if (mi < 0) return;
     const tune_lora_module *mod = &lora->modules[mi];
@@ -505,6 +506,7 @@ static void linear_backward(tune_workspace *ws, const tune_model *m, tune_lora *
     ws->be->matmul(gB, dy, u, out, r, N, 1, 0, s, 1.0f);        /* dB += s·dyᵀ·u */
     ws->be->matmul(ws->du, dy, Bm, N, r, out, 0, 0, s, 0.0f);   /* du = s·dy·B */
     if (x) lora_backward_a(ws, m, lora, dp, layer, kind, x);
+    if (!dx) return;
     if (!dp || dp->p == 0.0f) {
         ws->be->matmul(dx, ws->du, A, N, in, r, 0, 0, 1.0f, 1.0f); /* dx += du·A */
         return;
@@ -686,8 +688,17 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
         linear_backward(ws, model, lora, dropout, l, TUNE_UP_PROJ, ws->xn, ws->dup, ws->dxn, 1.0f);
         label(ws, l, "mlp");
         ws->be->rmsnorm_backward(ws->dh, ws->dxn, h2, ly->ffn_norm, ws->rstd2 + s * BT, N, C);
-        /* attention block; ws->dh becomes d(h) */
-        linear_backward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, ws->dh, ws->datt, 0.0f);
+        /* attention block; ws->dh becomes d(h). Below the lowest trained
+         * layer nothing reads d(h) (unless the embedding trains): there its
+         * q/k/v input gradients are not made, nor the attention's backward
+         * when no q/k/v adapter needs it. */
+        const int feeds_below = l > lowest || lora->saved & TUNE_SAVE_EMBED;
+        const int qkv = module_of(lora, l, TUNE_Q_PROJ) >= 0 || module_of(lora, l, TUNE_K_PROJ) >= 0 ||
+                        module_of(lora, l, TUNE_V_PROJ) >= 0;
+        float *dxn = feeds_below ? ws->dxn : NULL;
+        linear_backward(ws, model, lora, dropout, l, TUNE_O_PROJ, att, ws->dh, feeds_below || qkv ? ws->datt : NULL,
+                        0.0f);
+        if (!feeds_below && !qkv) continue;
         label(ws, l, "attention");
         ws->be->attention_backward(ws->dq, ws->dk, ws->dv, ws->datt, q, k, v, att,
                                    ws->lse_att + s * BT * ws->H, probs_of(ws, l), ws->start, &as,
@@ -697,9 +708,10 @@ tune_status tune_llama_backward(const tune_model *model, tune_lora *lora, const 
         if (has_module(lora, l, TUNE_Q_PROJ, TUNE_V_PROJ))
             ws->be->rmsnorm_forward(ws->xn, ws->rstd1 + s * BT, h, ly->attn_norm, N, C,
                                      model->cfg.rms_norm_eps);
-        linear_backward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, ws->dq, ws->dxn, 0.0f);
-        linear_backward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, ws->dk, ws->dxn, 1.0f);
-        linear_backward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, ws->dv, ws->dxn, 1.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_Q_PROJ, ws->xn, ws->dq, dxn, 0.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_K_PROJ, ws->xn, ws->dk, dxn, 1.0f);
+        linear_backward(ws, model, lora, dropout, l, TUNE_V_PROJ, ws->xn, ws->dv, dxn, 1.0f);
+        if (!feeds_below) continue;
         label(ws, l, "attention");
         ws->be->rmsnorm_backward(ws->dh, ws->dxn, h, ly->attn_norm, ws->rstd1 + s * BT, N, C);
     }
