@@ -53,7 +53,10 @@ def tune_run(r, tokens):
     seconds = sum(tokens[e["step"] - 1] / e["tokens_per_second"] for e in timed)
     rss, wall = read_time(f"tune.{r}.time")
     tps = sum(tokens[e["step"] - 1] for e in timed) / seconds
-    return {"tokens_per_s": tps, "peak_rss_mib": rss, "wall_s": wall, "first_step_s": steps[0].get("elapsed_s"),
+    first = steps[0].get("elapsed_s")
+    # start-up: launch to the first step's start (the log's rate of step 1 gives that step's own time)
+    startup = first - tokens[0] / steps[0]["tokens_per_second"] if first is not None else None
+    return {"tokens_per_s": tps, "peak_rss_mib": rss, "wall_s": wall, "first_step_s": first, "startup_s": startup,
             "first_step_loss": steps[0]["loss"], "losses": [e["loss"] for e in steps],
             "step_tokens_per_s": [e["tokens_per_second"] for e in steps],
             "sgemm_gflops": x["sgemm"]["gflops"], "sgemm_n": x["sgemm"]["n"],
@@ -69,6 +72,7 @@ def peer_run(r):
         return {"error": tail(f"peer.{r}.err")}
     rss, wall = read_time(f"peer.{r}.time")
     p.update(peak_rss_mib=rss, wall_s=wall, first_step_loss=p["losses"][0], sgemm_gflops=p["matmul_gflops"],
+             startup_s=p["first_step_s"] - p["step_seconds"][0] if p.get("first_step_s") is not None else None,
              sgemm_n=p["matmul_n"],
              achieved_fraction=p["tokens_per_s"] * p["model_flops_per_token"] / (p["matmul_gflops"] * 1e9),
              achieved_fraction_model_shapes=p["tokens_per_s"] * p["model_flops_per_token"]
@@ -76,7 +80,7 @@ def peer_run(r):
     return p
 
 
-FIGURES = ("tokens_per_s", "peak_rss_mib", "first_step_s", "sgemm_gflops", "achieved_fraction")
+FIGURES = ("tokens_per_s", "peak_rss_mib", "first_step_s", "startup_s", "sgemm_gflops", "achieved_fraction")
 
 
 def medians(runs, extra=()):
@@ -162,6 +166,10 @@ for name, m in (("tune", tm), ("transformers+peft", pm)):
 if pm:
     print(f"ratio (tune / peer): speed {doc['ratios']['speed']:.2f}x, memory {doc['ratios']['memory']:.2f}x")
 print(f"medians of {repeats} runs each; first step: launch to the end of the first optimizer step, data cache warm")
+parts = [f"{name} {m['startup_s']:.2f} s + {m['first_step_s'] - m['startup_s']:.2f} s" for name, m in
+         (("tune", tm), ("peer", pm)) if m and "startup_s" in m]
+if parts:
+    print("first step = start-up (launch to the step's start) + the step itself: " + ", ".join(parts))
 print(f"model FLOPs per token {si(fpt)} = 4 x {si(x['frozen_params'])} frozen linear and lm_head parameters"
       f" + 6 x {si(x['lora_params'])} LoRA parameters + 6 x {x['layers']} layers x {x['sequence_len']} x "
       f"{x['attention_width']} (causal attention)")
