@@ -483,7 +483,7 @@ static void lora_backward_a(tune_workspace *ws, const tune_model *m, tune_lora *
 
 /* dx = beta·dx + dy·W (+ the LoRA path); dA, dB += their gradients.
  * x: (N, in) the forward input   dy: (N, out)   dx: (N, in), or NULL where
- * nothing needs it (the lowest trained layer's input)
+ * nothing needs it (the lowest trained layer's input).
  * With x NULL the caller takes dA itself (lora_backward_a) before the next
  * linear_backward: down_proj's input is made again by the SwiGLU backward,
  * which needs dx first. */

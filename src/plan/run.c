@@ -374,7 +374,8 @@ static void explain_memory(const tune_plan *plan, const tune_model *model, const
         {"lora_grads", params},
         {"adamw_exp_avg", params},
         {"adamw_exp_avg_sq", params},
-        {"micro_batch_grads", params}, /* the loop's gradient of one micro-batch, added into lora_grads */
+        /* the loop's gradient of one micro-batch, added into lora_grads; a step of one goes straight there */
+        {"micro_batch_grads", plan->gradient_accumulation_steps > 1 ? params : 0},
     };
     memcpy(x->state, state, sizeof state);
     size_t dropout_in = 0;

@@ -47,7 +47,7 @@ typedef struct run {
     tune_workspace *ws;
     tune_parallel *par;          /* the ranks (NULL: this process alone) */
     float *slots;                /* be: (n_slots, n_params) gradients of this rank's micro-batches */
-    int n_slots;                 /* 1 on rank 0, which adds each as it goes; per_rank on the others */
+    int n_slots;                 /* rank 0: 1, or 0 with one micro-batch (it goes straight into the sum); others: per_rank */
     double *mb_loss;             /* (per_rank): loss sums of this rank's micro-batches */
     double *all_loss;            /* (ranks · per_rank): every rank's, in global micro-batch order */
     long per_rank;               /* micro-batches of a step each rank computes, at most */
@@ -650,11 +650,11 @@ static tune_status start(run *R, tune_error *err)
                              lora->n_params);
     const int ranks = tune_parallel_size(R->par);
     R->per_rank = (R->st.accum + ranks - 1) / ranks;
-    R->n_slots = rank0(R) ? 1 : (int)R->per_rank;
-    R->slots = R->be->alloc((size_t)R->n_slots * bytes);
+    R->n_slots = rank0(R) ? R->per_rank > 1 : (int)R->per_rank;
+    R->slots = R->n_slots ? R->be->alloc((size_t)R->n_slots * bytes) : NULL;
     R->mb_loss = calloc((size_t)R->per_rank, sizeof *R->mb_loss);
     R->all_loss = calloc((size_t)R->per_rank * (size_t)ranks, sizeof *R->all_loss);
-    if (!R->slots || !R->mb_loss || !R->all_loss)
+    if ((R->n_slots && !R->slots) || !R->mb_loss || !R->all_loss)
         return tune_fail_run(err, NULL, "out of %s memory for %d micro-batch gradients (%zu parameters)", R->be->name,
                              R->n_slots, lora->n_params);
     st = tune_workspace_create(R->be, &R->model->cfg, &R->dlora, max_B, max_T, R->o->gradient_checkpointing,

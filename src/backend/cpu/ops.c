@@ -263,7 +263,8 @@ TUNE_CPU_CLONES float tune_cpu_clip_grad_norm(float *grads, const tune_span *ten
             double lanes[TUNE_SUM_LANES] = {0};
             const float *g = grads + tensors[t0 + t].offset;
             const size_t size = tensors[t0 + t].size, chunk = (size_t)1 << 30; /* a multiple of the lanes */
-            for (size_t i = 0; i < size; i += chunk) tune_lanes_add(lanes, g + i, g + i, (int)(size - i < chunk ? size - i : chunk));
+            for (size_t i = 0; i < size; i += chunk)
+                tune_lanes_add(lanes, g + i, g + i, (int)(size - i < chunk ? size - i : chunk));
             norms[t] = (float)sqrt(tune_lanes_total(lanes));
         }
         for (int t = 0; t < nt; t++) total_sq += (double)norms[t] * norms[t];
