@@ -82,7 +82,7 @@ static float *thread_scratch(int slot, size_t floats)
  * groups. Fewer, larger products: with 1 MB tiles the forward products of
  * SmolLM2's layers ran 10% below the fp32 sgemm rate (x repacked for each
  * tile), with 4 MB within a few percent of it; the tile stays in the
- * second-level cache's neighbourhood (L2 + L3), each thread has its own. */
+ * second-level cache's neighbourhood (L2 + L3). */
 static int tile_rows(int cols)
 {
     int r = (4 * 1024 * 1024 / 4) / (cols > 0 ? cols : 1);
