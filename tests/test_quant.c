@@ -415,9 +415,12 @@ START_TEST(products_over_tiles_match_reference)
 {
     /* The tiling is the same for every block type; two of them. 2060 rows
      * of 256 are two tiles of W (2048 + 12 rows), added in order into y
-     * (trans 1, beta on the first only); 520 rows of x take the forward's
-     * split by rows of x (two threads' slices of 272 and 248), 40 its
-     * split by rows of W. */
+     * (beta on the first only). 520 rows of x take the split by rows of x
+     * (two threads' slices of 272 and 248; trans 1: both tiles), 40 the
+     * split by rows of W: trans 0 by slices of W's rows, trans 1 by two
+     * halves of W, the second added after. 4200 rows make each half two
+     * tiles (2048 + 64); the halves' sum is the same bits at 1 and 2
+     * threads. */
     static const uint32_t types[] = {TUNE_Q8_0, TUNE_Q4_K};
     const int saved_threads = omp_get_max_threads();
     test_rng r = {3000, 0};
@@ -426,8 +429,23 @@ START_TEST(products_over_tiles_match_reference)
         while (wtypes[wi].type != types[t] || wtypes[wi].quantised) wi++;
         tune_weight w = random_weight(wi, 2060, 256, &r);
         check_product(&w, wtypes[wi].name, 520, 0, 0.5f, &r);
+        check_product(&w, wtypes[wi].name, 520, 1, 0.5f, &r);
         check_product(&w, wtypes[wi].name, 40, 0, 0.0f, &r);
         check_product(&w, wtypes[wi].name, 40, 1, 0.5f, &r);
+        free_weight(&w);
+        w = random_weight(wi, 4200, 256, &r);
+        check_product(&w, wtypes[wi].name, 40, 1, 0.0f, &r);
+        enum { N = 40 };
+        float *x = malloc((size_t)N * 4200 * sizeof *x), *y[2];
+        for (size_t i = 0; i < (size_t)N * 4200; i++) x[i] = rng_normal(&r);
+        for (int threads = 1; threads <= 2; threads++) {
+            omp_set_num_threads(threads);
+            y[threads - 1] = malloc((size_t)N * 256 * sizeof(float));
+            tune_weight_matmul(y[threads - 1], x, &w, N, 1, 0.0f);
+        }
+        ck_assert_msg(memcmp(y[0], y[1], (size_t)N * 256 * sizeof(float)) == 0,
+                      "%s: the halves' product differs between 1 and 2 threads", wtypes[wi].name);
+        free(x), free(y[0]), free(y[1]);
         free_weight(&w);
     }
     omp_set_num_threads(saved_threads);

@@ -132,8 +132,9 @@ static void dot_rows(float *y, const float *x, const tune_weight *w, int N, floa
     }
 }
 
-/* Rows of x from which a forward product splits x between threads rather
- * than W (tiled_by_x_rows). */
+/* Rows of x from which a product splits x between threads
+ * (tiled_by_x_rows) rather than W's rows (tiled_xwt_by_weight_rows,
+ * tiled_x_w_by_halves). */
 enum { X_ROWS_MIN = 512 };
 
 /* Dequantises rows r0 .. r0 + n − 1 of w into tile (n, cols). */
@@ -201,6 +202,44 @@ static void tiled_by_x_rows(float *y, const float *x, const tune_weight *w, int 
     }
 }
 
+/* Rows r0 .. r1 − 1 of W (a multiple of 16 apart but for the last) times
+ * the same columns of x, a tile at a time: y = beta·y + x[:, r0 .. r1)·W[r0 .. r1). */
+static void rows_x_w(float *y, const float *x, const tune_weight *w, int N, int r0, int r1, float beta, float *tile)
+{
+    const int R = tile_rows(w->cols);
+    for (int a = r0; a < r1; a += R) {
+        const int n = r1 - a < R ? r1 - a : R;
+        dequant_tile(tile, w, a, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, w->cols, n, 1.0f, x + a, w->rows, tile, w->cols,
+                    a == r0 ? beta : 1.0f, y, w->cols);
+    }
+}
+
+/* trans 1 with few rows of x (the head's backward on a chunk of targets):
+ * W's rows go in two halves, the second's product into scratch and then
+ * added, so each of two threads dequantises and packs half of W rather
+ * than all of it (the split by rows of x would have both walk all of W).
+ * Two halves whatever the thread count: the sum's order, and so its bits,
+ * stay those of one thread. */
+static void tiled_x_w_by_halves(float *y, const float *x, const tune_weight *w, int N, float beta)
+{
+    const int half = ((w->rows + 1) / 2 + 15) / 16 * 16 < w->rows ? ((w->rows + 1) / 2 + 15) / 16 * 16 : w->rows;
+    const size_t ny = (size_t)N * w->cols;
+    float *second = thread_scratch(1, ny);
+    const int n_threads = (double)N * w->rows * w->cols < 64.0 * TUNE_CPU_PARALLEL_MIN ? 1 : 2;
+    openblas_set_num_threads(1);
+#pragma omp parallel num_threads(n_threads)
+    {
+        float *tile = thread_scratch(0, (size_t)tile_rows(w->cols) * w->cols);
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        if (t == 0) rows_x_w(y, x, w, N, 0, half, beta, tile);
+        if (t == nt - 1) rows_x_w(second, x, w, N, half, w->rows, 0.0f, tile);
+    }
+    if (half == w->rows) return;
+#pragma omp parallel for simd if (ny >= TUNE_CPU_PARALLEL_MIN)
+    for (size_t i = 0; i < ny; i++) y[i] += second[i];
+}
+
 void tune_weight_matmul(float *y, const float *x, const tune_weight *w, int N, int trans, float beta)
 {
     if (w->type == TUNE_Q_F32) {
@@ -211,6 +250,7 @@ void tune_weight_matmul(float *y, const float *x, const tune_weight *w, int N, i
     if (N == 0) return;
     if (!trans && N <= TUNE_QUANT_DOT_ROWS) dot_rows(y, x, w, N, beta);
     else if (!trans && N < X_ROWS_MIN) tiled_xwt_by_weight_rows(y, x, w, N, beta);
+    else if (trans && N < X_ROWS_MIN) tiled_x_w_by_halves(y, x, w, N, beta);
     else tiled_by_x_rows(y, x, w, N, trans, beta);
 }
 
