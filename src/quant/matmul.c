@@ -82,7 +82,7 @@ static float *thread_scratch(int slot, size_t floats)
  * groups. Fewer, larger products: with 1 MB tiles the forward products of
  * SmolLM2's layers ran 10% below the fp32 sgemm rate (x repacked for each
  * tile), with 4 MB within a few percent of it; the tile stays in the
- * second-level cache's neighbourhood (L2 + L3). */
+ * second-level cache's neighbourhood (L2 + L3), each thread has its own. */
 static int tile_rows(int cols)
 {
     int r = (4 * 1024 * 1024 / 4) / (cols > 0 ? cols : 1);
@@ -165,32 +165,25 @@ static void tiled_xwt_by_weight_rows(float *y, const float *x, const tune_weight
 }
 
 /* Each thread owns a slice of x's rows and takes W's tiles in row order:
- * y = x·Wᵀ (trans 0) or x·W (trans 1). The threads dequantise each tile
- * together, a share of its rows each, into one of two tiles they all read
- * (while they compute on one, the next is filled), and each runs its sgemm
- * over its rows of x against the whole tile: faster than a slice of W's
- * rows against all of x (measured 330 against 300 GFLOP/s for down_proj's
- * forward on 2 cores), and W is dequantised once. */
+ * y = x·Wᵀ (trans 0) or x·W (trans 1). Every thread dequantises all of W,
+ * which costs a few percent of a product with hundreds of rows of x and
+ * runs each thread's sgemm over half the tokens and whole tiles, faster
+ * than a slice of W's rows against all of them (measured 330 against 300
+ * GFLOP/s for down_proj's forward on 2 cores). */
 static void tiled_by_x_rows(float *y, const float *x, const tune_weight *w, int N, int trans, float beta)
 {
     const int R = tile_rows(w->cols);
     const int n_threads = (double)N * w->rows * w->cols < 64.0 * TUNE_CPU_PARALLEL_MIN ? 1 : omp_get_max_threads();
     const int slice = ((N + n_threads - 1) / n_threads + 15) / 16 * 16;
     const int ldx = trans ? w->rows : w->cols, ldy = trans ? w->cols : w->rows;
-    const size_t tile_floats = (size_t)R * w->cols;
-    float *tiles = thread_scratch(1, 2 * tile_floats);
     openblas_set_num_threads(1);
 #pragma omp parallel num_threads(n_threads)
     {
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        const int lo = t * slice, hi = lo + slice < N ? lo + slice : N;
-        for (int r0 = 0, k = 0; r0 < w->rows; r0 += R, k ^= 1) {
+        float *tile = thread_scratch(0, (size_t)R * w->cols);
+        const int lo = omp_get_thread_num() * slice, hi = lo + slice < N ? lo + slice : N;
+        for (int r0 = 0; lo < hi && r0 < w->rows; r0 += R) {
             const int n = w->rows - r0 < R ? w->rows - r0 : R;
-            float *tile = tiles + k * tile_floats;
-            const int a = (int)((long)n * t / nt), b = (int)((long)n * (t + 1) / nt);
-            dequant_tile(tile + (size_t)a * w->cols, w, r0 + a, b - a);
-#pragma omp barrier
-            if (lo >= hi) continue;
+            dequant_tile(tile, w, r0, n);
             if (trans) /* y (rows of x, cols) += x[:, r0 .. r0 + n) · tile */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, w->cols, n, 1.0f,
                             x + (size_t)lo * ldx + r0, ldx, tile, w->cols, r0 == 0 ? beta : 1.0f,
