@@ -51,8 +51,13 @@ void *tune_alloc_weights(size_t bytes);
 /* Maps in the whole pages of [p, p + n), writable, on all threads at once:
  * a buffer that is written whole at once (training's workspace) then does
  * not take a page fault per 4 KiB inside the first step (0.33 s for 800 MB
- * here, 0.10 s this way). Only a hint: nothing happens where the kernel
- * lacks MADV_POPULATE_WRITE. */
+ * here, 0.10 s this way). The whole 2 MiB stretches inside it are asked
+ * for as huge pages (transparent huge pages, madvise mode): each pass
+ * sweeps hundreds of MB, and with 4 KiB pages it also walks the page
+ * tables; the bench config's steps are about 2% faster. When the kernel
+ * must first compact memory to find free huge pages, this takes up to a
+ * second or two longer (0.2 s when they are free). Only hints: nothing
+ * happens where the kernel lacks them. */
 void tune_populate(void *p, size_t n);
 /* The most resident memory this process has held so far, in bytes. */
 size_t tune_peak_rss_bytes(void);

@@ -273,6 +273,9 @@ void tune_drop_mapped(const void *p, size_t n)
 
 void tune_populate(void *p, size_t n)
 {
+    const uintptr_t huge = (uintptr_t)2 << 20, h0 = ((uintptr_t)p + huge - 1) & ~(huge - 1),
+                    h1 = ((uintptr_t)p + n) & ~(huge - 1);
+    if (h1 > h0) madvise((void *)h0, h1 - h0, MADV_HUGEPAGE);
 #ifdef MADV_POPULATE_WRITE
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), start = (uintptr_t)p & ~(page - 1),
                     end = ((uintptr_t)p + n + page - 1) & ~(page - 1), chunk = (uintptr_t)16 << 20;
