@@ -22,8 +22,8 @@ tune_status tune_evaluate_on(const tune_backend *be, const tune_model *model, tu
     tune_status st = tune_backend_model(be, model, &dmodel, err);
     if (st) return st;
     if (lora) st = tune_backend_lora(be, lora, &dlora, err);
-    if (!st) {
-        st = tune_workspace_create(be, &model->cfg, lora ? &dlora : NULL, eval->max_B, eval->max_T, 0, &ws, err);
+    if (!st) { /* nothing runs a backward here: one layer's activations at a time (checkpointing's layout) */
+        st = tune_workspace_create(be, &model->cfg, lora ? &dlora : NULL, eval->max_B, eval->max_T, 1, &ws, err);
         if (!st) st = tune_evaluate(&dmodel, lora ? &dlora : NULL, eval, ws, loss, n_targets, err);
         tune_workspace_free(ws);
         if (lora) tune_backend_lora_free(be, &dlora, lora);
