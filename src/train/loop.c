@@ -657,6 +657,11 @@ static tune_status start(run *R, tune_error *err)
     if ((R->n_slots && !R->slots) || !R->mb_loss || !R->all_loss)
         return tune_fail_run(err, NULL, "out of %s memory for %d micro-batch gradients (%zu parameters)", R->be->name,
                              R->n_slots, lora->n_params);
+    if (!R->be->device) { /* mapped in now, not by page faults inside the first step (AdamW's: 119 against 7 ms) */
+        tune_populate(R->exp_avg, bytes);
+        tune_populate(R->exp_avg_sq, bytes);
+        if (R->slots) tune_populate(R->slots, (size_t)R->n_slots * bytes);
+    }
     st = tune_workspace_create(R->be, &R->model->cfg, &R->dlora, max_B, max_T, R->o->gradient_checkpointing,
                                &R->ws, err);
     if (!st) st = step_batches_init(&R->sb, R->st.accum, R->train->max_B, R->train->max_T, err);
