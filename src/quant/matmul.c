@@ -164,6 +164,19 @@ static void tiled_xwt_by_weight_rows(float *y, const float *x, const tune_weight
     }
 }
 
+/* Rows r0 .. r1 − 1 of W (a multiple of 16 apart but for the last) times
+ * the same columns of x, a tile at a time: y = beta·y + x[:, r0 .. r1)·W[r0 .. r1). */
+static void rows_x_w(float *y, const float *x, const tune_weight *w, int N, int r0, int r1, float beta, float *tile)
+{
+    const int R = tile_rows(w->cols);
+    for (int a = r0; a < r1; a += R) {
+        const int n = r1 - a < R ? r1 - a : R;
+        dequant_tile(tile, w, a, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, w->cols, n, 1.0f, x + a, w->rows, tile, w->cols,
+                    a == r0 ? beta : 1.0f, y, w->cols);
+    }
+}
+
 /* Each thread owns a slice of x's rows and takes W's tiles in row order:
  * y = x·Wᵀ (trans 0) or x·W (trans 1). Every thread dequantises all of W,
  * which costs a few percent of a product with hundreds of rows of x and
@@ -181,30 +194,14 @@ static void tiled_by_x_rows(float *y, const float *x, const tune_weight *w, int 
     {
         float *tile = thread_scratch(0, (size_t)R * w->cols);
         const int lo = omp_get_thread_num() * slice, hi = lo + slice < N ? lo + slice : N;
-        for (int r0 = 0; lo < hi && r0 < w->rows; r0 += R) {
+        if (trans && lo < hi) /* y (rows of x, cols) = beta·y + x · W */
+            rows_x_w(y + (size_t)lo * ldy, x + (size_t)lo * ldx, w, hi - lo, 0, w->rows, beta, tile);
+        for (int r0 = 0; !trans && lo < hi && r0 < w->rows; r0 += R) {
             const int n = w->rows - r0 < R ? w->rows - r0 : R;
-            dequant_tile(tile, w, r0, n);
-            if (trans) /* y (rows of x, cols) += x[:, r0 .. r0 + n) · tile */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, w->cols, n, 1.0f,
-                            x + (size_t)lo * ldx + r0, ldx, tile, w->cols, r0 == 0 ? beta : 1.0f,
-                            y + (size_t)lo * ldy, ldy);
-            else /* y[:, r0 .. r0 + n) = x · tileᵀ */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hi - lo, n, w->cols, 1.0f, x + (size_t)lo * ldx,
-                            ldx, tile, w->cols, beta, y + (size_t)lo * ldy + r0, ldy);
+            dequant_tile(tile, w, r0, n); /* y[:, r0 .. r0 + n) = x · tileᵀ */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hi - lo, n, w->cols, 1.0f, x + (size_t)lo * ldx, ldx,
+                        tile, w->cols, beta, y + (size_t)lo * ldy + r0, ldy);
         }
-    }
-}
-
-/* Rows r0 .. r1 − 1 of W (a multiple of 16 apart but for the last) times
- * the same columns of x, a tile at a time: y = beta·y + x[:, r0 .. r1)·W[r0 .. r1). */
-static void rows_x_w(float *y, const float *x, const tune_weight *w, int N, int r0, int r1, float beta, float *tile)
-{
-    const int R = tile_rows(w->cols);
-    for (int a = r0; a < r1; a += R) {
-        const int n = r1 - a < R ? r1 - a : R;
-        dequant_tile(tile, w, a, n);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, w->cols, n, 1.0f, x + a, w->rows, tile, w->cols,
-                    a == r0 ? beta : 1.0f, y, w->cols);
     }
 }
 
@@ -216,7 +213,8 @@ static void rows_x_w(float *y, const float *x, const tune_weight *w, int N, int 
  * stay those of one thread. */
 static void tiled_x_w_by_halves(float *y, const float *x, const tune_weight *w, int N, float beta)
 {
-    const int half = ((w->rows + 1) / 2 + 15) / 16 * 16 < w->rows ? ((w->rows + 1) / 2 + 15) / 16 * 16 : w->rows;
+    int half = ((w->rows + 1) / 2 + 15) / 16 * 16;
+    if (half > w->rows) half = w->rows;
     const size_t ny = (size_t)N * w->cols;
     float *second = thread_scratch(1, ny);
     const int n_threads = (double)N * w->rows * w->cols < 64.0 * TUNE_CPU_PARALLEL_MIN ? 1 : 2;

@@ -20,26 +20,24 @@ static int cpu_upload(void *dst, const void *src, size_t bytes)
  * much (the bench config's copies and zeroes: 19 against 10 ms a step). */
 enum { SLICE_BYTES = 64 * 1024 };
 
-static void cpu_copy(void *dst, const void *src, size_t bytes)
+/* dst ← src, or zeroes where src is NULL. */
+static void sliced(void *dst, const void *src, size_t bytes)
 {
-    if (dst == src || !bytes) return;
     const long n = (long)((bytes + SLICE_BYTES - 1) / SLICE_BYTES);
 #pragma omp parallel for if (n > 4)
     for (long i = 0; i < n; i++) {
         const size_t off = (size_t)i * SLICE_BYTES, len = bytes - off < SLICE_BYTES ? bytes - off : SLICE_BYTES;
-        memcpy((char *)dst + off, (const char *)src + off, len);
+        if (src) memcpy((char *)dst + off, (const char *)src + off, len);
+        else memset((char *)dst + off, 0, len);
     }
 }
 
-static void cpu_zero(void *dst, size_t bytes)
+static void cpu_copy(void *dst, const void *src, size_t bytes)
 {
-    const long n = (long)((bytes + SLICE_BYTES - 1) / SLICE_BYTES);
-#pragma omp parallel for if (n > 4)
-    for (long i = 0; i < n; i++) {
-        const size_t off = (size_t)i * SLICE_BYTES, len = bytes - off < SLICE_BYTES ? bytes - off : SLICE_BYTES;
-        memset((char *)dst + off, 0, len);
-    }
+    if (dst != src) sliced(dst, src, bytes);
 }
+
+static void cpu_zero(void *dst, size_t bytes) { sliced(dst, NULL, bytes); }
 
 static int cpu_finish(char *why, size_t why_size)
 {
